@@ -1,0 +1,100 @@
+"""Array backends: NumPy on the CPU, CuPy on a GPU.
+
+Every op reaches its array library through ``xp(array)``, so one code path serves both.
+CuPy is imported lazily: ``import minigen`` needs NumPy only.
+"""
+import numpy as np
+
+_DEFAULT_DTYPE = np.float32
+_cupy = None
+_cupy_checked = False
+
+
+def cupy():
+    """The CuPy module if it is installed and a GPU is visible, else None."""
+    global _cupy, _cupy_checked
+    if not _cupy_checked:
+        _cupy_checked = True
+        try:
+            import cupy as cp
+            if cp.cuda.runtime.getDeviceCount() > 0:
+                _cupy = cp
+        except Exception:
+            _cupy = None
+    return _cupy
+
+
+def xp(array):
+    """The array module (numpy or cupy) that owns ``array``."""
+    if type(array).__module__.startswith("cupy"):
+        return cupy()
+    return np
+
+
+def device_of(array):
+    return "cuda" if type(array).__module__.startswith("cupy") else "cpu"
+
+
+def check_device(device, where="device"):
+    """Normalise a device name, raising a clear error for unknown or unavailable ones."""
+    name = str(device).split(":")[0]
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"{where}: unknown device {device!r}; expected 'cpu' or 'cuda'")
+    if name == "cuda" and cupy() is None:
+        raise RuntimeError(f"{where}: device 'cuda' needs CuPy and a visible GPU "
+                           "(pip install minigen[gpu])")
+    return name
+
+
+def to_device(array, device):
+    """Move an array to 'cpu' (NumPy) or 'cuda' (CuPy)."""
+    device = check_device(device)
+    if device == "cpu":
+        return array.get() if device_of(array) == "cuda" else np.asarray(array)
+    return cupy().asarray(array)
+
+
+def get_default_dtype():
+    return _DEFAULT_DTYPE
+
+
+def set_default_dtype(dtype):
+    """Set the dtype of new floating tensors and parameters (float32 or float64)."""
+    global _DEFAULT_DTYPE
+    dtype = np.dtype(dtype).type
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"set_default_dtype: expected float32 or float64, got {dtype}")
+    _DEFAULT_DTYPE = dtype
+
+
+# --- random numbers: one seeded generator per device ------------------------------------
+_rngs = {}
+
+
+def manual_seed(seed):
+    """Seed minigen's default generators (NumPy, and CuPy when present)."""
+    _rngs["cpu"] = np.random.default_rng(seed)
+    if _cupy is not None:
+        _rngs["cuda"] = _cupy.random.default_rng(seed)
+    else:
+        _rngs.pop("cuda", None)
+    _rngs["seed"] = seed
+
+
+def default_rng(device="cpu"):
+    """The generator used when a stochastic function gets ``rng=None``."""
+    if device not in _rngs:
+        if device == "cuda":
+            _rngs["cuda"] = cupy().random.default_rng(_rngs.get("seed"))
+        else:
+            _rngs["cpu"] = np.random.default_rng(_rngs.get("seed"))
+    return _rngs[device]
+
+
+def as_rng(rng, device="cpu"):
+    """Accept a Generator, an int seed or None (the default generator)."""
+    if rng is None:
+        return default_rng(device)
+    if isinstance(rng, (int, np.integer)):
+        return np.random.default_rng(int(rng)) if device == "cpu" else cupy().random.default_rng(int(rng))
+    return rng
