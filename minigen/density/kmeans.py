@@ -1,0 +1,114 @@
+"""k-means clustering (Lloyd's algorithm) with k-means++ seeding.
+
+Lloyd (1982), "Least squares quantization in PCM": alternate
+    labels_i = argmin_k ||x_i - c_k||^2   and   c_k = mean of {x_i : labels_i = k},
+which never increases the inertia sum_i ||x_i - c_{labels_i}||^2. Seeding follows Arthur &
+Vassilvitskii (2007), "k-means++": each new centre is drawn with probability proportional
+to D(x)^2, the squared distance to the nearest centre chosen so far (greedy variant: the best
+of 2 + log k candidates). Squared distances use ||x||^2 - 2 x.c + ||c||^2 (one matrix product).
+"""
+import numpy as np
+
+from ..backend import as_rng
+from ._checks import check_data, check_fitted, check_positive
+
+
+def _squared_distances(X, x_sq, centers):
+    """||x_i - c_k||^2 for all i, k, clipped at 0 against rounding."""
+    D = x_sq[:, None] - 2.0 * (X @ centers.T) + np.einsum("kd,kd->k", centers, centers)
+    return np.maximum(D, 0.0)
+
+
+def kmeans_plusplus(X, n_clusters, rng=None):
+    """Return ``(centers, indices)``: k-means++ seeds chosen among the rows of X."""
+    X = check_data(X, "kmeans_plusplus")
+    check_positive(n_clusters, "n_clusters", "kmeans_plusplus", integer=True)
+    if n_clusters > len(X):
+        raise ValueError(f"kmeans_plusplus: n_clusters={n_clusters} exceeds n_samples={len(X)}")
+    rng = as_rng(rng)
+    x_sq = np.einsum("ij,ij->i", X, X)
+    n_trials = 2 + int(np.log(n_clusters))
+    indices = [int(rng.integers(len(X)))]
+    closest = _squared_distances(X, x_sq, X[indices])[:, 0]
+    for _ in range(1, n_clusters):
+        total = closest.sum()
+        if total <= 0:                      # every point already coincides with a centre
+            candidates = rng.integers(len(X), size=n_trials)
+        else:
+            cumulative = np.cumsum(closest)
+            candidates = np.searchsorted(cumulative, rng.uniform(0, total, n_trials), side="right")
+            candidates = np.minimum(candidates, len(X) - 1)
+        trial = np.minimum(closest[:, None], _squared_distances(X, x_sq, X[candidates]))
+        best = int(np.argmin(trial.sum(axis=0)))
+        indices.append(int(candidates[best]))
+        closest = trial[:, best]
+    indices = np.asarray(indices)
+    return X[indices].copy(), indices
+
+
+def _lloyd(X, x_sq, centers, max_iter, tol):
+    """Lloyd iterations from ``centers``; returns centers, labels, inertia, n_iter."""
+    k = len(centers)
+    for n_iter in range(1, max_iter + 1):
+        D = _squared_distances(X, x_sq, centers)
+        labels = np.argmin(D, axis=1)
+        counts = np.bincount(labels, minlength=k)
+        sums = np.stack([np.bincount(labels, weights=X[:, j], minlength=k)
+                         for j in range(X.shape[1])], axis=1)
+        new = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], centers)
+        empty = np.flatnonzero(counts == 0)
+        if len(empty):                      # re-seed empty clusters at the worst-fit points
+            worst = np.argsort(D[np.arange(len(X)), labels])[::-1][:len(empty)]
+            new[empty] = X[worst]
+        shift = np.sum((new - centers) ** 2)
+        centers = new
+        if shift <= tol:
+            break
+    D = _squared_distances(X, x_sq, centers)
+    labels = np.argmin(D, axis=1)
+    return centers, labels, float(D[np.arange(len(X)), labels].sum()), n_iter
+
+
+class KMeans:
+    """k-means with k-means++ (or 'random') seeding; the best of ``n_init`` runs by inertia.
+
+    tol: stop when the centres move by at most tol * (mean per-feature variance of X) in total
+    squared distance (the scale-free rule scikit-learn uses).
+    """
+
+    def __init__(self, n_clusters=8, init="k-means++", n_init=1, max_iter=300, tol=1e-4,
+                 random_state=None):
+        check_positive(n_clusters, "n_clusters", "KMeans", integer=True)
+        check_positive(n_init, "n_init", "KMeans", integer=True)
+        check_positive(max_iter, "max_iter", "KMeans", integer=True)
+        if init not in ("k-means++", "random"):
+            raise ValueError(f"KMeans: init must be 'k-means++' or 'random', got {init!r}")
+        if not tol >= 0:
+            raise ValueError(f"KMeans: tol must be >= 0, got {tol!r}")
+        self.n_clusters, self.init, self.n_init = n_clusters, init, n_init
+        self.max_iter, self.tol, self.random_state = max_iter, tol, random_state
+
+    def fit(self, X):
+        X = check_data(X, "KMeans.fit")
+        if self.n_clusters > len(X):
+            raise ValueError(f"KMeans.fit: n_clusters={self.n_clusters} exceeds n_samples={len(X)}")
+        rng = as_rng(self.random_state)
+        x_sq = np.einsum("ij,ij->i", X, X)
+        tol = self.tol * float(np.mean(np.var(X, axis=0)))
+        best = None
+        for _ in range(self.n_init):
+            if self.init == "k-means++":
+                seeds = kmeans_plusplus(X, self.n_clusters, rng)[0]
+            else:
+                seeds = X[rng.choice(len(X), self.n_clusters, replace=False)]
+            run = _lloyd(X, x_sq, seeds, self.max_iter, tol)
+            if best is None or run[2] < best[2]:
+                best = run
+        self.cluster_centers_, self.labels_, self.inertia_, self.n_iter_ = best
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def predict(self, X):
+        check_fitted(self, "cluster_centers_", "KMeans.predict")
+        X = check_data(X, "KMeans.predict", n_features=self.n_features_in_)
+        return np.argmin(_squared_distances(X, np.einsum("ij,ij->i", X, X), self.cluster_centers_), axis=1)

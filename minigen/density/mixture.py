@@ -1,0 +1,345 @@
+"""Gaussian mixture models fitted by expectation-maximisation in log space.
+
+p(x) = sum_k pi_k N(x; mu_k, Sigma_k) (Dempster, Laird & Rubin 1977; Bishop, "Pattern
+Recognition and Machine Learning", 2006, sec. 9.2). Each component is stored by the Cholesky
+factor P_k of its precision (P_k P_k^T = Sigma_k^-1), so
+    log N(x; mu_k, Sigma_k) = -d/2 log 2 pi + log|det P_k| - 1/2 ||x P_k - mu_k P_k||^2.
+E-step: r_ik = pi_k N(x_i | k) / sum_j pi_j N(x_i | j), by log-sum-exp; the lower bound is
+the mean of log p(x_i) under the parameters before the M-step. M-step (weights s_i, mean 1):
+n_k = sum_i s_i r_ik, pi_k = n_k / n, mu_k = sum_i s_i r_ik x_i / n_k,
+Sigma_k = sum_i s_i r_ik (x_i - mu_k)(x_i - mu_k)^T / n_k + reg_covar I, pooled over k for
+'tied', its diagonal for 'diag', the mean of that diagonal for 'spherical'. Initial parameters
+(weights_init, means_init, precisions_init) follow scikit-learn's conventions, so a fit can
+start from the same place as scikit-learn's.
+"""
+import warnings
+
+import numpy as np
+
+from ..backend import as_rng
+from ._checks import (check_data, check_fitted, check_n_samples, check_positive,
+                      check_sample_weight, logsumexp)
+from .kmeans import KMeans, kmeans_plusplus
+
+_TYPES = ("full", "tied", "diag", "spherical")
+_INITS = ("kmeans", "k-means++", "random", "random_from_data")
+_ROWS = 8192                         # rows per block in the E-step (bounds the n x Kd scratch)
+
+
+def _cholesky_with_jitter(covariances, where):
+    """Lower Cholesky factors of a stack (K, d, d); a factorisation that fails gets a growing
+    ridge eps * trace/d * 10^j added, with a warning, instead of an error."""
+    try:
+        return np.linalg.cholesky(covariances)
+    except np.linalg.LinAlgError:
+        factors = np.empty_like(covariances)
+        for k, cov in enumerate(covariances):
+            scale = max(float(np.trace(cov)) / len(cov), np.finfo(np.float64).tiny)
+            for power in range(-12, 3):
+                try:
+                    factors[k] = np.linalg.cholesky(cov + (10.0 ** power * scale) * np.eye(len(cov)))
+                    break
+                except np.linalg.LinAlgError:
+                    continue
+            if power > -12:
+                warnings.warn(f"{where}: component {k} has a singular covariance; added a ridge "
+                              f"{10.0 ** power * scale:.3g} I (increase reg_covar)",
+                              RuntimeWarning, stacklevel=4)
+        return factors
+
+
+def precision_cholesky(covariances, covariance_type, where="GaussianMixture"):
+    """P with P P^T = Sigma^-1: the inverse transpose of Sigma's Cholesky factor (1/sqrt for
+    'diag' and 'spherical')."""
+    if covariance_type in ("diag", "spherical"):
+        if np.any(covariances <= 0):
+            warnings.warn(f"{where}: a non-positive variance; flooring it at 1e-12 "
+                          "(increase reg_covar)", RuntimeWarning, stacklevel=3)
+            covariances = np.maximum(covariances, 1e-12)
+        return 1.0 / np.sqrt(covariances)
+    stack = covariances[None] if covariance_type == "tied" else covariances
+    factors = _cholesky_with_jitter(stack, where)
+    precisions = np.swapaxes(np.linalg.inv(factors), -1, -2)
+    return precisions[0] if covariance_type == "tied" else precisions
+
+
+def covariances_from_precision_cholesky(prec_chol, covariance_type):
+    """Sigma = (P P^T)^-1 (1 / P^2 for 'diag' and 'spherical')."""
+    if covariance_type in ("diag", "spherical"):
+        return 1.0 / prec_chol ** 2
+    inverse = np.linalg.inv(prec_chol)
+    return np.swapaxes(inverse, -1, -2) @ inverse
+
+
+def estimate_parameters(X, resp, reg_covar, covariance_type):
+    """M-step: (n_k, mu_k, Sigma_k) from weighted responsibilities ``resp`` (n, K)."""
+    nk = resp.sum(axis=0) + 10 * np.finfo(np.float64).eps
+    means = (resp.T @ X) / nk[:, None]
+    d = X.shape[1]
+    if covariance_type == "full":
+        covariances = np.empty((len(nk), d, d))
+        for k in range(len(nk)):
+            D = (X - means[k]) * np.sqrt(resp[:, k])[:, None]
+            covariances[k] = D.T @ D / nk[k]
+            covariances[k].flat[::d + 1] += reg_covar
+    elif covariance_type == "tied":
+        covariances = (X.T @ X - (nk * means.T) @ means) / nk.sum()
+        covariances.flat[::d + 1] += reg_covar
+    else:
+        covariances = (resp.T @ (X * X)) / nk[:, None] - means ** 2 + reg_covar
+        if covariance_type == "spherical":
+            covariances = covariances.mean(axis=1)
+    return nk, means, covariances
+
+
+def log_gaussian(X, means, prec_chol, covariance_type):
+    """log N(x_i; mu_k, Sigma_k) for all i, k: an (n, K) array.
+
+    'full'/'tied': one matrix product X [P_1 ... P_K] per block of rows, minus mu_k P_k, squared
+    and summed per component by a second product with a block indicator.
+    'diag'/'spherical': ||x . p_k - mu_k . p_k||^2 expanded into three matrix products.
+    """
+    n, d = X.shape
+    K = len(means)
+    if covariance_type in ("full", "tied"):
+        P = np.broadcast_to(prec_chol, (K, d, d))
+        log_det = np.sum(np.log(np.diagonal(P, axis1=1, axis2=2)), axis=1)
+        stacked = np.ascontiguousarray(P.transpose(1, 0, 2).reshape(d, K * d))
+        shift = np.einsum("kd,kde->ke", means, P).reshape(K * d)
+        blocks = np.kron(np.eye(K), np.ones((d, 1)))
+        mahalanobis = np.empty((n, K))
+        for a in range(0, n, _ROWS):
+            Y = X[a:a + _ROWS] @ stacked
+            Y -= shift
+            np.square(Y, out=Y)
+            mahalanobis[a:a + _ROWS] = Y @ blocks
+    else:
+        P = prec_chol[:, None] * np.ones(d) if covariance_type == "spherical" else prec_chol
+        log_det = np.sum(np.log(P), axis=1)
+        P2 = P ** 2
+        mahalanobis = ((X * X) @ P2.T - 2.0 * (X @ (means * P2).T)
+                       + np.sum(means ** 2 * P2, axis=1))
+    return -0.5 * (d * np.log(2 * np.pi) + mahalanobis) + log_det
+
+
+def _n_precision_parameters(covariance_type, K, d):
+    return {"full": K * d * (d + 1) // 2, "tied": d * (d + 1) // 2, "diag": K * d,
+            "spherical": K}[covariance_type]
+
+
+class GaussianMixture:
+    """Gaussian mixture fitted by EM (formulas in the module docstring).
+
+    covariance_type: 'full' (K, d, d), 'tied' (d, d), 'diag' (K, d) or 'spherical' (K,).
+    init_params: responsibilities to start from: 'kmeans' (minigen's k-means labels),
+    'k-means++' (one seed point per component), 'random' (uniform, normalised) or
+    'random_from_data' (one random point per component); overridden by whichever of
+    weights_init (K,), means_init (K, d), precisions_init (shape of covariances_) are given.
+    Stops when the lower bound changes by less than ``tol``; keeps the best of ``n_init`` runs.
+    """
+
+    def __init__(self, n_components=1, covariance_type="full", tol=1e-3, reg_covar=1e-6,
+                 max_iter=100, n_init=1, init_params="kmeans", weights_init=None,
+                 means_init=None, precisions_init=None, random_state=None):
+        check_positive(n_components, "n_components", "GaussianMixture", integer=True)
+        check_positive(max_iter, "max_iter", "GaussianMixture", integer=True)
+        check_positive(n_init, "n_init", "GaussianMixture", integer=True)
+        if covariance_type not in _TYPES:
+            raise ValueError(f"GaussianMixture: covariance_type must be one of {_TYPES}, "
+                             f"got {covariance_type!r}")
+        if init_params not in _INITS:
+            raise ValueError(f"GaussianMixture: init_params must be one of {_INITS}, got {init_params!r}")
+        if not (np.isfinite(tol) and tol >= 0):
+            raise ValueError(f"GaussianMixture: tol must be a finite number >= 0, got {tol!r}")
+        if not (np.isfinite(reg_covar) and reg_covar >= 0):
+            raise ValueError(f"GaussianMixture: reg_covar must be a finite number >= 0, got {reg_covar!r}")
+        self.n_components, self.covariance_type, self.tol = n_components, covariance_type, tol
+        self.reg_covar, self.max_iter, self.n_init = reg_covar, max_iter, n_init
+        self.init_params, self.random_state = init_params, random_state
+        self.weights_init, self.means_init, self.precisions_init = weights_init, means_init, precisions_init
+
+    # ---------------------------------------------------------------- checks and initialisation
+    def _check_inits(self, d):
+        K, where = self.n_components, "GaussianMixture.fit"
+        shapes = {"full": (K, d, d), "tied": (d, d), "diag": (K, d), "spherical": (K,)}
+        checked = {}
+        for name, value, shape in (("weights_init", self.weights_init, (K,)),
+                                   ("means_init", self.means_init, (K, d)),
+                                   ("precisions_init", self.precisions_init,
+                                    shapes[self.covariance_type])):
+            if value is None:
+                checked[name] = None
+                continue
+            value = np.asarray(value, dtype=np.float64)
+            if value.shape != shape or not np.all(np.isfinite(value)):
+                raise ValueError(f"{where}: {name} must be a finite array of shape {shape}, "
+                                 f"got shape {value.shape}")
+            checked[name] = value
+        w = checked["weights_init"]
+        if w is not None and (np.any(w < 0) or not np.isclose(w.sum(), 1.0)):
+            raise ValueError(f"{where}: weights_init must be non-negative and sum to 1")
+        prec = checked["precisions_init"]
+        if prec is not None:
+            if self.covariance_type in ("diag", "spherical"):
+                if np.any(prec <= 0):
+                    raise ValueError(f"{where}: precisions_init must be positive")
+                checked["precisions_init"] = np.sqrt(prec)
+            else:
+                symmetric = np.allclose(prec, np.swapaxes(prec, -1, -2))
+                try:
+                    checked["precisions_init"] = np.linalg.cholesky(prec)
+                except np.linalg.LinAlgError:
+                    symmetric = False
+                if not symmetric:
+                    raise ValueError(f"{where}: precisions_init must be symmetric positive definite")
+        return checked
+
+    def _initial_resp(self, X, rng):
+        n, K = len(X), self.n_components
+        resp = np.zeros((n, K))
+        if self.init_params == "kmeans":
+            labels = KMeans(K, n_init=1, random_state=rng).fit(X).labels_
+            resp[np.arange(n), labels] = 1.0
+        elif self.init_params == "random":
+            resp = rng.uniform(size=(n, K))
+            resp /= resp.sum(axis=1, keepdims=True)
+        elif self.init_params == "random_from_data":
+            resp[rng.choice(n, size=K, replace=False), np.arange(K)] = 1.0
+        else:
+            resp[kmeans_plusplus(X, K, rng)[1], np.arange(K)] = 1.0
+        return resp
+
+    def _initialize(self, X, s, inits, rng):
+        if any(v is None for v in inits.values()):
+            resp = self._initial_resp(X, rng) * s[:, None]
+            nk, means, covariances = estimate_parameters(X, resp, self.reg_covar, self.covariance_type)
+            self.weights_ = nk / len(X)
+            self.means_ = means
+            self.precisions_cholesky_ = precision_cholesky(covariances, self.covariance_type,
+                                                           "GaussianMixture.fit")
+        if inits["weights_init"] is not None:
+            self.weights_ = inits["weights_init"].copy()
+        if inits["means_init"] is not None:
+            self.means_ = inits["means_init"].copy()
+        if inits["precisions_init"] is not None:
+            self.precisions_cholesky_ = inits["precisions_init"].copy()
+
+    # ---------------------------------------------------------------- EM
+    def _e_step(self, X):
+        """Per-sample log p(x_i) and responsibilities r_ik."""
+        weighted = log_gaussian(X, self.means_, self.precisions_cholesky_, self.covariance_type)
+        with np.errstate(divide="ignore"):
+            weighted += np.log(self.weights_)
+        log_norm = logsumexp(weighted, axis=1)
+        weighted -= log_norm[:, None]
+        return log_norm, np.exp(weighted, out=weighted)
+
+    def _m_step(self, X, resp):
+        nk, self.means_, self.covariances_ = estimate_parameters(
+            X, resp, self.reg_covar, self.covariance_type)
+        self.weights_ = nk / nk.sum()
+        self.precisions_cholesky_ = precision_cholesky(self.covariances_, self.covariance_type,
+                                                       "GaussianMixture.fit")
+
+    def fit(self, X, sample_weight=None):
+        """Run EM ``n_init`` times and keep the run with the highest final lower bound."""
+        X = check_data(X, "GaussianMixture.fit", min_samples=1)
+        n, d = X.shape
+        if self.n_components > n:
+            raise ValueError(f"GaussianMixture.fit: n_components={self.n_components} exceeds "
+                             f"n_samples={n}")
+        s = check_sample_weight(sample_weight, n, "GaussianMixture.fit") * n
+        inits = self._check_inits(d)
+        rng = as_rng(self.random_state)
+        best = None
+        for _ in range(self.n_init):
+            self._initialize(X, s, inits, rng)
+            lower_bound, bounds, converged = -np.inf, [], False
+            for n_iter in range(1, self.max_iter + 1):
+                previous = lower_bound
+                log_norm, resp = self._e_step(X)
+                self._m_step(X, resp * s[:, None])
+                lower_bound = float(np.dot(s, log_norm) / n)
+                bounds.append(lower_bound)
+                if abs(lower_bound - previous) < self.tol:
+                    converged = True
+                    break
+            if best is None or lower_bound > best[0]:
+                best = (lower_bound, bounds, converged, n_iter, self.weights_, self.means_,
+                        self.covariances_, self.precisions_cholesky_)
+        (self.lower_bound_, self.lower_bounds_, self.converged_, self.n_iter_, self.weights_,
+         self.means_, self.covariances_, self.precisions_cholesky_) = best
+        if not self.converged_:
+            warnings.warn(f"GaussianMixture.fit: EM did not converge in max_iter={self.max_iter} "
+                          f"iterations (tol={self.tol})", UserWarning, stacklevel=2)
+        self.n_features_in_ = d
+        return self
+
+    # ---------------------------------------------------------------- using the fit
+    @property
+    def precisions_(self):
+        """Sigma^-1 = P P^T (P^2 for 'diag' and 'spherical')."""
+        check_fitted(self, "precisions_cholesky_", "GaussianMixture.precisions_")
+        P = self.precisions_cholesky_
+        return P ** 2 if self.covariance_type in ("diag", "spherical") else P @ np.swapaxes(P, -1, -2)
+
+    def _checked(self, X, where):
+        check_fitted(self, "precisions_cholesky_", where)
+        return check_data(X, where, n_features=self.n_features_in_)
+
+    def _log_joint(self, X):
+        logp = log_gaussian(X, self.means_, self.precisions_cholesky_, self.covariance_type)
+        with np.errstate(divide="ignore"):
+            return logp + np.log(self.weights_)
+
+    def score_samples(self, X):
+        """log p(x_i) = logsumexp_k (log pi_k + log N(x_i; mu_k, Sigma_k))."""
+        return logsumexp(self._log_joint(self._checked(X, "GaussianMixture.score_samples")), axis=1)
+
+    log_prob = score_samples
+
+    def score(self, X):
+        return float(np.mean(self.score_samples(X)))
+
+    def predict_proba(self, X):
+        """Responsibilities r_ik = p(k | x_i)."""
+        joint = self._log_joint(self._checked(X, "GaussianMixture.predict_proba"))
+        return np.exp(joint - logsumexp(joint, axis=1)[:, None])
+
+    def predict(self, X):
+        return np.argmax(self._log_joint(self._checked(X, "GaussianMixture.predict")), axis=1)
+
+    def sample(self, n, rng=None, return_labels=False):
+        """Draw k ~ Categorical(pi), then x = mu_k + L_k u with L_k L_k^T = Sigma_k, u ~ N(0, I)."""
+        check_fitted(self, "precisions_cholesky_", "GaussianMixture.sample")
+        n = check_n_samples(n, "GaussianMixture.sample")
+        rng = as_rng(rng)
+        labels = rng.choice(self.n_components, size=n, p=self.weights_ / self.weights_.sum())
+        U = rng.standard_normal((n, self.n_features_in_))
+        P = self.precisions_cholesky_
+        if self.covariance_type == "diag":
+            X = U / P[labels]
+        elif self.covariance_type == "spherical":
+            X = U / P[labels][:, None]
+        else:
+            # Sigma = P^-T P^-1, so x - mu = P^-T u, i.e. the row u^T P^-1.
+            P_inv = np.linalg.inv(np.broadcast_to(P, (self.n_components,) + P.shape[-2:]))
+            X = np.empty_like(U)
+            for k in range(self.n_components):
+                X[labels == k] = U[labels == k] @ P_inv[k]
+        X += self.means_[labels]
+        return (X, labels) if return_labels else X
+
+    def _n_parameters(self):
+        K, d = self.n_components, self.n_features_in_
+        return _n_precision_parameters(self.covariance_type, K, d) + K * d + K - 1
+
+    def bic(self, X):
+        """Bayesian information criterion: -2 sum_i log p(x_i) + n_params log n (Schwarz 1978)."""
+        X = self._checked(X, "GaussianMixture.bic")
+        return -2 * self.score(X) * len(X) + self._n_parameters() * np.log(len(X))
+
+    def aic(self, X):
+        """Akaike information criterion: -2 sum_i log p(x_i) + 2 n_params (Akaike 1974)."""
+        X = self._checked(X, "GaussianMixture.aic")
+        return -2 * self.score(X) * len(X) + 2 * self._n_parameters()

@@ -1,0 +1,197 @@
+"""Principal component analysis and its probabilistic model (PPCA).
+
+Fit: centre X (mean mu), take the SVD X - mu = U S V^T; the rows of W = V^T[:k] are the
+principal axes and lambda_i = S_i^2 / (n - 1) the variance along each. The code of x is
+z = W (x - mu) (divided by sqrt(lambda) when whitening), and x_hat = W^T z + mu decodes it.
+
+The probabilistic PCA of Tipping & Bishop, "Probabilistic principal component analysis"
+(JRSS B, 1999) reads the fit as the Gaussian x ~ N(mu, C) with
+C = W^T diag(lambda) W + sigma^2 (I - W^T W), where the maximum-likelihood noise variance
+sigma^2 is the mean of the discarded variances. Because W has orthonormal rows, with
+r = (x - mu) - W^T W (x - mu) the residual outside the principal subspace,
+    log p(x) = -1/2 [sum_i z_i^2 / lambda_i + |r|^2 / sigma^2 + sum_i log lambda_i
+                     + (d - k) log sigma^2 + d log 2 pi].
+Signs follow scikit-learn's convention: the largest-magnitude entry of each axis is positive.
+"""
+import warnings
+
+import numpy as np
+
+from ..backend import as_rng
+from ._checks import check_data, check_fitted, check_n_samples
+
+_SOLVERS = ("full", "covariance_eigh", "randomized")
+
+
+def _flip_signs(Vt):
+    """Make the largest-|.| entry of each row of Vt positive (scikit-learn's svd_flip on V)."""
+    rows = np.arange(Vt.shape[0])
+    signs = np.sign(Vt[rows, np.argmax(np.abs(Vt), axis=1)])
+    signs[signs == 0] = 1.0
+    return Vt * signs[:, None]
+
+
+def _randomized_svd(Xc, k, rng, oversample=10, n_iter=7):
+    """Halko, Martinsson & Tropp (2011), Alg. 4.4: a range finder with power iterations,
+    re-orthonormalised by QR each step, then the exact SVD of the small projected matrix."""
+    sketch = min(k + oversample, min(Xc.shape))
+    Q = np.linalg.qr(Xc @ rng.standard_normal((Xc.shape[1], sketch)))[0]
+    for _ in range(n_iter):
+        Q = np.linalg.qr(Xc.T @ Q)[0]
+        Q = np.linalg.qr(Xc @ Q)[0]
+    _, S, Vt = np.linalg.svd(Q.T @ Xc, full_matrices=False)
+    return S[:k], Vt[:k]
+
+
+class PCA:
+    """PCA with the PPCA density (Tipping & Bishop 1999).
+
+    n_components: an int k (1 <= k <= min(n, d)), a fraction in (0, 1) (the fewest axes whose
+    explained-variance ratio sums above it), or None (min(n, d)).
+    svd_solver: 'full' (SVD of the centred data), 'covariance_eigh' (eigenvectors of the
+    d x d covariance: fast for n >> d), or 'randomized' (Halko et al. 2011; approximate).
+    """
+
+    def __init__(self, n_components=None, whiten=False, svd_solver="full", random_state=None):
+        if svd_solver not in _SOLVERS:
+            raise ValueError(f"PCA: svd_solver must be one of {_SOLVERS}, got {svd_solver!r}")
+        nc = n_components
+        if not (nc is None or (isinstance(nc, (int, np.integer)) and not isinstance(nc, bool) and nc >= 1)
+                or (isinstance(nc, (float, np.floating)) and 0.0 < nc < 1.0)):
+            raise ValueError("PCA: n_components must be None, an int >= 1 or a fraction in (0, 1), "
+                             f"got {nc!r}")
+        if svd_solver == "randomized" and not isinstance(nc, (int, np.integer)):
+            raise ValueError("PCA: svd_solver='randomized' needs an int n_components")
+        self.n_components = n_components
+        self.whiten = whiten
+        self.svd_solver = svd_solver
+        self.random_state = random_state
+
+    def fit(self, X):
+        X = check_data(X, "PCA.fit", min_samples=2)
+        n, d = X.shape
+        rank = min(n, d)
+        if isinstance(self.n_components, (int, np.integer)) and self.n_components > rank:
+            raise ValueError(f"PCA.fit: n_components={self.n_components} exceeds "
+                             f"min(n_samples, n_features)={rank}")
+        self.mean_ = X.mean(axis=0)
+        total_var = None
+        if self.svd_solver == "full":
+            _, S, Vt = np.linalg.svd(X - self.mean_, full_matrices=False)
+            variance = S ** 2 / (n - 1)
+        elif self.svd_solver == "covariance_eigh":
+            C = (X.T @ X - n * np.outer(self.mean_, self.mean_)) / (n - 1)
+            variance, V = np.linalg.eigh(C)
+            variance, Vt = np.clip(variance[::-1], 0.0, None), V[:, ::-1].T
+            S = np.sqrt(variance * (n - 1))
+        else:
+            Xc = X - self.mean_
+            S, Vt = _randomized_svd(Xc, self.n_components, as_rng(self.random_state))
+            variance = S ** 2 / (n - 1)
+            total_var = np.einsum("ij,ij->", Xc, Xc) / (n - 1)
+        Vt = _flip_signs(Vt)
+        if total_var is None:
+            total_var = variance.sum()
+        ratio = variance / total_var
+        if self.n_components is None:
+            k = rank
+        elif isinstance(self.n_components, (float, np.floating)):
+            k = int(np.searchsorted(np.cumsum(ratio), self.n_components, side="right")) + 1
+            k = min(k, rank)
+        else:
+            k = int(self.n_components)
+        if k < rank:
+            self.noise_variance_ = float((total_var - variance[:k].sum()) / (rank - k))
+        else:
+            self.noise_variance_ = 0.0
+        self.n_components_, self.n_features_in_, self.n_samples_ = k, d, n
+        self.components_ = np.ascontiguousarray(Vt[:k])
+        self.explained_variance_ = variance[:k].copy()
+        self.explained_variance_ratio_ = ratio[:k].copy()
+        self.singular_values_ = S[:k].copy()
+        return self
+
+    def transform(self, X):
+        """z = W (x - mu), divided by sqrt(lambda) when whitening."""
+        check_fitted(self, "components_", "PCA.transform")
+        X = check_data(X, "PCA.transform", n_features=self.n_features_in_)
+        Z = (X - self.mean_) @ self.components_.T
+        return Z / np.sqrt(self.explained_variance_) if self.whiten else Z
+
+    def fit_transform(self, X):
+        return self.fit(X).transform(X)
+
+    def inverse_transform(self, Z):
+        """x = W^T z + mu (z multiplied by sqrt(lambda) first when whitening)."""
+        check_fitted(self, "components_", "PCA.inverse_transform")
+        Z = check_data(Z, "PCA.inverse_transform", n_features=self.n_components_)
+        if self.whiten:
+            Z = Z * np.sqrt(self.explained_variance_)
+        return Z @ self.components_ + self.mean_
+
+    def _model_variances(self, where):
+        """(lambda, sigma^2) with any zero variance floored, warning, so the density is proper."""
+        variance, noise = self.explained_variance_, self.noise_variance_
+        needs_noise = self.n_components_ < self.n_features_in_
+        floor = 1e-12 * max(float(variance.max()), np.finfo(np.float64).tiny)
+        if np.any(variance <= floor) or (needs_noise and noise <= floor):
+            warnings.warn(f"{where}: the PPCA covariance is singular (a zero variance); "
+                          f"flooring variances at {floor:.3g}", RuntimeWarning, stacklevel=3)
+            variance, noise = np.maximum(variance, floor), max(noise, floor)
+        return variance, noise
+
+    def residual_log_prob(self, X):
+        """log p(x) - log p_code(z) for the code z = transform(x) and its Gaussian N(0, diag(lambda))
+        (N(0, I) when whitening): the residual term -1/2 [|r|^2 / sigma^2 + (d - k) log(2 pi sigma^2)],
+        plus -1/2 sum_i log lambda_i for whitened codes (the Jacobian of the scaling)."""
+        check_fitted(self, "components_", "PCA.residual_log_prob")
+        X = check_data(X, "PCA.residual_log_prob", n_features=self.n_features_in_)
+        variance, noise = self._model_variances("PCA.residual_log_prob")
+        Xc = X - self.mean_
+        R = Xc - (Xc @ self.components_.T) @ self.components_
+        out = np.zeros(len(X))
+        n_residual = self.n_features_in_ - self.n_components_
+        if n_residual > 0:
+            out -= 0.5 * (np.einsum("ij,ij->i", R, R) / noise + n_residual * np.log(2 * np.pi * noise))
+        if self.whiten:
+            out -= 0.5 * np.sum(np.log(variance))
+        return out
+
+    def score_samples(self, X):
+        """The PPCA log density log N(x; mu, C) of each row (formula in the module docstring)."""
+        check_fitted(self, "components_", "PCA.score_samples")
+        X = check_data(X, "PCA.score_samples", n_features=self.n_features_in_)
+        variance, _ = self._model_variances("PCA.score_samples")
+        Z = (X - self.mean_) @ self.components_.T
+        code = -0.5 * (np.einsum("ij,ij->i", Z, Z / variance)
+                       + np.sum(np.log(variance)) + self.n_components_ * np.log(2 * np.pi))
+        residual = self.residual_log_prob(X)
+        return code + residual + (0.5 * np.sum(np.log(variance)) if self.whiten else 0.0)
+
+    def score(self, X):
+        return float(np.mean(self.score_samples(X)))
+
+    log_prob = score_samples
+
+    def get_covariance(self):
+        """C = W^T diag(lambda) W + sigma^2 (I - W^T W)."""
+        check_fitted(self, "components_", "PCA.get_covariance")
+        W = self.components_
+        return (W.T * (self.explained_variance_ - self.noise_variance_)) @ W \
+            + self.noise_variance_ * np.eye(self.n_features_in_)
+
+    def sample(self, n, rng=None):
+        """Draw from the PPCA model: x = mu + W^T (sqrt(lambda) * u) + sigma (I - W^T W) e,
+        with u ~ N(0, I_k), e ~ N(0, I_d)."""
+        check_fitted(self, "components_", "PCA.sample")
+        n = check_n_samples(n, "PCA.sample")
+        rng = as_rng(rng)
+        codes = rng.standard_normal((n, self.n_components_)) * np.sqrt(self.explained_variance_)
+        return codes @ self.components_ + self.mean_ + self.sample_residual(n, rng)
+
+    def sample_residual(self, n, rng=None):
+        """Noise sigma (I - W^T W) e, e ~ N(0, I_d): the PPCA variation outside the principal axes."""
+        check_fitted(self, "components_", "PCA.sample_residual")
+        rng = as_rng(rng)
+        E = np.sqrt(self.noise_variance_) * rng.standard_normal((n, self.n_features_in_))
+        return E - (E @ self.components_.T) @ self.components_
