@@ -1,0 +1,17 @@
+"""minigen: density estimation and generative models from scratch, on a small autograd engine.
+
+>>> import minigen as mg
+>>> x = mg.tensor([1.0, 2.0], requires_grad=True)
+>>> (x ** 3).sum().backward(); x.grad
+"""
+from . import functional, nn, optim
+from .autograd import (Function, Tensor, arange, enable_grad, full, grad, is_grad_enabled,
+                       manual_seed, no_grad, ones, ones_like, rand, randn, tensor, zeros,
+                       zeros_like)
+from .io import load, save
+from .backend import get_default_dtype, set_default_dtype
+from .functional import (abs, cat, clip, concatenate, cos, exp, log, logsumexp, matmul, maximum,
+                         minimum, one_hot, sigmoid, sin, softmax, split, sqrt, stack, tanh,
+                         where)
+
+__version__ = "0.1.0"

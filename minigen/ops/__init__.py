@@ -1,0 +1,1 @@
+"""Differentiable operations, grouped by kind; ``minigen.functional`` is their public face."""

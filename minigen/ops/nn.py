@@ -1,0 +1,311 @@
+"""Neural-network ops: softmax family and convolutions (backed by ``minigen.kernels``),
+pooling, upsampling, dropout, normalisation, embedding.
+
+The kernel-backed ops keep second derivatives exact by pairing each fused kernel with a
+Function whose own backward is written in Tensor ops (softmax) or in the other kernels
+(conv2d, its input gradient and its weight gradient form a closed set of bilinear maps).
+"""
+import numpy as np
+
+from .. import backend
+from ..autograd import Function, Tensor
+from ..backend import xp
+from ..kernels import conv as kconv
+from ..kernels import softmax as ksoftmax
+from .math import where
+from .reduce import mean, var
+from .shape import getitem, pad, reshape
+
+
+# --- softmax family -----------------------------------------------------------------------
+class Softmax(Function):
+    """softmax(x)_k = exp(x_k - logsumexp(x)) over the last axis."""
+
+    def forward(self, x):
+        return ksoftmax.softmax(x)
+
+    def backward(self, g):
+        return SoftmaxBackward.apply(self.output(), g)
+
+
+class SoftmaxBackward(Function):
+    """(y, gy) -> y * (gy - sum(gy * y)), the vector-Jacobian product of softmax."""
+
+    def forward(self, y, gy):
+        return ksoftmax.softmax_backward(y, gy)
+
+    def backward(self, g):
+        y, gy = self.inputs
+        s = (gy * y).sum(-1, keepdims=True)
+        t = (g * y).sum(-1, keepdims=True)
+        return g * (gy - s) - gy * t, SoftmaxBackward.apply(y, g)
+
+
+class LogSoftmax(Function):
+    """log_softmax(x)_k = x_k - logsumexp(x) over the last axis."""
+
+    def forward(self, x):
+        return ksoftmax.log_softmax(x)
+
+    def backward(self, g):
+        return LogSoftmaxBackward.apply(self.output(), g)
+
+
+class LogSoftmaxBackward(Function):
+    """(y, gy) -> gy - exp(y) * sum(gy), with y = log_softmax(x)."""
+
+    def forward(self, y, gy):
+        return ksoftmax.log_softmax_backward(y, gy)
+
+    def backward(self, g):
+        y, gy = self.inputs
+        p = y.exp()
+        return -g * p * gy.sum(-1, keepdims=True), g - (g * p).sum(-1, keepdims=True)
+
+
+def softmax(x, axis=-1):
+    return _last_axis(Softmax, x, axis)
+
+
+def log_softmax(x, axis=-1):
+    return _last_axis(LogSoftmax, x, axis)
+
+
+def _last_axis(fn, x, axis):
+    if axis % x.ndim == x.ndim - 1:
+        return fn.apply(x)
+    return fn.apply(x.transpose(axis, -1)).transpose(axis, -1)
+
+
+class CrossEntropy(Function):
+    """Per-row loss_i = logsumexp(z_i) - z_i[t_i]; 0 where t_i == ignore_index."""
+
+    def forward(self, logits, targets, ignore_index):
+        self.targets, self.ignore_index = targets, ignore_index
+        return ksoftmax.cross_entropy(logits, targets, ignore_index)
+
+    def backward(self, g):
+        return CrossEntropyBackward.apply(self.inputs[0], g, targets=self.targets,
+                                          ignore_index=self.ignore_index)
+
+
+class CrossEntropyBackward(Function):
+    """(z, g) -> g_i * (softmax(z_i) - onehot(t_i)), rows with t_i == ignore_index zero."""
+
+    def forward(self, logits, g, targets, ignore_index):
+        self.targets, self.ignore_index = targets, ignore_index
+        return ksoftmax.cross_entropy_backward(logits, targets, g, ignore_index)
+
+    def backward(self, gg):
+        logits, g = self.inputs
+        p = softmax(logits)
+        kept = _kept_rows(self.targets, self.ignore_index, logits.dtype)
+        keep = Tensor(kept)
+        onehot = one_hot(self.targets * (kept > 0), logits.shape[-1], dtype=logits.dtype)
+        g_g = ((gg * (p - onehot)).sum(-1)) * keep
+        pg = p * gg
+        g_logits = (pg - p * pg.sum(-1, keepdims=True)) * (g * keep).reshape(-1, 1)
+        return g_logits, g_g
+
+
+def _kept_rows(targets, ignore_index, dtype):
+    if ignore_index is None:
+        return xp(targets).ones(targets.shape, dtype=dtype)
+    return (targets != ignore_index).astype(dtype)
+
+
+def one_hot(indices, num_classes, dtype=None):
+    """Not differentiable: a float Tensor with a 1 at each index along a new last axis."""
+    idx = indices.data if isinstance(indices, Tensor) else indices
+    mod = xp(idx) if hasattr(idx, "dtype") else np
+    idx = mod.asarray(idx)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"one_hot: indices must be integers, got {idx.dtype}")
+    if idx.size and (idx.min() < 0 or idx.max() >= num_classes):
+        raise ValueError(f"one_hot: indices must lie in [0, {num_classes})")
+    out = mod.zeros(idx.shape + (num_classes,), dtype=dtype or backend.get_default_dtype())
+    mod.put_along_axis(out, idx[..., None], 1, axis=-1)
+    return Tensor(out)
+
+
+# --- convolution --------------------------------------------------------------------------
+def _pair(v, name, arg):
+    t = (v, v) if isinstance(v, (int, np.integer)) else tuple(int(x) for x in v)
+    if len(t) != 2 or min(t) < (0 if arg == "padding" else 1):
+        raise ValueError(f"{name}: {arg} must be an int or a pair of "
+                         f"{'non-negative' if arg == 'padding' else 'positive'} ints, got {v}")
+    return t
+
+
+class Conv2d(Function):
+    """y[n,o] = sum_c x[n,c] (*) w[o,c] (cross-correlation, NCHW)."""
+
+    def forward(self, x, w, geometry):
+        self.geometry = geometry
+        return kconv.conv2d(x, w, *geometry)
+
+    def backward(self, g):
+        x, w = self.inputs
+        gx = ConvInputGrad.apply(g, w, x_shape=x.shape, geometry=self.geometry) \
+            if x.requires_grad else None
+        gw = ConvWeightGrad.apply(x, g, w_shape=w.shape, geometry=self.geometry) \
+            if w.requires_grad else None
+        return gx, gw
+
+
+class ConvInputGrad(Function):
+    """The transpose of conv2d in x: <g, C_w^T gy> = <C_w g, gy> (also conv_transpose2d)."""
+
+    def forward(self, gy, w, x_shape, geometry):
+        self.geometry = geometry
+        return kconv.conv2d_input_grad(gy, w, x_shape, *geometry)
+
+    def backward(self, g):
+        gy, w = self.inputs
+        ggy = Conv2d.apply(g, w, geometry=self.geometry) if gy.requires_grad else None
+        gw = ConvWeightGrad.apply(g, gy, w_shape=w.shape, geometry=self.geometry) \
+            if w.requires_grad else None
+        return ggy, gw
+
+
+class ConvWeightGrad(Function):
+    """The weight gradient of conv2d: <G, W(x, gy)> = <conv2d(x, G), gy>."""
+
+    def forward(self, x, gy, w_shape, geometry):
+        self.geometry = geometry
+        return kconv.conv2d_weight_grad(x, gy, w_shape, *geometry)
+
+    def backward(self, g):
+        x, gy = self.inputs
+        gx = ConvInputGrad.apply(gy, g, x_shape=x.shape, geometry=self.geometry) \
+            if x.requires_grad else None
+        ggy = Conv2d.apply(x, g, geometry=self.geometry) if gy.requires_grad else None
+        return gx, ggy
+
+
+def _check_conv(name, x, w, in_axis):
+    if x.ndim != 4 or w.ndim != 4:
+        raise ValueError(f"{name}: expected input (N, C, H, W) and a 4-D weight, got shapes "
+                         f"{x.shape} and {w.shape}")
+    if x.shape[1] != w.shape[in_axis]:
+        raise ValueError(f"{name}: input has {x.shape[1]} channels but weight expects "
+                         f"{w.shape[in_axis]} (weight shape {w.shape})")
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
+    """2-D cross-correlation, NCHW; weight (C_out, C_in, kh, kw), bias (C_out,)."""
+    _check_conv("conv2d", x, weight, 1)
+    geometry = (_pair(stride, "conv2d", "stride"), _pair(padding, "conv2d", "padding"),
+                _pair(dilation, "conv2d", "dilation"))
+    (sh, sw), (ph, pw), (dh, dw) = geometry
+    if x.shape[2] + 2 * ph < dh * (weight.shape[2] - 1) + 1 or \
+            x.shape[3] + 2 * pw < dw * (weight.shape[3] - 1) + 1:
+        raise ValueError(f"conv2d: kernel {weight.shape[2:]} (dilation {geometry[2]}) is larger "
+                         f"than the padded input {x.shape[2:]} (padding {geometry[1]})")
+    y = Conv2d.apply(x, weight, geometry=geometry)
+    return y if bias is None else y + bias.reshape(1, -1, 1, 1)
+
+
+def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0, dilation=1):
+    """The adjoint of conv2d, NCHW; weight (C_in, C_out, kh, kw) as in PyTorch.
+
+    H_out = (H - 1) stride - 2 padding + dilation (kh - 1) + output_padding + 1.
+    """
+    _check_conv("conv_transpose2d", x, weight, 0)
+    geometry = (_pair(stride, "conv_transpose2d", "stride"),
+                _pair(padding, "conv_transpose2d", "padding"),
+                _pair(dilation, "conv_transpose2d", "dilation"))
+    (sh, sw), (ph, pw), (dh, dw) = geometry
+    oph, opw = _pair(output_padding, "conv_transpose2d", "padding")
+    if oph >= max(sh, dh) or opw >= max(sw, dw):
+        raise ValueError("conv_transpose2d: output_padding must be smaller than stride or dilation")
+    h = (x.shape[2] - 1) * sh - 2 * ph + dh * (weight.shape[2] - 1) + oph + 1
+    w = (x.shape[3] - 1) * sw - 2 * pw + dw * (weight.shape[3] - 1) + opw + 1
+    y = ConvInputGrad.apply(x, weight, x_shape=(x.shape[0], weight.shape[1], h, w),
+                            geometry=geometry)
+    return y if bias is None else y + bias.reshape(1, -1, 1, 1)
+
+
+# --- pooling and upsampling ---------------------------------------------------------------
+def _windows(name, x, kernel_size, stride, padding):
+    """Flat indices (into each padded H*W image) of every pooling window: (Ho, Wo, kh*kw)."""
+    if x.ndim != 4:
+        raise ValueError(f"{name}: expected input (N, C, H, W), got shape {x.shape}")
+    kh, kw = _pair(kernel_size, name, "kernel_size")
+    sh, sw = _pair(stride if stride is not None else (kh, kw), name, "stride")
+    ph, pw = _pair(padding, name, "padding")
+    H, W = x.shape[2] + 2 * ph, x.shape[3] + 2 * pw
+    if kh > H or kw > W:
+        raise ValueError(f"{name}: kernel {(kh, kw)} is larger than the padded input {(H, W)}")
+    rows = np.arange(0, H - kh + 1, sh)[:, None, None] + np.repeat(np.arange(kh), kw)[None, None]
+    cols = np.arange(0, W - kw + 1, sw)[None, :, None] + np.tile(np.arange(kw), kh)[None, None]
+    return rows * W + cols, (ph, pw), (H, W)
+
+
+def _gather_windows(name, x, kernel_size, stride, padding, fill):
+    idx, (ph, pw), (H, W) = _windows(name, x, kernel_size, stride, padding)
+    if ph or pw:
+        x = pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), value=fill)
+    flat = reshape(x, x.shape[0], x.shape[1], H * W)
+    return getitem(flat, (slice(None), slice(None), xp(x.data).asarray(idx)))
+
+
+def max_pool2d(x, kernel_size, stride=None, padding=0):
+    """Max over each window (padding counts as -inf); gradient to the arg-max."""
+    return _gather_windows("max_pool2d", x, kernel_size, stride, padding, -np.inf).max(-1)
+
+
+def avg_pool2d(x, kernel_size, stride=None, padding=0):
+    """Mean over each window (zero padding is counted, as in PyTorch's default)."""
+    return _gather_windows("avg_pool2d", x, kernel_size, stride, padding, 0.0).mean(-1)
+
+
+def upsample_nearest(x, scale_factor=2):
+    """Nearest-neighbour upsampling of (N, C, H, W) by an integer factor."""
+    s = int(scale_factor)
+    if x.ndim != 4 or s < 1:
+        raise ValueError(f"upsample_nearest: expected (N, C, H, W) and an integer factor >= 1, "
+                         f"got shape {x.shape} and {scale_factor}")
+    n, c, h, w = x.shape
+    return x[:, :, :, None, :, None].expand(n, c, h, s, w, s).reshape(n, c, h * s, w * s)
+
+
+# --- regularisation and normalisation -----------------------------------------------------
+def dropout(x, p=0.5, training=True, rng=None):
+    """Inverted dropout: zero each element with probability p, scale the rest by 1/(1-p)."""
+    if not 0 <= p < 1:
+        raise ValueError(f"dropout: p must lie in [0, 1), got {p}")
+    if not training or p == 0:
+        return x
+    keep = backend.as_rng(rng, x.device).random(x.shape) >= p
+    return x * Tensor((keep / (1 - p)).astype(x.dtype))
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """(x - mean) / sqrt(var + eps) * weight + bias over the trailing ``normalized_shape``."""
+    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) \
+        else tuple(normalized_shape)
+    k = len(normalized_shape)
+    if x.shape[x.ndim - k:] != normalized_shape:
+        raise ValueError(f"layer_norm: input shape {x.shape} does not end with normalized_shape "
+                         f"{normalized_shape}")
+    axes = tuple(range(x.ndim - k, x.ndim))
+    y = (x - mean(x, axes, keepdims=True)) / (var(x, axes, keepdims=True) + eps).sqrt()
+    if weight is not None:
+        y = y * weight
+    return y if bias is None else y + bias
+
+
+def embedding(indices, weight):
+    """Rows of ``weight`` (num_embeddings, dim) at integer ``indices``; backward scatter-adds."""
+    idx = indices.data if isinstance(indices, Tensor) else xp(weight.data).asarray(indices)
+    if idx.dtype.kind not in "iu":
+        raise TypeError(f"embedding: indices must be integers, got {idx.dtype}")
+    if idx.size and (idx.min() < 0 or idx.max() >= weight.shape[0]):
+        raise IndexError(f"embedding: indices must lie in [0, {weight.shape[0]}), got "
+                         f"[{idx.min()}, {idx.max()}]")
+    return getitem(weight, idx)
+
+
+__all__ = ["softmax", "log_softmax", "one_hot", "conv2d", "conv_transpose2d", "max_pool2d",
+           "avg_pool2d", "upsample_nearest", "dropout", "layer_norm", "embedding", "where"]
