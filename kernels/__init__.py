@@ -1,0 +1,13 @@
+"""minigen's hot-path kernels, each beside the NumPy/CuPy reference it must match.
+
+Modules: ``kde`` (pairwise Gaussian log-sum-exp and its query gradient), ``conv`` (conv2d
+forward and gradients via im2col/col2im), ``softmax`` (softmax, log_softmax, fused
+cross-entropy, with backwards), ``diffusion`` (fused DDPM/DDIM steps).  Every public kernel
+takes ``impl=None | 'reference' | 'numba' | 'cuda'``; ``None`` lets ``_dispatch`` choose (see
+its docstring; ``MINIGEN_KERNELS=reference|numba`` forces a path).  ``info()`` reports what
+runs for each kernel and why.  Needs NumPy only; Numba and numba-cuda are used when present.
+"""
+from . import conv, diffusion, kde, softmax
+from ._dispatch import info
+
+__all__ = ["conv", "diffusion", "info", "kde", "softmax"]

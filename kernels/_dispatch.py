@@ -1,0 +1,174 @@
+"""Choose, per call, which implementation of a kernel runs.
+
+Every public kernel takes ``impl=None | 'reference' | 'numba' | 'cuda'``:
+
+* ``impl=None`` (the default) picks by array type and by what is installed:
+  a CuPy array runs the Numba CUDA kernel when numba-cuda sees a GPU, else the CuPy reference;
+  a NumPy array runs the Numba CPU kernel when Numba is installed and the call does at least
+  the kernel's ``threshold`` units of work (below it, compile-free NumPy is as fast), else the
+  NumPy reference.
+* The environment variable ``MINIGEN_KERNELS=reference|numba`` forces a path for every call
+  without an explicit ``impl`` ('numba' means the Numba CPU kernel for NumPy arrays and the
+  Numba CUDA kernel for CuPy arrays, whatever the size).
+* An explicit ``impl`` is obeyed (tests use it; ``'cuda'`` also accepts NumPy arrays under
+  ``NUMBA_ENABLE_CUDASIM=1``), and raises a clear error when that path is not installed.
+
+Numba is only imported when a Numba path runs (or ``info()`` is asked), so
+``import minigen.kernels`` needs NumPy alone.  Compiled functions are declared with
+``lazy_njit`` / ``lazy_cuda_jit`` on module-level Python functions and built on first use by
+``materialize``, which swaps them into the module's globals (so kernels can call helpers and
+``cache=True`` caches them like any module-level ``@njit`` function).
+"""
+import importlib.util
+import os
+
+IMPLS = ("reference", "numba", "cuda")
+_REGISTRY = {}          # kernel name -> work threshold for the Numba CPU path
+_state = {}
+_BUILDING = object()
+prange = range          # kernels import this; materialize(..., 'cpu') swaps in numba.prange
+
+
+def _xp(array):
+    """numpy or cupy, whichever owns ``array`` (kernels sit below minigen.backend)."""
+    if _is_cupy(array):
+        import cupy
+        return cupy
+    import numpy
+    return numpy
+
+
+def _is_cupy(array):
+    return type(array).__module__.split(".")[0] == "cupy"
+
+
+def register(name, threshold):
+    """Declare a kernel and the work (e.g. pairs, elements) from which Numba pays off."""
+    _REGISTRY[name] = threshold
+
+
+def numba_available():
+    if "numba" not in _state:
+        _state["numba"] = importlib.util.find_spec("numba") is not None
+    return _state["numba"]
+
+
+def cuda_available():
+    """True when numba-cuda can launch kernels (a GPU, or the simulator)."""
+    if "cuda" not in _state:
+        try:
+            from numba import cuda
+            _state["cuda"] = bool(cuda.is_available())
+        except Exception:
+            _state["cuda"] = False
+    return _state["cuda"]
+
+
+def _forced():
+    value = os.environ.get("MINIGEN_KERNELS", "").strip().lower()
+    if value not in ("", "reference", "numba"):
+        raise ValueError(f"MINIGEN_KERNELS: expected 'reference' or 'numba', got {value!r}")
+    return value or None
+
+
+def choose(name, array, work, impl=None):
+    """The implementation ('reference', 'numba' or 'cuda') that runs kernel ``name``."""
+    if impl is not None:
+        if impl not in IMPLS:
+            raise ValueError(f"{name}: impl must be one of {IMPLS} or None, got {impl!r}")
+        if impl == "numba" and not numba_available():
+            raise RuntimeError(f"{name}: impl='numba' needs Numba (pip install minigen[fast])")
+        if impl == "cuda" and not cuda_available():
+            raise RuntimeError(f"{name}: impl='cuda' needs numba-cuda and a GPU "
+                               "(or NUMBA_ENABLE_CUDASIM=1)")
+        return impl
+    forced = _forced()
+    if forced == "reference":
+        return "reference"
+    if _is_cupy(array):
+        return "cuda" if cuda_available() else "reference"
+    if not numba_available():
+        return "reference"
+    if forced == "numba" or work >= _REGISTRY.get(name, 0):
+        return "numba"
+    return "reference"
+
+
+def materialize(namespace, target):
+    """Build the lazily declared ``target`` ('cpu' or 'cuda') functions of a module namespace.
+
+    Also binds the names kernels use: ``prange`` (numba.prange) for 'cpu', ``cuda``
+    (numba.cuda) for 'cuda'.  Idempotent and cheap once built.
+    """
+    if target == "cpu":
+        import numba
+        namespace["prange"] = numba.prange
+    else:
+        from numba import cuda
+        namespace["cuda"] = cuda
+    for key, value in list(namespace.items()):
+        if isinstance(value, _Lazy) and value.target == target and value.built is not _BUILDING:
+            namespace[key] = value.build()
+
+
+class _Lazy:
+    """A Python function waiting to be compiled by Numba (CPU) or numba-cuda.
+
+    ``builder`` (instead of options) is a function returning the compiled object, for
+    things that need Numba to be defined at all (e.g. an ``@intrinsic``).
+    """
+
+    def __init__(self, py_func, target, options, builder=None):
+        self.py_func, self.target, self.options, self.builder = py_func, target, options, builder
+        self.built = None
+
+    def build(self):
+        if self.built is None:
+            self.built = _BUILDING
+            if self.builder is not None:
+                self.built = self.builder()
+                return self.built
+            materialize(self.py_func.__globals__, self.target)
+            if self.target == "cpu":
+                import numba
+                self.built = numba.njit(**self.options)(self.py_func)
+            else:
+                from numba import cuda
+                self.built = cuda.jit(**self.options)(self.py_func)
+        return self.built
+
+
+def lazy_njit(**options):
+    """``numba.njit(**options)``, applied on first use."""
+    return lambda py_func: _Lazy(py_func, "cpu", options)
+
+
+def lazy_cuda_jit(**options):
+    """``numba.cuda.jit(**options)``, applied on first use."""
+    return lambda py_func: _Lazy(py_func, "cuda", options)
+
+
+def lazy_built(target):
+    """Decorate a zero-argument function that returns a compiled object; call it on first use."""
+    return lambda builder: _Lazy(builder, target, {}, builder=builder)
+
+
+def info():
+    """What runs for each kernel, and why: {name: {'numpy': ..., 'cupy': ..., 'reason': ...}}."""
+    forced = _forced()
+    has_numba, has_cuda = numba_available(), numba_available() and cuda_available()
+    report = {}
+    for name, threshold in sorted(_REGISTRY.items()):
+        if forced == "reference":
+            cpu, gpu, why = "reference", "reference", "MINIGEN_KERNELS=reference"
+        else:
+            cpu = "numba" if has_numba else "reference"
+            gpu = "cuda" if has_cuda else "reference"
+            why = ("Numba installed" if has_numba else "Numba not installed") + "; " + \
+                  ("numba-cuda sees a GPU" if has_cuda else "no numba-cuda GPU")
+            if has_numba and forced != "numba":
+                why += f"; NumPy inputs below {threshold} work units use the reference"
+            if forced == "numba":
+                why += "; MINIGEN_KERNELS=numba"
+        report[name] = {"numpy": cpu, "cupy": gpu, "threshold": threshold, "reason": why}
+    return report

@@ -1,0 +1,243 @@
+"""2-D convolution (NCHW, no bias) forward, input gradient and weight gradient, via im2col.
+
+    y[n, o, ho, wo] = sum_{c, i, j} w[o, c, i, j] x[n, c, ho*sh - ph + i*dh, wo*sw - pw + j*dw]
+
+(zero outside the image).  With cols[n, (c, i, j), (ho, wo)] the patch matrix (im2col;
+Chellapilla et al. 2006) and W2 = w reshaped (O, C kh kw):
+
+    y[n]  = W2 @ cols[n]                         (forward)
+    gx    = col2im(W2^T @ gy[n])                 (input gradient: the transposed convolution)
+    gw    = sum_n gy[n] @ cols[n]^T              (weight gradient)
+
+The matrix products go to BLAS (cuBLAS through CuPy on a GPU); the kernels here are the
+memory-bound gathers: im2col and its adjoint col2im (which scatter-adds overlapping patches).
+The output size is Ho = (H + 2 ph - dh (kh - 1) - 1) // sh + 1 (likewise Wo).
+``conv2d_input_grad`` takes the input shape explicitly, so a caller can pick an output size
+(conv_transpose2d's output_padding).
+
+Implementations (pick one with ``impl=``): ``reference_im2col/col2im`` (strided views and
+slice adds, NumPy/CuPy), Numba CPU (one prange iteration per (n, c) plane, no padded copy),
+CUDA (one thread per element; col2im gathers, so no atomics).
+"""
+import numpy as np
+
+from ._dispatch import _xp, choose, lazy_cuda_jit, lazy_njit, materialize, prange, register
+
+cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
+CUDA_THREADS = 256
+for _name in ("conv2d", "conv2d_input_grad", "conv2d_weight_grad"):
+    register(_name, threshold=65_536)        # work = entries of the patch matrix
+
+
+def _pair(value, name, where, minimum):
+    try:
+        a, b = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{where}: {name} must be a 2-tuple of ints, got {value!r}") from None
+    if a < minimum or b < minimum:
+        raise ValueError(f"{where}: {name} entries must be >= {minimum}, got {value!r}")
+    return a, b
+
+
+def _geometry(where, x_shape, w_shape, stride, padding, dilation):
+    """Validated (N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)."""
+    if len(x_shape) != 4 or len(w_shape) != 4:
+        raise ValueError(f"{where}: x must be (N, C, H, W) and w (O, C, kh, kw), "
+                         f"got {tuple(x_shape)} and {tuple(w_shape)}")
+    N, C, H, W = (int(s) for s in x_shape)
+    O, Cw, kh, kw = (int(s) for s in w_shape)
+    if C != Cw:
+        raise ValueError(f"{where}: x has {C} channels but w expects {Cw}")
+    sh, sw = _pair(stride, "stride", where, 1)
+    ph, pw = _pair(padding, "padding", where, 0)
+    dh, dw = _pair(dilation, "dilation", where, 1)
+    Ho = (H + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    Wo = (W + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    if Ho < 1 or Wo < 1:
+        raise ValueError(f"{where}: kernel {kh}x{kw} (dilation {dh},{dw}) does not fit the "
+                         f"padded {H}x{W} input")
+    return N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo
+
+
+def _check_float(where, **arrays):
+    for name, a in arrays.items():
+        if getattr(a, "dtype", None) not in (np.float32, np.float64):
+            raise TypeError(f"{where}: {name} must be a float32 or float64 array, "
+                            f"got {getattr(a, 'dtype', type(a).__name__)}")
+
+
+# ------------------------------------------------------------------ reference (NumPy/CuPy)
+def reference_im2col(x, g):
+    """cols (N, C kh kw, Ho Wo): a strided window view of the zero-padded x, copied."""
+    N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo = g
+    xp = _xp(x)
+    xpad = xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    sN, sC, sH, sW = xpad.strides
+    windows = xp.lib.stride_tricks.as_strided(
+        xpad, (N, C, kh, kw, Ho, Wo), (sN, sC, dh * sH, dw * sW, sh * sH, sw * sW))
+    return xp.ascontiguousarray(windows).reshape(N, C * kh * kw, Ho * Wo)
+
+
+def reference_col2im(cols, g):
+    """The adjoint of im2col: scatter-add each patch entry back to its pixel, crop the pad."""
+    N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo = g
+    xp = _xp(cols)
+    cols = cols.reshape(N, C, kh, kw, Ho, Wo)
+    gpad = xp.zeros((N, C, H + 2 * ph, W + 2 * pw), cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            gpad[:, :, i * dh:i * dh + sh * (Ho - 1) + 1:sh,
+                 j * dw:j * dw + sw * (Wo - 1) + 1:sw] += cols[:, :, i, j]
+    return xp.ascontiguousarray(gpad[:, :, ph:ph + H, pw:pw + W])
+
+
+# ------------------------------------------------------------------ Numba CPU
+@lazy_njit(parallel=True, cache=True)
+def _numba_im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
+    N, C, H, W = x.shape
+    for nc in prange(N * C):
+        n, c = nc // C, nc % C
+        for i in range(kh):
+            for j in range(kw):
+                row = (c * kh + i) * kw + j
+                for ho in range(Ho):
+                    h = ho * sh - ph + i * dh
+                    for wo in range(Wo):
+                        w = wo * sw - pw + j * dw
+                        inside = 0 <= h < H and 0 <= w < W
+                        cols[n, row, ho * Wo + wo] = x[n, c, h, w] if inside else 0.0
+
+
+@lazy_njit(parallel=True, cache=True)
+def _numba_col2im(cols, gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
+    N, C, H, W = gx.shape
+    for nc in prange(N * C):
+        n, c = nc // C, nc % C
+        gx[n, c] = 0.0
+        for i in range(kh):
+            for j in range(kw):
+                row = (c * kh + i) * kw + j
+                for ho in range(Ho):
+                    h = ho * sh - ph + i * dh
+                    if 0 <= h < H:
+                        for wo in range(Wo):
+                            w = wo * sw - pw + j * dw
+                            if 0 <= w < W:
+                                gx[n, c, h, w] += cols[n, row, ho * Wo + wo]
+
+
+def numba_im2col(x, g):
+    materialize(globals(), "cpu")
+    N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo = g
+    cols = np.empty((N, C * kh * kw, Ho * Wo), x.dtype)
+    _numba_im2col(np.ascontiguousarray(x), cols, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
+    return cols
+
+
+def numba_col2im(cols, g):
+    materialize(globals(), "cpu")
+    N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo = g
+    gx = np.empty((N, C, H, W), cols.dtype)
+    _numba_col2im(np.ascontiguousarray(cols), gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
+    return gx
+
+
+# ------------------------------------------------------------------ Numba CUDA
+@lazy_cuda_jit()
+def _cuda_im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
+    """One thread per entry of cols (N, C kh kw, Ho Wo)."""
+    t = cuda.grid(1)
+    N, C, H, W = x.shape
+    K, P = cols.shape[1], cols.shape[2]
+    if t < N * K * P:
+        n, rest = t // (K * P), t % (K * P)
+        row, p = rest // P, rest % P
+        c, ij = row // (kh * kw), row % (kh * kw)
+        h = (p // Wo) * sh - ph + (ij // kw) * dh
+        w = (p % Wo) * sw - pw + (ij % kw) * dw
+        cols[n, row, p] = x[n, c, h, w] if 0 <= h < H and 0 <= w < W else 0.0
+
+
+@lazy_cuda_jit()
+def _cuda_col2im(cols, gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
+    """One thread per pixel of gx: gathers every patch entry that covers it (no atomics)."""
+    t = cuda.grid(1)
+    N, C, H, W = gx.shape
+    if t < N * C * H * W:
+        n, c, h, w = t // (C * H * W), (t // (H * W)) % C, (t // W) % H, t % W
+        total = 0.0
+        for i in range(kh):
+            hs = h + ph - i * dh
+            if hs >= 0 and hs % sh == 0 and hs // sh < Ho:
+                for j in range(kw):
+                    ws = w + pw - j * dw
+                    if ws >= 0 and ws % sw == 0 and ws // sw < Wo:
+                        total += cols[n, (c * kh + i) * kw + j, (hs // sh) * Wo + ws // sw]
+        gx[n, c, h, w] = total
+
+
+def _cuda_launch(kernel, size, *args):
+    materialize(globals(), "cuda")
+    if size:
+        globals()[kernel][(size + CUDA_THREADS - 1) // CUDA_THREADS, CUDA_THREADS](*args)
+
+
+def cuda_im2col(x, g):
+    N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo = g
+    xp = _xp(x)
+    cols = xp.empty((N, C * kh * kw, Ho * Wo), x.dtype)
+    _cuda_launch("_cuda_im2col", cols.size, xp.ascontiguousarray(x), cols, *g[5:])
+    return cols
+
+
+def cuda_col2im(cols, g):
+    N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo = g
+    xp = _xp(cols)
+    gx = xp.empty((N, C, H, W), cols.dtype)
+    _cuda_launch("_cuda_col2im", gx.size, xp.ascontiguousarray(cols), gx, *g[5:])
+    return gx
+
+
+_IM2COL = {"reference": reference_im2col, "numba": numba_im2col, "cuda": cuda_im2col}
+_COL2IM = {"reference": reference_col2im, "numba": numba_col2im, "cuda": cuda_col2im}
+
+
+# ------------------------------------------------------------------ public API
+def conv2d(x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), impl=None):
+    """y (N, O, Ho, Wo) = the cross-correlation of x (N, C, H, W) with w (O, C, kh, kw)."""
+    where = "conv2d"
+    _check_float(where, x=x, w=w)
+    g = _geometry(where, x.shape, w.shape, stride, padding, dilation)
+    N, O, Ho, Wo = g[0], g[4], g[13], g[14]
+    if x.dtype != w.dtype:
+        raise TypeError(f"{where}: x and w must have the same dtype, got {x.dtype} and {w.dtype}")
+    cols = _IM2COL[choose(where, x, N * w[0].size * Ho * Wo, impl)](x, g)
+    return (w.reshape(O, -1) @ cols).reshape(N, O, Ho, Wo)
+
+
+def conv2d_input_grad(gy, w, x_shape, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
+                      impl=None):
+    """gx (x_shape) = the transpose of conv2d in x applied to gy: col2im(W2^T @ gy)."""
+    where = "conv2d_input_grad"
+    _check_float(where, gy=gy, w=w)
+    g = _geometry(where, x_shape, w.shape, stride, padding, dilation)
+    N, O, Ho, Wo = g[0], g[4], g[13], g[14]
+    if tuple(gy.shape) != (N, O, Ho, Wo):
+        raise ValueError(f"{where}: gy must have shape {(N, O, Ho, Wo)} for x_shape "
+                         f"{tuple(x_shape)}, got {tuple(gy.shape)}")
+    cols = w.reshape(O, -1).T @ gy.reshape(N, O, Ho * Wo)
+    return _COL2IM[choose(where, gy, cols.size, impl)](cols, g)
+
+
+def conv2d_weight_grad(x, gy, w_shape, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
+                       impl=None):
+    """gw (w_shape) = sum_n gy[n] @ cols[n]^T, the gradient of conv2d in w."""
+    where = "conv2d_weight_grad"
+    _check_float(where, x=x, gy=gy)
+    g = _geometry(where, x.shape, w_shape, stride, padding, dilation)
+    N, O, Ho, Wo = g[0], g[4], g[13], g[14]
+    if tuple(gy.shape) != (N, O, Ho, Wo):
+        raise ValueError(f"{where}: gy must have shape {(N, O, Ho, Wo)}, got {tuple(gy.shape)}")
+    cols = _IM2COL[choose(where, x, N * int(np.prod(w_shape[1:])) * Ho * Wo, impl)](x, g)
+    gw = _xp(x).tensordot(gy.reshape(N, O, Ho * Wo), cols, axes=([0, 2], [0, 2]))
+    return gw.reshape(tuple(w_shape)).astype(x.dtype, copy=False)

@@ -1,0 +1,242 @@
+"""Fused elementwise steps of denoising diffusion (DDPM, DDIM).
+
+x has shape (n, ...); every coefficient is a 1-D array of shape (n,) (one value per sample,
+e.g. gathered at a per-sample timestep t) broadcast over the trailing dimensions.  These ops
+are memory-bound: the Numba kernel is one parallel loop over the flat array that reads each
+input once and writes the output once, no temporaries; the CUDA kernel is one thread per
+element.  Outputs have x's dtype (coefficients are cast to it).
+
+Implementations (pick one with ``impl=``): ``reference_*`` (NumPy/CuPy), Numba CPU, CUDA.
+"""
+import numpy as np
+
+from ._dispatch import _xp, choose, lazy_cuda_jit, lazy_njit, materialize, prange, register
+
+cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
+CUDA_THREADS = 256
+BLOCK = 16_384         # elements per prange iteration in the Numba CPU kernels
+for _name in ("q_sample", "ddpm_step", "ddim_step"):
+    register(_name, threshold=65_536)        # work = elements
+
+
+def _check(where, x, arrays, coefs, clip=None):
+    """Validate; return arrays flattened to (n, F) and coefficients as (n,) of x's dtype."""
+    if getattr(x, "dtype", None) not in (np.float32, np.float64) or x.ndim < 1:
+        raise TypeError(f"{where}: x must be a float32 or float64 array of shape (n, ...), "
+                        f"got {getattr(x, 'dtype', type(x).__name__)}")
+    xp = _xp(x)
+    n = x.shape[0]
+    flat = []
+    for name, a in arrays.items():
+        if getattr(a, "shape", None) != x.shape:
+            raise ValueError(f"{where}: {name} must have shape {x.shape}, "
+                             f"got {getattr(a, 'shape', None)}")
+        flat.append(xp.ascontiguousarray(a, dtype=x.dtype).reshape(n, -1))
+    cs = []
+    for name, c in coefs.items():
+        c = xp.asarray(c, dtype=x.dtype)
+        if c.shape != (n,):
+            raise ValueError(f"{where}: {name} must have shape ({n},) (one value per sample), "
+                             f"got {c.shape}")
+        cs.append(xp.ascontiguousarray(c))
+    if clip is not None and not clip > 0:
+        raise ValueError(f"{where}: clip must be None or positive, got {clip}")
+    return flat, cs
+
+
+def _col(c, x):
+    """(n,) -> (n, 1, ..., 1), to broadcast over x's trailing dimensions."""
+    return c.reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+# ------------------------------------------------------------------ reference (NumPy/CuPy)
+def reference_q_sample(x0, noise, sqrt_abar, sqrt_one_minus_abar):
+    return _col(sqrt_abar, x0) * x0 + _col(sqrt_one_minus_abar, x0) * noise
+
+
+def reference_ddpm_step(xt, eps, z, sqrt_recip_abar, sqrt_recipm1_abar, coef_x0, coef_xt,
+                        sigma, clip=None):
+    x0 = _col(sqrt_recip_abar, xt) * xt - _col(sqrt_recipm1_abar, xt) * eps
+    if clip is not None:
+        x0 = _xp(xt).clip(x0, -clip, clip)
+    out = _col(coef_x0, xt) * x0 + _col(coef_xt, xt) * xt
+    return out if z is None else out + _col(sigma, xt) * z
+
+
+def reference_ddim_step(xt, eps, z, sqrt_abar, sqrt_one_minus_abar, sqrt_abar_prev, dir_coef,
+                        sigma, clip=None):
+    x0 = (xt - _col(sqrt_one_minus_abar, xt) * eps) / _col(sqrt_abar, xt)
+    if clip is not None:
+        x0 = _xp(xt).clip(x0, -clip, clip)
+    out = _col(sqrt_abar_prev, xt) * x0 + _col(dir_coef, xt) * eps
+    return out if z is None else out + _col(sigma, xt) * z
+
+
+# ------------------------------------------------------------------ Numba CPU
+# Each prange iteration takes BLOCK consecutive elements of the flat (n, F) array, walking the
+# sample rows that the block spans so each row's coefficients are loaded once.
+@lazy_njit(parallel=True, cache=True, fastmath={"contract"})
+def _numba_q_sample(x0, noise, a, b, out):
+    n, F = x0.shape
+    for blk in prange((n * F + BLOCK - 1) // BLOCK):
+        lo, hi = blk * BLOCK, min(n * F, blk * BLOCK + BLOCK)
+        for r in range(lo // F, (hi - 1) // F + 1):
+            ar, br = a[r], b[r]
+            for c in range(max(lo - r * F, 0), min(hi - r * F, F)):
+                out[r, c] = ar * x0[r, c] + br * noise[r, c]
+
+
+@lazy_njit(parallel=True, cache=True, fastmath={"contract"})
+def _numba_ddpm_step(xt, eps, z, has_z, ra, rm1, cx0, cxt, sigma, clip, out):
+    n, F = xt.shape
+    for blk in prange((n * F + BLOCK - 1) // BLOCK):
+        lo, hi = blk * BLOCK, min(n * F, blk * BLOCK + BLOCK)
+        for r in range(lo // F, (hi - 1) // F + 1):
+            a, b, p, q, s = ra[r], rm1[r], cx0[r], cxt[r], sigma[r]
+            for c in range(max(lo - r * F, 0), min(hi - r * F, F)):
+                x = xt[r, c]
+                x0 = min(max(a * x - b * eps[r, c], -clip), clip)
+                o = p * x0 + q * x
+                if has_z:
+                    o += s * z[r, c]
+                out[r, c] = o
+
+
+@lazy_njit(parallel=True, cache=True, fastmath={"contract"})
+def _numba_ddim_step(xt, eps, z, has_z, sa, s1ma, sap, dc, sigma, clip, out):
+    n, F = xt.shape
+    for blk in prange((n * F + BLOCK - 1) // BLOCK):
+        lo, hi = blk * BLOCK, min(n * F, blk * BLOCK + BLOCK)
+        for r in range(lo // F, (hi - 1) // F + 1):
+            inv, b, p, q, s = 1 / sa[r], s1ma[r], sap[r], dc[r], sigma[r]
+            for c in range(max(lo - r * F, 0), min(hi - r * F, F)):
+                e = eps[r, c]
+                x0 = min(max((xt[r, c] - b * e) * inv, -clip), clip)
+                o = p * x0 + q * e
+                if has_z:
+                    o += s * z[r, c]
+                out[r, c] = o
+
+
+# ------------------------------------------------------------------ Numba CUDA
+@lazy_cuda_jit()
+def _cuda_q_sample(x0, noise, a, b, out):
+    i = cuda.grid(1)
+    F = x0.shape[1]
+    if i < x0.shape[0] * F:
+        r, c = i // F, i % F
+        out[r, c] = a[r] * x0[r, c] + b[r] * noise[r, c]
+
+
+@lazy_cuda_jit()
+def _cuda_ddpm_step(xt, eps, z, has_z, ra, rm1, cx0, cxt, sigma, clip, out):
+    i = cuda.grid(1)
+    F = xt.shape[1]
+    if i < xt.shape[0] * F:
+        r, c = i // F, i % F
+        x = xt[r, c]
+        x0 = min(max(ra[r] * x - rm1[r] * eps[r, c], -clip), clip)
+        o = cx0[r] * x0 + cxt[r] * x
+        if has_z:
+            o += sigma[r] * z[r, c]
+        out[r, c] = o
+
+
+@lazy_cuda_jit()
+def _cuda_ddim_step(xt, eps, z, has_z, sa, s1ma, sap, dc, sigma, clip, out):
+    i = cuda.grid(1)
+    F = xt.shape[1]
+    if i < xt.shape[0] * F:
+        r, c = i // F, i % F
+        e = eps[r, c]
+        x0 = min(max((xt[r, c] - s1ma[r] * e) / sa[r], -clip), clip)
+        o = sap[r] * x0 + dc[r] * e
+        if has_z:
+            o += sigma[r] * z[r, c]
+        out[r, c] = o
+
+
+# ------------------------------------------------------------------ public API
+def _run(name, path, x, *args):
+    """Launch the compiled ``name`` kernel on flat (n, F) arguments; return out shaped as x."""
+    out = _xp(x).empty(x.shape, x.dtype)
+    if x.size == 0:
+        return out
+    flat_out = out.reshape(x.shape[0], -1)
+    if path == "numba":
+        materialize(globals(), "cpu")
+        globals()["_numba_" + name](*args, flat_out)
+    else:
+        materialize(globals(), "cuda")
+        blocks = (x.size + CUDA_THREADS - 1) // CUDA_THREADS
+        globals()["_cuda_" + name][blocks, CUDA_THREADS](*args, flat_out)
+    return out
+
+
+def _noise_and_clip(where, flat, z, sigma, clip, dtype):
+    """(z as (n, F), has_z, clip bound): z may be None only when every sigma is 0; without z
+    the kernel gets xt in its place and never reads it."""
+    if z is None and bool((sigma != 0).any()):
+        raise ValueError(f"{where}: z is None but some sigma are nonzero; pass z")
+    bound = dtype.type(np.inf if clip is None else clip)
+    return (flat[-1], False, bound) if z is None else (flat[1], True, bound)
+
+
+def q_sample(x0, noise, sqrt_abar, sqrt_one_minus_abar, impl=None):
+    """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, per sample (Ho et al. 2020, eq. 4)."""
+    (fx, fn), cs = _check("q_sample", x0, {"x0": x0, "noise": noise},
+                          {"sqrt_abar": sqrt_abar, "sqrt_one_minus_abar": sqrt_one_minus_abar})
+    path = choose("q_sample", x0, x0.size, impl)
+    if path == "reference":
+        return reference_q_sample(x0, noise.astype(x0.dtype, copy=False), *cs)
+    return _run("q_sample", path, x0, fx, fn, *cs)
+
+
+def ddpm_step(xt, eps, z, sqrt_recip_abar, sqrt_recipm1_abar, coef_x0, coef_xt, sigma,
+              clip=None, impl=None):
+    """One ancestral DDPM step x_t -> x_{t-1} (Ho et al. 2020, eqs. 6-7 and 15):
+
+        x0_hat = sqrt(1/abar_t) x_t - sqrt(1/abar_t - 1) eps    (clipped to [-clip, clip])
+        x_{t-1} = coef_x0 x0_hat + coef_xt x_t + sigma z,
+
+    with the posterior mean coefficients coef_x0 = beta_t sqrt(abar_{t-1}) / (1 - abar_t) and
+    coef_xt = sqrt(alpha_t)(1 - abar_{t-1}) / (1 - abar_t).  Without clipping this equals
+    x_{t-1} = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t) + sigma_t z (eq. 11).
+    ``z`` may be None when every sigma is 0.
+    """
+    where = "ddpm_step"
+    arrays = {"eps": eps} if z is None else {"eps": eps, "z": z}
+    flat, cs = _check(where, xt, dict(arrays, xt=xt),
+                      {"sqrt_recip_abar": sqrt_recip_abar, "sqrt_recipm1_abar": sqrt_recipm1_abar,
+                       "coef_x0": coef_x0, "coef_xt": coef_xt, "sigma": sigma}, clip)
+    fz, has_z, bound = _noise_and_clip(where, flat, z, cs[-1], clip, xt.dtype)
+    path = choose(where, xt, xt.size, impl)
+    if path == "reference":
+        return reference_ddpm_step(xt, eps.astype(xt.dtype, copy=False),
+                                   None if z is None else z.astype(xt.dtype, copy=False),
+                                   *cs, clip=clip)
+    return _run(where, path, xt, flat[-1], flat[0], fz, has_z, *cs, bound)
+
+
+def ddim_step(xt, eps, z, sqrt_abar, sqrt_one_minus_abar, sqrt_abar_prev, dir_coef, sigma,
+              clip=None, impl=None):
+    """One DDIM step x_t -> x_{t-1} (Song et al. 2021, eq. 12):
+
+        x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)     (clipped to [-clip, clip])
+        x_{t-1} = sqrt(abar_{t-1}) x0_hat + dir_coef eps + sigma z,
+        dir_coef = sqrt(1 - abar_{t-1} - sigma^2);  sigma = 0 is the deterministic DDIM.
+    ``z`` may be None when every sigma is 0.
+    """
+    where = "ddim_step"
+    arrays = {"eps": eps} if z is None else {"eps": eps, "z": z}
+    flat, cs = _check(where, xt, dict(arrays, xt=xt),
+                      {"sqrt_abar": sqrt_abar, "sqrt_one_minus_abar": sqrt_one_minus_abar,
+                       "sqrt_abar_prev": sqrt_abar_prev, "dir_coef": dir_coef, "sigma": sigma},
+                      clip)
+    fz, has_z, bound = _noise_and_clip(where, flat, z, cs[-1], clip, xt.dtype)
+    path = choose(where, xt, xt.size, impl)
+    if path == "reference":
+        return reference_ddim_step(xt, eps.astype(xt.dtype, copy=False),
+                                   None if z is None else z.astype(xt.dtype, copy=False),
+                                   *cs, clip=clip)
+    return _run(where, path, xt, flat[-1], flat[0], fz, has_z, *cs, bound)

@@ -1,0 +1,276 @@
+"""Pairwise Gaussian log-sum-exp: the kernel behind KDE, leave-one-out CV and MMD.
+
+For queries Q (m, d), data X (n, d), a bandwidth H = L L^T given by its lower-triangular
+Cholesky factor L and log-weights log w_j,
+
+    out_i = log sum_j w_j N(q_i; x_j, H)
+          = logsumexp_j(log w_j - 0.5 ||L^-1 (q_i - x_j)||^2) - d/2 log(2 pi) - log|det L|,
+
+(Parzen 1962; Silverman 1986, ch. 4).  Both point sets are whitened once by L^-1
+(O((m + n) d^2)); the core then streams over X in tiles with an online log-sum-exp (running
+max M_i and rescaled sum S_i per query; Milakov & Gimelshein 2018), accumulating in float64,
+so memory stays O(m + n) and queries far from every data point keep a finite, exact result.
+
+Implementations (pick one with ``impl=``): ``reference_*`` (vectorised NumPy/CuPy, row
+chunks, the truth for tests), ``numba_*`` (``njit(parallel=True)``, tiles of ``TILE``
+points, polynomial exp from ``_math``), ``cuda_*`` (one thread per query).
+"""
+import math
+
+import numpy as np
+
+from . import _math
+from ._dispatch import _xp, choose, lazy_cuda_jit, lazy_njit, materialize, prange, register
+
+cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
+_exp = _math.exp_cpu
+
+TILE = 512                    # data points per tile in the Numba CPU kernel
+CUDA_THREADS = 128
+register("log_kernel_sum", threshold=20_000)        # work = m * n pairs
+register("log_kernel_sum_grad", threshold=20_000)
+
+
+# ------------------------------------------------------------------ whitening and checks
+def _as_cholesky(chol, d, where):
+    """The lower-triangular factor L (d, d) for chol = None | scalar h | (d,) | (d, d)."""
+    if chol is None:
+        return None
+    c = np.asarray(chol.get() if hasattr(chol, "get") else chol, dtype=np.float64)
+    if c.ndim == 0:
+        L = float(c) * np.eye(d)
+    elif c.shape == (d,):
+        L = np.diag(c)
+    elif c.shape == (d, d):
+        if np.any(np.triu(c, 1) != 0):
+            raise ValueError(f"{where}: chol must be lower-triangular (a Cholesky factor)")
+        L = c
+    else:
+        raise ValueError(f"{where}: chol must be None, a scalar, shape ({d},) or ({d}, {d}); "
+                         f"got shape {c.shape}")
+    if not np.all(np.isfinite(L)) or np.any(np.diag(L) <= 0):
+        raise ValueError(f"{where}: chol must have a finite, positive diagonal")
+    return L
+
+
+def _prepare(Q, X, chol, log_weights, where):
+    """Check inputs; return float64 whitened Qw (m, d), Xw (n, d), logw (n,), L, log|det L|."""
+    for name, a in (("Q", Q), ("X", X)):
+        if getattr(a, "ndim", None) != 2:
+            raise ValueError(f"{where}: {name} must be a 2-D array (points, dims), "
+                             f"got shape {getattr(a, 'shape', None)}")
+    if Q.shape[1] != X.shape[1]:
+        raise ValueError(f"{where}: Q and X must have the same number of columns, "
+                         f"got {Q.shape[1]} and {X.shape[1]}")
+    xp = _xp(Q)
+    d, n = X.shape[1], X.shape[0]
+    if log_weights is None:
+        logw = xp.zeros(n)
+    else:
+        if getattr(log_weights, "shape", None) != (n,):
+            raise ValueError(f"{where}: log_weights must have shape ({n},), "
+                             f"got {getattr(log_weights, 'shape', None)}")
+        logw = xp.ascontiguousarray(log_weights, dtype=xp.float64)
+    L = _as_cholesky(chol, d, where)
+    Qw, Xw = xp.asarray(Q, dtype=xp.float64), xp.asarray(X, dtype=xp.float64)
+    if L is None:
+        return xp.ascontiguousarray(Qw), xp.ascontiguousarray(Xw), logw, None, 0.0
+    Linv = xp.asarray(np.linalg.inv(L))          # lower-triangular, d is small
+    return (xp.ascontiguousarray(Qw @ Linv.T), xp.ascontiguousarray(Xw @ Linv.T), logw, L,
+            float(np.sum(np.log(np.diag(L)))))
+
+
+def _constant(d, logdet, normalize):
+    return -0.5 * d * math.log(2 * math.pi) - logdet if normalize else 0.0
+
+
+# ------------------------------------------------------------------ reference (NumPy/CuPy)
+def reference_core(Qw, Xw, logw, exclude_self, want_grad):
+    """logsumexp_j(logw_j - 0.5 ||qw_i - xw_j||^2) and, if asked, sum_j r_ij xw_j - qw_i.
+
+    Rows are processed in chunks of about 2^20 pairs; squared distances are summed
+    dimension by dimension from exact differences (no ||q||^2 + ||x||^2 - 2 q.x cancellation).
+    """
+    xp = _xp(Qw)
+    m, n = Qw.shape[0], Xw.shape[0]
+    out = xp.empty(m)
+    grad = xp.empty_like(Qw) if want_grad else None
+    rows = max(1, (1 << 20) // max(n, 1))
+    for a in range(0, m, rows):
+        b = min(m, a + rows)
+        v = xp.broadcast_to(logw, (b - a, n)).copy()
+        for k in range(Qw.shape[1]):
+            v -= 0.5 * (Qw[a:b, k, None] - Xw[None, :, k]) ** 2
+        if exclude_self:
+            i = xp.arange(a, b)
+            v[i - a, i] = -xp.inf
+        vmax = v.max(axis=1, keepdims=True) if n else xp.full((b - a, 1), -xp.inf)
+        shift = xp.where(xp.isfinite(vmax), vmax, 0.0)
+        e = xp.exp(v - shift)
+        s = e.sum(axis=1)
+        with np.errstate(divide="ignore"):
+            out[a:b] = xp.log(s) + shift[:, 0]
+        if want_grad:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                grad[a:b] = (e @ Xw) / s[:, None] - Qw[a:b]
+    return out, grad
+
+
+# ------------------------------------------------------------------ Numba CPU
+@lazy_njit(parallel=True, cache=True, fastmath=_math.FASTMATH)
+def _numba_core(Qw, XwT, logw, skip_self, want_grad, out, grad):
+    """Per query i, per tile of TILE points: v_j = logw_j - 0.5 ||qw_i - xw_j||^2 (vectorised
+    over j, XwT is (d, n)), the tile max, the rescale S *= exp(M_old - M), then S += sum_j
+    exp(v_j - M) with the polynomial exp (and acc += sum_j exp(v_j - M) xw_j for the gradient).
+    """
+    m, d, n = Qw.shape[0], XwT.shape[0], XwT.shape[1]
+    rows = 4
+    for blk in prange((m + rows - 1) // rows):
+        v = np.empty(TILE)
+        acc = np.zeros(d)
+        for i in range(blk * rows, min(m, blk * rows + rows)):
+            skip = i if skip_self else -1
+            M, S = -np.inf, 0.0
+            acc[:] = 0.0
+            for t0 in range(0, n, TILE):
+                t = min(n, t0 + TILE) - t0
+                for j in range(t):
+                    v[j] = logw[t0 + j]
+                for k in range(d):
+                    qk = Qw[i, k]
+                    for j in range(t):
+                        diff = qk - XwT[k, t0 + j]
+                        v[j] -= 0.5 * diff * diff
+                if t0 <= skip < t0 + t:
+                    v[skip - t0] = -np.inf
+                tmax = -np.inf
+                for j in range(t):
+                    tmax = max(tmax, v[j])
+                if tmax == -np.inf:
+                    continue
+                if tmax > M:
+                    scale = math.exp(M - tmax)
+                    S *= scale
+                    for k in range(d):
+                        acc[k] *= scale
+                    M = tmax
+                s = 0.0
+                for j in range(t):
+                    e = _exp(v[j] - M)
+                    v[j] = e
+                    s += e
+                S += s
+                if want_grad:
+                    for k in range(d):
+                        a = 0.0
+                        for j in range(t):
+                            a += v[j] * XwT[k, t0 + j]
+                        acc[k] += a
+            out[i] = math.log(S) + M if S > 0.0 else -np.inf
+            if want_grad:
+                for k in range(d):
+                    grad[i, k] = acc[k] / S - Qw[i, k]
+
+
+def numba_core(Qw, Xw, logw, exclude_self, want_grad):
+    """The Numba CPU version of ``reference_core`` (same arguments and results)."""
+    materialize(globals(), "cpu")
+    out = np.empty(Qw.shape[0])
+    grad = np.empty_like(Qw) if want_grad else np.empty((0, Qw.shape[1]))
+    _numba_core(Qw, np.ascontiguousarray(Xw.T), logw, bool(exclude_self), bool(want_grad),
+                out, grad)
+    return out, (grad if want_grad else None)
+
+
+# ------------------------------------------------------------------ Numba CUDA
+@lazy_cuda_jit()
+def _cuda_core(Qw, Xw, logw, skip_self, want_grad, out, grad):
+    """One thread per query; element-wise online log-sum-exp over all data points."""
+    i = cuda.grid(1)
+    if i >= Qw.shape[0]:
+        return
+    d, n = Qw.shape[1], Xw.shape[0]
+    M, S = -math.inf, 0.0
+    if want_grad:
+        for k in range(d):
+            grad[i, k] = 0.0
+    for j in range(n):
+        if skip_self and j == i:
+            continue
+        v = logw[j]
+        for k in range(d):
+            diff = Qw[i, k] - Xw[j, k]
+            v -= 0.5 * diff * diff
+        if v == -math.inf:
+            continue
+        if v > M:
+            scale = math.exp(M - v)
+            S = S * scale + 1.0
+            if want_grad:
+                for k in range(d):
+                    grad[i, k] = grad[i, k] * scale + Xw[j, k]
+            M = v
+        else:
+            e = math.exp(v - M)
+            S += e
+            if want_grad:
+                for k in range(d):
+                    grad[i, k] += e * Xw[j, k]
+    out[i] = math.log(S) + M if S > 0.0 else -math.inf
+    if want_grad:
+        for k in range(d):
+            grad[i, k] = grad[i, k] / S - Qw[i, k]
+
+
+def cuda_core(Qw, Xw, logw, exclude_self, want_grad):
+    """The Numba CUDA version of ``reference_core`` (CuPy arrays; NumPy under the simulator)."""
+    materialize(globals(), "cuda")
+    xp = _xp(Qw)
+    m = Qw.shape[0]
+    out = xp.empty(m)
+    grad = xp.empty_like(Qw) if want_grad else xp.empty((1, Qw.shape[1]))
+    if m:
+        blocks = (m + CUDA_THREADS - 1) // CUDA_THREADS
+        _cuda_core[blocks, CUDA_THREADS](Qw, Xw, logw, bool(exclude_self), bool(want_grad),
+                                         out, grad)
+    return out, (grad if want_grad else None)
+
+
+_CORES = {"reference": reference_core, "numba": numba_core, "cuda": cuda_core}
+
+
+# ------------------------------------------------------------------ public API
+def log_kernel_sum(Q, X, chol=None, log_weights=None, exclude_self=False, normalize=True,
+                   impl=None):
+    """out_i = log sum_j w_j N(q_i; x_j, L L^T), float64 (m,).
+
+    ``chol``: None (identity), a scalar h (h I), a (d,) diagonal or a (d, d) lower-triangular
+    Cholesky factor L.  ``log_weights`` (n,) or None (all zero: a plain sum; normalise the
+    weights yourself).  ``exclude_self=True`` (Q and X the same points) drops the j = i term
+    (leave-one-out).  ``normalize=False`` leaves out -d/2 log(2 pi) - log|det L|.
+    """
+    where = "log_kernel_sum"
+    if exclude_self and Q.shape[0] != X.shape[0]:
+        raise ValueError(f"{where}: exclude_self=True needs Q and X to be the same points, "
+                         f"got {Q.shape[0]} queries and {X.shape[0]} data points")
+    Qw, Xw, logw, _, logdet = _prepare(Q, X, chol, log_weights, where)
+    path = choose(where, Qw, Qw.shape[0] * Xw.shape[0], impl)
+    out, _ = _CORES[path](Qw, Xw, logw, exclude_self, False)
+    return out + _constant(X.shape[1], logdet, normalize)
+
+
+def log_kernel_sum_grad(Q, X, chol=None, log_weights=None, impl=None):
+    """(out, grad): out as ``log_kernel_sum`` (normalised) and grad_i = d out_i / d q_i,
+
+        grad_i = (L L^T)^-1 (sum_j r_ij x_j - q_i),  r_ij = softmax_j(logw_j - 0.5 ||L^-1(q_i - x_j)||^2),
+
+    computed in whitened coordinates as L^-T (sum_j r_ij xw_j - qw_i): the score function of the
+    KDE, used by Langevin sampling and by autograd through a KDE.
+    """
+    where = "log_kernel_sum_grad"
+    Qw, Xw, logw, L, logdet = _prepare(Q, X, chol, log_weights, where)
+    path = choose(where, Qw, Qw.shape[0] * Xw.shape[0], impl)
+    out, grad_w = _CORES[path](Qw, Xw, logw, False, True)
+    if L is not None:
+        grad_w = grad_w @ _xp(grad_w).asarray(np.linalg.inv(L))    # rows of L^-T g
+    return out + _constant(X.shape[1], logdet, True), grad_w

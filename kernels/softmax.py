@@ -1,0 +1,384 @@
+"""Softmax, log-softmax and fused cross-entropy over the last axis, forward and backward.
+
+    softmax(x)_k = exp(x_k - M) / S,   log_softmax(x)_k = x_k - M - log S,
+    M = max_k x_k,  S = sum_k exp(x_k - M)                          (Bridle 1990)
+
+The Numba and CUDA kernels read each row once for (M, S) with an online max and rescaled sum
+(Milakov & Gimelshein 2018, "Online normalizer calculation for softmax"): the CPU kernel
+takes the row in chunks of CHUNK (chunk max, then S <- S exp(M_old - M) + sum exp(x - M)
+with the polynomial exp, so the loop vectorises), the CUDA kernel one element at a time.
+
+Backward passes: softmax y*(gy - sum(gy*y)), log_softmax gy - exp(y) sum(gy);
+cross-entropy loss_i = logsumexp(z_i) - z_{i,t_i} and its gradient
+g_i (softmax(z_i) - onehot(t_i)), both exactly 0 on rows with t_i == ignore_index.
+
+Implementations (pick one with ``impl=``): ``reference_*`` (NumPy/CuPy), ``numba_*``
+(one row per prange iteration), ``cuda_*`` (one thread per row).
+"""
+import math
+
+import numpy as np
+
+from . import _math
+from ._dispatch import _xp, choose, lazy_cuda_jit, lazy_njit, materialize, prange, register
+
+cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
+_exp = _math.exp_cpu
+CHUNK = 256
+CUDA_THREADS = 128
+for _name in ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
+              "cross_entropy", "cross_entropy_backward"):
+    register(_name, threshold=32_768)         # work = elements
+
+
+def _check_float(where, **arrays):
+    for name, a in arrays.items():
+        if getattr(a, "dtype", None) not in (np.float32, np.float64):
+            raise TypeError(f"{where}: {name} must be a float32 or float64 array, "
+                            f"got {getattr(a, 'dtype', type(a).__name__)}")
+        if a.ndim == 0:
+            raise ValueError(f"{where}: {name} needs at least one axis (softmax is over the last)")
+
+
+def _check_same(where, y, gy):
+    if y.shape != gy.shape:
+        raise ValueError(f"{where}: y and gy must have the same shape, got {y.shape} and {gy.shape}")
+
+
+def _check_ce(where, logits, targets, g=None):
+    _check_float(where, logits=logits)
+    if logits.ndim != 2:
+        raise ValueError(f"{where}: logits must be (N, K), got shape {logits.shape}")
+    if getattr(targets, "shape", None) != (logits.shape[0],) or targets.dtype.kind not in "iu":
+        raise ValueError(f"{where}: targets must be an integer array of shape "
+                         f"({logits.shape[0]},), got {getattr(targets, 'dtype', None)} "
+                         f"{getattr(targets, 'shape', None)}")
+    if g is not None and getattr(g, "shape", None) != (logits.shape[0],):
+        raise ValueError(f"{where}: g must have shape ({logits.shape[0]},), "
+                         f"got {getattr(g, 'shape', None)}")
+
+
+def _rows(a):
+    """View as a contiguous (rows, K) array."""
+    return _xp(a).ascontiguousarray(a).reshape(-1, a.shape[-1]) if a.size else a.reshape(-1, a.shape[-1])
+
+
+def _kept_targets(targets, ignore_index, K, where):
+    xp = _xp(targets)
+    keep = xp.ones(targets.shape, bool) if ignore_index is None else targets != ignore_index
+    t = xp.where(keep, targets, 0).astype(np.int64)
+    if t.size and (int(t.min()) < 0 or int(t.max()) >= K):
+        raise ValueError(f"{where}: targets must lie in [0, {K}) (or equal ignore_index)")
+    return t, keep
+
+
+# ------------------------------------------------------------------ reference (NumPy/CuPy)
+def reference_softmax(x):
+    xp = _xp(x)
+    e = xp.exp(x - x.max(axis=-1, keepdims=True)) if x.size else x.copy()
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def reference_log_softmax(x):
+    xp = _xp(x)
+    if not x.size:
+        return x.copy()
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def reference_softmax_backward(y, gy):
+    return y * (gy - (gy * y).sum(axis=-1, keepdims=True))
+
+
+def reference_log_softmax_backward(y, gy):
+    return gy - _xp(y).exp(y) * gy.sum(axis=-1, keepdims=True)
+
+
+def reference_cross_entropy(logits, targets, ignore_index=None):
+    xp = _xp(logits)
+    t, keep = _kept_targets(targets, ignore_index, logits.shape[1], "cross_entropy")
+    if not logits.size:
+        return xp.zeros(logits.shape[0], logits.dtype)
+    lse = reference_log_softmax(logits)
+    loss = -xp.take_along_axis(lse, t[:, None], axis=1)[:, 0]
+    return xp.where(keep, loss, 0).astype(logits.dtype)
+
+
+def reference_cross_entropy_backward(logits, targets, g, ignore_index=None):
+    xp = _xp(logits)
+    t, keep = _kept_targets(targets, ignore_index, logits.shape[1], "cross_entropy_backward")
+    grad = reference_softmax(logits)
+    if grad.size:
+        xp.put_along_axis(grad, t[:, None], xp.take_along_axis(grad, t[:, None], 1) - 1, 1)
+    scale = xp.where(keep, g, 0).astype(logits.dtype)
+    return grad * scale[:, None]
+
+
+# ------------------------------------------------------------------ Numba CPU
+@lazy_njit(inline="always", fastmath=_math.FASTMATH)
+def _online_max_sum(row, chunk_max):
+    """One pass: M = max(row), S = sum exp(row - M); chunk_max[c] gets the running M after
+    chunk c (so exp(row_k - chunk_max[c]) written during the pass can be rescaled later)."""
+    M, S = -np.inf, 0.0
+    K = row.shape[0]
+    for c in range((K + CHUNK - 1) // CHUNK):
+        c0, c1 = c * CHUNK, min(K, c * CHUNK + CHUNK)
+        cmax = -np.inf
+        for k in range(c0, c1):
+            cmax = max(cmax, row[k])
+        if cmax > M:
+            S *= math.exp(M - cmax)
+            M = cmax
+        chunk_max[c] = M
+        if M == -np.inf:
+            continue
+        s = 0.0
+        for k in range(c0, c1):
+            s += _exp(row[k] - M)
+        S += s
+    return M, S
+
+
+@lazy_njit(parallel=True, cache=True, fastmath=_math.FASTMATH)
+def _numba_softmax(x, out):
+    K = x.shape[1]
+    for r in prange(x.shape[0]):
+        chunk_max = np.empty((K + CHUNK - 1) // CHUNK)
+        M, S = -np.inf, 0.0
+        for c in range(chunk_max.shape[0]):          # one pass: exp written as we go
+            c0, c1 = c * CHUNK, min(K, c * CHUNK + CHUNK)
+            cmax = -np.inf
+            for k in range(c0, c1):
+                cmax = max(cmax, x[r, k])
+            if cmax > M:
+                S *= math.exp(M - cmax)
+                M = cmax
+            chunk_max[c] = M
+            s = 0.0
+            for k in range(c0, c1):
+                e = _exp(x[r, k] - M)
+                out[r, k] = e
+                s += e
+            S += s
+        for c in range(chunk_max.shape[0]):          # rescale chunk c by exp(M_c - M) / S
+            f = math.exp(chunk_max[c] - M) / S
+            for k in range(c * CHUNK, min(K, c * CHUNK + CHUNK)):
+                out[r, k] *= f
+
+
+@lazy_njit(parallel=True, cache=True, fastmath=_math.FASTMATH)
+def _numba_log_softmax(x, out):
+    K = x.shape[1]
+    for r in prange(x.shape[0]):
+        M, S = _online_max_sum(x[r], np.empty((K + CHUNK - 1) // CHUNK))
+        shift = M + math.log(S)
+        for k in range(K):
+            out[r, k] = x[r, k] - shift
+
+
+@lazy_njit(parallel=True, cache=True, fastmath=_math.FASTMATH)
+def _numba_softmax_backward(y, gy, out):
+    for r in prange(y.shape[0]):
+        dot = 0.0
+        for k in range(y.shape[1]):
+            dot += gy[r, k] * np.float64(y[r, k])
+        for k in range(y.shape[1]):
+            out[r, k] = y[r, k] * (gy[r, k] - dot)
+
+
+@lazy_njit(parallel=True, cache=True, fastmath=_math.FASTMATH)
+def _numba_log_softmax_backward(y, gy, out):
+    for r in prange(y.shape[0]):
+        total = 0.0
+        for k in range(y.shape[1]):
+            total += gy[r, k]
+        for k in range(y.shape[1]):
+            out[r, k] = gy[r, k] - _exp(np.float64(y[r, k])) * total
+
+
+@lazy_njit(parallel=True, cache=True, fastmath=_math.FASTMATH)
+def _numba_cross_entropy(z, t, keep, out):
+    for r in prange(z.shape[0]):
+        if keep[r]:
+            M, S = _online_max_sum(z[r], np.empty((z.shape[1] + CHUNK - 1) // CHUNK))
+            out[r] = M + math.log(S) - z[r, t[r]]
+        else:
+            out[r] = 0.0
+
+
+@lazy_njit(parallel=True, cache=True, fastmath=_math.FASTMATH)
+def _numba_cross_entropy_backward(z, t, keep, g, out):
+    for r in prange(z.shape[0]):
+        if not keep[r]:
+            out[r, :] = 0.0
+            continue
+        M, S = _online_max_sum(z[r], np.empty((z.shape[1] + CHUNK - 1) // CHUNK))
+        f = g[r] / S
+        for k in range(z.shape[1]):
+            out[r, k] = f * _exp(z[r, k] - M)
+        out[r, t[r]] -= g[r]
+
+
+# ------------------------------------------------------------------ Numba CUDA
+@lazy_cuda_jit(device=True)
+def _cuda_max_sum(row):
+    """Element-wise online max and rescaled sum of one row."""
+    M, S = -math.inf, 0.0
+    for k in range(row.shape[0]):
+        v = row[k]
+        if v > M:
+            S = S * math.exp(M - v) + 1.0
+            M = v
+        else:
+            S += math.exp(v - M)
+    return M, S
+
+
+@lazy_cuda_jit()
+def _cuda_softmax(x, out):
+    r = cuda.grid(1)
+    if r < x.shape[0]:
+        M, S = _cuda_max_sum(x[r])
+        for k in range(x.shape[1]):
+            out[r, k] = math.exp(x[r, k] - M) / S
+
+
+@lazy_cuda_jit()
+def _cuda_log_softmax(x, out):
+    r = cuda.grid(1)
+    if r < x.shape[0]:
+        M, S = _cuda_max_sum(x[r])
+        shift = M + math.log(S)
+        for k in range(x.shape[1]):
+            out[r, k] = x[r, k] - shift
+
+
+@lazy_cuda_jit()
+def _cuda_softmax_backward(y, gy, out):
+    r = cuda.grid(1)
+    if r < y.shape[0]:
+        dot = 0.0
+        for k in range(y.shape[1]):
+            dot += gy[r, k] * y[r, k]
+        for k in range(y.shape[1]):
+            out[r, k] = y[r, k] * (gy[r, k] - dot)
+
+
+@lazy_cuda_jit()
+def _cuda_log_softmax_backward(y, gy, out):
+    r = cuda.grid(1)
+    if r < y.shape[0]:
+        total = 0.0
+        for k in range(y.shape[1]):
+            total += gy[r, k]
+        for k in range(y.shape[1]):
+            out[r, k] = gy[r, k] - math.exp(y[r, k]) * total
+
+
+@lazy_cuda_jit()
+def _cuda_cross_entropy(z, t, keep, out):
+    r = cuda.grid(1)
+    if r < z.shape[0]:
+        if keep[r]:
+            M, S = _cuda_max_sum(z[r])
+            out[r] = M + math.log(S) - z[r, t[r]]
+        else:
+            out[r] = 0.0
+
+
+@lazy_cuda_jit()
+def _cuda_cross_entropy_backward(z, t, keep, g, out):
+    r = cuda.grid(1)
+    if r < z.shape[0]:
+        if keep[r]:
+            M, S = _cuda_max_sum(z[r])
+            f = g[r] / S
+            for k in range(z.shape[1]):
+                out[r, k] = f * math.exp(z[r, k] - M)
+            out[r, t[r]] -= g[r]
+        else:
+            for k in range(z.shape[1]):
+                out[r, k] = 0.0
+
+
+# ------------------------------------------------------------------ public API
+def _launch(path, numba_kernel, cuda_kernel, rows, *args):
+    """Run the compiled kernel for ``path`` ('numba' or 'cuda') over ``rows`` rows."""
+    if path == "numba":
+        materialize(globals(), "cpu")
+        globals()[numba_kernel](*args)
+    elif rows:
+        materialize(globals(), "cuda")
+        blocks = (rows + CUDA_THREADS - 1) // CUDA_THREADS
+        globals()[cuda_kernel][blocks, CUDA_THREADS](*args)
+
+
+def _rowwise(name, x, impl, *others):
+    """Shared driver of the four row-wise ops: dispatch, flatten to rows, run, reshape."""
+    path = choose(name, x, x.size, impl)
+    if path == "reference":
+        return globals()["reference_" + name](x, *others)
+    out = _xp(x).empty(x.shape, x.dtype)
+    if x.size:
+        rows = [_rows(a) for a in (x,) + others]
+        _launch(path, "_numba_" + name, "_cuda_" + name, rows[0].shape[0],
+                *rows, out.reshape(rows[0].shape))
+    return out
+
+
+def softmax(x, impl=None):
+    """softmax over the last axis: exp(x - M) / sum exp(x - M)."""
+    _check_float("softmax", x=x)
+    return _rowwise("softmax", x, impl)
+
+
+def log_softmax(x, impl=None):
+    """log_softmax over the last axis: x - M - log sum exp(x - M)."""
+    _check_float("log_softmax", x=x)
+    return _rowwise("log_softmax", x, impl)
+
+
+def softmax_backward(y, gy, impl=None):
+    """Gradient of softmax at output y: y * (gy - sum(gy * y, -1))."""
+    _check_float("softmax_backward", y=y, gy=gy)
+    _check_same("softmax_backward", y, gy)
+    return _rowwise("softmax_backward", y, impl, gy)
+
+
+def log_softmax_backward(y, gy, impl=None):
+    """Gradient of log_softmax at output y: gy - exp(y) * sum(gy, -1)."""
+    _check_float("log_softmax_backward", y=y, gy=gy)
+    _check_same("log_softmax_backward", y, gy)
+    return _rowwise("log_softmax_backward", y, impl, gy)
+
+
+def cross_entropy(logits, targets, ignore_index=None, impl=None):
+    """Per-row loss (N,): logsumexp(z_i) - z_{i, t_i}; exactly 0 where t_i == ignore_index."""
+    _check_ce("cross_entropy", logits, targets)
+    path = choose("cross_entropy", logits, logits.size, impl)
+    if path == "reference":
+        return reference_cross_entropy(logits, targets, ignore_index)
+    t, keep = _kept_targets(targets, ignore_index, logits.shape[1], "cross_entropy")
+    out = _xp(logits).empty(logits.shape[0], logits.dtype)
+    if logits.size:
+        _launch(path, "_numba_cross_entropy", "_cuda_cross_entropy", logits.shape[0],
+                _rows(logits), t, keep, out)
+    else:
+        out[:] = 0
+    return out
+
+
+def cross_entropy_backward(logits, targets, g, ignore_index=None, impl=None):
+    """(N, K) gradient g_i (softmax(z_i) - onehot(t_i)); zero rows where t_i == ignore_index."""
+    _check_ce("cross_entropy_backward", logits, targets, g)
+    path = choose("cross_entropy_backward", logits, logits.size, impl)
+    if path == "reference":
+        return reference_cross_entropy_backward(logits, targets, g, ignore_index)
+    t, keep = _kept_targets(targets, ignore_index, logits.shape[1], "cross_entropy_backward")
+    out = _xp(logits).empty(logits.shape, logits.dtype)
+    if logits.size:
+        g = _xp(g).ascontiguousarray(g, dtype=logits.dtype)
+        _launch(path, "_numba_cross_entropy_backward", "_cuda_cross_entropy_backward",
+                logits.shape[0], _rows(logits), t, keep, g, out)
+    return out
