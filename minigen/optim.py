@@ -96,11 +96,12 @@ class Adam(Optimizer):
         v *= b2
         v += (1 - b2) * (g * g)
         t = self.step_count
-        step = self.lr / (1 - b1 ** t)
-        denom = xp(p).sqrt(v)
-        denom *= 1 / math.sqrt(1 - b2 ** t)
-        denom += self.eps
-        p -= step * (m / denom)
+        update = xp(p).sqrt(v)          # in place from here: one temporary per step
+        update *= 1 / math.sqrt(1 - b2 ** t)
+        update += self.eps
+        xp(p).divide(m, update, out=update)
+        update *= self.lr / (1 - b1 ** t)
+        p -= update
 
 
 class AdamW(Adam):

@@ -1,0 +1,28 @@
+"""Shared timing helper for the benchmarks: best-of-k wall time of a callable."""
+import time
+
+
+def best_time(fn, repeat=5, number=1, warmup=1):
+    """Minimum over ``repeat`` runs of the mean time of ``number`` calls (seconds)."""
+    for _ in range(warmup):
+        fn()
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(number):
+            fn()
+        best = min(best, (time.perf_counter() - start) / number)
+    return best
+
+
+def machine():
+    import platform
+    import subprocess
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        model = next(line.split(":", 1)[1].strip() for line in out.splitlines()
+                     if line.startswith("Model name"))
+    except Exception:
+        model = platform.processor() or "unknown CPU"
+    import os
+    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"

@@ -1,0 +1,178 @@
+"""Engine benchmark: minigen vs PyTorch CPU (or a hand-written NumPy baseline without torch).
+
+    python benchmarks/engine.py
+
+Prints, for each workload, minigen's time, the baseline's time and their ratio (lower is
+better; the issue's target for the MLP step is <= 1.1x PyTorch):
+  * per-op overhead: a + b, a * b, exp, sum on 4-element tensors, forward+backward;
+  * MLP 784-512-512-784, batch 256, float32: forward + MSE + backward + Adam step;
+  * conv net conv(1->32, 3x3, pad 1) + relu + conv(32->64, 3x3, stride 2, pad 1) + relu on
+    128x1x28x28: forward + backward.
+"""
+import sys
+
+import numpy as np
+
+sys.path.insert(0, __import__("os").path.dirname(__file__))
+from _timing import best_time, machine  # noqa: E402
+
+import minigen as mg  # noqa: E402
+from minigen import functional as F  # noqa: E402
+from minigen import nn, optim  # noqa: E402
+
+
+def minigen_tiny():
+    a = mg.tensor(np.ones(4, np.float32), requires_grad=True)
+    b = mg.tensor(np.full(4, 2.0, np.float32), requires_grad=True)
+
+    def step():
+        ((a + b) * b).exp().sum().backward()
+    return step
+
+
+def torch_tiny(torch):
+    a = torch.ones(4, requires_grad=True)
+    b = torch.full((4,), 2.0, requires_grad=True)
+
+    def step():
+        ((a + b) * b).exp().sum().backward()
+    return step
+
+
+def minigen_mlp(x, y, weights):
+    model = nn.MLP([784, 512, 512, 784])
+    model.load_state_dict(weights)
+    opt = optim.Adam(model.parameters(), lr=1e-3)
+    xt, yt = mg.tensor(x), mg.tensor(y)
+
+    def step():
+        opt.zero_grad()
+        F.mse_loss(model(xt), yt).backward()
+        opt.step()
+    return step
+
+
+def torch_mlp(torch, x, y, weights):
+    model = torch.nn.Sequential(torch.nn.Linear(784, 512), torch.nn.ReLU(),
+                                torch.nn.Linear(512, 512), torch.nn.ReLU(),
+                                torch.nn.Linear(512, 784))
+    model.load_state_dict({k.replace("1.", "2.", 1) if k.startswith("1.") else
+                           k.replace("2.", "4.", 1) if k.startswith("2.") else k: torch.from_numpy(v)
+                           for k, v in _torch_names(weights).items()})
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+
+    def step():
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(xt), yt).backward()
+        opt.step()
+    return step
+
+
+def _torch_names(weights):
+    """minigen's Sequential indices (0, 2, 4 for the Linears) -> consecutive 0, 1, 2."""
+    mapping = {"0": "0", "2": "1", "4": "2"}
+    return {mapping[k.split(".")[0]] + "." + k.split(".")[1]: v for k, v in weights.items()}
+
+
+def numpy_mlp(x, y, weights):
+    """A hand-written NumPy forward/backward/Adam step: the floor for any engine on NumPy."""
+    ws = [weights[f"{i}.weight"].copy() for i in (0, 2, 4)]
+    bs = [weights[f"{i}.bias"].copy() for i in (0, 2, 4)]
+    params = ws + bs
+    m = [np.zeros_like(p) for p in params]
+    v = [np.zeros_like(p) for p in params]
+    t = [0]
+
+    def step():
+        h1 = np.maximum(x @ ws[0].T + bs[0], 0)
+        h2 = np.maximum(h1 @ ws[1].T + bs[1], 0)
+        out = h2 @ ws[2].T + bs[2]
+        g = (2.0 / out.size) * (out - y)
+        gw2, gb2 = g.T @ h2, g.sum(0)
+        g = (g @ ws[2]) * (h2 > 0)
+        gw1, gb1 = g.T @ h1, g.sum(0)
+        g = (g @ ws[1]) * (h1 > 0)
+        gw0, gb0 = g.T @ x, g.sum(0)
+        t[0] += 1
+        step_size = 1e-3 / (1 - 0.9 ** t[0])
+        corr = 1 / np.sqrt(1 - 0.999 ** t[0])
+        for p, gp, mp, vp in zip(params, [gw0, gw1, gw2, gb0, gb1, gb2], m, v):
+            mp *= 0.9
+            mp += 0.1 * gp
+            vp *= 0.999
+            gp *= gp
+            gp *= 0.001
+            vp += gp
+            denom = np.sqrt(vp)
+            denom *= corr
+            denom += 1e-8
+            np.divide(mp, denom, out=denom)
+            denom *= step_size
+            p -= denom
+    return step
+
+
+def minigen_conv(x):
+    w1 = mg.tensor(np.random.default_rng(0).standard_normal((32, 1, 3, 3), np.float32) * 0.3,
+                   requires_grad=True)
+    w2 = mg.tensor(np.random.default_rng(1).standard_normal((64, 32, 3, 3), np.float32) * 0.06,
+                   requires_grad=True)
+    xt = mg.tensor(x)
+
+    def step():
+        h = F.relu(F.conv2d(xt, w1, padding=1))
+        F.relu(F.conv2d(h, w2, stride=2, padding=1)).sum().backward()
+    return step
+
+
+def torch_conv(torch, x):
+    w1 = torch.tensor(np.random.default_rng(0).standard_normal((32, 1, 3, 3), np.float32) * 0.3,
+                      requires_grad=True)
+    w2 = torch.tensor(np.random.default_rng(1).standard_normal((64, 32, 3, 3), np.float32) * 0.06,
+                      requires_grad=True)
+    xt = torch.from_numpy(x)
+    F_ = torch.nn.functional
+
+    def step():
+        h = F_.relu(F_.conv2d(xt, w1, padding=1))
+        F_.relu(F_.conv2d(h, w2, stride=2, padding=1)).sum().backward()
+    return step
+
+
+def main():
+    try:
+        import torch
+        torch.set_num_threads(max(1, __import__("os").cpu_count()))
+    except ImportError:
+        torch = None
+    rng = np.random.default_rng(0)
+    mg.manual_seed(0)
+    weights = nn.MLP([784, 512, 512, 784]).state_dict()
+    x = rng.standard_normal((256, 784)).astype(np.float32)
+    y = rng.standard_normal((256, 784)).astype(np.float32)
+    xc = rng.standard_normal((128, 1, 28, 28)).astype(np.float32)
+
+    rows = []
+    base_name = "PyTorch" if torch is not None else "NumPy"
+    t_mg = best_time(minigen_tiny(), repeat=5, number=2000) * 1e6
+    t_base = best_time(torch_tiny(torch), repeat=5, number=2000) * 1e6 if torch else float("nan")
+    rows.append(("tiny graph (4 ops) fwd+bwd, us", t_mg, t_base))
+    t_mg = best_time(minigen_mlp(x, y, weights), repeat=7) * 1e3
+    t_np = best_time(numpy_mlp(x, y, weights), repeat=7) * 1e3
+    t_base = best_time(torch_mlp(torch, x, y, weights), repeat=7) * 1e3 if torch else t_np
+    rows.append(("MLP 784-512-512-784 b256 step, ms", t_mg, t_base))
+    rows.append(("  hand-written NumPy step, ms", t_np, t_base))
+    t_mg = best_time(minigen_conv(xc), repeat=5) * 1e3
+    t_base = best_time(torch_conv(torch, xc), repeat=5) * 1e3 if torch else float("nan")
+    rows.append(("conv net 128x1x28x28 fwd+bwd, ms", t_mg, t_base))
+
+    print(f"machine: {machine()}")
+    print(f"| workload | minigen | {base_name} | ratio |")
+    print("|---|---:|---:|---:|")
+    for name, a, b in rows:
+        print(f"| {name} | {a:.2f} | {b:.2f} | {a / b:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
