@@ -27,25 +27,27 @@ _ROWS = 8192                         # rows per block in the E-step (bounds the 
 
 
 def _cholesky_with_jitter(covariances, where):
-    """Lower Cholesky factors of a stack (K, d, d); a factorisation that fails gets a growing
-    ridge eps * trace/d * 10^j added, with a warning, instead of an error."""
+    """Lower Cholesky factors of a stack (K, d, d). A component whose factorisation fails gets
+    the smallest ridge 10^j * trace/d * I (j = -12, -11, ...) that succeeds, with a warning,
+    instead of an error."""
     try:
         return np.linalg.cholesky(covariances)
     except np.linalg.LinAlgError:
-        factors = np.empty_like(covariances)
-        for k, cov in enumerate(covariances):
-            scale = max(float(np.trace(cov)) / len(cov), np.finfo(np.float64).tiny)
-            for power in range(-12, 3):
-                try:
-                    factors[k] = np.linalg.cholesky(cov + (10.0 ** power * scale) * np.eye(len(cov)))
-                    break
-                except np.linalg.LinAlgError:
-                    continue
-            if power > -12:
-                warnings.warn(f"{where}: component {k} has a singular covariance; added a ridge "
-                              f"{10.0 ** power * scale:.3g} I (increase reg_covar)",
-                              RuntimeWarning, stacklevel=4)
-        return factors
+        pass
+    factors = np.empty_like(covariances)
+    eye = np.eye(covariances.shape[-1])
+    for k, cov in enumerate(covariances):
+        scale = max(float(np.trace(cov)) / len(cov), np.finfo(np.float64).tiny)
+        for ridge in [0.0] + [10.0 ** power * scale for power in range(-12, 3)]:
+            try:
+                factors[k] = np.linalg.cholesky(cov + ridge * eye)
+                break
+            except np.linalg.LinAlgError:
+                continue
+        if ridge > 0:
+            warnings.warn(f"{where}: component {k} has a singular covariance; added a ridge "
+                          f"{ridge:.3g} I (increase reg_covar)", RuntimeWarning, stacklevel=4)
+    return factors
 
 
 def precision_cholesky(covariances, covariance_type, where="GaussianMixture"):
