@@ -3,6 +3,8 @@
 The ops live in ``minigen/ops/`` grouped by kind (math, shape, reduce, nn, losses); this module
 gathers them and gives Tensor its operators and methods (``x + y``, ``x @ w``, ``x.sum()``).
 """
+import operator
+
 from . import backend
 from .autograd import Function, Tensor
 from .ops.losses import (binary_cross_entropy_with_logits, cross_entropy, gaussian_nll,
@@ -31,6 +33,11 @@ def to_device(a, device):
     return a if a.device == device else ToDevice.apply(a, device=device)
 
 
+def _compare(op):
+    """Elementwise comparison: a boolean Tensor, outside the graph."""
+    return lambda a, b: Tensor(op(a.data, b.data if isinstance(b, Tensor) else b))
+
+
 def _swap(fn):
     return lambda a, b: fn(b, a)
 
@@ -46,6 +53,10 @@ _methods = {
     "softmax": softmax, "log_softmax": log_softmax, "reshape": reshape, "permute": permute,
     "transpose": transpose, "expand": expand, "squeeze": squeeze, "unsqueeze": unsqueeze,
     "flatten": flatten, "cumsum": cumsum, "flip": flip, "sum_to": sum_to,
+    "__lt__": _compare(operator.lt), "__le__": _compare(operator.le),
+    "__gt__": _compare(operator.gt), "__ge__": _compare(operator.ge),
+    "__float__": lambda a: float(a.item()),
+    "argmax": lambda a, axis=None: Tensor(a.data.argmax(axis)),
 }
 for _name, _fn in _methods.items():
     setattr(Tensor, _name, _fn)
