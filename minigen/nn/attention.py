@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from ..autograd import Tensor
+from ..backend import xp
 from .layers import Linear
 from .module import Module
 
@@ -17,7 +18,8 @@ def scaled_dot_product_attention(q, k, v, mask=None):
     forbidden (broadcast to (..., Lq, Lk))."""
     scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
     if mask is not None:
-        scores = scores + Tensor(np.where(mask, -1e9, 0.0).astype(scores.dtype))
+        bias = np.where(mask, -1e9, 0.0).astype(scores.dtype)
+        scores = scores + Tensor(xp(scores.data).asarray(bias))
     return scores.softmax(-1) @ v
 
 
