@@ -221,8 +221,18 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
         raise ValueError("conv_transpose2d: output_padding must be smaller than stride or dilation")
     h = (x.shape[2] - 1) * sh - 2 * ph + dh * (weight.shape[2] - 1) + oph + 1
     w = (x.shape[3] - 1) * sw - 2 * pw + dw * (weight.shape[3] - 1) + opw + 1
-    y = ConvInputGrad.apply(x, weight, x_shape=(x.shape[0], weight.shape[1], h, w),
-                            geometry=geometry)
+    eh, ew = max(oph - sh + 1, 0), max(opw - sw + 1, 0)
+    if eh or ew:
+        # output_padding >= stride (allowed when dilation is larger) adds rows/columns that no
+        # input pixel reaches and that conv2d's geometry cannot express: scatter into the
+        # unpadded output, append the unreached rows/columns as zeros, then crop the padding
+        full = ConvInputGrad.apply(
+            x, weight, x_shape=(x.shape[0], weight.shape[1], h + 2 * ph - eh, w + 2 * pw - ew),
+            geometry=(geometry[0], (0, 0), geometry[2]))
+        y = pad(full, ((0, 0), (0, 0), (0, eh), (0, ew)))[:, :, ph:ph + h, pw:pw + w]
+    else:
+        y = ConvInputGrad.apply(x, weight, x_shape=(x.shape[0], weight.shape[1], h, w),
+                                geometry=geometry)
     return y if bias is None else y + bias.reshape(1, -1, 1, 1)
 
 
