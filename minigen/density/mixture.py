@@ -23,7 +23,7 @@ from .kmeans import KMeans, kmeans_plusplus
 
 _TYPES = ("full", "tied", "diag", "spherical")
 _INITS = ("kmeans", "k-means++", "random", "random_from_data")
-_ROWS = 8192                         # rows per block in the E-step (bounds the n x Kd scratch)
+_SCRATCH = 1 << 21                   # floats in one E-step block (rows x K d): 16 MiB
 
 
 def _cholesky_with_jitter(covariances, where):
@@ -110,11 +110,12 @@ def log_gaussian(X, means, prec_chol, covariance_type):
         shift = np.einsum("kd,kde->ke", means, P).reshape(K * d)
         blocks = np.kron(np.eye(K), np.ones((d, 1)))
         mahalanobis = np.empty((n, K))
-        for a in range(0, n, _ROWS):
-            Y = X[a:a + _ROWS] @ stacked
+        rows = max(1, _SCRATCH // (K * d))
+        for a in range(0, n, rows):
+            Y = X[a:a + rows] @ stacked
             Y -= shift
             np.square(Y, out=Y)
-            mahalanobis[a:a + _ROWS] = Y @ blocks
+            mahalanobis[a:a + rows] = Y @ blocks
     else:
         P = prec_chol[:, None] * np.ones(d) if covariance_type == "spherical" else prec_chol
         log_det = np.sum(np.log(P), axis=1)
