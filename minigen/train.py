@@ -25,13 +25,16 @@ class TrainResult:
 
 
 def train(model, data, steps=1000, batch_size=128, optimizer=None, lr=1e-3, schedule=None,
-          ema_decay=None, clip_grad=None, log_every=100, checkpoint=None, rng=None,
-          verbose=True, out=None):
+          ema_decay=None, ema_warmup=True, clip_grad=None, log_every=100, checkpoint=None,
+          rng=None, verbose=True, out=None):
     """Train ``model`` on ``data`` (an array, or a tuple of arrays sharing the first axis).
 
     optimizer: an Optimizer (default Adam(lr)); schedule: a callable optimizer -> LRScheduler;
-    ema_decay: keep an EMA of the parameters; checkpoint: a path written every ``log_every``
-    steps and at the end (model parameters, and the EMA as ``ema.*``).
+    ema_decay: keep an EMA of the parameters; ema_warmup: at step k use the decay
+    min(ema_decay, (1 + k)/(10 + k)) (TensorFlow's ExponentialMovingAverage with num_updates),
+    so a short run's average is not dominated by the initial weights; checkpoint: a path
+    written every ``log_every`` steps and at the end (model parameters, and the EMA as
+    ``ema.*``).
     """
     if steps < 1:
         raise ValueError(f"train: steps must be >= 1, got {steps}")
@@ -59,6 +62,8 @@ def train(model, data, steps=1000, batch_size=128, optimizer=None, lr=1e-3, sche
         if scheduler is not None:
             scheduler.step()
         if ema is not None:
+            if ema_warmup:
+                ema.decay = min(ema_decay, (1 + step) / (10 + step))
             ema.update(model)
         losses.append(value)
         if step % log_every == 0 or step == steps:
