@@ -31,6 +31,25 @@ def test_matches_scipy_gaussian_kde(d, rule, weighted):
     assert ours.neff_ == pytest.approx(ref.neff, rel=1e-12)
 
 
+def test_matches_scipy_above_the_kernel_dispatch_threshold():
+    stats = pytest.importorskip("scipy.stats")
+    X = _data(7, 400, 3)                         # 400 x 400 pairs: the compiled path when present
+    w = np.random.default_rng(7).uniform(0.1, 1.0, len(X))
+    ours = KDE("scott").fit(X, sample_weight=w).score_samples(X)
+    np.testing.assert_allclose(ours, stats.gaussian_kde(X.T, weights=w).logpdf(X.T), rtol=1e-10)
+
+
+def test_zero_weights_equal_dropping_the_points():
+    X = _data(8, 300, 2)
+    w = np.random.default_rng(8).uniform(0.1, 1.0, len(X)) * (np.arange(len(X)) % 5 > 0)
+    keep = w > 0
+    for bandwidth in ("silverman", "cv"):
+        full = KDE(bandwidth).fit(X, sample_weight=w)
+        kept = KDE(bandwidth).fit(X[keep], sample_weight=w[keep])
+        np.testing.assert_allclose(full.score_samples(X), kept.score_samples(X), rtol=1e-10)
+        assert full.bandwidth_ == pytest.approx(kept.bandwidth_, rel=1e-8)
+
+
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 2**16), n=st.integers(2, 25),
        bandwidth=st.sampled_from(["scott", "silverman", 0.3, 1.0]))

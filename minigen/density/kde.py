@@ -29,8 +29,8 @@ def _rule_factor(rule, neff, d):
     return neff ** (-1.0 / (d + 4))
 
 
-def _data_covariance(X, w, where):
-    """Sigma = sum_j w_j (x_j - m)(x_j - m)^T / (1 - sum_j w_j^2) and its Cholesky factor.
+def _data_cholesky(X, w, where):
+    """The Cholesky factor of Sigma = sum_j w_j (x_j - m)(x_j - m)^T / (1 - sum_j w_j^2).
 
     With d >= n, or a singular Sigma, warn and fall back to diag(Sigma), with zero variances
     raised to 1e-6 of the largest one (to 1 if all are zero)."""
@@ -40,7 +40,7 @@ def _data_covariance(X, w, where):
     n, d = X.shape
     if n > d:
         try:
-            return cov, np.linalg.cholesky(cov)
+            return np.linalg.cholesky(cov)
         except np.linalg.LinAlgError:
             pass
     variances = np.diag(cov).copy()
@@ -49,7 +49,7 @@ def _data_covariance(X, w, where):
     warnings.warn(f"{where}: the data covariance is singular (n={n}, d={d}); using its diagonal "
                   f"with variances floored at {floor:.3g}", RuntimeWarning, stacklevel=4)
     variances = np.where(variances > floor, variances, floor)
-    return np.diag(variances), np.diag(np.sqrt(variances))
+    return np.diag(np.sqrt(variances))
 
 
 def _check_bandwidth(bandwidth):
@@ -95,7 +95,7 @@ class KDE:
             if n < 2 or np.count_nonzero(w) < 2:
                 raise ValueError(f"{where}: bandwidth={h!r} needs at least 2 samples with "
                                  f"positive weight, got {np.count_nonzero(w)}")
-            _, base = _data_covariance(X, w, where)
+            base = _data_cholesky(X, w, where)
             factor = (self._cv_factor(X, w, base, _rule_factor("scott", neff, d))
                       if h == "cv" else _rule_factor(h, neff, d))
             self.bandwidth_, chol = factor, base * factor

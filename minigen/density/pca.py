@@ -140,6 +140,15 @@ class PCA:
             variance, noise = np.maximum(variance, floor), max(noise, floor)
         return variance, noise
 
+    def _residual_term(self, X, variance, noise):
+        """-1/2 [|r|^2 / sigma^2 + (d - k) log(2 pi sigma^2)] for each row of X."""
+        n_residual = self.n_features_in_ - self.n_components_
+        if n_residual == 0:
+            return np.zeros(len(X))
+        Xc = X - self.mean_
+        R = Xc - (Xc @ self.components_.T) @ self.components_
+        return -0.5 * (np.einsum("ij,ij->i", R, R) / noise + n_residual * np.log(2 * np.pi * noise))
+
     def residual_log_prob(self, X):
         """log p(x) - log p_code(z) for the code z = transform(x) and its Gaussian N(0, diag(lambda))
         (N(0, I) when whitening): the residual term -1/2 [|r|^2 / sigma^2 + (d - k) log(2 pi sigma^2)],
@@ -147,26 +156,18 @@ class PCA:
         check_fitted(self, "components_", "PCA.residual_log_prob")
         X = check_data(X, "PCA.residual_log_prob", n_features=self.n_features_in_)
         variance, noise = self._model_variances("PCA.residual_log_prob")
-        Xc = X - self.mean_
-        R = Xc - (Xc @ self.components_.T) @ self.components_
-        out = np.zeros(len(X))
-        n_residual = self.n_features_in_ - self.n_components_
-        if n_residual > 0:
-            out -= 0.5 * (np.einsum("ij,ij->i", R, R) / noise + n_residual * np.log(2 * np.pi * noise))
-        if self.whiten:
-            out -= 0.5 * np.sum(np.log(variance))
-        return out
+        out = self._residual_term(X, variance, noise)
+        return out - 0.5 * np.sum(np.log(variance)) if self.whiten else out
 
     def score_samples(self, X):
         """The PPCA log density log N(x; mu, C) of each row (formula in the module docstring)."""
         check_fitted(self, "components_", "PCA.score_samples")
         X = check_data(X, "PCA.score_samples", n_features=self.n_features_in_)
-        variance, _ = self._model_variances("PCA.score_samples")
+        variance, noise = self._model_variances("PCA.score_samples")
         Z = (X - self.mean_) @ self.components_.T
         code = -0.5 * (np.einsum("ij,ij->i", Z, Z / variance)
                        + np.sum(np.log(variance)) + self.n_components_ * np.log(2 * np.pi))
-        residual = self.residual_log_prob(X)
-        return code + residual + (0.5 * np.sum(np.log(variance)) if self.whiten else 0.0)
+        return code + self._residual_term(X, variance, noise)
 
     def score(self, X):
         return float(np.mean(self.score_samples(X)))
