@@ -49,7 +49,10 @@ def register(name, threshold):
 
 def numba_available():
     if "numba" not in _state:
-        _state["numba"] = importlib.util.find_spec("numba") is not None
+        try:
+            _state["numba"] = importlib.util.find_spec("numba") is not None
+        except ValueError:          # sys.modules["numba"] is None: Numba is blocked
+            _state["numba"] = False
     return _state["numba"]
 
 

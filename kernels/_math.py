@@ -1,4 +1,4 @@
-"""Scalar math shared by the Numba CPU kernels: a vectorisable exp.
+"""Scalar math shared by the Numba CPU kernels: a vectorisable exp and max.
 
 Numba's scalar ``math.exp`` calls libm once per element (no SVML here), which keeps LLVM from
 vectorising the loop around it; this polynomial exp is branch-free straight-line code, so a
@@ -8,15 +8,20 @@ loop of them becomes AVX2 code.  Range reduction (Cody & Waite 1980):
 
 ln 2 split into a high and a low part so k ln 2 is exact to ~1e-19; exp(r) is its Taylor
 polynomial of degree 12 (remainder |r|^13 / 13! < 2e-16 relative); 2^k is built from its IEEE
-bits ((k + 1023) << 52).  Used for x <= 0 only (log-sum-exp shifts), it returns 0 below -708.
+bits ((k + 1023) << 52), reading the integer k out of the mantissa of k + 1.5 * 2^52 rather
+than converting float -> int64 (AVX2 has no packed form of that conversion, so it would
+scalarise the loop).  Used for x <= 0 only (log-sum-exp shifts), it returns 0 below -708.
 """
 import math
+
+import numpy as np
 
 from ._dispatch import lazy_built, lazy_njit
 
 # Fast-math flags that keep infinities meaningful (-inf is a legal log-weight): reassociation
-# (vectorised reductions), contraction (FMA), no signed zeros, reciprocal approximations.
-FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+# (vectorised sums), no NaNs (vectorised max; inputs must be NaN-free), contraction (FMA),
+# no signed zeros, reciprocal approximations.  Never "ninf".
+FASTMATH = {"reassoc", "nnan", "contract", "nsz", "arcp"}
 
 LOG2E = 1.4426950408889634
 LN2_HI = 6.93147180369123816490e-01       # fdlibm's split of ln 2
@@ -27,7 +32,12 @@ TAYLOR = tuple(1.0 / math.factorial(k) for k in range(13))
 
 @lazy_built("cpu")
 def _pow2():
-    """Numba intrinsic: 2.0 ** k for an int64 k in [-1022, 1023], by writing the exponent bits."""
+    """Numba intrinsic: 2.0 ** k for an integer-valued float64 k in [-1022, 1023].
+
+    bits(k + 1.5 * 2^52) = bits(1.5 * 2^52) + k; adding 1023 and shifting left by 52 drops the
+    constant's high bits and leaves the biased exponent k + 1023.  The fadd is emitted without
+    fast-math flags, so it is never folded away.
+    """
     from llvmlite import ir
     from numba import types
     from numba.core.extending import intrinsic
@@ -35,18 +45,39 @@ def _pow2():
     @intrinsic
     def pow2(typingctx, k):
         def codegen(context, builder, signature, args):
-            i64 = ir.IntType(64)
-            bits = builder.shl(builder.add(args[0], ir.Constant(i64, 1023)), ir.Constant(i64, 52))
-            return builder.bitcast(bits, ir.DoubleType())
-        return types.float64(types.int64), codegen
+            i64, f64 = ir.IntType(64), ir.DoubleType()
+            shifted = builder.fadd(args[0], ir.Constant(f64, 6755399441055744.0))
+            bits = builder.add(builder.bitcast(shifted, i64), ir.Constant(i64, 1023))
+            return builder.bitcast(builder.shl(bits, ir.Constant(i64, 52)), f64)
+        return types.float64(types.float64), codegen
 
     return pow2
+
+
+@lazy_built("cpu")
+def fmax():
+    """Numba intrinsic: max(a, b) as LLVM's maxnum, which the loop vectoriser turns into a
+    packed max reduction (Numba's ``max`` lowers to compare-and-branch code that it does not)."""
+    from llvmlite import ir
+    from numba import types
+    from numba.core.extending import intrinsic
+
+    @intrinsic
+    def maxnum(typingctx, a, b):
+        def codegen(context, builder, signature, args):
+            f64 = ir.DoubleType()
+            fn = builder.module.declare_intrinsic("llvm.maxnum", [f64],
+                                                  ir.FunctionType(f64, [f64, f64]))
+            return builder.call(fn, args)
+        return types.float64(types.float64, types.float64), codegen
+
+    return maxnum
 
 
 def exp_nonpositive(x):
     """exp(x) for x <= 0 to ~2e-16 relative; exactly 0 for x < -708 (and for x = -inf)."""
     xc = max(x, EXP_MIN)
-    k = math.floor(xc * LOG2E + 0.5)
+    k = np.floor(xc * LOG2E + 0.5)
     r = (xc - k * LN2_HI) - k * LN2_LO
     p = TAYLOR[12]
     p = p * r + TAYLOR[11]
@@ -61,7 +92,7 @@ def exp_nonpositive(x):
     p = p * r + TAYLOR[2]
     p = p * r + TAYLOR[1]
     p = p * r + TAYLOR[0]
-    e = p * _pow2(int(k))
+    e = p * _pow2(k)
     return e if x >= EXP_MIN else 0.0
 
 

@@ -25,13 +25,13 @@ def _check(where, x, arrays, coefs, clip=None):
         raise TypeError(f"{where}: x must be a float32 or float64 array of shape (n, ...), "
                         f"got {getattr(x, 'dtype', type(x).__name__)}")
     xp = _xp(x)
-    n = x.shape[0]
+    n, F = x.shape[0], int(np.prod(x.shape[1:]))
     flat = []
     for name, a in arrays.items():
         if getattr(a, "shape", None) != x.shape:
             raise ValueError(f"{where}: {name} must have shape {x.shape}, "
                              f"got {getattr(a, 'shape', None)}")
-        flat.append(xp.ascontiguousarray(a, dtype=x.dtype).reshape(n, -1))
+        flat.append(xp.ascontiguousarray(a, dtype=x.dtype).reshape(n, F))
     cs = []
     for name, c in coefs.items():
         c = xp.asarray(c, dtype=x.dtype)
@@ -162,7 +162,7 @@ def _run(name, path, x, *args):
     out = _xp(x).empty(x.shape, x.dtype)
     if x.size == 0:
         return out
-    flat_out = out.reshape(x.shape[0], -1)
+    flat_out = out.reshape(x.shape[0], x.size // x.shape[0])
     if path == "numba":
         materialize(globals(), "cpu")
         globals()["_numba_" + name](*args, flat_out)

@@ -23,7 +23,7 @@ from . import _math
 from ._dispatch import _xp, choose, lazy_cuda_jit, lazy_njit, materialize, prange, register
 
 cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
-_exp = _math.exp_cpu
+_exp, _fmax = _math.exp_cpu, _math.fmax
 
 TILE = 512                    # data points per tile in the Numba CPU kernel
 CUDA_THREADS = 128
@@ -145,7 +145,7 @@ def _numba_core(Qw, XwT, logw, skip_self, want_grad, out, grad):
                     v[skip - t0] = -np.inf
                 tmax = -np.inf
                 for j in range(t):
-                    tmax = max(tmax, v[j])
+                    tmax = _fmax(tmax, v[j])
                 if tmax == -np.inf:
                     continue
                 if tmax > M:

@@ -1,0 +1,104 @@
+"""kernels.conv: conv2d and its two gradients against the reference, torch and the adjoint."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minigen.kernels import conv
+
+numba = pytest.importorskip("numba")
+TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=1e-5, atol=1e-5)}
+
+geometries = st.fixed_dictionaries({
+    "N": st.integers(1, 3), "C": st.integers(1, 4), "O": st.integers(1, 5),
+    "H": st.integers(1, 11), "W": st.integers(1, 9), "kh": st.integers(1, 3),
+    "kw": st.integers(1, 3), "stride": st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    "padding": st.tuples(st.integers(0, 2), st.integers(0, 2)),
+    "dilation": st.tuples(st.integers(1, 2), st.integers(1, 2)),
+    "extra": st.tuples(st.integers(0, 2), st.integers(0, 2))})
+
+
+def _sizes(g):
+    (sh, sw), (ph, pw), (dh, dw) = g["stride"], g["padding"], g["dilation"]
+    Ho = (g["H"] + 2 * ph - dh * (g["kh"] - 1) - 1) // sh + 1
+    Wo = (g["W"] + 2 * pw - dw * (g["kw"] - 1) - 1) // sw + 1
+    return Ho, Wo
+
+
+@settings(max_examples=30)
+@given(g=geometries, dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2 ** 16))
+def test_numba_matches_reference_and_adjoint(g, dtype, seed):
+    Ho, Wo = _sizes(g)
+    if Ho < 1 or Wo < 1:
+        return
+    rng = np.random.default_rng(seed)
+    geo = (g["stride"], g["padding"], g["dilation"])
+    x = rng.normal(size=(g["N"], g["C"], g["H"], g["W"])).astype(dtype)
+    w = rng.normal(size=(g["O"], g["C"], g["kh"], g["kw"])).astype(dtype)
+    gy = rng.normal(size=(g["N"], g["O"], Ho, Wo)).astype(dtype)
+    tol = TOL[dtype]
+    y = conv.conv2d(x, w, *geo, impl="reference")
+    np.testing.assert_allclose(conv.conv2d(x, w, *geo, impl="numba"), y, **tol)
+    gx = conv.conv2d_input_grad(gy, w, x.shape, *geo, impl="reference")
+    np.testing.assert_allclose(conv.conv2d_input_grad(gy, w, x.shape, *geo, impl="numba"),
+                               gx, **tol)
+    gw = conv.conv2d_weight_grad(x, gy, w.shape, *geo, impl="reference")
+    np.testing.assert_allclose(conv.conv2d_weight_grad(x, gy, w.shape, *geo, impl="numba"),
+                               gw, **tol)
+    assert y.dtype == gx.dtype == gw.dtype == dtype
+    # <conv(x, w), gy> = <x, gx> = <w, gw>: both gradients are adjoints of the forward map
+    inner = float((y.astype(float) * gy).sum())
+    scale = float(np.abs(y).sum() * np.abs(gy).max()) + 1.0
+    assert abs(inner - float((x.astype(float) * gx).sum())) <= 1e-5 * scale
+    assert abs(inner - float((w.astype(float) * gw).sum())) <= 1e-5 * scale
+
+
+@settings(max_examples=15)
+@given(g=geometries, seed=st.integers(0, 2 ** 16))
+def test_matches_torch_including_output_padding(g, seed):
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    Ho, Wo = _sizes(g)
+    if Ho < 1 or Wo < 1:
+        return
+    rng = np.random.default_rng(seed)
+    geo = (g["stride"], g["padding"], g["dilation"])
+    x = rng.normal(size=(g["N"], g["C"], g["H"], g["W"]))
+    w = rng.normal(size=(g["O"], g["C"], g["kh"], g["kw"]))
+    xt, wt = torch.tensor(x, requires_grad=True), torch.tensor(w, requires_grad=True)
+    yt = F.conv2d(xt, wt, stride=geo[0], padding=geo[1], dilation=geo[2])
+    gy = rng.normal(size=tuple(yt.shape))
+    yt.backward(torch.tensor(gy))
+    for impl in ("reference", "numba"):
+        np.testing.assert_allclose(conv.conv2d(x, w, *geo, impl=impl), yt.detach().numpy(),
+                                   rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(conv.conv2d_input_grad(gy, w, x.shape, *geo, impl=impl),
+                                   xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(conv.conv2d_weight_grad(x, gy, w.shape, *geo, impl=impl),
+                                   wt.grad.numpy(), rtol=1e-10, atol=1e-12)
+    # conv_transpose2d(gy) with output_padding = the input gradient on a larger x_shape
+    op = tuple(min(e, s - 1) for e, s in zip(g["extra"], g["stride"]))
+    size = [(i - 1) * s - 2 * p + d * (k - 1) + o + 1 for i, s, p, d, k, o in
+            zip((Ho, Wo), g["stride"], g["padding"], g["dilation"], (g["kh"], g["kw"]), op)]
+    if min(size) < 1:
+        return
+    ref = F.conv_transpose2d(torch.tensor(gy), wt.detach(), stride=geo[0], padding=geo[1],
+                             dilation=geo[2], output_padding=op).numpy()
+    for impl in ("reference", "numba"):
+        got = conv.conv2d_input_grad(gy, w, ref.shape, *geo, impl=impl)
+        np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_bad_inputs_raise():
+    x, w = np.zeros((1, 2, 5, 5)), np.zeros((3, 2, 3, 3))
+    with pytest.raises(ValueError, match="conv2d: x has 3 channels but w expects 2"):
+        conv.conv2d(np.zeros((1, 3, 5, 5)), w, (1, 1), (0, 0), (1, 1))
+    with pytest.raises(TypeError, match="stride must be a 2-tuple"):
+        conv.conv2d(x, w, 1, (0, 0), (1, 1))
+    with pytest.raises(ValueError, match="does not fit"):
+        conv.conv2d(x, w, (1, 1), (0, 0), (3, 3))
+    with pytest.raises(ValueError, match=r"gy must have shape \(1, 3, 3, 3\)"):
+        conv.conv2d_input_grad(np.zeros((1, 3, 4, 4)), w, x.shape, (1, 1), (0, 0), (1, 1))
+    with pytest.raises(TypeError, match="same dtype"):
+        conv.conv2d(x.astype(np.float32), w, (1, 1), (0, 0), (1, 1))

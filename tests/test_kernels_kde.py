@@ -1,0 +1,152 @@
+"""kernels.kde: the streaming Gaussian log-sum-exp against its reference and the formula."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minigen.kernels import kde
+
+numba = pytest.importorskip("numba")
+
+
+def _chol(kind, d, rng):
+    if kind == "none":
+        return None
+    if kind == "scalar":
+        return 0.7
+    if kind == "diag":
+        return rng.uniform(0.3, 2.0, d)
+    A = rng.normal(size=(d, d))
+    return np.linalg.cholesky(A @ A.T + d * np.eye(d))
+
+
+def _direct(Q, X, chol, logw, exclude_self=False):
+    """log sum_j w_j N(q_i; x_j, L L^T) from the explicit m x n matrix (small inputs only)."""
+    d = X.shape[1]
+    L = np.eye(d) if chol is None else np.asarray(_chol_matrix(chol, d))
+    diff = Q[:, None, :] - X[None, :, :]
+    z = np.linalg.solve(L, diff.reshape(-1, d).T).T.reshape(diff.shape)
+    v = logw[None, :] - 0.5 * (z ** 2).sum(-1)
+    if exclude_self:
+        v[np.arange(len(Q)), np.arange(len(Q))] = -np.inf
+    vmax = v.max(1, keepdims=True)
+    out = np.log(np.exp(v - vmax).sum(1)) + vmax[:, 0]
+    return out - 0.5 * d * math.log(2 * math.pi) - np.log(np.abs(np.diag(L))).sum()
+
+
+def _chol_matrix(chol, d):
+    c = np.asarray(chol, float)
+    return c * np.eye(d) if c.ndim == 0 else (np.diag(c) if c.ndim == 1 else c)
+
+
+@settings(max_examples=20)
+@given(m=st.sampled_from([0, 1, 3, 37]), n=st.sampled_from([0, 1, 2, 511, 513, 1100]),
+       d=st.integers(1, 4), kind=st.sampled_from(["none", "scalar", "diag", "full"]),
+       weighted=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 2 ** 16))
+def test_numba_matches_reference(m, n, d, kind, weighted, dtype, seed):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)).astype(dtype)
+    Q = (3 * rng.normal(size=(m, d))).astype(dtype)
+    chol = _chol(kind, d, rng)
+    logw = None
+    if weighted and n:
+        logw = np.log(rng.dirichlet(np.ones(n)))
+        logw[rng.random(n) < 0.2] = -np.inf          # zero weights are legal
+    ref = kde.log_kernel_sum(Q, X, chol, logw, impl="reference")
+    got = kde.log_kernel_sum(Q, X, chol, logw, impl="numba")
+    assert got.dtype == np.float64 and got.shape == (m,)
+    np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12)
+    ref_out, ref_grad = kde.log_kernel_sum_grad(Q, X, chol, logw, impl="reference")
+    out, grad = kde.log_kernel_sum_grad(Q, X, chol, logw, impl="numba")
+    np.testing.assert_allclose(out, ref_out, rtol=1e-10, atol=1e-12)
+    scale = max(1.0, float(np.abs(ref_grad).max(initial=0)))
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-9, atol=1e-10 * scale)
+
+
+@pytest.mark.parametrize("impl", ["reference", "numba"])
+@pytest.mark.parametrize("kind", ["none", "scalar", "diag", "full"])
+def test_matches_explicit_formula(impl, kind):
+    rng = np.random.default_rng(1)
+    X, Q = rng.normal(size=(60, 3)), rng.normal(size=(25, 3))
+    chol = _chol(kind, 3, rng)
+    logw = np.log(rng.dirichlet(np.ones(60)))
+    got = kde.log_kernel_sum(Q, X, chol, logw, impl=impl)
+    np.testing.assert_allclose(got, _direct(Q, X, chol, logw), rtol=1e-12)
+    unnormalized = kde.log_kernel_sum(Q, X, chol, logw, normalize=False, impl=impl)
+    L = _chol_matrix(1.0 if chol is None else chol, 3)
+    const = -1.5 * math.log(2 * math.pi) - np.log(np.diag(L)).sum()
+    np.testing.assert_allclose(unnormalized + const, got, rtol=1e-12)
+
+
+def test_matches_scipy_gaussian_kde():
+    stats = pytest.importorskip("scipy.stats")
+    rng = np.random.default_rng(2)
+    X, Q = rng.normal(size=(300, 2)), rng.normal(size=(50, 2))
+    ref = stats.gaussian_kde(X.T)
+    ours = kde.log_kernel_sum(Q, X, np.linalg.cholesky(ref.covariance),
+                              np.full(300, -math.log(300)))
+    np.testing.assert_allclose(ours, ref.logpdf(Q.T), rtol=1e-10)
+
+
+@pytest.mark.parametrize("impl", ["reference", "numba"])
+def test_leave_one_out_drops_exactly_the_self_pair(impl):
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(700, 2))
+    logw = rng.normal(size=700)
+    loo = kde.log_kernel_sum(X, X, 0.4, logw, exclude_self=True, impl=impl)
+    for i in (0, 1, 511, 512, 699):
+        keep = np.arange(700) != i
+        alone = kde.log_kernel_sum(X[i:i + 1], X[keep], 0.4, logw[keep], impl="reference")
+        np.testing.assert_allclose(loo[i], alone[0], rtol=1e-12)
+    single = kde.log_kernel_sum(X[:1], X[:1], 0.4, exclude_self=True, impl=impl)
+    assert single[0] == -np.inf
+
+
+@pytest.mark.parametrize("impl", ["reference", "numba"])
+def test_far_queries_stay_finite_and_exact(impl):
+    """exp(-0.5 * 1e8) underflows to 0, but the log density is -0.5 * dist^2 + log sum."""
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(1000, 2)) * 1e-3
+    Q = np.array([[1e4, 0.0], [0.0, -3e4], [1e6, 1e6]])
+    got = kde.log_kernel_sum(Q, X, 1.0, impl=impl)
+    assert np.all(np.isfinite(got))
+    np.testing.assert_allclose(got, _direct(Q, X, None, np.zeros(1000)), rtol=1e-12)
+    _, grad = kde.log_kernel_sum_grad(Q, X, 1.0, impl=impl)
+    v = -0.5 * ((Q[:, None, :] - X[None]) ** 2).sum(-1)
+    r = np.exp(v - v.max(1, keepdims=True))
+    np.testing.assert_allclose(grad, (r / r.sum(1, keepdims=True)) @ X - Q, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("impl", ["reference", "numba"])
+def test_gradient_matches_central_differences(impl):
+    rng = np.random.default_rng(5)
+    X, Q = rng.normal(size=(80, 3)), rng.normal(size=(10, 3))
+    chol = _chol("full", 3, rng)
+    logw = np.log(rng.dirichlet(np.ones(80)))
+    _, grad = kde.log_kernel_sum_grad(Q, X, chol, logw, impl=impl)
+    h = 1e-6
+    for k in range(3):
+        e = np.zeros(3)
+        e[k] = h
+        fd = (kde.log_kernel_sum(Q + e, X, chol, logw, impl=impl)
+              - kde.log_kernel_sum(Q - e, X, chol, logw, impl=impl)) / (2 * h)
+        np.testing.assert_allclose(grad[:, k], fd, rtol=1e-6, atol=1e-7)
+
+
+def test_bad_inputs_raise_before_work():
+    X = np.zeros((5, 2))
+    with pytest.raises(ValueError, match="log_kernel_sum: Q and X"):
+        kde.log_kernel_sum(np.zeros((3, 3)), X)
+    with pytest.raises(ValueError, match="lower-triangular"):
+        kde.log_kernel_sum(X, X, np.array([[1.0, 0.5], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="positive diagonal"):
+        kde.log_kernel_sum(X, X, -1.0)
+    with pytest.raises(ValueError, match="exclude_self"):
+        kde.log_kernel_sum(X[:3], X, exclude_self=True)
+    with pytest.raises(ValueError, match=r"log_weights must have shape \(5,\)"):
+        kde.log_kernel_sum_grad(X, X, log_weights=np.zeros(4))
+    with pytest.raises(ValueError, match="impl"):
+        kde.log_kernel_sum(X, X, impl="fortran")
