@@ -1,0 +1,108 @@
+"""The Numba CUDA kernels against their references, run under Numba's CUDA simulator.
+
+The simulator must be switched on before numba.cuda is first imported, so a plain ``pytest``
+run executes this file's ``sim_*`` tests in a subprocess with NUMBA_ENABLE_CUDASIM=1
+(``test_cuda_kernels_under_simulator``); in that subprocess the simulator tests run and the
+launcher skips itself.  Run them directly with
+``NUMBA_ENABLE_CUDASIM=1 pytest tests/test_kernels_cuda.py``.  The simulator runs each GPU
+thread as a Python thread, so sizes are tiny.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+UNDER_SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+sim = pytest.mark.skipif(not UNDER_SIM, reason="runs in the simulator subprocess")
+
+
+def test_cuda_kernels_under_simulator():
+    if UNDER_SIM:
+        pytest.skip("this is the simulator subprocess")
+    pytest.importorskip("numba.cuda")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "-k", "sim_", __file__], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and "failed" not in done.stdout
+
+
+@pytest.fixture(params=[0, 1, 2])
+def rng(request):
+    return np.random.default_rng(request.param)
+
+
+@sim
+def test_sim_kde(rng):
+    from minigen.kernels import kde
+    n, m, d = rng.integers(1, 40), rng.integers(1, 20), rng.integers(1, 4)
+    X, Q = rng.normal(size=(n, d)), 3 * rng.normal(size=(m, d))
+    A = rng.normal(size=(d, d))
+    chol = np.linalg.cholesky(A @ A.T + np.eye(d))
+    logw = rng.normal(size=n)
+    logw[0] = -np.inf
+    for args in ((Q, X, chol, logw), (X, X, 0.5, logw, True), (Q + 1e4, X, chol)):
+        np.testing.assert_allclose(kde.log_kernel_sum(*args, impl="cuda"),
+                                   kde.log_kernel_sum(*args, impl="reference"), rtol=1e-10)
+    out, grad = kde.log_kernel_sum_grad(Q, X, chol, logw, impl="cuda")
+    ref_out, ref_grad = kde.log_kernel_sum_grad(Q, X, chol, logw, impl="reference")
+    np.testing.assert_allclose(out, ref_out, rtol=1e-10)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-9, atol=1e-10)
+
+
+@sim
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sim_softmax(rng, dtype):
+    from minigen.kernels import softmax as sm
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == np.float64 else dict(rtol=1e-5, atol=1e-5)
+    x = (rng.normal(size=(2, rng.integers(1, 4), rng.integers(1, 30))) * 30).astype(dtype)
+    gy = rng.normal(size=x.shape).astype(dtype)
+    for name in ("softmax", "log_softmax"):
+        y = getattr(sm, name)(x, impl="reference")
+        np.testing.assert_allclose(getattr(sm, name)(x, impl="cuda"), y, **tol)
+        back = name + "_backward"
+        np.testing.assert_allclose(getattr(sm, back)(y, gy, impl="cuda"),
+                                   getattr(sm, back)(y, gy, impl="reference"), **tol)
+    z = (rng.normal(size=(9, 5)) * 1e4).astype(dtype)
+    t = rng.integers(0, 5, 9)
+    t[::3] = -1
+    g = rng.normal(size=9).astype(dtype)
+    np.testing.assert_allclose(sm.cross_entropy(z, t, -1, impl="cuda"),
+                               sm.cross_entropy(z, t, -1, impl="reference"), rtol=1e-5)
+    np.testing.assert_allclose(sm.cross_entropy_backward(z, t, g, -1, impl="cuda"),
+                               sm.cross_entropy_backward(z, t, g, -1, impl="reference"), **tol)
+
+
+@sim
+def test_sim_conv(rng):
+    from minigen.kernels import conv
+    x = rng.normal(size=(2, 2, rng.integers(3, 7), rng.integers(3, 7)))
+    w = rng.normal(size=(3, 2, 3, 2))
+    geo = (tuple(rng.integers(1, 3, 2)), tuple(rng.integers(0, 2, 2)), tuple(rng.integers(1, 3, 2)))
+    y = conv.conv2d(x, w, *geo, impl="reference")
+    np.testing.assert_allclose(conv.conv2d(x, w, *geo, impl="cuda"), y, rtol=1e-12)
+    gy = rng.normal(size=y.shape)
+    np.testing.assert_allclose(conv.conv2d_input_grad(gy, w, x.shape, *geo, impl="cuda"),
+                               conv.conv2d_input_grad(gy, w, x.shape, *geo, impl="reference"),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(conv.conv2d_weight_grad(x, gy, w.shape, *geo, impl="cuda"),
+                               conv.conv2d_weight_grad(x, gy, w.shape, *geo, impl="reference"),
+                               rtol=1e-12)
+
+
+@sim
+def test_sim_diffusion(rng):
+    from minigen.kernels import diffusion as df
+    shape = (3, 2, rng.integers(1, 6))
+    x, eps, z = (rng.normal(size=shape) for _ in range(3))
+    c = [rng.uniform(0.1, 2, 3) for _ in range(5)]
+    cases = (("q_sample", (x, eps, c[0], c[1]), {}),
+             ("ddpm_step", (x, eps, z, *c), {"clip": 0.5}),
+             ("ddim_step", (x, eps, None, *c[:4], np.zeros(3)), {"clip": None}))
+    for name, args, kwargs in cases:
+        np.testing.assert_allclose(getattr(df, name)(*args, impl="cuda", **kwargs),
+                                   getattr(df, name)(*args, impl="reference", **kwargs),
+                                   rtol=1e-12)

@@ -1,0 +1,97 @@
+"""kernels._dispatch (path selection, info, NumPy-only import) and kernels._math (exp, max)."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import minigen.kernels as K
+from minigen.kernels import _dispatch, _math, softmax
+
+KERNELS = {"log_kernel_sum", "log_kernel_sum_grad", "conv2d", "conv2d_input_grad",
+           "conv2d_weight_grad", "softmax", "log_softmax", "softmax_backward",
+           "log_softmax_backward", "cross_entropy", "cross_entropy_backward", "q_sample",
+           "ddpm_step", "ddim_step"}
+
+
+def test_info_reports_every_kernel(monkeypatch):
+    monkeypatch.delenv("MINIGEN_KERNELS", raising=False)
+    report = K.info()
+    assert set(report) == KERNELS
+    for entry in report.values():
+        assert entry["numpy"] in ("numba", "reference")
+        assert entry["cupy"] in ("cuda", "reference")
+        assert isinstance(entry["reason"], str) and entry["threshold"] >= 0
+    monkeypatch.setenv("MINIGEN_KERNELS", "reference")
+    assert all(e["numpy"] == e["cupy"] == "reference" for e in K.info().values())
+
+
+def test_choose_by_size_env_and_explicit_impl(monkeypatch):
+    pytest.importorskip("numba")
+    monkeypatch.delenv("MINIGEN_KERNELS", raising=False)
+    small, big = np.zeros((2, 3)), np.zeros((512, 512))
+    assert _dispatch.choose("softmax", small, small.size) == "reference"
+    assert _dispatch.choose("softmax", big, big.size) == "numba"
+    assert _dispatch.choose("softmax", big, big.size, impl="reference") == "reference"
+    monkeypatch.setenv("MINIGEN_KERNELS", "numba")
+    assert _dispatch.choose("softmax", small, small.size) == "numba"
+    monkeypatch.setenv("MINIGEN_KERNELS", "reference")
+    assert _dispatch.choose("softmax", big, big.size) == "reference"
+    np.testing.assert_allclose(softmax.softmax(big), 1 / 512)
+    monkeypatch.setenv("MINIGEN_KERNELS", "fast")
+    with pytest.raises(ValueError, match="MINIGEN_KERNELS"):
+        _dispatch.choose("softmax", big, big.size)
+    with pytest.raises(ValueError, match="softmax: impl must be one of"):
+        softmax.softmax(big, impl="gpu")
+
+
+def test_numpy_alone_is_enough():
+    code = ("import sys\n"
+            "import minigen.kernels as K\n"
+            "assert not any(m.split('.')[0] == 'numba' for m in sys.modules), 'numba imported'\n"
+            "for name in ('numba', 'numba.cuda', 'scipy', 'torch', 'cupy'):\n"
+            "    sys.modules[name] = None\n"
+            "import numpy as np\n"
+            "from minigen.kernels import kde, softmax\n"
+            "x = np.random.default_rng(0).normal(size=(300, 300))\n"
+            "assert abs(softmax.softmax(x).sum() - 300) < 1e-9\n"
+            "assert kde.log_kernel_sum(x[:, :2], x[:, :2], 0.5).shape == (300,)\n"
+            "assert all(v['numpy'] == 'reference' for v in K.info().values())\n"
+            "try:\n"
+            "    softmax.softmax(x, impl='numba')\n"
+            "except RuntimeError as e:\n"
+            "    assert 'needs Numba' in str(e)\n"
+            "else:\n"
+            "    raise AssertionError('impl=numba without Numba did not raise')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_polynomial_exp_accuracy():
+    numba = pytest.importorskip("numba")
+    _dispatch.materialize(vars(_math), "cpu")
+    exp, fmax = _math.exp_cpu, _math.fmax
+
+    @numba.njit(fastmath=_math.FASTMATH)        # the flags the kernels compile it with
+    def apply(x, out):
+        for i in range(x.shape[0]):
+            out[i] = exp(x[i])
+
+    @numba.njit(fastmath=_math.FASTMATH)
+    def largest(x):
+        m = -np.inf
+        for i in range(x.shape[0]):
+            m = fmax(m, x[i])
+        return m
+
+    x = np.concatenate([np.linspace(-708, 0, 1_000_003), -np.logspace(-12, 2.85, 10_001),
+                        [0.0, -1e-300, -0.5 * np.log(2), -707.99]])
+    out = np.empty_like(x)
+    apply(x, out)
+    rel = np.abs(out - np.exp(x)) / np.exp(x)
+    assert rel.max() < 4 * np.finfo(float).eps, rel.max()
+    special = np.array([-np.inf, -709.0, -1e6])
+    apply(special, out[:3])
+    assert np.all(out[:3] == 0.0)
+    assert largest(x) == 0.0 and largest(np.array([-np.inf, -3.0, -np.inf])) == -3.0
+    assert largest(np.full(7, -np.inf)) == -np.inf
