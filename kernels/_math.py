@@ -6,7 +6,10 @@ loop of them becomes AVX2 code.  Range reduction (Cody & Waite 1980):
 
     exp(x) = 2^k exp(r),  k = round(x / ln 2),  r = x - k ln 2 in [-ln2/2, ln2/2],
 
-ln 2 split into a high and a low part so k ln 2 is exact to ~1e-19; exp(r) is its Taylor
+ln 2 split into a high and a low part so k ln 2 is exact to ~1e-19 (but the kernels compile
+with reassociation allowed, which may fold the two parts back together: the relative error
+then grows like |k| 2^-53, under 4 ulp for x >= -40, where the terms of a log-sum-exp that
+are not below rounding of its leading term exp(0) = 1 live, and under 3e-14 down to -708); exp(r) is its Taylor
 polynomial of degree 12 (remainder |r|^13 / 13! < 2e-16 relative); 2^k is built from its IEEE
 bits ((k + 1023) << 52), reading the integer k out of the mantissa of k + 1.5 * 2^52 rather
 than converting float -> int64 (AVX2 has no packed form of that conversion, so it would
