@@ -220,6 +220,7 @@ class Function:
             results = tuple(Tensor(o) for o in outs)
             return results if multi else results[0]
         fn.inputs = tensors
+        fn.input_versions = [t._version for t in tensors]
         results = tuple(Tensor(o, requires_grad=True, _ctx=fn, _index=i) for i, o in enumerate(outs))
         fn.outputs = [weakref.ref(r) for r in results]
         return results if multi else results[0]
@@ -246,7 +247,20 @@ class Function:
         out = self.outputs[i]()
         if out is None:
             raise RuntimeError(f"{type(self).__name__}.backward: its output was freed")
+        if out._version:
+            raise RuntimeError(f"{type(self).__name__}.backward: its output (shape {out.shape}) "
+                               "was modified in place after the forward pass")
         return out
+
+    def check_versions(self):
+        """Raise if an input was changed in place since the forward pass (backward would
+        read the new values and return a wrong gradient)."""
+        for i, (t, version) in enumerate(zip(self.inputs, self.input_versions)):
+            if t._version != version:
+                raise RuntimeError(
+                    f"{type(self).__name__}.backward: input {i} (shape {t.shape}) was modified "
+                    f"in place after the forward pass (version {t._version}, expected "
+                    f"{version})")
 
     def release(self):
         self.inputs = None
@@ -331,6 +345,7 @@ def run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False, 
                 continue
             if create_graph and not fn.differentiable:
                 raise RuntimeError(f"{type(fn).__name__}: double backward is not supported")
+            fn.check_versions()
             in_grads = fn.backward(*grads)
             if not isinstance(in_grads, tuple):
                 in_grads = (in_grads,)
