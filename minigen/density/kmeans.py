@@ -15,8 +15,11 @@ from ._checks import check_data, check_fitted, check_positive
 
 def _squared_distances(X, x_sq, centers):
     """||x_i - c_k||^2 for all i, k, clipped at 0 against rounding."""
-    D = x_sq[:, None] - 2.0 * (X @ centers.T) + np.einsum("kd,kd->k", centers, centers)
-    return np.maximum(D, 0.0)
+    D = X @ centers.T
+    D *= -2.0
+    D += x_sq[:, None]
+    D += np.einsum("kd,kd->k", centers, centers)
+    return np.maximum(D, 0.0, out=D)
 
 
 def kmeans_plusplus(X, n_clusters, rng=None):
