@@ -6,12 +6,12 @@ loop of them becomes AVX2 code.  Range reduction (Cody & Waite 1980):
 
     exp(x) = 2^k exp(r),  k = round(x / ln 2),  r = x - k ln 2 in [-ln2/2, ln2/2],
 
-ln 2 split into a high and a low part so k ln 2 is exact to ~1e-19 (but the kernels compile
-with reassociation allowed, which may fold the two parts back together: the relative error
-then grows like |k| 2^-53, under 4 ulp for x >= -40, where the terms of a log-sum-exp that
-are not below rounding of its leading term exp(0) = 1 live, and under 3e-14 down to -708); exp(r) is its Taylor
-polynomial of degree 12 (remainder |r|^13 / 13! < 2e-16 relative); 2^k is built from its IEEE
-bits ((k + 1023) << 52), reading the integer k out of the mantissa of k + 1.5 * 2^52 rather
+ln 2 split into a high part (k ln2_hi is exact for |k| < 2^21) and a low part, whose
+correction is applied as a factor exp(-k ln2_lo) ~ 1 - t + t^2/2 with t = k ln2_lo < 2e-7
+(error < t^3/6 ~ 1e-21) rather than subtracted from r, so that reassociation (the kernels
+compile with it, to vectorise sums) cannot fold the two parts of ln 2 back together; exp(r)
+is its Taylor polynomial of degree 12 (remainder |r|^13 / 13! < 2e-16 relative); 2^k is
+built from its IEEE bits ((k + 1023) << 52), reading the integer k out of the mantissa of k + 1.5 * 2^52 rather
 than converting float -> int64 (AVX2 has no packed form of that conversion, so it would
 scalarise the loop).  Used for x <= 0 only (log-sum-exp shifts), it returns 0 below -708.
 """
@@ -81,7 +81,8 @@ def exp_nonpositive(x):
     """exp(x) for x <= 0 to ~2e-16 relative; exactly 0 for x < -708 (and for x = -inf)."""
     xc = max(x, EXP_MIN)
     k = np.floor(xc * LOG2E + 0.5)
-    r = (xc - k * LN2_HI) - k * LN2_LO
+    r = xc - k * LN2_HI
+    t = k * LN2_LO
     p = TAYLOR[12]
     p = p * r + TAYLOR[11]
     p = p * r + TAYLOR[10]
@@ -95,7 +96,7 @@ def exp_nonpositive(x):
     p = p * r + TAYLOR[2]
     p = p * r + TAYLOR[1]
     p = p * r + TAYLOR[0]
-    e = p * _pow2(k)
+    e = (p * (1.0 - t + 0.5 * t * t)) * _pow2(k)
     return e if x >= EXP_MIN else 0.0
 
 
