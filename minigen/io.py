@@ -1,6 +1,7 @@
 """Checkpoints: state dicts saved as ``.npz`` and loaded with ``allow_pickle=False``, so
 loading a file never executes code."""
 import os
+import zipfile
 
 import numpy as np
 
@@ -30,11 +31,14 @@ def load(path):
         raise FileNotFoundError(f"load: no such file {path!r}")
     try:
         f = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
         raise ValueError(f"load: {path!r} is not a minigen checkpoint ({err})") from None
     if not isinstance(f, np.lib.npyio.NpzFile):
         raise ValueError(f"load: {path!r} is not a minigen checkpoint (not an .npz archive)")
     with f:
         if _MAGIC not in f.files:
             raise ValueError(f"load: {path!r} is not a minigen checkpoint")
-        return {k: f[k] for k in f.files if k != _MAGIC}
+        try:
+            return {k: f[k] for k in f.files if k != _MAGIC}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+            raise ValueError(f"load: {path!r} is not a valid minigen checkpoint ({err})") from None
