@@ -119,9 +119,10 @@ def reference_core(Qw, Xw, logw, exclude_self, want_grad):
 # ------------------------------------------------------------------ Numba CPU
 @lazy_njit(parallel=True, cache=True, fastmath=_math.FASTMATH)
 def _numba_core(Qw, XwT, logw, skip_self, want_grad, out, grad):
-    """Per query i, per tile of TILE points: v_j = logw_j - 0.5 ||qw_i - xw_j||^2 (vectorised
-    over j, XwT is (d, n)), the tile max, the rescale S *= exp(M_old - M), then S += sum_j
-    exp(v_j - M) with the polynomial exp (and acc += sum_j exp(v_j - M) xw_j for the gradient).
+    """Per query i, per tile of TILE points: v_j = logw_j - 0.5 ||qw_i - xw_j||^2 and the tile
+    max (one vectorised pass over j per dimension; XwT is (d, n)), the rescale
+    S *= exp(M_old - M), then S += sum_j exp(v_j - M) with the polynomial exp (and
+    acc += sum_j exp(v_j - M) xw_j for the gradient).
     """
     m, d, n = Qw.shape[0], XwT.shape[0], XwT.shape[1]
     rows = 4
@@ -134,18 +135,22 @@ def _numba_core(Qw, XwT, logw, skip_self, want_grad, out, grad):
             acc[:] = 0.0
             for t0 in range(0, n, TILE):
                 t = min(n, t0 + TILE) - t0
+                q0, tmax = Qw[i, 0], -np.inf          # the max rides along each pass
                 for j in range(t):
-                    v[j] = logw[t0 + j]
-                for k in range(d):
-                    qk = Qw[i, k]
+                    diff = q0 - XwT[0, t0 + j]
+                    v[j] = logw[t0 + j] - 0.5 * diff * diff
+                    tmax = _fmax(tmax, v[j])
+                for k in range(1, d):
+                    qk, tmax = Qw[i, k], -np.inf
                     for j in range(t):
                         diff = qk - XwT[k, t0 + j]
                         v[j] -= 0.5 * diff * diff
-                if t0 <= skip < t0 + t:
+                        tmax = _fmax(tmax, v[j])
+                if t0 <= skip < t0 + t:               # leave-one-out: one tile per query
                     v[skip - t0] = -np.inf
-                tmax = -np.inf
-                for j in range(t):
-                    tmax = _fmax(tmax, v[j])
+                    tmax = -np.inf
+                    for j in range(t):
+                        tmax = _fmax(tmax, v[j])
                 if tmax == -np.inf:
                     continue
                 if tmax > M:
