@@ -1,0 +1,6 @@
+"""Deep generative models, one file per family; each follows the distribution protocol
+(fit -> self, sample(n, rng=None), log_prob/score_samples/score where bounded)."""
+from .ddpm import DDPM, NoiseSchedule
+from .denoisers import TimeMLP, TinyUNet, timestep_embedding
+
+__all__ = ["DDPM", "NoiseSchedule", "TimeMLP", "TinyUNet", "timestep_embedding"]

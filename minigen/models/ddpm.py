@@ -1,0 +1,396 @@
+"""Denoising diffusion probabilistic models (Ho et al. 2020) with DDIM sampling (Song et al. 2021).
+
+Time convention (every method, and every ``eps_fn(x_t, t)``): an integer t in {0, ..., T-1}
+indexes the schedule's arrays and stands for Ho et al.'s 1-based step t + 1. So ``betas[t]`` is
+the variance of the t-th transition (t = 0 is the first noising step), ``alpha_bars[t]`` =
+prod_{s<=t} (1 - beta_s), and "x_t" is the latent after t + 1 transitions; the data is x0 and
+ᾱ_{-1} := 1 (``alpha_bars_prev[0] = 1``). In this convention (Ho et al. eqs. 2, 4, 6, 7, 11):
+
+    q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I)                 (q_step)
+    q(x_t | x0)      = N(sqrt(abar_t) x0, (1 - abar_t) I)                     (q_sample)
+    q(x_{t-1} | x_t, x0) = N(c0_t x0 + c1_t x_t, beta~_t I),                  (q_posterior)
+        c0_t = beta_t sqrt(abar_{t-1}) / (1 - abar_t),
+        c1_t = sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t),
+        beta~_t = beta_t (1 - abar_{t-1}) / (1 - abar_t)
+    p(x_{t-1} | x_t) = N(c0_t x0_hat + c1_t x_t, sigma_t^2 I),                (p_step)
+        x0_hat = (x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t),
+        sigma_t^2 = beta~_t ('fixed_small') or beta_t ('fixed_large'); no noise at t = 0.
+
+The fused per-element updates run in ``minigen.kernels.diffusion``.
+"""
+import contextlib
+
+import numpy as np
+
+from .. import functional as F
+from ..autograd import Tensor, no_grad
+from ..backend import as_rng
+from ..kernels import diffusion as kd
+from ..nn import Module
+
+VARIANCES = ("fixed_small", "fixed_large")
+PREDICTIONS = ("eps", "x0", "v")
+
+
+def _col(c, x):
+    return c.reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+class NoiseSchedule:
+    """The forward process: T variances beta_t and everything derived from them.
+
+    kind: 'linear' (beta_t evenly spaced from beta_start to beta_end; Ho et al. 2020),
+    'cosine' (abar(t) = f(t)/f(0), f(t) = cos^2(pi/2 (t/T + s)/(1 + s)), s = 0.008,
+    beta_t = 1 - abar(t+1)/abar(t) clipped at 0.999; Nichol & Dhariwal 2021, eq. 17) or
+    'sigmoid' (beta_t = beta_start + (beta_end - beta_start) sigmoid(-6 + 12 t/(T-1))).
+    ``NoiseSchedule.from_betas(betas)`` accepts any betas in (0, 1).
+    """
+
+    def __init__(self, T=1000, kind="linear", beta_start=1e-4, beta_end=0.02):
+        if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
+            raise ValueError(f"NoiseSchedule: T must be a positive int, got {T!r}")
+        if not 0 < beta_start <= beta_end < 1:
+            raise ValueError(f"NoiseSchedule: need 0 < beta_start <= beta_end < 1, got "
+                             f"{beta_start}, {beta_end}")
+        if kind == "linear":
+            betas = np.linspace(beta_start, beta_end, T)
+        elif kind == "cosine":
+            s = 0.008
+            f = np.cos(0.5 * np.pi * (np.arange(T + 1) / T + s) / (1 + s)) ** 2
+            betas = np.minimum(1 - f[1:] / f[:-1], 0.999)
+        elif kind == "sigmoid":
+            u = np.linspace(-6.0, 6.0, T) if T > 1 else np.zeros(1)
+            betas = beta_start + (beta_end - beta_start) / (1 + np.exp(-u))
+        else:
+            raise ValueError(f"NoiseSchedule: kind must be 'linear', 'cosine' or 'sigmoid', "
+                             f"got {kind!r}")
+        self.kind = kind
+        self._set(betas)
+
+    @classmethod
+    def from_betas(cls, betas):
+        """A schedule with the given variances (a 1-D array of values in (0, 1))."""
+        betas = np.asarray(betas, dtype=np.float64)
+        if betas.ndim != 1 or betas.size == 0 or not np.all((betas > 0) & (betas < 1)):
+            raise ValueError("NoiseSchedule.from_betas: betas must be a non-empty 1-D array "
+                             "of values in (0, 1)")
+        self = cls.__new__(cls)
+        self.kind = "custom"
+        self._set(betas)
+        return self
+
+    def _set(self, betas):
+        self.T = len(betas)
+        self.betas = betas
+        self.alphas = 1.0 - betas
+        self.alpha_bars = np.cumprod(self.alphas)
+        self.alpha_bars_prev = np.append(1.0, self.alpha_bars[:-1])
+        ab, abp = self.alpha_bars, self.alpha_bars_prev
+        self.sqrt_alpha_bars = np.sqrt(ab)
+        self.sqrt_one_minus_alpha_bars = np.sqrt(1 - ab)
+        self.sqrt_recip_alpha_bars = np.sqrt(1 / ab)
+        self.sqrt_recipm1_alpha_bars = np.sqrt(1 / ab - 1)
+        self.posterior_variance = betas * (1 - abp) / (1 - ab)
+        self.posterior_coef_x0 = betas * np.sqrt(abp) / (1 - ab)
+        self.posterior_coef_xt = np.sqrt(self.alphas) * (1 - abp) / (1 - ab)
+
+    def __repr__(self):
+        return f"NoiseSchedule(T={self.T}, kind={self.kind!r})"
+
+    # --- indexing ----------------------------------------------------------------------
+    def _t(self, t, n, where):
+        """t (an int or an int array of shape (n,)) as an int array of shape (n,)."""
+        t = np.asarray(t)
+        if t.dtype.kind not in "iu":
+            raise TypeError(f"{where}: t must be integers, got dtype {t.dtype}")
+        t = np.broadcast_to(t, (n,)) if t.ndim == 0 else t
+        if t.shape != (n,):
+            raise ValueError(f"{where}: t must be an int or have shape ({n},), got {t.shape}")
+        if n and (t.min() < 0 or t.max() >= self.T):
+            raise ValueError(f"{where}: t must lie in 0..{self.T - 1}, got {t.min()}..{t.max()}")
+        return t
+
+    def sigma(self, t, variance="fixed_small"):
+        """The reverse-step standard deviation sigma_t (0 at t = 0, as in Algorithm 2)."""
+        if variance not in VARIANCES:
+            raise ValueError(f"NoiseSchedule.sigma: variance must be one of {VARIANCES}, "
+                             f"got {variance!r}")
+        var = self.posterior_variance if variance == "fixed_small" else self.betas
+        return np.where(t > 0, np.sqrt(var[t]), 0.0)
+
+    # --- forward process ---------------------------------------------------------------
+    def q_sample(self, x0, t, noise):
+        """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, a draw of q(x_t | x0) (eq. 4)."""
+        t = self._t(t, len(x0), "NoiseSchedule.q_sample")
+        return kd.q_sample(x0, noise, self.sqrt_alpha_bars[t], self.sqrt_one_minus_alpha_bars[t])
+
+    def q_step(self, x_prev, t, noise):
+        """x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) noise, one transition (eq. 2)."""
+        t = self._t(t, len(x_prev), "NoiseSchedule.q_step")
+        return kd.q_sample(x_prev, noise, np.sqrt(self.alphas[t]), np.sqrt(self.betas[t]))
+
+    def q_posterior(self, x0, xt, t):
+        """(mean, variance) of q(x_{t-1} | x_t, x0) (eqs. 6-7); variance has shape (n,)."""
+        t = self._t(t, len(x0), "NoiseSchedule.q_posterior")
+        if np.shape(x0) != np.shape(xt):
+            raise ValueError(f"NoiseSchedule.q_posterior: x0 {np.shape(x0)} and xt "
+                             f"{np.shape(xt)} must have the same shape")
+        mean = _col(self.posterior_coef_x0[t], x0) * x0 + _col(self.posterior_coef_xt[t], xt) * xt
+        return mean, self.posterior_variance[t]
+
+    # --- reverse process ---------------------------------------------------------------
+    def p_mean(self, xt, t, eps_hat, clip=None):
+        """The mean of p(x_{t-1} | x_t): c0_t x0_hat + c1_t x_t (eq. 7 with x0 -> x0_hat)."""
+        t = self._t(t, len(xt), "NoiseSchedule.p_mean")
+        return kd.ddpm_step(xt, eps_hat, None, self.sqrt_recip_alpha_bars[t],
+                            self.sqrt_recipm1_alpha_bars[t], self.posterior_coef_x0[t],
+                            self.posterior_coef_xt[t], np.zeros(len(xt)), clip=clip)
+
+    def p_step(self, xt, t, eps_hat, noise, variance="fixed_small", clip=None):
+        """x_{t-1} = c0_t x0_hat + c1_t x_t + sigma_t noise (Algorithm 2 line 4, eq. 11), with
+        x0_hat from ``eps_hat`` clipped to [-clip, clip] when ``clip`` is given. ``noise`` may
+        be None where sigma_t = 0 (t = 0)."""
+        t = self._t(t, len(xt), "NoiseSchedule.p_step")
+        sigma = self.sigma(t, variance)
+        return kd.ddpm_step(xt, eps_hat, noise, self.sqrt_recip_alpha_bars[t],
+                            self.sqrt_recipm1_alpha_bars[t], self.posterior_coef_x0[t],
+                            self.posterior_coef_xt[t], sigma, clip=clip)
+
+    def ddim_timesteps(self, steps):
+        """``steps`` increasing indices spread evenly over 0..T-1 (ending at T-1)."""
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) \
+                or not 1 <= steps <= self.T:
+            raise ValueError(f"NoiseSchedule.ddim_timesteps: steps must be an int in "
+                             f"1..{self.T}, got {steps!r}")
+        return np.round(np.linspace(self.T - 1, 0, steps)[::-1]).astype(np.int64)
+
+    def ddim_step(self, xt, t, t_prev, eps_hat, noise, eta=0.0, clip=None):
+        """One DDIM step x_t -> x_{t_prev} (Song et al. 2021, eqs. 12, 16), t_prev < t or -1:
+
+            x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps_hat + sigma z,
+            sigma = eta sqrt((1 - abar_prev)/(1 - abar_t)) sqrt(1 - abar_t/abar_prev).
+
+        eta = 0 is deterministic; eta = 1 over every step is DDPM with 'fixed_small'."""
+        n = len(xt)
+        t = self._t(t, n, "NoiseSchedule.ddim_step")
+        t_prev = np.broadcast_to(np.asarray(t_prev), (n,))
+        if np.any(t_prev >= t) or np.any(t_prev < -1):
+            raise ValueError("NoiseSchedule.ddim_step: need -1 <= t_prev < t")
+        ab = self.alpha_bars[t]
+        ab_prev = np.where(t_prev >= 0, self.alpha_bars[np.maximum(t_prev, 0)], 1.0)
+        sigma = eta * np.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
+        dir_coef = np.sqrt(np.maximum(1 - ab_prev - sigma ** 2, 0.0))
+        return kd.ddim_step(xt, eps_hat, noise, np.sqrt(ab), np.sqrt(1 - ab), np.sqrt(ab_prev),
+                            dir_coef, sigma, clip=clip)
+
+
+def _gauss_kl(mean1, var1, mean2, var2):
+    """KL(N(mean1, var1 I) || N(mean2, var2 I)) per sample, variances of shape (n,)."""
+    d = mean1[0].size
+    sq = ((mean1 - mean2) ** 2).reshape(len(mean1), -1).sum(1)
+    return 0.5 * (d * (np.log(var2 / var1) + var1 / var2 - 1) + sq / var2)
+
+
+class DDPM(Module):
+    """A diffusion model: a denoiser(x_t, t) -> prediction, and a NoiseSchedule.
+
+    prediction: what the denoiser outputs, 'eps' (the noise, Ho et al. eq. 14), 'x0' (the
+    data) or 'v' = sqrt(abar_t) eps - sqrt(1 - abar_t) x0 (Salimans & Ho 2022). Every
+    sampler converts it to eps_hat. ``DDPM(None, schedule, shape=...)`` carries no network:
+    pass ``eps_fn`` to ``sample`` / ``log_prob`` instead. ``fit`` trains with an EMA of the
+    weights (``ema_``), which ``sample`` and ``log_prob`` then use.
+    """
+
+    def __init__(self, denoiser, schedule=None, prediction="eps", shape=None, rng=None):
+        super().__init__()
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"DDPM: prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        if denoiser is not None and not isinstance(denoiser, Module):
+            raise TypeError(f"DDPM: denoiser must be a minigen Module or None, "
+                            f"got {type(denoiser).__name__}")
+        schedule = NoiseSchedule() if schedule is None else schedule
+        if not isinstance(schedule, NoiseSchedule):
+            raise TypeError(f"DDPM: schedule must be a NoiseSchedule, got {type(schedule).__name__}")
+        self.denoiser, self.schedule, self.prediction = denoiser, schedule, prediction
+        self.shape_ = None if shape is None else tuple(shape)
+        self.rng = as_rng(rng)
+        self.ema_ = None
+
+    def forward(self, x, t):
+        """The denoiser's raw prediction for a Tensor x_t and int array t."""
+        return self.denoiser(x, t)
+
+    # --- training (Algorithm 1) ---------------------------------------------------------
+    def _dtype(self):
+        params = list(self.parameters())
+        return params[0].dtype if params else np.dtype(np.float64)
+
+    def loss(self, batch):
+        """Algorithm 1: t ~ U{0..T-1}, eps ~ N(0, I), x_t = sqrt(abar_t) x0 + sqrt(1-abar_t) eps,
+        loss = mean ||target - denoiser(x_t, t)||^2 with target eps, x0 or v."""
+        if self.denoiser is None:
+            raise TypeError("DDPM.loss: this DDPM has no denoiser (DDPM(None, ...))")
+        x0 = np.asarray(batch.data if isinstance(batch, Tensor) else batch, dtype=self._dtype())
+        n = len(x0)
+        t = self.rng.integers(0, self.schedule.T, n)
+        eps = self.rng.standard_normal(x0.shape).astype(x0.dtype)
+        xt = self.schedule.q_sample(x0, t, eps)
+        if self.prediction == "eps":
+            target = eps
+        elif self.prediction == "x0":
+            target = x0
+        else:
+            s = self.schedule
+            target = (_col(s.sqrt_alpha_bars[t], eps) * eps
+                      - _col(s.sqrt_one_minus_alpha_bars[t], x0) * x0).astype(x0.dtype)
+        return F.mse_loss(self.denoiser(Tensor(xt), t), Tensor(target))
+
+    def fit(self, X, steps=2000, batch_size=256, lr=1e-3, ema_decay=0.999, rng=None,
+            verbose=False, **train_kwargs):
+        """Train with ``minigen.train.train`` on X (n, ...); keeps ``losses_`` and ``ema_``."""
+        from ..train import train
+        if self.denoiser is None:
+            raise TypeError("DDPM.fit: this DDPM has no denoiser (DDPM(None, ...))")
+        X = np.asarray(X)
+        if X.ndim < 2 or X.dtype.kind not in "fiu" or not np.all(np.isfinite(X)):
+            raise ValueError(f"DDPM.fit: X must be a finite numeric array of shape (n, ...) "
+                             f"with n samples, got shape {X.shape} and dtype {X.dtype}")
+        if self.shape_ is not None and X.shape[1:] != self.shape_:
+            raise ValueError(f"DDPM.fit: X has sample shape {X.shape[1:]}, the model expects "
+                             f"{self.shape_}")
+        if len(X) < batch_size:
+            raise ValueError(f"DDPM.fit: X has {len(X)} samples, fewer than batch_size "
+                             f"{batch_size}")
+        if rng is not None:
+            self.rng = as_rng(rng)
+        self.shape_ = X.shape[1:]
+        result = train(self, X.astype(self._dtype()), steps=steps, batch_size=batch_size, lr=lr,
+                       ema_decay=ema_decay, rng=self.rng, verbose=verbose, **train_kwargs)
+        self.losses_, self.ema_ = np.asarray(result.losses), result.ema
+        return self
+
+    @contextlib.contextmanager
+    def _sampling_weights(self):
+        """Swap in the EMA weights (if trained with one) for the duration of a sampler."""
+        if self.ema_ is None:
+            yield
+            return
+        saved = {n: p.data.copy() for n, p in self.named_parameters()}
+        self.ema_.copy_to(self)
+        try:
+            yield
+        finally:
+            self.load_state_dict(saved, strict=False)
+
+    def predict_eps(self, xt, t):
+        """eps_hat(x_t, t) from the denoiser, converted from x0 or v predictions:
+        eps = (x_t - sqrt(abar) x0_hat)/sqrt(1 - abar), eps = sqrt(abar) v + sqrt(1 - abar) x_t."""
+        if self.denoiser is None:
+            raise TypeError("DDPM.predict_eps: this DDPM has no denoiser; pass eps_fn")
+        with no_grad():
+            out = self.denoiser(Tensor(xt), t).data
+        if self.prediction == "eps":
+            return out
+        s = self.schedule
+        sqrt_ab = _col(s.sqrt_alpha_bars[t], xt)
+        sqrt_1mab = _col(s.sqrt_one_minus_alpha_bars[t], xt)
+        eps = (xt - sqrt_ab * out) / sqrt_1mab if self.prediction == "x0" \
+            else sqrt_ab * out + sqrt_1mab * xt
+        return eps.astype(xt.dtype, copy=False)
+
+    # --- sampling (Algorithm 2, DDIM) ----------------------------------------------------
+    def _check_sampling(self, where, n, eps_fn, shape):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"{where}: n must be a positive int, got {n!r}")
+        if eps_fn is None and self.denoiser is None:
+            raise TypeError(f"{where}: DDPM(None, ...) needs eps_fn")
+        if eps_fn is not None and not callable(eps_fn):
+            raise TypeError(f"{where}: eps_fn must be callable (x_t, t) -> eps")
+        shape = self.shape_ if shape is None else tuple(shape)
+        if shape is None:
+            raise ValueError(f"{where}: the sample shape is unknown; fit first or pass shape=")
+        return shape
+
+    def sample(self, n, steps=None, eta=None, eps_fn=None, return_trajectory=False, rng=None,
+               variance="fixed_small", clip=None, shape=None):
+        """n samples of shape (n, *shape_): x_T ~ N(0, I), then T steps of Algorithm 2, or
+        DDIM over ``steps`` evenly spaced timesteps when steps < T or eta is given (eta
+        default 0). With return_trajectory, also the (len(timesteps)+1, n, ...) path x_T..x_0.
+        ``eps_fn(x_t, t)`` replaces the denoiser; ``clip`` bounds x0_hat to [-clip, clip]."""
+        where = "DDPM.sample"
+        shape = self._check_sampling(where, n, eps_fn, shape)
+        if variance not in VARIANCES:
+            raise ValueError(f"{where}: variance must be one of {VARIANCES}, got {variance!r}")
+        if eta is not None and not eta >= 0:
+            raise ValueError(f"{where}: eta must be >= 0, got {eta!r}")
+        s = self.schedule
+        timesteps = s.ddim_timesteps(s.T if steps is None else steps)
+        ddim = eta is not None or len(timesteps) < s.T
+        eta = 0.0 if eta is None else float(eta)
+        rng = as_rng(rng)
+        eps_fn = eps_fn or self.predict_eps
+        x = rng.standard_normal((n,) + shape).astype(self._dtype())
+        path = [x] if return_trajectory else None
+        with self._sampling_weights():
+            for i in range(len(timesteps) - 1, -1, -1):
+                t = np.full(n, timesteps[i])
+                eps = np.asarray(eps_fn(x, t), dtype=x.dtype)
+                noisy = i > 0 and (not ddim or eta > 0)
+                z = rng.standard_normal(x.shape).astype(x.dtype) if noisy else None
+                if ddim:
+                    x = s.ddim_step(x, t, timesteps[i - 1] if i > 0 else -1, eps, z, eta, clip)
+                else:
+                    x = s.p_step(x, t, eps, z, variance, clip)
+                if return_trajectory:
+                    path.append(x)
+        return (x, np.stack(path)) if return_trajectory else x
+
+    # --- likelihood bound ---------------------------------------------------------------
+    def log_prob(self, X, eps_fn=None, variance="fixed_large", rng=None):
+        """Per-sample variational lower bound on log p(x) in nats (Ho et al. eq. 5):
+
+            log p(x0) >= -(L_T + sum_{t=1}^{T-1} L_{t-1} + L_0),
+            L_T = KL(q(x_{T-1} | x0) || N(0, I)),
+            L_{t-1} = KL(q(x_{t-1} | x_t, x0) || p(x_{t-1} | x_t)),  x_t ~ q(x_t | x0),
+            L_0 = -log N(x0; x0_hat(x_0idx), sigma_0^2 I),  x_0idx ~ q(x_0idx | x0),
+
+        each L estimated with one draw of x_t (unbiased, not exact). L_0 is a Gaussian decoder
+        with sigma_0^2 = beta_0 ('fixed_large') or beta~_1 ('fixed_small', as beta~_0 = 0;
+        Nichol & Dhariwal's clipped log-variance). Costs T denoiser calls on X."""
+        where = "DDPM.log_prob"
+        X = np.asarray(X)
+        self._check_sampling(where, 1, eps_fn, X.shape[1:])
+        if self.shape_ is not None and X.shape[1:] != self.shape_:
+            raise ValueError(f"{where}: X has sample shape {X.shape[1:]}, expected {self.shape_}")
+        if variance not in VARIANCES:
+            raise ValueError(f"{where}: variance must be one of {VARIANCES}, got {variance!r}")
+        s, rng, n = self.schedule, as_rng(rng), len(X)
+        x0 = X.astype(self._dtype() if eps_fn is None else np.float64)
+        eps_fn = eps_fn or self.predict_eps
+        ab_T = s.alpha_bars[-1]
+        bound = _gauss_kl(s.sqrt_alpha_bars[-1] * x0, np.full(n, 1 - ab_T), 0 * x0, np.ones(n))
+        with self._sampling_weights():
+            for t in range(s.T):
+                tt = np.full(n, t)
+                xt = s.q_sample(x0, tt, rng.standard_normal(x0.shape).astype(x0.dtype))
+                eps = np.asarray(eps_fn(xt, tt), dtype=x0.dtype)
+                mean_p = s.p_mean(xt, tt, eps)
+                if t > 0:
+                    mean_q, var_q = s.q_posterior(x0, xt, tt)
+                    var_p = s.sigma(tt, variance) ** 2
+                    bound += _gauss_kl(mean_q, var_q, mean_p, var_p)
+                else:
+                    var0 = s.betas[0] if variance == "fixed_large" or s.T == 1 \
+                        else s.posterior_variance[1]
+                    sq = ((x0 - mean_p) ** 2).reshape(n, -1).sum(1)
+                    d = x0[0].size
+                    bound += 0.5 * (sq / var0 + d * np.log(2 * np.pi * var0))
+        return -bound
+
+    def score_samples(self, X, **kwargs):
+        """Alias of ``log_prob`` (the per-sample bound)."""
+        return self.log_prob(X, **kwargs)
+
+    def score(self, X, **kwargs):
+        """Mean of the per-sample bound."""
+        return float(np.mean(self.log_prob(X, **kwargs)))

@@ -1,0 +1,136 @@
+"""Denoisers for diffusion models: networks f(x_t, t) with the output shape of x_t.
+
+Both embed the integer timestep t with sinusoids (Vaswani et al. 2017, as used for t by
+Ho et al. 2020) and add a learned projection of that embedding to every hidden layer. When
+every t in the batch is equal (as in sampling) the embedding is computed once and broadcast.
+"""
+import functools
+import math
+
+import numpy as np
+
+from .. import functional as F
+from ..autograd import Tensor
+from ..nn import Conv2d, Linear, Module, ModuleList, init
+
+_ACTIVATIONS = {"relu": F.relu, "silu": F.silu, "gelu": F.gelu, "tanh": F.tanh}
+
+
+def timestep_embedding(t, dim, max_period=10000.0, dtype=np.float32):
+    """e(t) = [sin(t w_0), ..., sin(t w_{h-1}), cos(t w_0), ..., cos(t w_{h-1})],
+    w_i = max_period^(-i/h), h = dim/2; t an int array (n,) -> array (n, dim)."""
+    if dim < 2 or dim % 2:
+        raise ValueError(f"timestep_embedding: dim must be an even int >= 2, got {dim}")
+    t = np.asarray(t, dtype=np.float64).reshape(-1)
+    half = dim // 2
+    freqs = np.exp(-math.log(max_period) * np.arange(half) / half)
+    args = t[:, None] * freqs
+    return np.concatenate([np.sin(args), np.cos(args)], axis=1).astype(dtype)
+
+
+@functools.lru_cache(maxsize=16)
+def _embedding_table(size, dim, dtype):
+    """timestep_embedding(0..size-1), computed once per (size, dim, dtype) and read-only."""
+    table = timestep_embedding(np.arange(size), dim, dtype=dtype)
+    table.flags.writeable = False
+    return table
+
+
+def _time_features(t, n, dim, dtype, where):
+    """The embedding of t (n,) as a constant Tensor: one row if all t are equal, else n rows
+    (gathered from a cached table of the embeddings of 0..2^k - 1)."""
+    t = np.asarray(t)
+    if t.shape != (n,) or t.dtype.kind not in "iu" or (n and t.min() < 0):
+        raise ValueError(f"{where}: t must be a non-negative int array of shape ({n},), got "
+                         f"{t.shape} {t.dtype}")
+    rows = t[:1] if n and np.all(t == t[0]) else t
+    size = 1 << int(rows.max()).bit_length() if n else 1
+    return Tensor(_embedding_table(size, dim, np.dtype(dtype))[rows])
+
+
+def _activation(name, where):
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"{where}: activation must be one of {sorted(_ACTIVATIONS)}, got {name!r}")
+    return _ACTIVATIONS[name]
+
+
+class TimeMLP(Module):
+    """For x (n, dim): h_1 = act(W_1 x + U_1 e(t) + b_1), h_k = act(W_k h_{k-1} + U_k e(t) + b_k)
+    for k = 2..depth, output W_out h_depth + b_out (shape (n, dim))."""
+
+    def __init__(self, dim, hidden=128, depth=3, emb_dim=32, activation="relu", rng=None):
+        super().__init__()
+        if dim < 1 or hidden < 1 or depth < 1:
+            raise ValueError(f"TimeMLP: dim, hidden and depth must be >= 1, got {dim}, "
+                             f"{hidden}, {depth}")
+        self.dim, self.emb_dim = dim, emb_dim
+        self.act = _activation(activation, "TimeMLP")
+        self.layers = ModuleList([Linear(dim if k == 0 else hidden, hidden, rng=rng)
+                                  for k in range(depth)])
+        self.time = ModuleList([Linear(emb_dim, hidden, bias=False, rng=rng)
+                                for _ in range(depth)])
+        self.out = Linear(hidden, dim, rng=rng)
+
+    def forward(self, x, t):
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"TimeMLP: x must have shape (n, {self.dim}), got {x.shape}")
+        e = _time_features(t, x.shape[0], self.emb_dim, x.dtype, "TimeMLP")
+        h = x
+        for layer, proj in zip(self.layers, self.time):
+            h = self.act(layer(h) + proj(e))
+        return self.out(h)
+
+
+class _ResBlock(Module):
+    """h = conv(act(x)) + U e; out = skip(x) + conv(act(h)) (Ho et al. 2020, without norms)."""
+
+    def __init__(self, cin, cout, tdim, act, rng):
+        super().__init__()
+        self.act = act
+        self.conv1 = Conv2d(cin, cout, 3, padding=1, rng=rng)
+        self.time = Linear(tdim, cout, rng=rng)
+        self.conv2 = Conv2d(cout, cout, 3, padding=1, rng=rng)
+        self.skip = Conv2d(cin, cout, 1, rng=rng) if cin != cout else None
+
+    def forward(self, x, temb):
+        h = self.conv1(self.act(x)) + self.time(temb).reshape(temb.shape[0], -1, 1, 1)
+        h = self.conv2(self.act(h))
+        return (x if self.skip is None else self.skip(x)) + h
+
+
+class TinyUNet(Module):
+    """A two-level U-Net for small images (n, C, H, W), H and W even (8x8 digits):
+
+    conv_in -> ResBlock (H x W, skip s) -> stride-2 conv -> ResBlock (H/2 x W/2)
+    -> nearest upsample + conv -> concat s -> ResBlock -> conv_out (zero-initialised),
+    with the time embedding act(Linear(e(t))) added inside every ResBlock
+    (Ronneberger et al. 2015; Ho et al. 2020, appendix B).
+    """
+
+    def __init__(self, in_channels=1, channels=32, emb_dim=32, activation="silu", rng=None):
+        super().__init__()
+        c, self.in_channels, self.emb_dim = channels, in_channels, emb_dim
+        self.act = act = _activation(activation, "TinyUNet")
+        tdim = 2 * c
+        self.time = Linear(emb_dim, tdim, rng=rng)
+        self.conv_in = Conv2d(in_channels, c, 3, padding=1, rng=rng)
+        self.down = _ResBlock(c, c, tdim, act, rng)
+        self.downsample = Conv2d(c, 2 * c, 3, stride=2, padding=1, rng=rng)
+        self.mid = _ResBlock(2 * c, 2 * c, tdim, act, rng)
+        self.upconv = Conv2d(2 * c, c, 3, padding=1, rng=rng)
+        self.up = _ResBlock(2 * c, c, tdim, act, rng)
+        self.conv_out = Conv2d(c, in_channels, 3, padding=1, rng=rng)
+        init.zeros_(self.conv_out.weight)
+        init.zeros_(self.conv_out.bias)
+
+    def forward(self, x, t):
+        if x.ndim != 4 or x.shape[1] != self.in_channels or x.shape[2] % 2 or x.shape[3] % 2:
+            raise ValueError(f"TinyUNet: x must have shape (n, {self.in_channels}, H, W) with "
+                             f"even H and W, got {x.shape}")
+        temb = self.act(self.time(_time_features(t, x.shape[0], self.emb_dim, x.dtype,
+                                                 "TinyUNet")))
+        skip = self.down(self.conv_in(x), temb)
+        h = self.mid(self.downsample(skip), temb)
+        h = self.upconv(F.upsample_nearest(h, 2))
+        h = self.up(F.concatenate([h, skip], axis=1), temb)
+        return self.conv_out(self.act(h))
