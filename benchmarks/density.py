@@ -111,9 +111,9 @@ def main(argv=None):
     print("|---|---:|---|---:|---:|")
     for name, ours, base_name, base in rows:
         if base is None:
-            print(f"| {name} | {ours:.3f} | {base_name} | skipped | |")
+            print(f"| {name} | {ours:.4g} | {base_name} | skipped | |")
         else:
-            print(f"| {name} | {ours:.3f} | {base_name} | {base:.3f} | {ours / base:.2f}x |")
+            print(f"| {name} | {ours:.4g} | {base_name} | {base:.4g} | {ours / base:.2f}x |")
 
 
 if __name__ == "__main__":
