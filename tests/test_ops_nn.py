@@ -291,3 +291,25 @@ def test_one_hot():
         F.one_hot(np.array([0.5]), 3)
     with pytest.raises(ValueError, match=r"one_hot: indices must lie in \[0, 3\)"):
         F.one_hot(np.array([3]), 3)
+
+
+SECOND_ORDER = {
+    # composite ops whose backward is built from Tensor ops: second derivatives for free
+    "max_pool2d": (lambda t: F.max_pool2d(t, 2, 1, 1) ** 2, (1, 2, 3, 3)),
+    "avg_pool2d": (lambda t: F.avg_pool2d(t, 2, 1, 1) ** 2, (1, 2, 3, 3)),
+    "upsample_nearest": (lambda t: F.upsample_nearest(t, 2) ** 3, (1, 1, 2, 3)),
+    "embedding": (lambda t: F.embedding(np.array([0, 2, 2]), t) ** 2, (3, 2)),
+    "pad+concatenate": (lambda t: F.cat([F.pad(t, 1), F.pad(t, 1) * 2], axis=0) ** 2, (2, 3)),
+    "bce_with_logits": (lambda t: F.binary_cross_entropy_with_logits(t, t.detach() * 0 + 0.3),
+                        (2, 3)),
+    "gaussian_nll": (lambda t: F.gaussian_nll(t, t.detach() * 0, t.exp()), (2, 3)),
+    "kl_normal": (lambda t: F.kl_normal(t, t * 0.5, 0.2, t.sin()), (2, 3)),
+    "attention": (lambda t: mg.nn.scaled_dot_product_attention(t, t * 0.5, t.tanh()), (2, 3, 2)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SECOND_ORDER))
+def test_composite_second_derivatives(name):
+    fn, shape = SECOND_ORDER[name]
+    x = np.random.default_rng(7).permutation(int(np.prod(shape))).reshape(shape) * 0.13 - 0.4
+    gradgradcheck(fn, [x])
