@@ -131,6 +131,15 @@ def test_in_place_change_of_a_saved_tensor_is_detected():
         loss.backward()
 
 
+def test_changing_a_weight_between_forward_and_backward_is_detected():
+    layer = mg.nn.Linear(3, 2, rng=0)
+    loss = layer(mg.tensor(np.ones((4, 3), dtype=np.float32))).sum()
+    with mg.no_grad():
+        layer.weight.mul_(2.0)   # e.g. an optimiser step on a graph that is still in use
+    with pytest.raises(RuntimeError, match="modified in place after the forward pass"):
+        loss.backward()
+
+
 def test_in_place_change_of_an_output_used_by_backward_is_detected():
     x = leaf([0.5, 1.0])
     y = x.exp()
