@@ -282,7 +282,8 @@ def test_multihead_attention_errors():
                                          "num_heads 4"):
         nn.MultiheadAttention(6, 4)
     mha = _mha()
-    with pytest.raises(ValueError, match=r"MultiheadAttention: expected query \(batch, length, 8\)"):
+    with pytest.raises(ValueError,
+                       match=r"MultiheadAttention: expected query \(batch, length, 8\)"):
         mha(mg.tensor(np.ones((2, 3, 4))))
     with pytest.raises(ValueError, match=r"key_padding_mask must have shape \(2, 3\)"):
         mha(mg.tensor(np.ones((2, 3, 8))), key_padding_mask=np.zeros((2, 4), dtype=bool))

@@ -46,7 +46,8 @@ def test_softmax_is_stable_for_large_logits():
 
 # --- convolution ---------------------------------------------------------------------------
 def conv2d_ref(x, w, stride, padding, dilation):
-    """Direct sum over kernel offsets: y[n,o,i,j] = sum w[o,c,a,b] xpad[n,c,i sh + a dh, j sw + b dw]."""
+    """Direct sum over kernel offsets:
+    y[n, o, i, j] = sum_{c, a, b} w[o, c, a, b] xpad[n, c, i sh + a dh, j sw + b dw]."""
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
     xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
     kh, kw = w.shape[2:]
@@ -71,14 +72,17 @@ def conv_transpose2d_ref(x, w, stride, padding, output_padding, dilation):
     y = np.zeros((n, w.shape[1], hp, wp))
     for a in range(kh):
         for b in range(kw):
-            y[:, :, a * dh: a * dh + sh * (h - 1) + 1: sh,
-              b * dw: b * dw + sw * (wd - 1) + 1: sw] += np.einsum("nchw,co->nohw", x, w[:, :, a, b])
+            rows = slice(a * dh, a * dh + sh * (h - 1) + 1, sh)
+            cols = slice(b * dw, b * dw + sw * (wd - 1) + 1, sw)
+            y[:, :, rows, cols] += np.einsum("nchw,co->nohw", x, w[:, :, a, b])
     return y[:, :, ph: hp - ph, pw: wp - pw]
 
 
 @st.composite
 def conv_case(draw, transpose=False):
-    pair = lambda lo, hi: (draw(st.integers(lo, hi)), draw(st.integers(lo, hi)))  # noqa: E731
+    def pair(lo, hi):
+        return draw(st.integers(lo, hi)), draw(st.integers(lo, hi))
+
     n, c, o = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
     k, s, d = pair(1, 3), pair(1, 3), pair(1, 2)
     p = pair(0, 2)

@@ -10,7 +10,8 @@ from minigen import nn, optim
 
 
 def quadratic_problem(seed=0):
-    """f(W, b) = 0.5 tr(W^T A W) - <B, W> + 0.5 |b - c|^2 |b|^2 / 4 (a convex and a quartic term)."""
+    """f(W, b) = 0.5 tr(W^T A W) - <B, W> + |b - c|^2 |b|^2 / 4: a convex quadratic in W
+    and a non-convex quartic in b, so the optimisers' paths are not trivial."""
     rng = np.random.default_rng(seed)
     m = rng.standard_normal((4, 4))
     return dict(A=m @ m.T + np.eye(4), B=rng.standard_normal((4, 3)), c=rng.standard_normal(3),

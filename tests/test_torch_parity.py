@@ -186,12 +186,15 @@ def _pair_of_tensors(*arrays):
 
 @given(data=st.data())
 def test_conv2d_and_conv_transpose2d_match_torch(data):
-    ints = lambda lo, hi: (data.draw(st.integers(lo, hi)), data.draw(st.integers(lo, hi)))  # noqa: E731
+    def ints(lo, hi):
+        return data.draw(st.integers(lo, hi)), data.draw(st.integers(lo, hi))
+
     k, s, p, d = ints(1, 3), ints(1, 3), ints(0, 2), ints(1, 2)
     rng = np.random.default_rng(data.draw(st.integers(0, 2 ** 16)))
     size = tuple(max(1, di * (ki - 1) + 1 - 2 * pi) + data.draw(st.integers(0, 4))
                  for ki, pi, di in zip(k, p, d))
-    x, w, b = rng.standard_normal((2, 3) + size), rng.standard_normal((4, 3) + k), rng.standard_normal(4)
+    x, w = rng.standard_normal((2, 3) + size), rng.standard_normal((4, 3) + k)
+    b = rng.standard_normal(4)
     (xo, wo, bo), (xt, wt, bt) = _pair_of_tensors(x, w, b)
     _grads_match(F.conv2d(xo, wo, bo, s, p, d),
                  TF.conv2d(xt, wt, bt, stride=s, padding=p, dilation=d), [xo, wo, bo], [xt, wt, bt])
@@ -233,8 +236,8 @@ def test_losses_match_torch():
                      TF.binary_cross_entropy_with_logits(zt, yt, reduction=reduction),
                      [zo, yo], [zt, yt])
         _grads_match(F.gaussian_nll(zo, yo, vo, full=True, reduction=reduction),
-                     TF.gaussian_nll_loss(zo_ := zt, yt, vt, full=True, reduction=reduction),
-                     [zo, yo, vo], [zo_, yt, vt])
+                     TF.gaussian_nll_loss(zt, yt, vt, full=True, reduction=reduction),
+                     [zo, yo, vo], [zt, yt, vt])
         _grads_match(F.mse_loss(zo, yo, reduction), TF.mse_loss(zt, yt, reduction=reduction),
                      [zo, yo], [zt, yt])
         _grads_match(F.l1_loss(zo, yo, reduction), TF.l1_loss(zt, yt, reduction=reduction),
