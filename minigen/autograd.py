@@ -203,8 +203,7 @@ class Function:
 
     Subclasses implement ``forward(self, *arrays, **kwargs) -> array | tuple`` on raw arrays
     and ``backward(self, *grads) -> grad | tuple`` with Tensor ops. ``self.inputs`` are the
-    input Tensors; ``self.save(*tensors)`` keeps tensors for backward and records their
-    versions, so an in-place change in between is detected.
+    input Tensors, kept with their versions, so an in-place change before backward is detected.
     """
     differentiable = True  # False: the backward uses raw arrays (no double backward)
 
@@ -224,23 +223,6 @@ class Function:
         results = tuple(Tensor(o, requires_grad=True, _ctx=fn, _index=i) for i, o in enumerate(outs))
         fn.outputs = [weakref.ref(r) for r in results]
         return results if multi else results[0]
-
-    # saved tensors ------------------------------------------------------------------------
-    def save(self, *tensors):
-        self._saved = [(t, t._version) for t in tensors]
-
-    @property
-    def saved(self):
-        if getattr(self, "_saved", None) is None:
-            raise RuntimeError(f"{type(self).__name__}.backward: the graph was freed; "
-                               "call backward(retain_graph=True) to backpropagate twice")
-        for t, version in self._saved:
-            if t._version != version:
-                raise RuntimeError(
-                    f"{type(self).__name__}.backward: a tensor it saved (shape {t.shape}) was "
-                    f"modified in place after the forward pass (version {t._version}, expected "
-                    f"{version})")
-        return [t for t, _ in self._saved]
 
     def output(self, i=0):
         """The i-th output Tensor (for backwards written in terms of the result, e.g. exp)."""
@@ -264,7 +246,6 @@ class Function:
 
     def release(self):
         self.inputs = None
-        self._saved = None
 
     def forward(self, *arrays):
         raise NotImplementedError(f"{type(self).__name__} defines no forward")
