@@ -105,6 +105,7 @@ def materialize(namespace, target):
     """
     if target == "cpu":
         import numba
+        _prefer_workqueue(numba)
         namespace["prange"] = numba.prange
     else:
         from numba import cuda
@@ -112,6 +113,21 @@ def materialize(namespace, target):
     for key, value in list(namespace.items()):
         if isinstance(value, _Lazy) and value.target == target and value.built is not _BUILDING:
             namespace[key] = value.build()
+
+
+def _prefer_workqueue(numba):
+    """Use Numba's 'workqueue' threading layer unless the user chose one.
+
+    The kernels alternate with BLAS calls (conv's matrix products).  Under the 'omp' layer,
+    idle OpenMP workers spin after each parallel loop and starve OpenBLAS's threads: on 2 cores
+    a conv2d's matmul measured 10-20x slower right after a Numba kernel.  The workqueue layer's
+    workers sleep.  It does not support launching kernels from several Python threads at once:
+    set NUMBA_THREADING_LAYER=omp (or tbb) for that.  No effect once Numba's threads started.
+    """
+    if "layer" not in _state:
+        _state["layer"] = True
+        if not os.environ.get("NUMBA_THREADING_LAYER"):
+            numba.config.THREADING_LAYER = "workqueue"
 
 
 class _Lazy:

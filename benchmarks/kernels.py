@@ -1,0 +1,211 @@
+"""Benchmarks of minigen.kernels against their baselines, as ratios measured in one run.
+
+    python benchmarks/kernels.py            # the sizes of issue 3
+    python benchmarks/kernels.py --quick    # smaller sizes, a smoke run
+
+* KDE log density, float64, d=2 n=m=10k and 50k, d=8 n=m=20k: the Numba kernel against
+  scipy ``gaussian_kde(...).logpdf`` (same bandwidth matrix), scikit-learn
+  ``KernelDensity(rtol=0)`` (exact; on whitened data, since it takes a scalar bandwidth), the
+  NumPy reference, and the exp-throughput bound: the same polynomial exp in a bare parallel
+  loop, one exp per pair, i.e. the speed of a kernel that did nothing but its exps.
+  Slow baselines run on a subset of the queries; all rates are pairs per second.
+* softmax and log_softmax, 4096 x 4096 float32, forward + backward, against PyTorch autograd.
+* the engine benchmark's conv layers (128x1x28x28; conv 1->32 3x3 pad 1; conv 32->64 3x3
+  stride 2 pad 1), forward + both gradients, against PyTorch autograd.
+* DDPM step over 10M float32 elements: effective bandwidth (3 arrays read, 1 written) as a
+  fraction of np.copyto's over the same arrays.
+"""
+import argparse
+import math
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import best_time, machine  # noqa: E402
+
+from minigen.kernels import _dispatch, _math, conv, diffusion, kde, softmax  # noqa: E402
+
+
+def exp_bound_rate(tile=512):
+    """Exps per second of the kernels' polynomial exp in a bare parallel loop over L1 tiles."""
+    import numba
+    _dispatch.materialize(vars(_math), "cpu")
+    exp = _math.exp_cpu
+
+    @numba.njit(parallel=True, fastmath=_math.FASTMATH)
+    def bound(rows, cols):
+        total = 0.0
+        for i in numba.prange(rows):
+            v = np.empty(tile)
+            for j in range(tile):
+                v[j] = -1e-3 * (i + j)
+            s = 0.0
+            for _ in range(cols // tile):
+                for j in range(tile):
+                    s += exp(v[j] - 0.5)
+            total += s
+        return total
+
+    rows, cols = 64, 6250 * tile                       # 2e8 exps
+    bound(2, tile)
+    return rows * cols / best_time(lambda: bound(rows, cols), 3)
+
+
+def bench_kde(quick):
+    from scipy.stats import gaussian_kde
+    from sklearn.neighbors import KernelDensity
+    rows = []
+    cases = [(2, 2000), (8, 2000)] if quick else [(2, 10_000), (2, 50_000), (8, 20_000)]
+    for d, n in cases:
+        rng = np.random.default_rng(0)
+        X, Q = rng.normal(size=(n, d)), rng.normal(size=(n, d))
+        ref = gaussian_kde(X.T)
+        L = np.linalg.cholesky(ref.covariance)
+        logw = np.full(n, -math.log(n))
+        sub = min(n, 1000)
+
+        def ours():
+            return kde.log_kernel_sum(Q, X, L, logw, impl="numba")
+
+        t_ours = best_time(ours, 3)
+        t_ref = best_time(lambda: kde.log_kernel_sum(Q[:sub], X, L, logw, impl="reference"), 2)
+        t_scipy = best_time(lambda: ref.logpdf(Q[:sub].T), 2)
+        Xw, Qw = np.linalg.solve(L, X.T).T, np.linalg.solve(L, Q[:sub].T).T
+        skl = KernelDensity(bandwidth=1.0, rtol=0).fit(Xw)
+        t_skl = best_time(lambda: skl.score_samples(Qw), 1)
+        np.testing.assert_allclose(ours()[:sub], ref.logpdf(Q[:sub].T), rtol=1e-9)
+        rate = n * n / t_ours
+        bound = exp_bound_rate()
+        rows.append((f"KDE d={d} n=m={n}", rate / 1e6, sub * n / t_scipy / 1e6,
+                     sub * n / t_skl / 1e6, sub * n / t_ref / 1e6, bound / 1e6))
+    print("\n| KDE float64 | minigen Mpairs/s | scipy | sklearn rtol=0 | NumPy ref | exp bound "
+          "| x scipy | x sklearn | x ref | of bound |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, ours, sp, sk, rf, bd in rows:
+        print(f"| {name} | {ours:.0f} | {sp:.1f} | {sk:.1f} | {rf:.1f} | {bd:.0f} | "
+              f"{ours / sp:.1f}x | {ours / sk:.1f}x | {ours / rf:.1f}x | {ours / bd:.0%} |")
+
+
+def bench_softmax(quick):
+    import torch
+    n = 1024 if quick else 4096
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, n)).astype(np.float32)
+    g = rng.normal(size=(n, n)).astype(np.float32)
+    print("\n| 4096x4096 float32 fwd+bwd" if not quick else "\n| 1024x1024 float32 fwd+bwd",
+          "| minigen ms | NumPy ref ms | torch ms | minigen / torch |")
+    print("|---|---|---|---|---|")
+    for name in ("softmax", "log_softmax"):
+        fwd, bwd = getattr(softmax, name), getattr(softmax, name + "_backward")
+
+        def ours(impl):
+            return lambda: bwd(fwd(x, impl=impl), g, impl=impl)
+
+        xt, gt = torch.tensor(x, requires_grad=True), torch.tensor(g)
+        op = getattr(torch, name)
+
+        def theirs():
+            xt.grad = None
+            op(xt, -1).backward(gt)
+
+        t_ours, t_ref, t_torch = (best_time(f, 5) * 1e3 for f in (ours("numba"),
+                                                                    ours("reference"), theirs))
+        print(f"| {name} | {t_ours:.1f} | {t_ref:.1f} | {t_torch:.1f} | {t_ours / t_torch:.2f}x |")
+
+
+def bench_conv(quick):
+    import torch
+    F = torch.nn.functional
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32 if quick else 128, 1, 28, 28)).astype(np.float32)
+    w1 = (0.3 * rng.normal(size=(32, 1, 3, 3))).astype(np.float32)
+    w2 = (0.05 * rng.normal(size=(64, 32, 3, 3))).astype(np.float32)
+    one, pad, s2 = (1, 1), (1, 1), (2, 2)
+
+    def ours(impl):
+        def run():
+            h = conv.conv2d(x, w1, one, pad, one, impl=impl)
+            y = conv.conv2d(h, w2, s2, pad, one, impl=impl)
+            gy = np.ones_like(y)
+            conv.conv2d_weight_grad(h, gy, w2.shape, s2, pad, one, impl=impl)
+            gh = conv.conv2d_input_grad(gy, w2, h.shape, s2, pad, one, impl=impl)
+            conv.conv2d_weight_grad(x, gh, w1.shape, one, pad, one, impl=impl)
+        return run
+
+    xt = torch.tensor(x)
+    wt1, wt2 = torch.tensor(w1, requires_grad=True), torch.tensor(w2, requires_grad=True)
+
+    def theirs():
+        wt1.grad = wt2.grad = None
+        F.conv2d(F.conv2d(xt, wt1, padding=1), wt2, stride=2, padding=1).sum().backward()
+
+    t_ours, t_ref, t_torch = (best_time(f, 5) * 1e3 for f in (ours("numba"), ours("reference"),
+                                                                theirs))
+    print(f"\n| conv layers {x.shape[0]}x1x28x28 fwd+bwd | minigen ms | NumPy ref ms | torch ms "
+          "| minigen / torch |\n|---|---|---|---|---|")
+    print(f"| conv 1->32, conv 32->64 s2 | {t_ours:.1f} | {t_ref:.1f} | {t_torch:.1f} | "
+          f"{t_ours / t_torch:.2f}x |")
+
+
+def bench_diffusion(quick):
+    size = 1_000_000 if quick else 10_000_000
+    n = 100
+    rng = np.random.default_rng(0)
+    xt, eps, z = (rng.normal(size=(n, size // n)).astype(np.float32) for _ in range(3))
+    c = [rng.uniform(0.1, 1.0, n) for _ in range(5)]
+    dst = np.empty_like(xt)
+    t_copy = best_time(lambda: np.copyto(dst, xt), 5)
+    t_ours = best_time(lambda: diffusion.ddpm_step(xt, eps, z, *c, clip=1.0, impl="numba"), 5)
+    t_ref = best_time(lambda: diffusion.ddpm_step(xt, eps, z, *c, clip=1.0, impl="reference"), 3)
+    copy_bw = 2 * xt.nbytes / t_copy
+    ours_bw = 4 * xt.nbytes / t_ours
+    print(f"\n| DDPM step, {size / 1e6:.0f}M float32 | minigen ms | NumPy ref ms | minigen GB/s "
+          "| np.copyto GB/s | of copy bandwidth |\n|---|---|---|---|---|---|")
+    print(f"| ddpm_step (clip, noise) | {t_ours * 1e3:.2f} | {t_ref * 1e3:.2f} | "
+          f"{ours_bw / 1e9:.1f} | {copy_bw / 1e9:.1f} | {ours_bw / copy_bw:.0%} |")
+
+
+def compile_times():
+    """First-call time of each Numba kernel in a fresh process: with and without the cache."""
+    import subprocess
+    import tempfile
+    code = ("import time, numpy as np\n"
+            "t = time.perf_counter()\n"
+            "from minigen.kernels import kde, softmax, conv, diffusion\n"
+            "x = np.ones((4, 3))\n"
+            "kde.log_kernel_sum(x, x, impl='numba'); kde.log_kernel_sum_grad(x, x, impl='numba')\n"
+            "softmax.softmax(x, impl='numba'); softmax.log_softmax(x, impl='numba')\n"
+            "conv.conv2d(np.ones((1, 1, 4, 4)), np.ones((1, 1, 2, 2)), (1, 1), (0, 0), (1, 1), "
+            "impl='numba')\n"
+            "diffusion.q_sample(x, x, np.ones(4), np.ones(4), impl='numba')\n"
+            "print(time.perf_counter() - t)\n")
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
+        times = [float(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                                      text=True, check=True).stdout) for _ in range(2)]
+    print(f"\nfirst calls of 7 kernels in a fresh process: {times[0]:.1f} s compiling, "
+          f"{times[1]:.1f} s from the on-disk cache")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
+    parser.add_argument("--only", choices=["kde", "softmax", "conv", "diffusion", "compile"])
+    args = parser.parse_args()
+    import numba
+    print(f"machine: {machine()}; numba {numba.__version__}, {numba.get_num_threads()} threads")
+    start = time.perf_counter()
+    for name, bench in (("kde", bench_kde), ("softmax", bench_softmax), ("conv", bench_conv),
+                        ("diffusion", bench_diffusion)):
+        if args.only in (None, name):
+            bench(args.quick)
+    if args.only in (None, "compile"):
+        compile_times()
+    print(f"\n(total {time.perf_counter() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
