@@ -23,7 +23,7 @@ from . import _math
 from ._dispatch import _xp, choose, lazy_cuda_jit, lazy_njit, materialize, prange, register
 
 cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
-_exp = _math.exp_cpu
+_exp, _fmax = _math.exp_cpu, _math.fmax
 CHUNK = 256
 CUDA_THREADS = 128
 for _name in ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
@@ -118,15 +118,17 @@ def reference_cross_entropy_backward(logits, targets, g, ignore_index=None):
 # ------------------------------------------------------------------ Numba CPU
 @lazy_njit(inline="always", fastmath=_math.FASTMATH)
 def _online_max_sum(row, chunk_max):
-    """One pass: M = max(row), S = sum exp(row - M); chunk_max[c] gets the running M after
-    chunk c (so exp(row_k - chunk_max[c]) written during the pass can be rescaled later)."""
-    M, S = -np.inf, 0.0
+    """One pass: M = max(row), S = sum exp(row - M).  M keeps the row's dtype, so the exps run
+    in the row's precision (8 float32 lanes per AVX2 register); S accumulates in float64.
+    chunk_max[c] gets the running M after chunk c, so exp(row_k - chunk_max[c]) written during
+    the pass can be rescaled afterwards."""
+    M, S = row[0], 0.0
     K = row.shape[0]
-    for c in range((K + CHUNK - 1) // CHUNK):
+    for c in range(chunk_max.shape[0]):
         c0, c1 = c * CHUNK, min(K, c * CHUNK + CHUNK)
-        cmax = -np.inf
+        cmax = row[c0]
         for k in range(c0, c1):
-            cmax = max(cmax, row[k])
+            cmax = _fmax(cmax, row[k])
         if cmax > M:
             S *= math.exp(M - cmax)
             M = cmax
@@ -144,27 +146,31 @@ def _online_max_sum(row, chunk_max):
 def _numba_softmax(x, out):
     K = x.shape[1]
     for r in prange(x.shape[0]):
+        row, dst = x[r], out[r]
         chunk_max = np.empty((K + CHUNK - 1) // CHUNK)
-        M, S = -np.inf, 0.0
+        M, S = row[0], 0.0
         for c in range(chunk_max.shape[0]):          # one pass: exp written as we go
             c0, c1 = c * CHUNK, min(K, c * CHUNK + CHUNK)
-            cmax = -np.inf
+            cmax = row[c0]
             for k in range(c0, c1):
-                cmax = max(cmax, x[r, k])
+                cmax = _fmax(cmax, row[k])
             if cmax > M:
                 S *= math.exp(M - cmax)
                 M = cmax
             chunk_max[c] = M
             s = 0.0
             for k in range(c0, c1):
-                e = _exp(x[r, k] - M)
-                out[r, k] = e
+                e = _exp(row[k] - M)
+                dst[k] = e
                 s += e
             S += s
+        scale = np.empty(chunk_max.shape[0], x.dtype)      # in x's precision: no conversions
+        for c in range(chunk_max.shape[0]):
+            scale[c] = math.exp(chunk_max[c] - M) / S
         for c in range(chunk_max.shape[0]):          # rescale chunk c by exp(M_c - M) / S
-            f = math.exp(chunk_max[c] - M) / S
+            f = scale[c]
             for k in range(c * CHUNK, min(K, c * CHUNK + CHUNK)):
-                out[r, k] *= f
+                dst[k] *= f
 
 
 @lazy_njit(parallel=True, cache=True, fastmath=_math.FASTMATH)
@@ -194,7 +200,7 @@ def _numba_log_softmax_backward(y, gy, out):
         for k in range(y.shape[1]):
             total += gy[r, k]
         for k in range(y.shape[1]):
-            out[r, k] = gy[r, k] - _exp(np.float64(y[r, k])) * total
+            out[r, k] = gy[r, k] - _exp(y[r, k]) * total
 
 
 @lazy_njit(parallel=True, cache=True, fastmath=_math.FASTMATH)
