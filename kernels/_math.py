@@ -14,6 +14,10 @@ is its Taylor polynomial of degree 12 (remainder |r|^13 / 13! < 2e-16 relative);
 built from its IEEE bits ((k + 1023) << 52), reading the integer k out of the mantissa of k + 1.5 * 2^52 rather
 than converting float -> int64 (AVX2 has no packed form of that conversion, so it would
 scalarise the loop).  Used for x <= 0 only (log-sum-exp shifts), it returns 0 below -708.
+A float32 twin (degree 7, 8 lanes) serves float32 rows; ``exp`` picks by the argument's type.
+
+Numba's on-disk cache (``cache=True``) keys each kernel on its own source file only: after
+editing this file, delete kernels/__pycache__/*.nbi and *.nbc, or kernels keep the old code.
 """
 import math
 
