@@ -158,14 +158,17 @@ def bench_diffusion(quick):
     c = [rng.uniform(0.1, 1.0, n) for _ in range(5)]
     dst = np.empty_like(xt)
     t_copy = best_time(lambda: np.copyto(dst, xt), 5)
-    t_ours = best_time(lambda: diffusion.ddpm_step(xt, eps, z, *c, clip=1.0, impl="numba"), 5)
-    t_ref = best_time(lambda: diffusion.ddpm_step(xt, eps, z, *c, clip=1.0, impl="reference"), 3)
     copy_bw = 2 * xt.nbytes / t_copy
-    ours_bw = 4 * xt.nbytes / t_ours
     print(f"\n| DDPM step, {size / 1e6:.0f}M float32 | minigen ms | NumPy ref ms | minigen GB/s "
           "| np.copyto GB/s | of copy bandwidth |\n|---|---|---|---|---|---|")
-    print(f"| ddpm_step (clip, noise) | {t_ours * 1e3:.2f} | {t_ref * 1e3:.2f} | "
-          f"{ours_bw / 1e9:.1f} | {copy_bw / 1e9:.1f} | {ours_bw / copy_bw:.0%} |")
+    for label, out in (("into out=", dst), ("new array", None)):
+        t_ours = best_time(lambda: diffusion.ddpm_step(xt, eps, z, *c, clip=1.0, impl="numba",
+                                                       out=out), 5)
+        t_ref = best_time(lambda: diffusion.ddpm_step(xt, eps, z, *c, clip=1.0,
+                                                      impl="reference", out=out), 3)
+        ours_bw = 4 * xt.nbytes / t_ours
+        print(f"| ddpm_step (clip, noise), {label} | {t_ours * 1e3:.2f} | {t_ref * 1e3:.2f} | "
+              f"{ours_bw / 1e9:.1f} | {copy_bw / 1e9:.1f} | {ours_bw / copy_bw:.0%} |")
 
 
 def compile_times():
@@ -196,7 +199,7 @@ def main():
     parser.add_argument("--only", choices=["kde", "softmax", "conv", "diffusion", "compile"])
     args = parser.parse_args()
     import numba
-    print(f"machine: {machine()}; numba {numba.__version__}, {numba.get_num_threads()} threads")
+    print(f"machine: {machine()}; numba {numba.__version__}")
     start = time.perf_counter()
     for name, bench in (("kde", bench_kde), ("softmax", bench_softmax), ("conv", bench_conv),
                         ("diffusion", bench_diffusion)):
@@ -204,6 +207,7 @@ def main():
             bench(args.quick)
     if args.only in (None, "compile"):
         compile_times()
+    print(f"\nNumba: {numba.get_num_threads()} threads, {numba.threading_layer()} threading layer")
     print(f"\n(total {time.perf_counter() - start:.0f} s)")
 
 

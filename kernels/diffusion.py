@@ -73,49 +73,47 @@ def reference_ddim_step(xt, eps, z, sqrt_abar, sqrt_one_minus_abar, sqrt_abar_pr
 
 
 # ------------------------------------------------------------------ Numba CPU
-# Each prange iteration takes BLOCK consecutive elements of the flat (n, F) array, walking the
-# sample rows that the block spans so each row's coefficients are loaded once.
+# One prange task per BLOCK-long piece of a sample's row, so a batch of a few large samples
+# still splits over every core; each task loads its sample's coefficients once.
 @lazy_njit(parallel=True, cache=True, fastmath={"contract"})
 def _numba_q_sample(x0, noise, a, b, out):
     n, F = x0.shape
-    for blk in prange((n * F + BLOCK - 1) // BLOCK):
-        lo, hi = blk * BLOCK, min(n * F, blk * BLOCK + BLOCK)
-        for r in range(lo // F, (hi - 1) // F + 1):
-            ar, br = a[r], b[r]
-            for c in range(max(lo - r * F, 0), min(hi - r * F, F)):
-                out[r, c] = ar * x0[r, c] + br * noise[r, c]
+    per_row = (F + BLOCK - 1) // BLOCK
+    for task in prange(n * per_row):
+        r, c0 = task // per_row, (task % per_row) * BLOCK
+        ar, br = a[r], b[r]
+        for c in range(c0, min(F, c0 + BLOCK)):
+            out[r, c] = ar * x0[r, c] + br * noise[r, c]
 
 
 @lazy_njit(parallel=True, cache=True, fastmath={"contract"})
 def _numba_ddpm_step(xt, eps, z, has_z, ra, rm1, cx0, cxt, sigma, clip, out):
     n, F = xt.shape
-    for blk in prange((n * F + BLOCK - 1) // BLOCK):
-        lo, hi = blk * BLOCK, min(n * F, blk * BLOCK + BLOCK)
-        for r in range(lo // F, (hi - 1) // F + 1):
-            a, b, p, q, s = ra[r], rm1[r], cx0[r], cxt[r], sigma[r]
-            for c in range(max(lo - r * F, 0), min(hi - r * F, F)):
-                x = xt[r, c]
-                x0 = min(max(a * x - b * eps[r, c], -clip), clip)
-                o = p * x0 + q * x
-                if has_z:
-                    o += s * z[r, c]
-                out[r, c] = o
+    per_row = (F + BLOCK - 1) // BLOCK
+    for task in prange(n * per_row):
+        r, c0 = task // per_row, (task % per_row) * BLOCK
+        a, b, p, q, s = ra[r], rm1[r], cx0[r], cxt[r], sigma[r]
+        if not has_z:
+            s = 0 * s                               # z is xt then (finite): adds exactly 0
+        for c in range(c0, min(F, c0 + BLOCK)):
+            x = xt[r, c]
+            x0 = min(max(a * x - b * eps[r, c], -clip), clip)
+            out[r, c] = p * x0 + q * x + s * z[r, c]
 
 
 @lazy_njit(parallel=True, cache=True, fastmath={"contract"})
 def _numba_ddim_step(xt, eps, z, has_z, sa, s1ma, sap, dc, sigma, clip, out):
     n, F = xt.shape
-    for blk in prange((n * F + BLOCK - 1) // BLOCK):
-        lo, hi = blk * BLOCK, min(n * F, blk * BLOCK + BLOCK)
-        for r in range(lo // F, (hi - 1) // F + 1):
-            inv, b, p, q, s = 1 / sa[r], s1ma[r], sap[r], dc[r], sigma[r]
-            for c in range(max(lo - r * F, 0), min(hi - r * F, F)):
-                e = eps[r, c]
-                x0 = min(max((xt[r, c] - b * e) * inv, -clip), clip)
-                o = p * x0 + q * e
-                if has_z:
-                    o += s * z[r, c]
-                out[r, c] = o
+    per_row = (F + BLOCK - 1) // BLOCK
+    for task in prange(n * per_row):
+        r, c0 = task // per_row, (task % per_row) * BLOCK
+        inv, b, p, q, s = 1 / sa[r], s1ma[r], sap[r], dc[r], sigma[r]
+        if not has_z:
+            s = 0 * s                               # z is xt then (finite): adds exactly 0
+        for c in range(c0, min(F, c0 + BLOCK)):
+            e = eps[r, c]
+            x0 = min(max((xt[r, c] - b * e) * inv, -clip), clip)
+            out[r, c] = p * x0 + q * e + s * z[r, c]
 
 
 # ------------------------------------------------------------------ Numba CUDA
@@ -157,9 +155,25 @@ def _cuda_ddim_step(xt, eps, z, has_z, sa, s1ma, sap, dc, sigma, clip, out):
 
 
 # ------------------------------------------------------------------ public API
-def _run(name, path, x, *args):
-    """Launch the compiled ``name`` kernel on flat (n, F) arguments; return out shaped as x."""
-    out = _xp(x).empty(x.shape, x.dtype)
+def _output(where, x, out):
+    """A fresh output array, or the caller's ``out`` after checking it (it may alias x)."""
+    if out is None:
+        return _xp(x).empty(x.shape, x.dtype)
+    if out.shape != x.shape or out.dtype != x.dtype or not out.flags.c_contiguous:
+        raise ValueError(f"{where}: out must be a C-contiguous {x.dtype} array of shape "
+                         f"{x.shape}")
+    return out
+
+
+def _finish(result, out):
+    if out is None:
+        return result
+    out[...] = result
+    return out
+
+
+def _run(name, path, x, out, *args):
+    """Launch the compiled ``name`` kernel on flat (n, F) arguments, writing ``out``."""
     if x.size == 0:
         return out
     flat_out = out.reshape(x.shape[0], x.size // x.shape[0])
@@ -175,25 +189,29 @@ def _run(name, path, x, *args):
 
 def _noise_and_clip(where, flat, z, sigma, clip, dtype):
     """(z as (n, F), has_z, clip bound): z may be None only when every sigma is 0; without z
-    the kernel gets xt in its place and never reads it."""
+    the kernels get xt in its place (already being read) and weight it by 0."""
     if z is None and bool((sigma != 0).any()):
         raise ValueError(f"{where}: z is None but some sigma are nonzero; pass z")
     bound = dtype.type(np.inf if clip is None else clip)
     return (flat[-1], False, bound) if z is None else (flat[1], True, bound)
 
 
-def q_sample(x0, noise, sqrt_abar, sqrt_one_minus_abar, impl=None):
-    """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, per sample (Ho et al. 2020, eq. 4)."""
+def q_sample(x0, noise, sqrt_abar, sqrt_one_minus_abar, impl=None, out=None):
+    """x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, per sample (Ho et al. 2020, eq. 4).
+
+    ``out`` (optional, may be x0 itself): write the result there instead of a new array.
+    """
     (fx, fn), cs = _check("q_sample", x0, {"x0": x0, "noise": noise},
                           {"sqrt_abar": sqrt_abar, "sqrt_one_minus_abar": sqrt_one_minus_abar})
+    out = _output("q_sample", x0, out)
     path = choose("q_sample", x0, x0.size, impl)
     if path == "reference":
-        return reference_q_sample(x0, noise.astype(x0.dtype, copy=False), *cs)
-    return _run("q_sample", path, x0, fx, fn, *cs)
+        return _finish(reference_q_sample(x0, noise.astype(x0.dtype, copy=False), *cs), out)
+    return _run("q_sample", path, x0, out, fx, fn, *cs)
 
 
 def ddpm_step(xt, eps, z, sqrt_recip_abar, sqrt_recipm1_abar, coef_x0, coef_xt, sigma,
-              clip=None, impl=None):
+              clip=None, impl=None, out=None):
     """One ancestral DDPM step x_t -> x_{t-1} (Ho et al. 2020, eqs. 6-7 and 15):
 
         x0_hat = sqrt(1/abar_t) x_t - sqrt(1/abar_t - 1) eps    (clipped to [-clip, clip])
@@ -202,7 +220,7 @@ def ddpm_step(xt, eps, z, sqrt_recip_abar, sqrt_recipm1_abar, coef_x0, coef_xt, 
     with the posterior mean coefficients coef_x0 = beta_t sqrt(abar_{t-1}) / (1 - abar_t) and
     coef_xt = sqrt(alpha_t)(1 - abar_{t-1}) / (1 - abar_t).  Without clipping this equals
     x_{t-1} = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t) + sigma_t z (eq. 11).
-    ``z`` may be None when every sigma is 0.
+    ``z`` may be None when every sigma is 0; ``out`` as in ``q_sample`` (may be xt).
     """
     where = "ddpm_step"
     arrays = {"eps": eps} if z is None else {"eps": eps, "z": z}
@@ -210,22 +228,23 @@ def ddpm_step(xt, eps, z, sqrt_recip_abar, sqrt_recipm1_abar, coef_x0, coef_xt, 
                       {"sqrt_recip_abar": sqrt_recip_abar, "sqrt_recipm1_abar": sqrt_recipm1_abar,
                        "coef_x0": coef_x0, "coef_xt": coef_xt, "sigma": sigma}, clip)
     fz, has_z, bound = _noise_and_clip(where, flat, z, cs[-1], clip, xt.dtype)
+    out = _output(where, xt, out)
     path = choose(where, xt, xt.size, impl)
     if path == "reference":
-        return reference_ddpm_step(xt, eps.astype(xt.dtype, copy=False),
-                                   None if z is None else z.astype(xt.dtype, copy=False),
-                                   *cs, clip=clip)
-    return _run(where, path, xt, flat[-1], flat[0], fz, has_z, *cs, bound)
+        return _finish(reference_ddpm_step(xt, eps.astype(xt.dtype, copy=False),
+                                           None if z is None else z.astype(xt.dtype, copy=False),
+                                           *cs, clip=clip), out)
+    return _run(where, path, xt, out, flat[-1], flat[0], fz, has_z, *cs, bound)
 
 
 def ddim_step(xt, eps, z, sqrt_abar, sqrt_one_minus_abar, sqrt_abar_prev, dir_coef, sigma,
-              clip=None, impl=None):
+              clip=None, impl=None, out=None):
     """One DDIM step x_t -> x_{t-1} (Song et al. 2021, eq. 12):
 
         x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)     (clipped to [-clip, clip])
         x_{t-1} = sqrt(abar_{t-1}) x0_hat + dir_coef eps + sigma z,
         dir_coef = sqrt(1 - abar_{t-1} - sigma^2);  sigma = 0 is the deterministic DDIM.
-    ``z`` may be None when every sigma is 0.
+    ``z`` may be None when every sigma is 0; ``out`` as in ``q_sample`` (may be xt).
     """
     where = "ddim_step"
     arrays = {"eps": eps} if z is None else {"eps": eps, "z": z}
@@ -234,9 +253,10 @@ def ddim_step(xt, eps, z, sqrt_abar, sqrt_one_minus_abar, sqrt_abar_prev, dir_co
                        "sqrt_abar_prev": sqrt_abar_prev, "dir_coef": dir_coef, "sigma": sigma},
                       clip)
     fz, has_z, bound = _noise_and_clip(where, flat, z, cs[-1], clip, xt.dtype)
+    out = _output(where, xt, out)
     path = choose(where, xt, xt.size, impl)
     if path == "reference":
-        return reference_ddim_step(xt, eps.astype(xt.dtype, copy=False),
-                                   None if z is None else z.astype(xt.dtype, copy=False),
-                                   *cs, clip=clip)
-    return _run(where, path, xt, flat[-1], flat[0], fz, has_z, *cs, bound)
+        return _finish(reference_ddim_step(xt, eps.astype(xt.dtype, copy=False),
+                                           None if z is None else z.astype(xt.dtype, copy=False),
+                                           *cs, clip=clip), out)
+    return _run(where, path, xt, out, flat[-1], flat[0], fz, has_z, *cs, bound)

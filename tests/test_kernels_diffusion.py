@@ -89,3 +89,17 @@ def test_bad_inputs_raise():
         df.ddim_step(x, x, x, *[np.ones(3)] * 5, clip=-1.0)
     with pytest.raises(TypeError, match="q_sample: x must be a float32 or float64"):
         df.q_sample(np.zeros((3, 4), int), x, np.ones(3), np.ones(3))
+
+
+@pytest.mark.parametrize("impl", ["reference", "numba"])
+def test_out_may_alias_the_input(impl):
+    rng = np.random.default_rng(2)
+    xt, eps, z = (rng.normal(size=(4, 3000)).astype(np.float32) for _ in range(3))
+    c = [rng.uniform(0.1, 2.0, 4) for _ in range(5)]
+    expected = df.ddpm_step(xt, eps, z, *c, clip=1.0, impl="reference")
+    buf = xt.copy()
+    got = df.ddpm_step(buf, eps, z, *c, clip=1.0, impl=impl, out=buf)
+    assert got is buf
+    np.testing.assert_allclose(buf, expected, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="ddim_step: out must be a C-contiguous float32"):
+        df.ddim_step(xt, eps, z, *c, out=np.empty((4, 3000)))
