@@ -1,4 +1,5 @@
 """kernels._dispatch (path selection, info, NumPy-only import) and kernels._math (exp, max)."""
+import os
 import subprocess
 import sys
 
@@ -101,3 +102,22 @@ def test_polynomial_exp_accuracy():
     assert np.all(out[:3] == 0.0)
     assert largest(x) == 0.0 and largest(np.array([-np.inf, -3.0, -np.inf])) == -3.0
     assert largest(np.full(7, -np.inf)) == -np.inf
+
+
+def test_numba_cache_is_reused_by_a_fresh_process(tmp_path):
+    """cache=True: a second process loads the compiled KDE kernel instead of compiling it."""
+    pytest.importorskip("numba")
+    code = ("import numpy as np\n"
+            "from minigen.kernels import kde\n"
+            "x = np.ones((3, 2))\n"
+            "kde.log_kernel_sum(x, x, impl='numba')\n"
+            "stats = kde._numba_core.stats\n"
+            "print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))\n")
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                           text=True) for _ in range(2)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr
+    (hits1, misses1), (hits2, misses2) = (map(int, r.stdout.split()) for r in runs)
+    assert (hits1, misses1) == (0, 1)
+    assert (hits2, misses2) == (1, 0)
