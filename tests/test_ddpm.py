@@ -146,8 +146,8 @@ def exact_output(s, mu, sd, sampler, steps=None, eta=0.0):
     return m, np.sqrt(v)
 
 
-SAMPLERS = {"fixed_small": dict(variance="fixed_small"), "fixed_large": dict(variance="fixed_large"),
-            "ddim": dict(eta=0.0), "ddim50": dict(steps=50), "ddim50_eta1": dict(steps=50, eta=1.0)}
+SAMPLERS = {"fixed_small": dict(variance="fixed_small"),
+            "fixed_large": dict(variance="fixed_large"), "ddim": dict(eta=0.0), "ddim50": dict(steps=50), "ddim50_eta1": dict(steps=50, eta=1.0)}
 
 
 @settings(max_examples=12)

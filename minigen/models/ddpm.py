@@ -210,7 +210,8 @@ class DDPM(Module):
                             f"got {type(denoiser).__name__}")
         schedule = NoiseSchedule() if schedule is None else schedule
         if not isinstance(schedule, NoiseSchedule):
-            raise TypeError(f"DDPM: schedule must be a NoiseSchedule, got {type(schedule).__name__}")
+            raise TypeError(f"DDPM: schedule must be a NoiseSchedule, "
+                            f"got {type(schedule).__name__}")
         self.denoiser, self.schedule, self.prediction = denoiser, schedule, prediction
         self.shape_ = None if shape is None else tuple(shape)
         self.rng = as_rng(rng)
@@ -316,7 +317,9 @@ class DDPM(Module):
         """n samples of shape (n, *shape_): x_T ~ N(0, I), then T steps of Algorithm 2, or
         DDIM over ``steps`` evenly spaced timesteps when steps < T or eta is given (eta
         default 0). With return_trajectory, also the (len(timesteps)+1, n, ...) path x_T..x_0.
-        ``eps_fn(x_t, t)`` replaces the denoiser; ``clip`` bounds x0_hat to [-clip, clip]."""
+        ``eps_fn(x_t, t)`` replaces the denoiser; ``clip`` bounds x0_hat to [-clip, clip];
+        ``variance`` ('fixed_small': sigma^2 = beta~, 'fixed_large': beta) is Algorithm 2's
+        (DDIM's sigma follows from eta)."""
         where = "DDPM.sample"
         shape = self._check_sampling(where, n, eps_fn, shape)
         if variance not in VARIANCES:
