@@ -2,11 +2,12 @@
 
 x has shape (n, ...); every coefficient is a 1-D array of shape (n,) (one value per sample,
 e.g. gathered at a per-sample timestep t) broadcast over the trailing dimensions.  These ops
-are memory-bound: the Numba kernel is one parallel loop over the flat array that reads each
-input once and writes the output once, no temporaries; the CUDA kernel is one thread per
-element.  Outputs have x's dtype (coefficients are cast to it).
+are memory-bound: the Numba kernel is one fused parallel loop that reads each input once and
+writes the output once, no temporaries (about the bandwidth of np.copyto); the CUDA kernel is
+one thread per element.  Outputs have x's dtype (coefficients are cast to it).
 
-Implementations (pick one with ``impl=``): ``reference_*`` (NumPy/CuPy), Numba CPU, CUDA.
+Implementations (pick one with ``impl=``): ``reference_*`` (NumPy/CuPy), the Numba CPU
+kernels ``_numba_*`` and the CUDA kernels ``_cuda_*``.
 """
 import numpy as np
 

@@ -11,9 +11,10 @@ Cholesky factor L and log-weights log w_j,
 max M_i and rescaled sum S_i per query; Milakov & Gimelshein 2018), accumulating in float64,
 so memory stays O(m + n) and queries far from every data point keep a finite, exact result.
 
-Implementations (pick one with ``impl=``): ``reference_*`` (vectorised NumPy/CuPy, row
-chunks, the truth for tests), ``numba_*`` (``njit(parallel=True)``, tiles of ``TILE``
-points, polynomial exp from ``_math``), ``cuda_*`` (one thread per query).
+Implementations (pick one with ``impl=``): ``reference_core`` (vectorised NumPy/CuPy, row
+chunks, the truth for tests), ``numba_core`` (``njit(parallel=True)`` over blocks of queries,
+tiles of ``TILE`` points, the polynomial exp of ``_math``), ``cuda_core`` (one thread per
+query).  All three take the whitened points and return float64.
 """
 import math
 

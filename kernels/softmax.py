@@ -12,8 +12,9 @@ Backward passes: softmax y*(gy - sum(gy*y)), log_softmax gy - exp(y) sum(gy);
 cross-entropy loss_i = logsumexp(z_i) - z_{i,t_i} and its gradient
 g_i (softmax(z_i) - onehot(t_i)), both exactly 0 on rows with t_i == ignore_index.
 
-Implementations (pick one with ``impl=``): ``reference_*`` (NumPy/CuPy), ``numba_*``
-(one row per prange iteration), ``cuda_*`` (one thread per row).
+Implementations (pick one with ``impl=``): ``reference_*`` (NumPy/CuPy), the Numba CPU
+kernels ``_numba_*`` (one row per prange iteration) and the CUDA kernels ``_cuda_*`` (one
+thread per row).
 """
 import math
 
