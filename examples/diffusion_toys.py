@@ -51,7 +51,7 @@ def digits(steps, out):
     Xtr = load_digits("train")[0].reshape(-1, 1, 8, 8) / 8.0 - 1.0
     Xte = load_digits("test")[0].reshape(-1, 1, 8, 8) / 8.0 - 1.0
     model = DDPM(TinyUNet(1, channels=16, rng=0), NoiseSchedule(), rng=0)
-    model.fit(Xtr, steps=steps, batch_size=64, lr=2e-3, ema_decay=0.995, verbose=True,
+    model.fit(Xtr, steps=steps, batch_size=64, lr=1e-3, ema_decay=0.995, verbose=True,
               log_every=max(steps // 5, 1))
     S = model.sample(500, steps=100, clip=1.0, rng=1)
     print(f"digits: sliced Wasserstein to held-out {sliced_wasserstein(S, Xte, rng=0):.3f} "

@@ -113,6 +113,19 @@ def test_p_step_clips_the_data_estimate():
                                rtol=1e-12)
 
 
+def test_ddim_step_with_clip_rederives_eps_from_the_clipped_estimate():
+    s = NoiseSchedule(T=100)
+    xt, eps, t, t_prev = np.array([[3.0, -0.2]]), np.array([[-2.0, 0.1]]), 60, 30
+    ab, abp = s.alpha_bars[t], s.alpha_bars[t_prev]
+    x0_hat = np.clip((xt - np.sqrt(1 - ab) * eps) / np.sqrt(ab), -1, 1)
+    eps_hat = (xt - np.sqrt(ab) * x0_hat) / np.sqrt(1 - ab)
+    expected = np.sqrt(abp) * x0_hat + np.sqrt(1 - abp) * eps_hat
+    np.testing.assert_allclose(s.ddim_step(xt, t, t_prev, eps, None, clip=1.0), expected,
+                               rtol=1e-12)
+    np.testing.assert_allclose(s.ddim_step(xt, t, t_prev, eps, None, clip=1e9),
+                               s.ddim_step(xt, t, t_prev, eps, None), rtol=1e-12)
+
+
 # --- the samplers driven by the analytic eps for N(mu, s^2) data ---------------------------
 def gaussian_eps(schedule, mu, sd):
     """E[eps | x_t] = sqrt(1 - abar)(x_t - sqrt(abar) mu) / (abar sd^2 + 1 - abar)."""

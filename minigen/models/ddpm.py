@@ -170,7 +170,9 @@ class NoiseSchedule:
             x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps_hat + sigma z,
             sigma = eta sqrt((1 - abar_prev)/(1 - abar_t)) sqrt(1 - abar_t/abar_prev).
 
-        eta = 0 is deterministic; eta = 1 over every step is DDPM with 'fixed_small'."""
+        eta = 0 is deterministic; eta = 1 over every step is DDPM with 'fixed_small'. With
+        ``clip``, x0_hat is clipped and eps_hat re-derived from it, eps_hat = (x_t - sqrt(abar_t)
+        x0_hat)/sqrt(1 - abar_t), so both terms describe the same x_t (as diffusers' DDIM)."""
         n = len(xt)
         t = self._t(t, n, "NoiseSchedule.ddim_step")
         t_prev = np.broadcast_to(np.asarray(t_prev), (n,))
@@ -180,8 +182,12 @@ class NoiseSchedule:
         ab_prev = np.where(t_prev >= 0, self.alpha_bars[np.maximum(t_prev, 0)], 1.0)
         sigma = eta * np.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
         dir_coef = np.sqrt(np.maximum(1 - ab_prev - sigma ** 2, 0.0))
+        if clip is not None:
+            sa, s1ma = _col(np.sqrt(ab), xt), _col(np.sqrt(1 - ab), xt)
+            x0_hat = np.clip((xt - s1ma * eps_hat) / sa, -clip, clip)
+            eps_hat = ((xt - sa * x0_hat) / s1ma).astype(xt.dtype, copy=False)
         return kd.ddim_step(xt, eps_hat, noise, np.sqrt(ab), np.sqrt(1 - ab), np.sqrt(ab_prev),
-                            dir_coef, sigma, clip=clip)
+                            dir_coef, sigma)
 
 
 def _gauss_kl(mean1, var1, mean2, var2):
