@@ -77,7 +77,8 @@ class TimeMLP(Module):
         e = _time_features(t, x.shape[0], self.emb_dim, x.dtype, "TimeMLP")
         h = x
         for layer, proj in zip(self.layers, self.time):
-            h = self.act(layer(h) + proj(e))
+            # b + U e first: a single row when every t is equal (sampling)
+            h = self.act(h @ layer.weight.T + (layer.bias + proj(e)))
         return self.out(h)
 
 
