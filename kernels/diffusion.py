@@ -68,7 +68,10 @@ def reference_ddim_step(xt, eps, z, sqrt_abar, sqrt_one_minus_abar, sqrt_abar_pr
                         sigma, clip=None):
     x0 = (xt - _col(sqrt_one_minus_abar, xt) * eps) / _col(sqrt_abar, xt)
     if clip is not None:
-        x0 = _xp(xt).clip(x0, -clip, clip)
+        clipped = _xp(xt).clip(x0, -clip, clip)
+        eps = _xp(xt).where(clipped != x0, (xt - _col(sqrt_abar, xt) * clipped)
+                            / _col(sqrt_one_minus_abar, xt), eps)
+        x0 = clipped
     out = _col(sqrt_abar_prev, xt) * x0 + _col(dir_coef, xt) * eps
     return out if z is None else out + _col(sigma, xt) * z
 
@@ -112,9 +115,12 @@ def _numba_ddim_step(xt, eps, z, has_z, sa, s1ma, sap, dc, sigma, clip, out):
         if not has_z:
             s = 0 * s                               # z is xt then (finite): adds exactly 0
         for c in range(c0, min(F, c0 + BLOCK)):
-            e = eps[r, c]
-            x0 = min(max((xt[r, c] - b * e) * inv, -clip), clip)
-            out[r, c] = p * x0 + q * e + s * z[r, c]
+            x, e = xt[r, c], eps[r, c]
+            x0 = (x - b * e) * inv
+            x0c = min(max(x0, -clip), clip)
+            if x0c != x0:                           # re-derive eps from the clipped x0
+                e = (x - sa[r] * x0c) / b
+            out[r, c] = p * x0c + q * e + s * z[r, c]
 
 
 # ------------------------------------------------------------------ Numba CUDA
@@ -147,9 +153,12 @@ def _cuda_ddim_step(xt, eps, z, has_z, sa, s1ma, sap, dc, sigma, clip, out):
     F = xt.shape[1]
     if i < xt.shape[0] * F:
         r, c = i // F, i % F
-        e = eps[r, c]
-        x0 = min(max((xt[r, c] - s1ma[r] * e) / sa[r], -clip), clip)
-        o = sap[r] * x0 + dc[r] * e
+        x, e = xt[r, c], eps[r, c]
+        x0 = (x - s1ma[r] * e) / sa[r]
+        x0c = min(max(x0, -clip), clip)
+        if x0c != x0:
+            e = (x - sa[r] * x0c) / s1ma[r]
+        o = sap[r] * x0c + dc[r] * e
         if has_z:
             o += sigma[r] * z[r, c]
         out[r, c] = o
@@ -245,6 +254,8 @@ def ddim_step(xt, eps, z, sqrt_abar, sqrt_one_minus_abar, sqrt_abar_prev, dir_co
         x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)     (clipped to [-clip, clip])
         x_{t-1} = sqrt(abar_{t-1}) x0_hat + dir_coef eps + sigma z,
         dir_coef = sqrt(1 - abar_{t-1} - sigma^2);  sigma = 0 is the deterministic DDIM.
+    Where clipping changes x0_hat, eps is re-derived from it, eps = (x_t - sqrt(abar_t) x0_hat)
+    / sqrt(1 - abar_t), so both terms describe the same x_t.
     ``z`` may be None when every sigma is 0; ``out`` as in ``q_sample`` (may be xt).
     """
     where = "ddim_step"

@@ -4,7 +4,7 @@
 >>> x = mg.tensor([1.0, 2.0], requires_grad=True)
 >>> (x ** 3).sum().backward(); x.grad
 """
-from . import data, density, functional, nn, optim
+from . import data, density, functional, metrics, models, nn, optim
 from .autograd import (Function, Tensor, arange, enable_grad, full, grad, is_grad_enabled,
                        manual_seed, no_grad, ones, ones_like, rand, randn, tensor, zeros,
                        zeros_like)

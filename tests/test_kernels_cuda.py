@@ -101,7 +101,8 @@ def test_sim_diffusion(rng):
     c = [rng.uniform(0.1, 2, 3) for _ in range(5)]
     cases = (("q_sample", (x, eps, c[0], c[1]), {}),
              ("ddpm_step", (x, eps, z, *c), {"clip": 0.5}),
-             ("ddim_step", (x, eps, None, *c[:4], np.zeros(3)), {"clip": None}))
+             ("ddim_step", (x, eps, None, *c[:4], np.zeros(3)), {"clip": None}),
+             ("ddim_step", (x, eps, z, *c), {"clip": 0.5}))
     for name, args, kwargs in cases:
         np.testing.assert_allclose(getattr(df, name)(*args, impl="cuda", **kwargs),
                                    getattr(df, name)(*args, impl="reference", **kwargs),

@@ -77,6 +77,25 @@ def test_q_sample_then_ddim_recovers_x0(impl):
     np.testing.assert_allclose(clipped, np.clip(x0, -0.5, 0.5), rtol=1e-8, atol=1e-8)
 
 
+
+@pytest.mark.parametrize("impl", ["reference", "numba"])
+def test_ddim_clip_rederives_eps_where_it_clips(impl):
+    """With clip, x0_hat is clipped and eps re-derived from it where the clip acted, so the
+    direction term points at the same x_t: eps' = (x_t - sqrt(abar) x0c) / sqrt(1 - abar)."""
+    _, _, abar, _ = _schedule()
+    rng = np.random.default_rng(3)
+    t, t_prev = rng.integers(500, 1000, 6), rng.integers(0, 400, 6)
+    xt, eps = 2 * rng.normal(size=(6, 33)), rng.normal(size=(6, 33))
+    sa, s1ma = np.sqrt(abar[t])[:, None], np.sqrt(1 - abar[t])[:, None]
+    sap, dc = np.sqrt(abar[t_prev])[:, None], np.sqrt(1 - abar[t_prev])[:, None]
+    x0 = (xt - s1ma * eps) / sa
+    x0c = np.clip(x0, -1, 1)
+    assert 0 < (x0c != x0).mean() < 1                   # some entries clip, some do not
+    eps_c = np.where(x0c != x0, (xt - sa * x0c) / s1ma, eps)
+    got = df.ddim_step(xt, eps, None, sa[:, 0], s1ma[:, 0], sap[:, 0], dc[:, 0], np.zeros(6),
+                       clip=1.0, impl=impl)
+    np.testing.assert_allclose(got, sap * x0c + dc * eps_c, rtol=1e-10, atol=1e-12)
+
 def test_bad_inputs_raise():
     x = np.zeros((3, 4))
     with pytest.raises(ValueError, match=r"q_sample: sqrt_abar must have shape \(3,\)"):

@@ -27,6 +27,7 @@ from ..autograd import Tensor, no_grad
 from ..backend import as_rng
 from ..kernels import diffusion as kd
 from ..nn import Module
+from ..train import train
 
 VARIANCES = ("fixed_small", "fixed_large")
 PREDICTIONS = ("eps", "x0", "v")
@@ -182,12 +183,8 @@ class NoiseSchedule:
         ab_prev = np.where(t_prev >= 0, self.alpha_bars[np.maximum(t_prev, 0)], 1.0)
         sigma = eta * np.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
         dir_coef = np.sqrt(np.maximum(1 - ab_prev - sigma ** 2, 0.0))
-        if clip is not None:
-            sa, s1ma = _col(np.sqrt(ab), xt), _col(np.sqrt(1 - ab), xt)
-            x0_hat = np.clip((xt - s1ma * eps_hat) / sa, -clip, clip)
-            eps_hat = ((xt - sa * x0_hat) / s1ma).astype(xt.dtype, copy=False)
         return kd.ddim_step(xt, eps_hat, noise, np.sqrt(ab), np.sqrt(1 - ab), np.sqrt(ab_prev),
-                            dir_coef, sigma)
+                            dir_coef, sigma, clip=clip)
 
 
 def _gauss_kl(mean1, var1, mean2, var2):
@@ -255,7 +252,6 @@ class DDPM(Module):
     def fit(self, X, steps=2000, batch_size=256, lr=1e-3, ema_decay=0.999, rng=None,
             verbose=False, **train_kwargs):
         """Train with ``minigen.train.train`` on X (n, ...); keeps ``losses_`` and ``ema_``."""
-        from ..train import train
         if self.denoiser is None:
             raise TypeError("DDPM.fit: this DDPM has no denoiser (DDPM(None, ...))")
         X = np.asarray(X)
