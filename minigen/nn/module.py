@@ -162,28 +162,9 @@ class Module:
         return head + "\n" + "\n".join(lines) + "\n)" + tail
 
 
-class Sequential(Module):
-    def __init__(self, *layers):
-        super().__init__()
-        for i, layer in enumerate(layers):
-            setattr(self, str(i), layer)
-
-    def forward(self, x):
-        for layer in self._modules.values():
-            x = layer(x)
-        return x
-
-    def __getitem__(self, i):
-        return list(self._modules.values())[i]
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-
 class ModuleList(Module):
+    """A list of modules, registered under their indices "0", "1", ..."""
+
     def __init__(self, modules=()):
         super().__init__()
         for m in modules:
@@ -201,3 +182,15 @@ class ModuleList(Module):
 
     def __iter__(self):
         return iter(self._modules.values())
+
+
+class Sequential(ModuleList):
+    """Modules applied one after another: Sequential(a, b, c)(x) = c(b(a(x)))."""
+
+    def __init__(self, *layers):
+        super().__init__(layers)
+
+    def forward(self, x):
+        for layer in self._modules.values():
+            x = layer(x)
+        return x
