@@ -27,6 +27,8 @@ cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
 _exp, _fmax = _math.exp_cpu, _math.fmax
 
 TILE = 512                    # data points per tile in the Numba CPU kernel
+ROWS = 4                      # queries per parallel block
+SQRT2 = math.sqrt(2.0)
 CUDA_THREADS = 128
 register("log_kernel_sum", threshold=20_000)        # work = m * n pairs
 register("log_kernel_sum_grad", threshold=20_000)
@@ -118,15 +120,55 @@ def reference_core(Qw, Xw, logw, exclude_self, want_grad):
 
 
 # ------------------------------------------------------------------ Numba CPU
-@lazy_njit(parallel=True, cache=True, fastmath=_math.FASTMATH)
-def _numba_core(Qw, XwT, logw, skip_self, want_grad, out, grad):
-    """Per query i, per tile of TILE points: v_j = logw_j - 0.5 ||qw_i - xw_j||^2 and the tile
-    max (one vectorised pass over j per dimension; XwT is (d, n)), the rescale
-    S *= exp(M_old - M), then S += sum_j exp(v_j - M) with the polynomial exp (and
-    acc += sum_j exp(v_j - M) xw_j for the gradient).
+@lazy_njit(inline="always", fastmath=_math.FASTMATH)
+def _dist_pass(v, XsT, logw, Qs, i, k, t0, t, first, two, last):
+    """One vectorised pass over the tile: v_j (= logw_j if ``first``) -= (qs_ik - xs_kj)^2,
+    for dimension k and, if ``two``, k + 1 too; returns the tile max if ``last`` (else -inf).
+    Coordinates are pre-scaled by sqrt(1/2), so each dimension costs a subtraction and an FMA.
     """
-    m, d, n = Qw.shape[0], XwT.shape[0], XwT.shape[1]
-    rows = 4
+    tmax = -np.inf
+    q0 = Qs[i, k]
+    q1 = Qs[i, k + 1] if two else 0.0
+    if first and two and last:                        # d = 2: the whole distance, one pass
+        for j in range(t):
+            a, b = q0 - XsT[k, t0 + j], q1 - XsT[k + 1, t0 + j]
+            v[j] = logw[t0 + j] - a * a - b * b
+            tmax = _fmax(tmax, v[j])
+    elif two and last:
+        for j in range(t):
+            a, b = q0 - XsT[k, t0 + j], q1 - XsT[k + 1, t0 + j]
+            v[j] = v[j] - a * a - b * b
+            tmax = _fmax(tmax, v[j])
+    elif two and first:
+        for j in range(t):
+            a, b = q0 - XsT[k, t0 + j], q1 - XsT[k + 1, t0 + j]
+            v[j] = logw[t0 + j] - a * a - b * b
+    elif two:
+        for j in range(t):
+            a, b = q0 - XsT[k, t0 + j], q1 - XsT[k + 1, t0 + j]
+            v[j] = v[j] - a * a - b * b
+    elif last:                                        # d = 1
+        for j in range(t):
+            a = q0 - XsT[k, t0 + j]
+            v[j] = logw[t0 + j] - a * a
+            tmax = _fmax(tmax, v[j])
+    else:                                             # odd d: dimension 0 alone, first
+        for j in range(t):
+            a = q0 - XsT[k, t0 + j]
+            v[j] = logw[t0 + j] - a * a
+    return tmax
+
+
+@lazy_njit(parallel=True, cache=True, fastmath=_math.FASTMATH)
+def _numba_core(Qs, XsT, logw, skip_self, want_grad, out, grad):
+    """Per query i, per tile of TILE points: v_j = logw_j - ||qs_i - xs_j||^2 (coordinates
+    scaled by sqrt(1/2); XsT is (d, n)) in vectorised passes of two dimensions (one first if
+    d is odd), the tile max in the last pass, the rescale S *= exp(M_old - M), then
+    S += sum_j exp(v_j - M) with the polynomial exp (and acc += sum_j exp(v_j - M) xs_j for
+    the gradient, returned as sqrt(2) (acc / S - qs_i)).
+    """
+    m, d, n = Qs.shape[0], XsT.shape[0], XsT.shape[1]
+    rows = ROWS
     for blk in prange((m + rows - 1) // rows):
         v = np.empty(TILE)
         acc = np.zeros(d)
@@ -136,17 +178,13 @@ def _numba_core(Qw, XwT, logw, skip_self, want_grad, out, grad):
             acc[:] = 0.0
             for t0 in range(0, n, TILE):
                 t = min(n, t0 + TILE) - t0
-                q0, tmax = Qw[i, 0], -np.inf          # the max rides along each pass
-                for j in range(t):
-                    diff = q0 - XwT[0, t0 + j]
-                    v[j] = logw[t0 + j] - 0.5 * diff * diff
-                    tmax = _fmax(tmax, v[j])
-                for k in range(1, d):
-                    qk, tmax = Qw[i, k], -np.inf
-                    for j in range(t):
-                        diff = qk - XwT[k, t0 + j]
-                        v[j] -= 0.5 * diff * diff
-                        tmax = _fmax(tmax, v[j])
+                k = d % 2
+                tmax = -np.inf
+                if k == 1:
+                    tmax = _dist_pass(v, XsT, logw, Qs, i, 0, t0, t, True, False, d == 1)
+                while k < d:
+                    tmax = _dist_pass(v, XsT, logw, Qs, i, k, t0, t, k == 0, True, k + 2 == d)
+                    k += 2
                 if t0 <= skip < t0 + t:               # leave-one-out: one tile per query
                     v[skip - t0] = -np.inf
                     tmax = -np.inf
@@ -170,12 +208,12 @@ def _numba_core(Qw, XwT, logw, skip_self, want_grad, out, grad):
                     for k in range(d):
                         a = 0.0
                         for j in range(t):
-                            a += v[j] * XwT[k, t0 + j]
+                            a += v[j] * XsT[k, t0 + j]
                         acc[k] += a
             out[i] = math.log(S) + M if S > 0.0 else -np.inf
             if want_grad:
                 for k in range(d):
-                    grad[i, k] = acc[k] / S - Qw[i, k]
+                    grad[i, k] = (acc[k] / S - Qs[i, k]) * SQRT2
 
 
 def numba_core(Qw, Xw, logw, exclude_self, want_grad):
@@ -183,8 +221,9 @@ def numba_core(Qw, Xw, logw, exclude_self, want_grad):
     materialize(globals(), "cpu")
     out = np.empty(Qw.shape[0])
     grad = np.empty_like(Qw) if want_grad else np.empty((0, Qw.shape[1]))
-    _numba_core(Qw, np.ascontiguousarray(Xw.T), logw, bool(exclude_self), bool(want_grad),
-                out, grad)
+    c = math.sqrt(0.5)
+    _numba_core(Qw * c, np.ascontiguousarray(Xw.T * c), logw, bool(exclude_self),
+                bool(want_grad), out, grad)
     return out, (grad if want_grad else None)
 
 
