@@ -210,3 +210,17 @@ def test_matmul_gradient_of_a_constant_operand_is_not_computed():
     (x @ w).sum().backward()
     assert x.grad is None
     np.testing.assert_allclose(w.grad.numpy(), np.full((3, 2), 4.0))
+
+
+def test_matmul_with_transposed_operands_keeps_the_leaf_gradient_layout():
+    """x @ W.T and X.T @ Y: gradients through the transposed-layout branch are right (first
+    and second order) and the gradient reaching a transposed leaf is C-contiguous."""
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((5, 4)), rng.standard_normal((3, 4))
+    gradcheck(lambda x, w: x @ w.T, [x, w])
+    gradgradcheck(lambda x, w: x.T.T @ w.T, [x, w])
+    gradcheck(lambda x, w: x.T @ (w @ x.T).T, [x, w])
+    W = mg.tensor(w, requires_grad=True)
+    (mg.tensor(x) @ W.T).sum().backward()
+    assert W.grad.data.flags.c_contiguous
+    np.testing.assert_allclose(W.grad.numpy(), np.ones((5, 3)).T @ x)

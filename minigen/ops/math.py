@@ -293,9 +293,22 @@ class MatMul(Function):
 
     def backward(self, g):
         a, b = self.inputs
-        ga = g @ b.swapaxes(-1, -2) if a.requires_grad else None
-        gb = a.swapaxes(-1, -2) @ g if b.requires_grad else None
+        ga = gb = None
+        if a.requires_grad:
+            ga = (b @ g.swapaxes(-1, -2)).swapaxes(-1, -2) if _transposed(a) \
+                else g @ b.swapaxes(-1, -2)
+        if b.requires_grad:
+            gb = (g.swapaxes(-1, -2) @ a).swapaxes(-1, -2) if _transposed(b) \
+                else a.swapaxes(-1, -2) @ g
         return ga, gb
+
+
+def _transposed(t):
+    """A 2-D operand stored transposed (e.g. W.T in x @ W.T): its gradient is computed in the
+    same layout, so the gradient that reaches W itself is C-contiguous (cheaper optimiser
+    steps). Same product, same cost."""
+    d = t.data
+    return d.ndim == 2 and d.flags.f_contiguous and not d.flags.c_contiguous
 
 
 def matmul(a, b):
