@@ -15,6 +15,16 @@ def best_time(fn, repeat=5, number=1, warmup=1):
     return best
 
 
+def interleaved(*fns, repeat=5, number=1, warmup=1):
+    """Best-of-``repeat`` mean times of ``number`` calls of each function, taking turns, so
+    that load from other jobs on a shared machine hits every contender alike."""
+    best = [float("inf")] * len(fns)
+    for _ in range(repeat):
+        for i, fn in enumerate(fns):
+            best[i] = min(best[i], best_time(fn, repeat=1, number=number, warmup=warmup))
+    return best
+
+
 def machine():
     import platform
     import subprocess

@@ -9,11 +9,15 @@ better; the issue's target for the MLP step is <= 1.1x PyTorch):
   * conv net conv(1->32, 3x3, pad 1) + relu + conv(32->64, 3x3, stride 2, pad 1) + relu on
     128x1x28x28: forward + backward.
 """
+import importlib.util
+import json
+import os
+import subprocess
 import sys
 
 import numpy as np
 
-sys.path.insert(0, __import__("os").path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(__file__))
 from _timing import best_time, machine  # noqa: E402
 
 import minigen as mg  # noqa: E402
@@ -140,38 +144,50 @@ def torch_conv(torch, x):
     return step
 
 
-def main():
-    try:
-        import torch
-        torch.set_num_threads(max(1, __import__("os").cpu_count()))
-    except ImportError:
-        torch = None
+def torch_times(x, y, weights, xc):
+    """The PyTorch timings, taken in a process of their own: torch's OpenMP workers keep
+    spinning after each op and slow NumPy/OpenBLAS threads in the same process (and the other
+    way round), which made in-process baselines swing between 13 and 27 ms for the MLP."""
+    import torch
+    torch.set_num_threads(max(1, os.cpu_count()))
+    return {"tiny": best_time(torch_tiny(torch), repeat=5, number=2000),
+            "mlp": best_time(torch_mlp(torch, x, y, weights), repeat=7),
+            "conv": best_time(torch_conv(torch, xc), repeat=5)}
+
+
+def inputs():
     rng = np.random.default_rng(0)
     mg.manual_seed(0)
     weights = nn.MLP([784, 512, 512, 784]).state_dict()
     x = rng.standard_normal((256, 784)).astype(np.float32)
     y = rng.standard_normal((256, 784)).astype(np.float32)
     xc = rng.standard_normal((128, 1, 28, 28)).astype(np.float32)
+    return x, y, weights, xc
 
-    rows = []
-    base_name = "PyTorch" if torch is not None else "NumPy"
-    t_mg = best_time(minigen_tiny(), repeat=5, number=2000) * 1e6
-    t_base = best_time(torch_tiny(torch), repeat=5, number=2000) * 1e6 if torch else float("nan")
-    rows.append(("tiny graph (4 ops) fwd+bwd, us", t_mg, t_base))
-    t_mg = best_time(minigen_mlp(x, y, weights), repeat=7) * 1e3
-    t_np = best_time(numpy_mlp(x, y, weights), repeat=7) * 1e3
-    t_base = best_time(torch_mlp(torch, x, y, weights), repeat=7) * 1e3 if torch else t_np
-    rows.append(("MLP 784-512-512-784 b256 step, ms", t_mg, t_base))
-    rows.append(("  hand-written NumPy step, ms", t_np, t_base))
-    t_mg = best_time(minigen_conv(xc), repeat=5) * 1e3
-    t_base = best_time(torch_conv(torch, xc), repeat=5) * 1e3 if torch else float("nan")
-    rows.append(("conv net 128x1x28x28 fwd+bwd, ms", t_mg, t_base))
 
+def main():
+    if sys.argv[1:] == ["--torch-only"]:
+        print(json.dumps(torch_times(*inputs())))
+        return
+    x, y, weights, xc = inputs()
+    base = {}
+    if importlib.util.find_spec("torch") is not None:
+        done = subprocess.run([sys.executable, __file__, "--torch-only"], capture_output=True,
+                              text=True, check=True)
+        base = json.loads(done.stdout.strip().splitlines()[-1])
+    t_np = best_time(numpy_mlp(x, y, weights), repeat=7)
+    rows = [("tiny graph (4 ops) fwd+bwd, us", 1e6,
+             best_time(minigen_tiny(), repeat=5, number=2000), base.get("tiny", float("nan"))),
+            ("MLP 784-512-512-784 b256 step, ms", 1e3,
+             best_time(minigen_mlp(x, y, weights), repeat=7), base.get("mlp", t_np)),
+            ("  hand-written NumPy step, ms", 1e3, t_np, base.get("mlp", t_np)),
+            ("conv net 128x1x28x28 fwd+bwd, ms", 1e3,
+             best_time(minigen_conv(xc), repeat=5), base.get("conv", float("nan")))]
     print(f"machine: {machine()}")
-    print(f"| workload | minigen | {base_name} | ratio |")
+    print(f"| workload | minigen | {'PyTorch' if base else 'NumPy'} | ratio |")
     print("|---|---:|---:|---:|")
-    for name, a, b in rows:
-        print(f"| {name} | {a:.2f} | {b:.2f} | {a / b:.2f}x |")
+    for name, unit, a, b in rows:
+        print(f"| {name} | {a * unit:.2f} | {b * unit:.2f} | {a / b:.2f}x |")
 
 
 if __name__ == "__main__":

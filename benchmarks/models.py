@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _timing import best_time, machine  # noqa: E402
+from _timing import best_time, interleaved, machine  # noqa: E402
 
 from minigen.data import load_digits, make_toy  # noqa: E402
 from minigen.metrics import mmd2, sliced_wasserstein  # noqa: E402
@@ -132,19 +132,9 @@ def speed_rows(quick):
     steps = 50 if quick else 200
     n = 2000 if quick else 10000
     model_sample, torch_sample = (lambda: model.sample(n, rng=0)), (lambda: sample(n))
-    return [("training step, batch 1024", *interleaved(ours, theirs, 5, steps, 20), 1.3),
+    return [("training step, batch 1024", *interleaved(ours, theirs, repeat=5, number=steps, warmup=20), 1.3),
             (f"1000-step sampling, {n:,} points",
-             *interleaved(model_sample, torch_sample, 2, 1, 0), 1.0)]
-
-
-def interleaved(fa, fb, repeat, number, warmup):
-    """Best-of-``repeat`` mean times of ``number`` calls of fa and of fb, alternating the
-    two, so that load from other jobs on a shared machine hits both alike."""
-    best_a, best_b = float("inf"), float("inf")
-    for _ in range(repeat):
-        best_a = min(best_a, best_time(fa, repeat=1, number=number, warmup=warmup))
-        best_b = min(best_b, best_time(fb, repeat=1, number=number, warmup=warmup))
-    return best_a, best_b
+             *interleaved(model_sample, torch_sample, repeat=2, number=1, warmup=0), 1.0)]
 
 
 # --- quality ----------------------------------------------------------------------------------
