@@ -3,10 +3,6 @@
 Every op reaches its array library through ``xp(array)``, so one code path serves both.
 CuPy is imported lazily: ``import minigen`` needs NumPy only.
 """
-import ctypes
-import os
-import sys
-
 import numpy as np
 
 _DEFAULT_DTYPE = np.float32
@@ -103,30 +99,3 @@ def as_rng(rng, device="cpu"):
         return np.random.default_rng(int(rng)) if device == "cpu" else cupy().random.default_rng(int(rng))
     return rng
 
-
-# --- the allocator ----------------------------------------------------------------------
-M_TOP_PAD = -2  # glibc's mallopt parameter number (malloc.h)
-
-
-def pad_heap(nbytes=None):
-    """Ask glibc to keep ``nbytes`` of slack at the top of the heap (mallopt M_TOP_PAD).
-
-    Every op returns a fresh array, so a training step allocates and frees many MB-sized
-    temporaries. With glibc's default (128 KiB) the freed top of the heap goes back to the OS
-    and the next step's arrays fault their pages in again: measured here as about 25% of an
-    MLP training step (benchmarks/README.md). minigen calls this once on import with 64 MiB
-    (at most that much freed memory stays mapped); MINIGEN_MALLOC_TOP_PAD=<bytes> changes the
-    amount and 0 leaves the allocator alone. Returns True if the setting was applied (glibc
-    Linux only).
-    """
-    if nbytes is None:
-        nbytes = int(os.environ.get("MINIGEN_MALLOC_TOP_PAD", 64 << 20))
-    if nbytes <= 0 or not sys.platform.startswith("linux"):
-        return False
-    try:
-        return bool(ctypes.CDLL("libc.so.6").mallopt(M_TOP_PAD, int(nbytes)))
-    except (OSError, AttributeError):
-        return False
-
-
-pad_heap()

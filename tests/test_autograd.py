@@ -350,10 +350,3 @@ def test_cuda_without_cupy_is_a_clear_error():
     with pytest.raises(RuntimeError, match="Linear.to: device 'cuda' needs CuPy"):
         mg.nn.Linear(2, 2).to("cuda")
 
-
-def test_pad_heap_applies_on_glibc_and_can_be_switched_off():
-    import sys
-    from minigen import backend
-    assert backend.pad_heap(0) is False
-    if sys.platform.startswith("linux"):
-        assert backend.pad_heap(64 << 20) is True
