@@ -19,8 +19,10 @@ from minigen.testing import arrays, broadcastable_shapes, gradcheck, gradgradche
 
 
 def away_from(x, point=0.0, gap=0.1):
-    """Push every entry at least ``gap`` away from ``point`` (keeps its side)."""
-    return np.where(x >= point, x + gap, x - gap)
+    """Move entries closer than ``gap`` to ``point`` out to point +- gap (keeping their side);
+    others stay, so pushing away from two points 2 gap apart cannot land on the first."""
+    near = np.abs(x - point) < gap
+    return np.where(near, np.where(x >= point, point + gap, point - gap), x)
 
 
 @st.composite
