@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from _timing import best_time, interleaved, machine  # noqa: E402
+from _timing import interleaved, machine  # noqa: E402
 
 from minigen.data import load_digits, make_toy  # noqa: E402
 from minigen.metrics import mmd2, sliced_wasserstein  # noqa: E402

@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from ._dispatch import lazy_built, lazy_njit
+from ._dispatch import lazy_built
 
 # Fast-math flags that keep infinities meaningful (-inf is a legal log-weight): reassociation
 # (vectorised sums), no NaNs (vectorised max; inputs must be NaN-free), contraction (FMA),

@@ -100,7 +100,6 @@ def shapes(min_dims=0, max_dims=4, min_side=1, max_side=5):
 def broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=4, max_side=5):
     """Tuples of shapes that broadcast together (as in NumPy)."""
     from hypothesis.extra import numpy as hnp
-    from hypothesis import strategies as st
     return hnp.mutually_broadcastable_shapes(num_shapes=num_shapes, min_dims=min_dims,
                                              max_dims=max_dims, max_side=max_side).map(
         lambda r: r.input_shapes)

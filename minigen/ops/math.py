@@ -3,8 +3,6 @@
 Each backward returns gradients of the output's shape; the engine sums them back to each
 input's shape (undoing broadcasting), so no op handles broadcasting itself.
 """
-import numpy as np
-
 from ..autograd import Function, Tensor, as_tensor
 from ..backend import xp
 
