@@ -11,8 +11,12 @@ import time
 import numpy as np
 
 from . import functional as F
-from . import nn
+from . import kernels, metrics, nn
 from .autograd import no_grad, tensor
+from .data import load_digits, moons
+from .density import KDE, PCA, GaussianMixture, LatentDensity
+from .models import DDPM, NoiseSchedule, TimeMLP
+from .train import train
 
 
 def _section(title):
@@ -40,8 +44,6 @@ class Classifier(nn.Module):
 
 def engine_demo(quick, log):
     """Train an MLP classifier on the 8x8 digits; return (test accuracy, test size)."""
-    from .data import load_digits
-    from .train import train
     Xtr, ytr = load_digits("train", dtype=np.float32)
     Xte, yte = load_digits("test", dtype=np.float32)
     clf = Classifier([64, 128, 128, 10])
@@ -52,10 +54,6 @@ def engine_demo(quick, log):
 
 def density_demo(quick, log):
     """Fit each estimator to two moons; held-out log-likelihood and sample quality."""
-    from . import metrics
-    from .data import moons
-    from .density import KDE, GaussianMixture
-    from .models import DDPM, NoiseSchedule, TimeMLP
     rng = np.random.default_rng(0)
     X, Xte = moons(2000, rng=rng), moons(2000, rng=rng)
     estimators = [
@@ -86,9 +84,6 @@ def density_demo(quick, log):
 
 def digits_demo(quick):
     """PCA -> GaussianMixture on the digits: a generative model of 64-pixel images."""
-    from . import metrics
-    from .data import load_digits
-    from .density import PCA, GaussianMixture, LatentDensity
     Xtr, _ = load_digits("train")
     Xte, _ = load_digits("test")
     model = LatentDensity(PCA(16), GaussianMixture(10, random_state=0)).fit(Xtr)
@@ -119,7 +114,6 @@ def demo(args):
 
 def info(args):
     import minigen
-    from . import kernels
     print(f"minigen {minigen.__version__}, numpy {np.__version__}")
     for name, value in kernels.info().items():
         print(f"  {name}: {value}")

@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from .backend import as_rng
+from .kernels.kde import log_kernel_sum
 
 
 def _pair(where, X, Y):
@@ -77,7 +78,6 @@ def median_bandwidth(X, Y, max_points=1000, rng=0):
 
 def _mean_kernel(A, B, h, same):
     """mean_{i, j} exp(-||a_i - b_j||^2 / (2 h^2)), without i = j when ``same``."""
-    from .kernels.kde import log_kernel_sum
     logs = log_kernel_sum(A, B, chol=h, exclude_self=same, normalize=False)
     pairs = len(A) * (len(B) - 1) if same else len(A) * len(B)
     return float(np.exp(logs).sum() / pairs)

@@ -25,26 +25,15 @@ def loss_of(W, b, prob, lib):
     return quad + 0.25 * (d * d).sum() * (b * b).sum()
 
 
-def run_minigen(make_opt, prob, steps):
-    W, b = (mg.tensor(prob[k], requires_grad=True) for k in ("W0", "b0"))
+def run(tensor, make_opt, prob, steps):
+    """Train (W, b) with the optimiser ``make_opt`` makes; ``tensor`` is mg.tensor or
+    torch.tensor, so the same code drives both libraries."""
+    W, b = (tensor(prob[k], requires_grad=True) for k in ("W0", "b0"))
     opt = make_opt([W, b])
     losses = []
     for _ in range(steps):
         opt.zero_grad()
-        loss = loss_of(W, b, prob, mg.tensor)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return W.numpy(), b.numpy(), losses
-
-
-def run_torch(torch, make_opt, prob, steps):
-    W, b = (torch.tensor(prob[k], requires_grad=True) for k in ("W0", "b0"))
-    opt = make_opt([W, b])
-    losses = []
-    for _ in range(steps):
-        opt.zero_grad()
-        loss = loss_of(W, b, prob, torch.tensor)
+        loss = loss_of(W, b, prob, tensor)
         loss.backward()
         opt.step()
         losses.append(loss.item())
@@ -68,8 +57,8 @@ def test_optimizer_matches_torch(name):
     torch = pytest.importorskip("torch")
     ours, theirs, kw = CONFIGS[name]
     prob = quadratic_problem()
-    W1, b1, l1 = run_minigen(lambda ps: getattr(optim, ours)(ps, **kw), prob, 12)
-    W2, b2, l2 = run_torch(torch, lambda ps: getattr(torch.optim, theirs)(ps, **kw), prob, 12)
+    W1, b1, l1 = run(mg.tensor, lambda ps: getattr(optim, ours)(ps, **kw), prob, 12)
+    W2, b2, l2 = run(torch.tensor, lambda ps: getattr(torch.optim, theirs)(ps, **kw), prob, 12)
     np.testing.assert_allclose(l1, l2, rtol=1e-10)
     np.testing.assert_allclose(W1, W2, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(b1, b2, rtol=1e-10, atol=1e-12)

@@ -1,7 +1,7 @@
 """Shape and indexing ops: reshape, transpose, broadcasting, joining, slicing, padding."""
 import numpy as np
 
-from ..autograd import Function, Tensor
+from ..autograd import Function, Tensor, _raw_index
 from ..backend import xp
 
 
@@ -181,14 +181,6 @@ class Split(Function):
 
 
 # --- indexing -----------------------------------------------------------------------------
-def _raw_index(index):
-    if isinstance(index, Tensor):
-        return index.data
-    if isinstance(index, tuple):
-        return tuple(i.data if isinstance(i, Tensor) else i for i in index)
-    return index
-
-
 def _is_basic(index):
     items = index if isinstance(index, tuple) else (index,)
     return all(i is None or i is Ellipsis or isinstance(i, (int, slice, np.integer)) for i in items)
