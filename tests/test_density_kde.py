@@ -3,6 +3,8 @@ import warnings
 
 import numpy as np
 import pytest
+
+from minigen.distribution import NotFittedError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -164,7 +166,8 @@ def test_bad_input_raises_clear_errors():
         kde.score_samples(np.zeros((4, 3)))
     with pytest.raises(ValueError, match="NaN"):
         kde.score_samples(np.full((1, 2), np.nan))
-    with pytest.raises(ValueError, match="n must be a positive int"):
-        kde.sample(0)
-    with pytest.raises(RuntimeError, match="not fitted"):
+    assert kde.sample(0, rng=0).shape == (0, 2)
+    with pytest.raises(ValueError, match="n must be an int >= 0"):
+        kde.sample(-1)
+    with pytest.raises(NotFittedError, match="not fitted"):
         KDE().score_samples(X)

@@ -3,6 +3,8 @@ import warnings
 
 import numpy as np
 import pytest
+
+from minigen.distribution import NotFittedError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -135,7 +137,7 @@ def test_bad_input_raises_clear_errors():
     gm = GaussianMixture(2, random_state=0).fit(X)
     with pytest.raises(ValueError, match="X has 3 features but the model was fitted with 2"):
         gm.score_samples(np.zeros((2, 3)))
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         GaussianMixture(2).predict(X)
 
 

@@ -3,6 +3,8 @@ import warnings
 
 import numpy as np
 import pytest
+
+from minigen.distribution import NotFittedError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -98,7 +100,7 @@ def test_bad_input_raises_clear_errors():
         pca.transform(X[:, :3])
     with pytest.raises(ValueError, match="PCA.inverse_transform: X has 3 features"):
         pca.inverse_transform(np.zeros((1, 3)))
-    with pytest.raises(RuntimeError, match="not fitted"):
+    with pytest.raises(NotFittedError, match="not fitted"):
         PCA(2).score_samples(X)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..backend import as_rng
 from ..kernels import kde as kde_kernel
-from ._checks import check_data, check_fitted, check_n_samples, check_sample_weight
+from ..distribution import Distribution, register, check_array, check_fitted, check_n_samples, check_sample_weight
 
 _RULES = ("scott", "silverman", "cv")
 _GOLDEN = (np.sqrt(5.0) - 1.0) / 2.0
@@ -70,7 +70,8 @@ def _check_bandwidth(bandwidth):
     return h
 
 
-class KDE:
+@register("kde")
+class KDE(Distribution):
     """Gaussian KDE (formulas in the module docstring).
 
     bandwidth: 'scott' | 'silverman' (the factor f of H = f^2 Sigma, exactly as SciPy),
@@ -86,7 +87,7 @@ class KDE:
 
     def fit(self, X, sample_weight=None):
         where = "KDE.fit"
-        X = check_data(X, where)
+        X = check_array(X, where)
         n, d = X.shape
         w = check_sample_weight(sample_weight, n, where)
         h = self._bandwidth
@@ -156,7 +157,7 @@ class KDE:
 
     def _checked(self, X, where):
         check_fitted(self, "cholesky_", where)
-        return check_data(X, where, n_features=self.n_features_in_)
+        return check_array(X, where, n_features=self.n_features_in_)
 
     def score_samples(self, X):
         """log p(x) = log sum_j w_j N(x; x_j, H) for each row of X."""
@@ -164,10 +165,7 @@ class KDE:
         return kde_kernel.log_kernel_sum(X, self.data_, chol=self.cholesky_,
                                          log_weights=self._log_weights)
 
-    log_prob = score_samples
 
-    def score(self, X):
-        return float(np.mean(self.score_samples(X)))
 
     def pdf(self, X):
         return np.exp(self.score_samples(X))

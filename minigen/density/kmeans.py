@@ -10,7 +10,7 @@ of 2 + log k candidates). Squared distances use ||x||^2 - 2 x.c + ||c||^2 (one m
 import numpy as np
 
 from ..backend import as_rng
-from ._checks import check_data, check_fitted, check_positive
+from ..distribution import Configurable, register, check_array, check_fitted, check_positive
 
 
 def _squared_distances(X, x_sq, centers):
@@ -24,7 +24,7 @@ def _squared_distances(X, x_sq, centers):
 
 def kmeans_plusplus(X, n_clusters, rng=None):
     """Return ``(centers, indices)``: k-means++ seeds chosen among the rows of X."""
-    X = check_data(X, "kmeans_plusplus")
+    X = check_array(X, "kmeans_plusplus")
     check_positive(n_clusters, "n_clusters", "kmeans_plusplus", integer=True)
     if n_clusters > len(X):
         raise ValueError(f"kmeans_plusplus: n_clusters={n_clusters} exceeds n_samples={len(X)}")
@@ -72,7 +72,8 @@ def _lloyd(X, x_sq, centers, max_iter, tol):
     return centers, labels, float(D[np.arange(len(X)), labels].sum()), n_iter
 
 
-class KMeans:
+@register("kmeans")
+class KMeans(Configurable):
     """k-means with k-means++ (or 'random') seeding; the best of ``n_init`` runs by inertia.
 
     tol: stop when the centres move by at most tol * (mean per-feature variance of X) in total
@@ -92,7 +93,7 @@ class KMeans:
         self.max_iter, self.tol, self.random_state = max_iter, tol, random_state
 
     def fit(self, X):
-        X = check_data(X, "KMeans.fit")
+        X = check_array(X, "KMeans.fit")
         if self.n_clusters > len(X):
             raise ValueError(f"KMeans.fit: n_clusters={self.n_clusters} exceeds n_samples={len(X)}")
         rng = as_rng(self.random_state)
@@ -113,5 +114,5 @@ class KMeans:
 
     def predict(self, X):
         check_fitted(self, "cluster_centers_", "KMeans.predict")
-        X = check_data(X, "KMeans.predict", n_features=self.n_features_in_)
+        X = check_array(X, "KMeans.predict", n_features=self.n_features_in_)
         return np.argmin(_squared_distances(X, np.einsum("ij,ij->i", X, X), self.cluster_centers_), axis=1)

@@ -10,10 +10,11 @@ cf. Tipping & Bishop (1999) with a non-Gaussian code density. Any reducer with
 the reducer's ``residual_log_prob``.
 """
 from ..backend import as_rng
-from ._checks import check_n_samples
+from ..distribution import Distribution, register, check_n_samples
 
 
-class LatentDensity:
+@register("latent")
+class LatentDensity(Distribution):
     """``reducer`` (fit/transform/inverse_transform) followed by ``density`` on its codes.
 
     fit_reducer: fit the reducer on X in ``fit`` (False for an already trained reducer).
@@ -45,11 +46,6 @@ class LatentDensity:
                             f"(got {type(self.reducer).__name__}) and a density with score_samples "
                             f"(got {type(self.density).__name__})")
         return self.density.score_samples(self.reducer.transform(X)) + residual(X)
-
-    log_prob = score_samples
-
-    def score(self, X):
-        return float(self.score_samples(X).mean())
 
     def sample(self, n, rng=None, residual=True):
         """x = inverse_transform(z), z ~ density; plus reducer.sample_residual when ``residual``

@@ -17,8 +17,8 @@ import warnings
 import numpy as np
 
 from ..backend import as_rng
-from ._checks import (check_data, check_fitted, check_n_samples, check_positive,
-                      check_sample_weight, logsumexp)
+from ..distribution import (Distribution, register, check_array, check_fitted, check_n_samples, check_positive,
+                             check_sample_weight, logsumexp)
 from .kmeans import KMeans, kmeans_plusplus
 
 _TYPES = ("full", "tied", "diag", "spherical")
@@ -130,7 +130,8 @@ def _n_precision_parameters(covariance_type, K, d):
             "spherical": K}[covariance_type]
 
 
-class GaussianMixture:
+@register("gmm")
+class GaussianMixture(Distribution):
     """Gaussian mixture fitted by EM (formulas in the module docstring).
 
     covariance_type: 'full' (K, d, d), 'tied' (d, d), 'diag' (K, d) or 'spherical' (K,).
@@ -246,7 +247,7 @@ class GaussianMixture:
 
     def fit(self, X, sample_weight=None):
         """Run EM ``n_init`` times and keep the run with the highest final lower bound."""
-        X = check_data(X, "GaussianMixture.fit", min_samples=1)
+        X = check_array(X, "GaussianMixture.fit", min_samples=1)
         n, d = X.shape
         if self.n_components > n:
             raise ValueError(f"GaussianMixture.fit: n_components={self.n_components} exceeds "
@@ -288,7 +289,7 @@ class GaussianMixture:
 
     def _checked(self, X, where):
         check_fitted(self, "precisions_cholesky_", where)
-        return check_data(X, where, n_features=self.n_features_in_)
+        return check_array(X, where, n_features=self.n_features_in_)
 
     def _log_joint(self, X):
         logp = log_gaussian(X, self.means_, self.precisions_cholesky_, self.covariance_type)
@@ -299,10 +300,7 @@ class GaussianMixture:
         """log p(x_i) = logsumexp_k (log pi_k + log N(x_i; mu_k, Sigma_k))."""
         return logsumexp(self._log_joint(self._checked(X, "GaussianMixture.score_samples")), axis=1)
 
-    log_prob = score_samples
 
-    def score(self, X):
-        return float(np.mean(self.score_samples(X)))
 
     def predict_proba(self, X):
         """Responsibilities r_ik = p(k | x_i)."""

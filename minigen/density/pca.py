@@ -18,7 +18,7 @@ import warnings
 import numpy as np
 
 from ..backend import as_rng
-from ._checks import check_data, check_fitted, check_n_samples
+from ..distribution import Distribution, register, check_array, check_fitted, check_n_samples
 
 _SOLVERS = ("full", "covariance_eigh", "randomized")
 
@@ -43,7 +43,8 @@ def _randomized_svd(Xc, k, rng, oversample=10, n_iter=7):
     return S[:k], Vt[:k]
 
 
-class PCA:
+@register("pca")
+class PCA(Distribution):
     """PCA with the PPCA density (Tipping & Bishop 1999).
 
     n_components: an int k (1 <= k <= min(n, d)), a fraction in (0, 1) (the fewest axes whose
@@ -68,7 +69,7 @@ class PCA:
         self.random_state = random_state
 
     def fit(self, X):
-        X = check_data(X, "PCA.fit", min_samples=2)
+        X = check_array(X, "PCA.fit", min_samples=2)
         n, d = X.shape
         rank = min(n, d)
         if isinstance(self.n_components, (int, np.integer)) and self.n_components > rank:
@@ -114,7 +115,7 @@ class PCA:
     def transform(self, X):
         """z = W (x - mu), divided by sqrt(lambda) when whitening."""
         check_fitted(self, "components_", "PCA.transform")
-        X = check_data(X, "PCA.transform", n_features=self.n_features_in_)
+        X = check_array(X, "PCA.transform", n_features=self.n_features_in_)
         Z = (X - self.mean_) @ self.components_.T
         return Z / np.sqrt(self.explained_variance_) if self.whiten else Z
 
@@ -124,7 +125,7 @@ class PCA:
     def inverse_transform(self, Z):
         """x = W^T z + mu (z multiplied by sqrt(lambda) first when whitening)."""
         check_fitted(self, "components_", "PCA.inverse_transform")
-        Z = check_data(Z, "PCA.inverse_transform", n_features=self.n_components_)
+        Z = check_array(Z, "PCA.inverse_transform", n_features=self.n_components_)
         if self.whiten:
             Z = Z * np.sqrt(self.explained_variance_)
         return Z @ self.components_ + self.mean_
@@ -154,7 +155,7 @@ class PCA:
         (N(0, I) when whitening): the residual term -1/2 [|r|^2 / sigma^2 + (d - k) log(2 pi sigma^2)],
         plus -1/2 sum_i log lambda_i for whitened codes (the Jacobian of the scaling)."""
         check_fitted(self, "components_", "PCA.residual_log_prob")
-        X = check_data(X, "PCA.residual_log_prob", n_features=self.n_features_in_)
+        X = check_array(X, "PCA.residual_log_prob", n_features=self.n_features_in_)
         variance, noise = self._model_variances("PCA.residual_log_prob")
         out = self._residual_term(X, variance, noise)
         return out - 0.5 * np.sum(np.log(variance)) if self.whiten else out
@@ -162,17 +163,14 @@ class PCA:
     def score_samples(self, X):
         """The PPCA log density log N(x; mu, C) of each row (formula in the module docstring)."""
         check_fitted(self, "components_", "PCA.score_samples")
-        X = check_data(X, "PCA.score_samples", n_features=self.n_features_in_)
+        X = check_array(X, "PCA.score_samples", n_features=self.n_features_in_)
         variance, noise = self._model_variances("PCA.score_samples")
         Z = (X - self.mean_) @ self.components_.T
         code = -0.5 * (np.einsum("ij,ij->i", Z, Z / variance)
                        + np.sum(np.log(variance)) + self.n_components_ * np.log(2 * np.pi))
         return code + self._residual_term(X, variance, noise)
 
-    def score(self, X):
-        return float(np.mean(self.score_samples(X)))
 
-    log_prob = score_samples
 
     def get_covariance(self):
         """C = W^T diag(lambda) W + sigma^2 (I - W^T W)."""
