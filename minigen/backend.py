@@ -5,6 +5,11 @@ CuPy is imported lazily: ``import minigen`` needs NumPy only.
 """
 import numpy as np
 
+try:
+    from numpy.exceptions import AxisError
+except ImportError:  # NumPy < 1.25
+    AxisError = np.AxisError
+
 _DEFAULT_DTYPE = np.float32
 _cupy = None
 _cupy_checked = False
@@ -52,6 +57,16 @@ def to_device(array, device):
     if device == "cpu":
         return array.get() if device_of(array) == "cuda" else np.asarray(array)
     return cupy().asarray(array)
+
+
+def check_axis(axis, ndim, where):
+    """``axis`` as an index in [0, ndim), or NumPy's AxisError (a ValueError and an IndexError,
+    so code written for either catches it) naming the op."""
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+        raise TypeError(f"{where}: axis must be an int, got {type(axis).__name__}")
+    if not -ndim <= axis < ndim:
+        raise AxisError(f"{where}: axis {axis} is out of range for a tensor with {ndim} dims")
+    return int(axis) % ndim
 
 
 def get_default_dtype():

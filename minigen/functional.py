@@ -16,7 +16,7 @@ from .ops.nn import (avg_pool2d, conv2d, conv_transpose2d, dropout, embedding, l
                      log_softmax, max_pool2d, one_hot, softmax, upsample_nearest)
 from .ops.reduce import logsumexp, max, mean, min, sum, var
 from .ops.shape import (cat, concatenate, cumsum, expand, flatten, flip, getitem, pad, permute,
-                        reshape, split, squeeze, stack, sum_to, transpose, unsqueeze)
+                        reshape, sort, split, squeeze, stack, sum_to, transpose, unsqueeze)
 
 
 class ToDevice(Function):

@@ -1,18 +1,20 @@
 """Reductions over axes: sum, mean, var, max, min, logsumexp."""
 import builtins
 
+import numpy as np
+
 from ..autograd import Function, Tensor
-from ..backend import xp
+from ..backend import check_axis, xp
 
 
 def _axes(axis, ndim, name):
     if axis is None:
         return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
-    for x in axes:
-        if not -ndim <= x < ndim:
-            raise ValueError(f"{name}: axis {x} is out of range for a tensor with {ndim} dims")
-    return tuple(sorted(x % ndim for x in axes))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    axes = tuple(sorted(check_axis(x, ndim, name) for x in axes))
+    if len(set(axes)) != len(axes):
+        raise ValueError(f"{name}: repeated axis in {axis}")
+    return axes
 
 
 def _keepdims_shape(shape, axes):

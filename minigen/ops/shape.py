@@ -1,14 +1,9 @@
-"""Shape and indexing ops: reshape, transpose, broadcasting, joining, slicing, padding."""
+"""Shape and indexing ops: reshape, transpose, broadcasting, joining, slicing, padding, sort."""
 import numpy as np
 
 from ..autograd import Function, Tensor, _raw_index
+from ..backend import check_axis as _axis
 from ..backend import xp
-
-
-def _axis(axis, ndim, name):
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"{name}: axis {axis} is out of range for a tensor with {ndim} dims")
-    return axis % ndim
 
 
 class Reshape(Function):
@@ -257,3 +252,33 @@ class Cumsum(Function):
 
 def cumsum(a, axis=-1):
     return Cumsum.apply(a, axis=_axis(axis, a.ndim, "cumsum"))
+
+
+# --- sorting ------------------------------------------------------------------------------
+class PermuteAlong(Function):
+    """Reorder entries along ``axis`` by a permutation: out = take_along_axis(a, index).
+
+    A permutation's scatter is the gather by its inverse, so the backward is this same op
+    with ``index`` and ``inverse`` swapped, and every order of derivative stays exact.
+    """
+
+    def forward(self, a, index, inverse, axis):
+        self.index, self.inverse, self.axis = index, inverse, axis
+        return xp(a).take_along_axis(a, index, axis=axis)
+
+    def backward(self, g):
+        return PermuteAlong.apply(g, index=self.inverse, inverse=self.index, axis=self.axis)
+
+
+def sort(a, axis=-1, descending=False):
+    """The values of ``a`` sorted along ``axis`` (stable; ties keep their order).
+
+    Differentiable: sorting is a permutation P of each slice, so d sort(a)/da sends the output
+    gradient back through P^-1 (the argsort permutation, inverted), as in torch.sort. Used by
+    the sliced Wasserstein distance (Kolouri et al. 2019), which sorts projections.
+    """
+    axis = _axis(axis, a.ndim, "sort")
+    mod = xp(a.data)
+    index = mod.argsort(-a.data if descending else a.data, axis=axis, kind="stable")
+    inverse = mod.argsort(index, axis=axis)
+    return PermuteAlong.apply(a, index=index, inverse=inverse, axis=axis)
