@@ -12,8 +12,7 @@ import numpy as np
 from .. import functional as F
 from ..autograd import Tensor
 from ..nn import Conv2d, Linear, Module, ModuleList, init
-
-_ACTIVATIONS = {"relu": F.relu, "silu": F.silu, "gelu": F.gelu, "tanh": F.tanh}
+from ..nn import activation as activation_module
 
 
 def timestep_embedding(t, dim, max_period=10000.0, dtype=np.float32):
@@ -48,12 +47,6 @@ def _time_features(t, n, dim, dtype, where):
     return Tensor(_embedding_table(size, dim, np.dtype(dtype))[rows])
 
 
-def _activation(name, where):
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"{where}: activation must be one of {sorted(_ACTIVATIONS)}, got {name!r}")
-    return _ACTIVATIONS[name]
-
-
 class TimeMLP(Module):
     """For x (n, dim): h_1 = act(W_1 x + U_1 e(t) + b_1), h_k = act(W_k h_{k-1} + U_k e(t) + b_k)
     for k = 2..depth, output W_out h_depth + b_out (shape (n, dim))."""
@@ -64,7 +57,7 @@ class TimeMLP(Module):
             raise ValueError(f"TimeMLP: dim, hidden and depth must be >= 1, got {dim}, "
                              f"{hidden}, {depth}")
         self.dim, self.emb_dim = dim, emb_dim
-        self.act = _activation(activation, "TimeMLP")
+        self.act = activation_module(activation, "TimeMLP")
         self.layers = ModuleList([Linear(dim if k == 0 else hidden, hidden, rng=rng)
                                   for k in range(depth)])
         self.time = ModuleList([Linear(emb_dim, hidden, bias=False, rng=rng)
@@ -111,7 +104,7 @@ class TinyUNet(Module):
     def __init__(self, in_channels=1, channels=32, emb_dim=32, activation="silu", rng=None):
         super().__init__()
         c, self.in_channels, self.emb_dim = channels, in_channels, emb_dim
-        self.act = act = _activation(activation, "TinyUNet")
+        self.act = act = activation_module(activation, "TinyUNet")
         tdim = 2 * c
         self.time = Linear(emb_dim, tdim, rng=rng)
         self.conv_in = Conv2d(in_channels, c, 3, padding=1, rng=rng)

@@ -181,6 +181,18 @@ _ACTIVATIONS = {"relu": ReLU, "tanh": Tanh, "sigmoid": Sigmoid, "gelu": GELU, "s
                 "softplus": Softplus, "leaky_relu": LeakyReLU}
 
 
+def activation(name, where="activation"):
+    """A new activation module by name: the one registry of activations in minigen
+    (``relu``, ``tanh``, ``sigmoid``, ``gelu``, ``silu``, ``softplus``, ``leaky_relu``);
+    ``where`` names the caller in the error for an unknown name."""
+    if name not in _ACTIVATIONS:
+        raise ValueError(f"{where}: unknown activation {name!r}; one of {sorted(_ACTIVATIONS)}")
+    return _ACTIVATIONS[name]()
+
+
+_new_activation = activation  # for MLP, whose argument named ``activation`` hides the function
+
+
 def MLP(sizes, activation="relu", final_activation=None, rng=None):
     """Linear layers sizes[0] -> sizes[1] -> ... with ``activation`` between them."""
     if len(sizes) < 2:
@@ -188,9 +200,7 @@ def MLP(sizes, activation="relu", final_activation=None, rng=None):
 
     def make(act):
         if isinstance(act, str):
-            if act not in _ACTIVATIONS:
-                raise ValueError(f"MLP: unknown activation {act!r}; one of {sorted(_ACTIVATIONS)}")
-            return _ACTIVATIONS[act]()
+            return _new_activation(act, "MLP")
         return act() if isinstance(act, type) else act
 
     layers = []
