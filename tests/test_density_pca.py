@@ -56,11 +56,55 @@ def test_whitening_gives_unit_variance_and_the_same_density():
                                plain.inverse_transform(plain.transform(X)), atol=1e-10)
 
 
+def test_fit_transform_is_fit_then_transform():
+    X = _correlated(7, 50, 4)
+    for whiten in (False, True):
+        Z = PCA(2, whiten=whiten).fit_transform(X)
+        np.testing.assert_allclose(Z, PCA(2, whiten=whiten).fit(X).transform(X), rtol=1e-12,
+                                   atol=1e-12)
+        assert Z.shape == (50, 2)
+
+
+def test_noise_variance_averages_over_the_rank_when_samples_are_fewer_than_features():
+    """sigma^2 is the mean of the min(n, d) - k discarded variances (scikit-learn's convention):
+    the data span at most min(n, d) directions, and dividing by d - k would average in d - n
+    exact zeros (for data of shape (10, 30), 0.46 instead of scikit-learn's 1.78)."""
+    X = np.random.default_rng(0).normal(size=(10, 30))
+    variances = np.linalg.svd(X - X.mean(axis=0), compute_uv=False) ** 2 / 9
+    for k in (1, 3, 5):
+        pca = PCA(k).fit(X)
+        assert pca.noise_variance_ == pytest.approx(variances[k:].sum() / (10 - k), rel=1e-10)
+    decomposition = pytest.importorskip("sklearn.decomposition")
+    ref = decomposition.PCA(3).fit(X)
+    ours = PCA(3).fit(X)
+    assert ours.noise_variance_ == pytest.approx(ref.noise_variance_, rel=1e-10)
+    np.testing.assert_allclose(ours.score_samples(X), ref.score_samples(X), rtol=1e-10)
+
+
+def test_sample_residual_is_isotropic_noise_outside_the_principal_axes():
+    pca = PCA(2).fit(_correlated(8, 200, 6))
+    R = pca.sample_residual(20_000, rng=0)
+    assert R.shape == (20_000, 6)
+    np.testing.assert_allclose(R @ pca.components_.T, 0, atol=1e-12)
+    # E[r r^T] = sigma^2 (I - W^T W); |r|^2 / sigma^2 ~ chi^2(d - k) per row
+    dof = len(R) * (6 - 2)
+    ratio = np.sum(R * R) / pca.noise_variance_ / dof
+    assert abs(ratio - 1) < 4 * np.sqrt(2 / dof)
+    P = np.eye(6) - pca.components_.T @ pca.components_
+    se = pca.noise_variance_ * np.sqrt((np.outer(np.diag(P), np.diag(P)) + P ** 2) / len(R))
+    assert np.all(np.abs(R.T @ R / len(R) - pca.noise_variance_ * P) < 4 * se)
+    np.testing.assert_array_equal(R, pca.sample_residual(20_000, rng=0))
+
+
 def test_randomized_solver_matches_full_on_low_rank_data():
     rng = np.random.default_rng(2)
     X = rng.standard_normal((400, 5)) @ rng.standard_normal((5, 40)) + 0.01 * rng.standard_normal((400, 40))
     full = PCA(5).fit(X)
     fast = PCA(5, svd_solver="randomized", random_state=0).fit(X)
+    # Halko et al. (2011), Thm 10.8: with q = 7 power iterations the subspace error shrinks like
+    # (s_6 / s_5)^(2q + 1), here (0.2 / 15)^15 ~ 1e-28, so both solvers agree to rounding (the
+    # measured gaps are 1e-15 and 1e-14). The tolerances leave room for rounding only: sigma^2 is
+    # total - kept variance, a difference that loses ~log10(total / sigma^2) = 5 of its digits.
     np.testing.assert_allclose(fast.explained_variance_, full.explained_variance_, rtol=1e-8)
     np.testing.assert_allclose(fast.components_, full.components_, atol=1e-6)
     assert fast.noise_variance_ == pytest.approx(full.noise_variance_, rel=1e-6)
@@ -89,7 +133,7 @@ def test_bad_input_raises_clear_errors():
         PCA(5).fit(X)
     with pytest.raises(ValueError, match="n_components=11 exceeds"):
         PCA(11).fit(_correlated(0, 10, 12))
-    for kwargs in ({"n_components": 0}, {"n_components": 1.5}, {"svd_solver": "arpack"},
+    for kwargs in ({"n_components": "all"}, {"n_components": 1.5}, {"svd_solver": "arpack"},
                    {"n_components": 0.5, "svd_solver": "randomized"}):
         with pytest.raises(ValueError, match="PCA: "):
             PCA(**kwargs)
@@ -118,13 +162,30 @@ def test_latent_gaussian_code_equals_the_ppca_with_refitted_variances():
     np.testing.assert_allclose(model.score_samples(X), expected, rtol=1e-9)
 
 
+def test_latent_density_is_the_same_over_a_whitened_pca():
+    """Whitening scales code i by 1/sqrt(lambda_i); the density of x must not change: the code
+    density loses sum_i log sqrt(lambda_i) and the Jacobian of the scaling gives it back. A
+    full-covariance Gaussian fitted to the scaled codes is the scaled Gaussian, so both models
+    are the same density."""
+    X = _correlated(9, 200, 5)
+    parts = dict(n_components=1, covariance_type="full", reg_covar=0.0)
+    plain = LatentDensity(PCA(2), GaussianMixture(**parts)).fit(X)
+    white = LatentDensity(PCA(2, whiten=True), GaussianMixture(**parts)).fit(X)
+    Y = _correlated(10, 50, 5)
+    np.testing.assert_allclose(white.score_samples(Y), plain.score_samples(Y), rtol=1e-9)
+
+
 def test_latent_kde_density_integrates_to_one_in_2d():
     X = _correlated(6, 60, 2)
     model = LatentDensity(PCA(1), KDE("silverman")).fit(X)
     axis = np.linspace(-15, 15, 601)
     gx, gy = np.meshgrid(axis, axis, indexing="ij")
     density = np.exp(model.score_samples(np.stack([gx.ravel(), gy.ravel()], axis=1))).reshape(gx.shape)
-    assert np.trapezoid(np.trapezoid(density, axis, axis=1), axis) == pytest.approx(1.0, abs=1e-4)
+    # The density is smooth and, with all its derivatives, negligible at the grid's edges (the
+    # data lie within 9 of the origin; the widest kernel, sqrt(bandwidth^2 + sigma^2) < 1), so the
+    # trapezoid rule's error is far below any power of the spacing (Euler-Maclaurin): measured
+    # 2e-9, the same on grids 2 and 4 times finer.
+    assert np.trapezoid(np.trapezoid(density, axis, axis=1), axis) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_latent_samples_lie_in_the_principal_subspace_without_residual():
@@ -135,7 +196,11 @@ def test_latent_samples_lie_in_the_principal_subspace_without_residual():
     noisy = model.sample(50, rng=0)
     assert plain.shape == noisy.shape == (50, 64)
     np.testing.assert_allclose(pca.inverse_transform(pca.transform(plain)), plain, atol=1e-9)
-    assert np.abs(pca.inverse_transform(pca.transform(noisy)) - noisy).max() > 0.1
+    # the residual outside the principal subspace is PPCA noise: |r|^2 / sigma^2 ~ chi^2(d - k)
+    r = noisy - pca.inverse_transform(pca.transform(noisy))
+    dof = 50 * (64 - 12)
+    ratio = np.sum(r * r) / pca.noise_variance_ / dof
+    assert abs(ratio - 1) < 4 * np.sqrt(2 / dof)
     assert model.score(load_digits("test")[0]) < model.score(X)          # held-out is harder
 
 

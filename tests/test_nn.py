@@ -192,12 +192,22 @@ def test_batchnorm_statistics_and_errors():
 
 
 # --- initialisers ---------------------------------------------------------------------------
+def assert_fills_the_interval(w, bound):
+    """w looks like n draws of U(-bound, bound): none outside, and the spread reaches the
+    bound. For n uniform draws, P(max |w| < (1 - c/n) bound) = (1 - c/n)^n < e^-c, and the mean
+    and variance b^2/3 are within 4 standard errors (Var w^2 = 4 b^4 / 45)."""
+    n, top = w.size, float(np.abs(w).max())
+    assert top <= bound
+    assert top > (1 - 20 / n) * bound, f"max |w| = {top}, bound {bound}"   # p < e^-20
+    assert abs(w.mean()) < 4 * bound / math.sqrt(3 * n)
+    assert abs((w * w).mean() - bound ** 2 / 3) < 4 * bound ** 2 * math.sqrt(4 / 45 / n)
+
+
 def test_initialisers():
     rng = np.random.default_rng(0)
     p = nn.Parameter(np.zeros((400, 300)))
     a = math.sqrt(6 / 700)
-    w = init.xavier_uniform_(p, rng=rng).numpy()
-    assert np.abs(w).max() <= a and np.abs(w).max() > 0.99 * a
+    assert_fills_the_interval(init.xavier_uniform_(p, rng=rng).numpy(), a)
     n = p.size
     std = init.kaiming_normal_(p, rng=rng).numpy().std()
     target = math.sqrt(2 / 300)
@@ -206,10 +216,11 @@ def test_initialisers():
     target = 2 * math.sqrt(2 / 700)
     assert abs(std - target) < 5 * target / math.sqrt(2 * n)
     b = init.kaiming_uniform_(p, a=math.sqrt(5), rng=rng).numpy()
-    assert np.abs(b).max() <= 1 / math.sqrt(300)
+    assert_fills_the_interval(b, 1 / math.sqrt(300))
     assert (init.zeros_(p).numpy() == 0).all() and (init.ones_(p).numpy() == 1).all()
     conv_w = nn.Parameter(np.zeros((8, 4, 3, 3)))
-    assert np.abs(init.kaiming_uniform_(conv_w, rng=rng).numpy()).max() <= math.sqrt(6 / 36)
+    assert_fills_the_interval(init.kaiming_uniform_(conv_w, rng=rng).numpy(), math.sqrt(6 / 36))
+    assert_fills_the_interval(init.uniform_(conv_w, -0.3, 0.3, rng=rng).numpy(), 0.3)
     with pytest.raises(ValueError, match=r"init: fan in/out need a weight with >= 2 dims"):
         init.xavier_uniform_(nn.Parameter(np.zeros(3)))
 
@@ -242,6 +253,21 @@ def test_causal_mask_future_tokens_have_exactly_zero_influence():
     # without the mask the future does matter
     (g,) = mg.grad(mha(x)[:, 0].sum(), [x])
     assert np.abs(g.numpy()[:, 1:]).min() > 0
+
+
+@pytest.mark.parametrize("lq", [1, 2, 4])
+def test_causal_mask_with_fewer_queries_than_keys_aligns_the_last_query_with_the_last_key(lq):
+    """With a cache of earlier keys (Lq < Lk), query i sits at position Lk - Lq + i: it sees
+    keys 0..Lk - Lq + i, so the last Lq rows of full causal self-attention come out again."""
+    mha, lk = _mha(), 5
+    x = mg.tensor(np.random.default_rng(4).standard_normal((2, lk, 8)), requires_grad=True)
+    full = mha(x, causal=True).numpy()
+    tail = mha(x[:, lk - lq:], x, x, causal=True)
+    np.testing.assert_allclose(tail.numpy(), full[:, lk - lq:], rtol=1e-12, atol=1e-12)
+    for i in range(lq):
+        (g,) = mg.grad(tail[:, i].sum(), [x], retain_graph=True)
+        seen = lk - lq + i + 1
+        assert (g.numpy()[:, seen:] == 0).all() and np.abs(g.numpy()[:, :seen]).min() > 0
 
 
 def test_padding_mask_padded_keys_have_exactly_zero_influence():

@@ -150,6 +150,21 @@ def test_clip(x, bounds):
     gradcheck(lambda t: F.clip(t, lo, hi), [x])
 
 
+@pytest.mark.parametrize("lo,hi", [(-1.0, 1.0), (None, 0.5), (-0.5, None), (0.25, 0.25)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_clip_gradient_includes_the_ends(lo, hi, dtype):
+    """The documented rule: d clip / dx = 1 on [lo, hi], ends included, 0 outside (where
+    central differences cannot decide, so gradcheck above stays away from the bounds)."""
+    ends = [b for b in (lo, hi) if b is not None]
+    x = np.array(ends + [min(ends) - 0.5, max(ends) + 0.5, (min(ends) + max(ends)) / 2],
+                 dtype=dtype)
+    expected = np.array([1] * len(ends) + [lo is None, hi is None, 1], dtype=dtype)
+    t = mg.tensor(x, dtype=dtype, requires_grad=True)
+    F.clip(t, lo, hi).sum().backward()
+    np.testing.assert_array_equal(t.grad.numpy(), expected)
+    np.testing.assert_array_equal(F.clip(t, lo, hi).numpy(), np.clip(x, lo, hi))
+
+
 def test_clip_needs_a_bound():
     with pytest.raises(ValueError, match="clip"):
         F.clip(mg.tensor([1.0]))
