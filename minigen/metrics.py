@@ -8,8 +8,11 @@ import math
 
 import numpy as np
 
+from .autograd import Tensor
+from . import blockwise
 from .backend import as_rng
 from .kernels.kde import log_kernel_sum
+from .ops.shape import sort
 
 
 def _pair(where, X, Y):
@@ -38,14 +41,35 @@ def wasserstein_1d(x, y, p=2):
     if n == m:
         wpp = np.mean(np.abs(x - y) ** p, axis=0)
     else:
-        levels = np.union1d(np.arange(1, n + 1) / n, np.arange(1, m + 1) / m)
-        widths = np.diff(levels, prepend=0.0)
-        mid = levels - widths / 2
-        ix = np.minimum((mid * n).astype(np.int64), n - 1)
-        iy = np.minimum((mid * m).astype(np.int64), m - 1)
+        widths, ix, iy = _quantile_pairs(n, m)
         diff = np.abs(x[ix] - y[iy]) ** p
         wpp = np.tensordot(widths, diff, axes=(0, 0))
     return wpp ** (1.0 / p)
+
+
+def _quantile_pairs(n, m):
+    """The pieces of int_0^1 |F^-1(u) - G^-1(u)|^p du for sorted samples of sizes n and m: the
+    widths of the intervals between the merged levels i/n and j/m, and the sorted indices
+    (ix, iy) that the two quantile functions take on each interval."""
+    levels = np.union1d(np.arange(1, n + 1) / n, np.arange(1, m + 1) / m)
+    widths = np.diff(levels, prepend=0.0)
+    mid = levels - widths / 2
+    ix = np.minimum((mid * n).astype(np.int64), n - 1)
+    iy = np.minimum((mid * m).astype(np.int64), m - 1)
+    return widths, ix, iy
+
+
+def _check_projections(where, n_projections, p):
+    if n_projections < 1 or p < 1:
+        raise ValueError(f"{where}: need n_projections >= 1 and p >= 1, got "
+                         f"{n_projections}, {p}")
+
+
+def random_directions(d, n_projections, rng=None):
+    """``n_projections`` directions theta ~ U(S^{d-1}) as the columns of a (d, L) array
+    (normalised Gaussian draws): the projections of both sliced Wasserstein functions."""
+    theta = as_rng(rng).standard_normal((d, n_projections))
+    return theta / np.linalg.norm(theta, axis=0, keepdims=True)
 
 
 def sliced_wasserstein(X, Y, n_projections=256, p=2, rng=None):
@@ -53,15 +77,42 @@ def sliced_wasserstein(X, Y, n_projections=256, p=2, rng=None):
 
         SW_p(X, Y) = (E_theta W_p^p(theta . X, theta . Y))^(1/p),  theta ~ U(S^{d-1}),
 
-    averaged over ``n_projections`` random directions drawn from ``rng``."""
+    averaged over ``n_projections`` random directions drawn from ``rng``. For a
+    differentiable version on Tensors see ``sliced_wasserstein_loss``."""
+    if blockwise.is_dask(X, Y):
+        return blockwise.sliced_wasserstein(X, Y, n_projections, p, rng)
     X, Y = _pair("sliced_wasserstein", X, Y)
-    if n_projections < 1 or p < 1:
-        raise ValueError(f"sliced_wasserstein: need n_projections >= 1 and p >= 1, got "
-                         f"{n_projections}, {p}")
-    theta = as_rng(rng).standard_normal((X.shape[1], n_projections))
-    theta /= np.linalg.norm(theta, axis=0, keepdims=True)
+    _check_projections("sliced_wasserstein", n_projections, p)
+    theta = random_directions(X.shape[1], n_projections, rng)
     wpp = wasserstein_1d(X @ theta, Y @ theta, p) ** p
     return float(np.mean(wpp) ** (1.0 / p))
+
+
+def sliced_wasserstein_loss(X, Y, n_projections=50, p=2, rng=None):
+    """SW_p^p(X, Y) between the rows of two Tensors, differentiable in both (the p-th power,
+    smooth where X = Y; Kolouri et al. 2019, the sliced-Wasserstein auto-encoder's penalty):
+
+        SW_p^p = (1/L) sum_l int_0^1 |F_l^-1(u) - G_l^-1(u)|^p du,
+
+    with F_l, G_l the empirical distributions of theta_l . x and theta_l . y for L =
+    ``n_projections`` directions from ``random_directions``. The quantile functions are the
+    sorted projections (``F.sort``; its gradient goes back through the sorting permutation);
+    for n != m they are matched on the merged levels i/n, j/m, exactly as ``wasserstein_1d``.
+    X (n, d) and Y (m, d) are Tensors or arrays of one float dtype; returns a scalar Tensor."""
+    where = "sliced_wasserstein_loss"
+    X, Y = (t if isinstance(t, Tensor) else Tensor(np.asarray(t)) for t in (X, Y))
+    if X.ndim != 2 or Y.ndim != 2 or X.shape[1] != Y.shape[1] or len(X) < 1 or len(Y) < 1:
+        raise ValueError(f"{where}: X and Y must be non-empty (n, d) and (m, d) Tensors, got "
+                         f"{X.shape} and {Y.shape}")
+    _check_projections(where, n_projections, p)
+    theta = Tensor(random_directions(X.shape[1], n_projections, rng).astype(X.dtype))
+    x, y = sort(X @ theta, axis=0), sort(Y @ theta, axis=0)
+    n, m = len(X), len(Y)
+    if n == m:
+        return (abs(x - y) ** p).mean()
+    widths, ix, iy = _quantile_pairs(n, m)
+    diff = abs(x[ix] - y[iy]) ** p
+    return (diff * Tensor(widths[:, None].astype(X.dtype))).sum() * (1.0 / n_projections)
 
 
 def median_bandwidth(X, Y, max_points=1000, rng=0):
@@ -93,6 +144,8 @@ def mmd2(X, Y, bandwidth=None, unbiased=True):
     can be negative); False keeps them (the V-statistic, >= 0). ``bandwidth``: h, a sequence
     of h (the kernel is their average), or None (``median_bandwidth``). Kernel sums stream
     through ``minigen.kernels.kde.log_kernel_sum``: no n x m matrix."""
+    if blockwise.is_dask(X, Y):
+        return blockwise.mmd2(X, Y, bandwidth, unbiased)
     X, Y = _pair("mmd2", X, Y)
     if unbiased and (len(X) < 2 or len(Y) < 2):
         raise ValueError("mmd2: the unbiased estimate needs at least 2 points in X and in Y")

@@ -15,16 +15,26 @@ _PATH = os.path.join(os.path.dirname(__file__), "digits.npz")
 N_DIGITS = 1797
 
 
-def load_digits(split=None, test_fraction=0.2, seed=0, flatten=True, dtype=np.float64):
+SCALES = (None, "unit", "binary")
+
+
+def load_digits(split=None, test_fraction=0.2, seed=0, flatten=True, dtype=np.float64,
+                scale=None):
     """Return ``(X, y)``: images as ``(n, 64)`` (or ``(n, 8, 8)`` if ``flatten=False``) and labels.
 
     split: None (all 1,797 images), 'train' or 'test'. The split is a seeded permutation:
     the first ``round(test_fraction * 1797)`` permuted indices form the test set, the rest
     the training set, so 'train' and 'test' with the same seed are disjoint and cover all images.
     dtype: the image dtype (float64 by default; ``np.uint8`` gives the stored integers).
+    scale: None (the raw counts 0..16), 'unit' (x / 16, in [0, 1]) or 'binary' (1 where
+    x >= 8, else 0: the binarised digits that Bernoulli likelihoods model).
     """
     if split not in (None, "train", "test"):
         raise ValueError(f"load_digits: split must be None, 'train' or 'test', got {split!r}")
+    if scale not in SCALES:
+        raise ValueError(f"load_digits: scale must be None, 'unit' or 'binary', got {scale!r}")
+    if scale == "unit" and np.dtype(dtype).kind != "f":
+        raise ValueError(f"load_digits: scale='unit' needs a float dtype, got {np.dtype(dtype)}")
     if not 0.0 < float(test_fraction) < 1.0:
         raise ValueError(f"load_digits: test_fraction must lie in (0, 1), got {test_fraction!r}")
     with np.load(_PATH) as archive:
@@ -34,5 +44,9 @@ def load_digits(split=None, test_fraction=0.2, seed=0, flatten=True, dtype=np.fl
         n_test = int(round(test_fraction * len(labels)))
         keep = np.sort(order[:n_test] if split == "test" else order[n_test:])
         images, labels = images[keep], labels[keep]
+    if scale == "unit":
+        images = images / 16.0
+    elif scale == "binary":
+        images = images >= 8
     X = images.reshape(len(images), -1) if flatten else images
     return X.astype(dtype), labels.astype(np.int64)
