@@ -4,3 +4,12 @@ from .ddpm import DDPM, NoiseSchedule
 from .denoisers import TimeMLP, TinyUNet, timestep_embedding
 
 __all__ = ["DDPM", "NoiseSchedule", "TimeMLP", "TinyUNet", "timestep_embedding"]
+
+from .ae import AutoEncoder, SupervisedAutoEncoder
+from .hvae import HierarchicalVAE
+from .networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from .swae import SWAE
+from .vae import VAE
+
+__all__ += ["AutoEncoder", "SupervisedAutoEncoder", "SWAE", "VAE", "HierarchicalVAE",
+            "MLPEncoder", "MLPDecoder", "ConvEncoder", "ConvDecoder"]

@@ -1,0 +1,189 @@
+"""The variational auto-encoder (Kingma & Welling 2014; Rezende et al. 2014) and the
+importance-weighted bound (Burda et al. 2016).
+
+Model: p(z) = N(0, I) and a decoder network giving p(x | z), either
+    prod_j Bernoulli(x_j; sigmoid(l_j(z)))                 likelihood='bernoulli' (x in [0, 1])
+    prod_j N(x_j; m_j(z), exp(s_j))                          likelihood='gaussian',
+with s a learned per-feature log-variance (kept >= log 1e-4). The encoder gives
+q(z | x) = N(mu(x), diag exp(logvar(x))), sampled by reparameterisation,
+    z = mu + exp(logvar / 2) * eps,   eps ~ N(0, I),
+so the gradient of E_q f(z) reaches mu and logvar (Kingma & Welling, section 2.4).
+
+Training minimises the batch mean of the negative beta-ELBO (beta = 1: the ELBO; beta > 1:
+Higgins et al. 2017),
+    -log p(x | z) + beta KL(q(z | x) || p(z)),   one z per example,
+    KL = 1/2 sum_j (mu_j^2 + exp(logvar_j) - logvar_j - 1)   (closed form; K & W, appendix B).
+
+``log_prob(X, k)`` (= ``score_samples``) is, per example, the importance-weighted bound
+    IWAE_k(x) = log (1/k) sum_{i=1..k} p(x, z_i) / q(z_i | x),   z_i ~ q(z | x),
+a lower bound on log p(x) that does not decrease with k (Burda et al. theorem 1); k = 1 is the
+ELBO. Values are in nats, as a NumPy array.
+"""
+import math
+
+import numpy as np
+
+from .. import backend
+from .. import functional as F
+from ..autograd import Tensor
+from ..backend import as_rng
+from ..distribution import check_array, check_fitted, check_n_samples, logsumexp, register
+from ..nn import Parameter
+from .ae import batched, check_unit_interval
+from .base import DeepModel
+from .networks import make_decoder, make_encoder
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+MIN_LOG_VAR = math.log(1e-4)
+LOG_2PI = math.log(2 * math.pi)
+
+
+def gaussian_log_density(z, mu, logvar):
+    """log N(z; mu, diag exp(logvar)) summed over the last axis (NumPy, float64)."""
+    return -0.5 * np.sum(LOG_2PI + logvar + (z - mu) ** 2 * np.exp(-logvar), axis=-1)
+
+
+def reparameterize(mu, logvar, rng=None):
+    """z = mu + exp(logvar / 2) * eps with eps ~ N(0, I) from ``rng``: a draw of
+    N(mu, diag exp(logvar)) that is differentiable in mu and logvar (Tensors)."""
+    eps = as_rng(rng).standard_normal(mu.shape).astype(mu.dtype)
+    return mu + (logvar * 0.5).exp() * Tensor(eps)
+
+
+class LatentVariableModel(DeepModel):
+    """What VAE and HierarchicalVAE share: the likelihood p(x | z), data checks, sampling from
+    the prior and the importance-weighted bound. Subclasses define ``_log_weights(x, k, rng)``
+    -> (k, n) log p(x, z_i) / q(z_i | x) and ``_prior_decode(n, rng)`` -> decoder outputs."""
+
+    def _build_likelihood(self):
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(f"{type(self).__name__}: likelihood must be one of {LIKELIHOODS}, "
+                             f"got {self.likelihood!r}")
+        if self.likelihood == "gaussian":
+            self.log_var = Parameter(np.zeros(self.x_dim, dtype=backend.get_default_dtype()))
+
+    def log_likelihood(self, x, out):
+        """log p(x | z) per example (n,) from the decoder output ``out`` (logits or means)."""
+        if self.likelihood == "bernoulli":
+            return -(F.softplus(out) - x * out).sum(1)
+        s = self.log_var.clip(min=MIN_LOG_VAR)
+        d = x - out
+        return -0.5 * (LOG_2PI + s + d * d * (-s).exp()).sum(1)
+
+    # --- fit ------------------------------------------------------------------------------
+    def fit(self, X, y=None, *, rng=None, **kwargs):
+        """Train with ``DeepModel.fit``; ``rng`` draws the batches and the eps of each step."""
+        self._rng = as_rng(rng)
+        self._step = 0
+        return super().fit(X, y, rng=self._rng, **kwargs)
+
+    def _check_X(self, X, where, min_samples=1):
+        X = check_array(X, where, n_features=self.x_dim, min_samples=min_samples)
+        if self.likelihood == "bernoulli":
+            check_unit_interval(X, where, "likelihood='bernoulli'")
+        return X
+
+    def _check_fit_data(self, X, y, where):
+        if y is not None:
+            raise ValueError(f"{where}: {type(self).__name__} is unsupervised; got targets y")
+        X = self._check_X(X, where)
+        self.n_features_in_ = self.x_dim
+        return X.astype(self.dtype, copy=False)
+
+    # --- the protocol ---------------------------------------------------------------------
+    def score_samples(self, X, k=1, rng=None, batch_size=None):
+        """IWAE_k(x) per row of X (nats; k = 1 is the ELBO), drawing the z_i from ``rng``;
+        rows are processed ``batch_size`` at a time (default: about 8192 / k)."""
+        where = f"{type(self).__name__}.score_samples"
+        check_fitted(self, "n_features_in_", where)
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"{where}: k must be an int >= 1, got {k!r}")
+        X = self._check_X(X, where, min_samples=0)
+        rng = as_rng(rng)
+        rows = batch_size or max(1, 8192 // k)
+        out = np.empty(len(X))
+        with self.inference():
+            for i in range(0, len(X), rows):
+                log_w = self._log_weights(X[i:i + rows], int(k), rng)
+                out[i:i + rows] = logsumexp(log_w, axis=0) - math.log(k)
+        return out
+
+    def sample(self, n, rng=None, *, mean=False):
+        """x ~ p(x | z) with z from the prior, (n, x_dim); ``mean=True`` returns the decoder's
+        mean instead of a draw (pixel probabilities for a Bernoulli likelihood)."""
+        where = f"{type(self).__name__}.sample"
+        n = check_n_samples(n, where)
+        check_fitted(self, "n_features_in_", where)
+        rng = as_rng(rng)
+        with self.inference():
+            out = self._prior_decode(n, rng)
+        if self.likelihood == "bernoulli":
+            p = 1.0 / (1.0 + np.exp(-out))
+            return p if mean else (rng.random(p.shape) < p).astype(np.float64)
+        if mean:
+            return out
+        sd = np.exp(0.5 * np.maximum(self.log_var.numpy().astype(np.float64), MIN_LOG_VAR))
+        return out + sd * rng.standard_normal(out.shape)
+
+    # --- helpers for subclasses -------------------------------------------------------------
+    def _decode_numpy(self, z):
+        """Decoder outputs for NumPy codes (float64)."""
+        return batched(self.decode, z, self.dtype, self.x_dim)
+
+    def _log_likelihood_numpy(self, x, out):
+        """log p(x | z) (float64) for NumPy data x and decoder outputs ``out``."""
+        return self.log_likelihood(Tensor(x.astype(self.dtype)),
+                                   Tensor(out.astype(self.dtype))).numpy().astype(np.float64)
+
+
+@register("vae")
+class VAE(LatentVariableModel):
+    """A VAE (module docstring): x_dim, z_dim; hidden: MLP widths from the data's side (the
+    decoder mirrors them); likelihood: 'bernoulli' or 'gaussian'; beta: the KL weight;
+    image_shape, e.g. (1, 8, 8), switches to the conv encoder/decoder; random_state: the
+    initial weights."""
+
+    def __init__(self, x_dim, z_dim, hidden=(256, 256), likelihood="bernoulli", beta=1.0,
+                 activation="relu", image_shape=None, channels=(16, 32), random_state=None):
+        super().__init__()
+        self.x_dim, self.z_dim, self.hidden, self.likelihood = x_dim, z_dim, hidden, likelihood
+        self.beta, self.activation = beta, activation
+        self.image_shape, self.channels, self.random_state = image_shape, channels, random_state
+        self._build_likelihood()
+        rng = as_rng(random_state)
+        self.encoder = make_encoder(x_dim, 2 * z_dim, hidden, activation, image_shape, channels,
+                                    rng, "VAE")
+        self.decoder = make_decoder(z_dim, x_dim, hidden, activation, image_shape, channels,
+                                    rng, "VAE")
+        self._rng = rng
+
+    def encode(self, x):
+        """(mu, logvar) of q(z | x), Tensors (n, z_dim) each."""
+        h = self.encoder(x)
+        return h[:, :self.z_dim], h[:, self.z_dim:]
+
+    def decode(self, z):
+        """Decoder output: Bernoulli logits or Gaussian means (n, x_dim)."""
+        return self.decoder(z)
+
+    def loss(self, batch):
+        """Batch mean of -log p(x | z) + beta KL(q(z | x) || N(0, I)), z reparameterised."""
+        x = Tensor(batch)
+        mu, logvar = self.encode(x)
+        z = reparameterize(mu, logvar, self._rng)
+        kl = F.kl_normal(mu, logvar).sum(1)
+        return (-self.log_likelihood(x, self.decode(z)) + self.beta * kl).mean()
+
+    def _log_weights(self, x, k, rng):
+        mu, logvar = (t.numpy().astype(np.float64) for t in self.encode(Tensor(x.astype(self.dtype))))
+        eps = rng.standard_normal((k,) + mu.shape)
+        z = mu + np.exp(0.5 * logvar) * eps
+        log_q = -0.5 * np.sum(LOG_2PI + logvar + eps ** 2, axis=-1)
+        log_prior = -0.5 * np.sum(LOG_2PI + z ** 2, axis=-1)
+        flat = z.reshape(-1, self.z_dim)
+        x_rep = np.broadcast_to(x, (k,) + x.shape).reshape(-1, self.x_dim)
+        log_lik = self._log_likelihood_numpy(x_rep, self._decode_numpy(flat)).reshape(k, len(x))
+        return log_lik + log_prior - log_q
+
+    def _prior_decode(self, n, rng):
+        return self._decode_numpy(rng.standard_normal((n, self.z_dim)))
