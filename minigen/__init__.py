@@ -8,7 +8,7 @@ from . import data, density, functional, metrics, models, nn, optim
 from .autograd import (Function, Tensor, arange, enable_grad, full, grad, is_grad_enabled,
                        manual_seed, no_grad, ones, ones_like, rand, randn, tensor, zeros,
                        zeros_like)
-from .io import load, save
+from .io import load, load_model, save, save_model
 from .backend import get_default_dtype, set_default_dtype
 from .functional import (abs, cat, clip, concatenate, cos, exp, log, logsumexp, matmul, maximum,
                          minimum, one_hot, sigmoid, sin, softmax, split, sqrt, stack, tanh,

@@ -130,10 +130,6 @@ def models():
 
 
 # --- constructor parameters -------------------------------------------------------------------
-_SERIALISABLE = (np.ndarray, int, float, str, bool, np.integer, np.floating, np.bool_,
-                 type(None))
-
-
 class Configurable:
     """``get_params`` / ``set_params`` / ``repr`` from the constructor's signature."""
 
@@ -204,20 +200,13 @@ class Configurable:
     _unsaved = ()   # fitted attributes that save_model leaves out (e.g. a training history)
 
     def _fitted_state(self):
-        """Fitted attribute (name ends in ``_``) -> array, number, string or tuple; anything
-        else must be handled by an override (or listed in ``_unsaved``)."""
-        state = {}
-        for name, value in vars(self).items():
-            if not name.endswith("_") or name.startswith("_") or name in self._unsaved:
-                continue
-            if isinstance(value, tuple) and all(isinstance(v, _SERIALISABLE) for v in value):
-                state[name] = value
-            elif isinstance(value, _SERIALISABLE):
-                state[name] = value
-            else:
-                raise TypeError(f"{type(self).__name__}: the fitted attribute {name!r} is a "
-                                f"{type(value).__name__}; override _fitted_state to save it")
-        return state
+        """Fitted attribute (name ends in ``_``, not listed in ``_unsaved``) -> value.
+        ``save_model`` stores arrays, numbers, strings, None, tuples/lists/dicts of them,
+        NumPy generators, an ``optim.EMA`` and registered minigen objects, and names the
+        attribute in a clear error for anything else; a class holding other fitted objects
+        overrides this and ``_set_fitted_state``."""
+        return {name: value for name, value in vars(self).items()
+                if name.endswith("_") and not name.startswith("_") and name not in self._unsaved}
 
     def _set_fitted_state(self, state):
         for name, value in state.items():

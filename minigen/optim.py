@@ -1,26 +1,93 @@
-"""Optimisers, learning-rate schedules, gradient clipping and an EMA of parameters.
+"""Optimisers with parameter groups, learning-rate schedules, gradient clipping and an EMA of
+parameters, each with ``state_dict`` / ``load_state_dict`` (flat name -> array dicts that
+``minigen.io.save`` writes as they are).
 
-Updates run on raw arrays in place (no graph), so a step costs a few vectorised NumPy ops
-per parameter.
+Parameter groups follow ``torch.optim``: ``params`` is an iterable of Tensors, or of dicts
+``{"params": [...], "lr": ..., ...}`` whose keys override the constructor's defaults for that
+group (e.g. no weight decay on biases). Schedules set every group's lr. Updates run on raw
+arrays in place (no graph), so a step costs a few vectorised NumPy ops per parameter.
 """
+import contextlib
 import math
+
+import numpy as np
 
 from .autograd import no_grad
 from .backend import xp
 
 
+def _number(value, name, where, low=None, high=None, low_open=False, high_open=True):
+    """A finite real hyper-parameter in [low, high) (or the bounds given); clear error else."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+    ok = ok and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        lo = "-inf" if low is None else low
+        hi = "inf" if high is None else high
+        interval = f"{'(' if low_open else '['}{lo}, {hi}{')' if high_open else ']'}"
+        raise ValueError(f"{where}: {name} must be a finite number in {interval}, got {value!r}")
+    return value
+
+
 class Optimizer:
-    def __init__(self, params, lr, defaults):
-        self.params = [p for p in params]
-        if not self.params:
-            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
-        if lr <= 0:
-            raise ValueError(f"{type(self).__name__}: lr must be > 0, got {lr}")
-        self.lr = lr
-        self.state = [dict() for _ in self.params]
-        for k, v in defaults.items():
-            setattr(self, k, v)
+    """Base: ``param_groups`` (dicts with "params" and the hyper-parameters), per-parameter
+    ``state`` (a list aligned with ``params``, the parameters of every group in order) and
+    ``step_count``. Subclasses define ``_check(group)`` and ``_update(p, g, state, group)``."""
+
+    def __init__(self, params, defaults):
+        where = type(self).__name__
+        params = list(params)
+        if not params:
+            raise ValueError(f"{where}: got an empty parameter list")
+        groups = params if isinstance(params[0], dict) else [{"params": params}]
+        self.defaults = dict(defaults)
+        self.param_groups, self._states = [], []
+        for group in groups:
+            self.add_param_group(group)
         self.step_count = 0
+
+    def add_param_group(self, group):
+        """Add ``{"params": [...], **hyper-parameters}``; missing keys take the defaults."""
+        where = type(self).__name__
+        if not isinstance(group, dict) or "params" not in group:
+            raise TypeError(f"{where}: a parameter group must be a dict with a 'params' key, "
+                            f"got {type(group).__name__}")
+        unknown = set(group) - set(self.defaults) - {"params"}
+        if unknown:
+            raise ValueError(f"{where}: unknown hyper-parameter(s) {sorted(unknown)} in a "
+                             f"parameter group; valid ones are {sorted(self.defaults)}")
+        group = {**self.defaults, **group, "params": list(group["params"])}
+        if not group["params"]:
+            raise ValueError(f"{where}: got an empty parameter list")
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        if any(id(p) in seen for p in group["params"]) \
+                or len({id(p) for p in group["params"]}) < len(group["params"]):
+            raise ValueError(f"{where}: a parameter appears in more than one group")
+        self._check(group)
+        self.param_groups.append(group)
+        self._states.extend({} for _ in group["params"])
+
+    @property
+    def params(self):
+        return [p for g in self.param_groups for p in g["params"]]
+
+    @property
+    def state(self):
+        """Per-parameter state (dicts of arrays), aligned with ``params``."""
+        return self._states
+
+    @property
+    def lr(self):
+        """The first group's learning rate; setting it sets every group's."""
+        return self.param_groups[0]["lr"]
+
+    @lr.setter
+    def lr(self, value):
+        for g in self.param_groups:
+            g["lr"] = value
 
     def zero_grad(self):
         for p in self.params:
@@ -28,48 +95,94 @@ class Optimizer:
 
     def step(self):
         self.step_count += 1
+        states = iter(self.state)
         with no_grad():
-            for p, state in zip(self.params, self.state):
-                if p.grad is not None:
-                    self._update(p.data, p.grad.data, state)
-                    p._version += 1
+            for group in self.param_groups:
+                for p in group["params"]:
+                    state = next(states)
+                    if p.grad is not None:
+                        self._update(p.data, p.grad.data, state, group)
+                        p._version += 1
 
+    # --- state --------------------------------------------------------------------------
     def state_dict(self):
-        flat = {"step_count": self.step_count, "lr": self.lr}
+        """Flat dict: ``step_count``, ``group.G.size`` and ``group.G.<hyper-parameter>`` for
+        every group, ``state.I.<name>`` arrays for parameter I (in ``params`` order)."""
+        flat = {"step_count": np.array(self.step_count)}
+        for gi, group in enumerate(self.param_groups):
+            flat[f"group.{gi}.size"] = np.array(len(group["params"]))
+            for k in self.defaults:
+                flat[f"group.{gi}.{k}"] = np.array(group[k])
         for i, state in enumerate(self.state):
             for k, v in state.items():
-                flat[f"{i}.{k}"] = v
+                flat[f"state.{i}.{k}"] = v.copy()
         return flat
 
     def load_state_dict(self, flat):
-        self.step_count, self.lr = int(flat["step_count"]), float(flat["lr"])
+        """Restore ``state_dict()``: everything is checked (group count and sizes, state
+        shapes) and converted before anything is assigned."""
+        where = f"{type(self).__name__}.load_state_dict"
+        sizes = [len(g["params"]) for g in self.param_groups]
+        saved = []
+        while f"group.{len(saved)}.size" in flat:
+            saved.append(int(flat[f"group.{len(saved)}.size"]))
+        if saved != sizes or "step_count" not in flat:
+            raise ValueError(f"{where}: the state has parameter groups of sizes {saved}, this "
+                             f"optimiser {sizes}")
+        groups = []
+        for gi, group in enumerate(self.param_groups):
+            new = dict(group)
+            for k, default in self.defaults.items():
+                if f"group.{gi}.{k}" not in flat:
+                    raise ValueError(f"{where}: the state lacks group.{gi}.{k}")
+                v = np.asarray(flat[f"group.{gi}.{k}"])
+                new[k] = tuple(float(x) for x in v) if isinstance(default, tuple) \
+                    else type(default)(v.item())
+            self._check(new)
+            groups.append(new)
+        params, states = self.params, [dict() for _ in self.params]
         for key, v in flat.items():
-            if "." in key:
-                i, k = key.split(".", 1)
-                self.state[int(i)][k] = xp(self.params[int(i)].data).asarray(v)
+            if not key.startswith("state."):
+                continue
+            i, _, name = key[len("state."):].partition(".")
+            if not i.isdigit() or int(i) >= len(params):
+                raise ValueError(f"{where}: {key!r} names no parameter of this optimiser")
+            p = params[int(i)]
+            if np.shape(v) != p.shape:
+                raise ValueError(f"{where}: {key} has shape {np.shape(v)}, parameter {i} has "
+                                 f"{p.shape}")
+            states[int(i)][name] = xp(p.data).asarray(v, dtype=p.dtype).copy()
+        self.param_groups, self._states = groups, states
+        self.step_count = int(flat["step_count"])
 
 
 class SGD(Optimizer):
     """v <- momentum v + g (+ weight_decay p); p <- p - lr v (Nesterov: p - lr (g + momentum v))."""
 
     def __init__(self, params, lr=1e-2, momentum=0.0, nesterov=False, weight_decay=0.0):
-        if nesterov and momentum <= 0:
-            raise ValueError("SGD: nesterov needs momentum > 0")
-        super().__init__(params, lr, dict(momentum=momentum, nesterov=nesterov,
-                                          weight_decay=weight_decay))
+        super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov,
+                                      weight_decay=weight_decay))
 
-    def _update(self, p, g, state):
-        if self.weight_decay:
-            g = g + self.weight_decay * p
-        if self.momentum:
+    def _check(self, group):
+        _number(group["lr"], "lr", "SGD", low=0, low_open=True, high=None)
+        _number(group["momentum"], "momentum", "SGD", low=0, high=None)
+        _number(group["weight_decay"], "weight_decay", "SGD", low=0, high=None)
+        if group["nesterov"] and group["momentum"] <= 0:
+            raise ValueError("SGD: nesterov needs momentum > 0")
+
+    def _update(self, p, g, state, group):
+        if group["weight_decay"]:
+            g = g + group["weight_decay"] * p
+        momentum = group["momentum"]
+        if momentum:
             if "v" not in state:
                 state["v"] = g.copy()
             else:
                 v = state["v"]
-                v *= self.momentum
+                v *= momentum
                 v += g
-            g = g + self.momentum * state["v"] if self.nesterov else state["v"]
-        p -= self.lr * g
+            g = g + momentum * state["v"] if group["nesterov"] else state["v"]
+        p -= group["lr"] * g
 
 
 class Adam(Optimizer):
@@ -79,15 +192,28 @@ class Adam(Optimizer):
     decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__(params, lr, dict(betas=betas, eps=eps, weight_decay=weight_decay))
+        super().__init__(params, dict(lr=lr, betas=tuple(betas) if isinstance(
+            betas, (list, tuple)) else betas, eps=eps, weight_decay=weight_decay))
 
-    def _update(self, p, g, state):
-        b1, b2 = self.betas
-        if self.weight_decay:
+    def _check(self, group):
+        where = type(self).__name__
+        _number(group["lr"], "lr", where, low=0, low_open=True, high=None)
+        betas = group["betas"]
+        if not isinstance(betas, tuple) or len(betas) != 2:
+            raise ValueError(f"{where}: betas must be a pair (beta1, beta2), got {betas!r}")
+        for name, b in zip(("betas[0]", "betas[1]"), betas):
+            _number(b, name, where, low=0, high=1)
+        _number(group["eps"], "eps", where, low=0, low_open=True, high=None)
+        _number(group["weight_decay"], "weight_decay", where, low=0, high=None)
+
+    def _update(self, p, g, state, group):
+        b1, b2 = group["betas"]
+        lr = group["lr"]
+        if group["weight_decay"]:
             if self.decoupled:
-                p *= 1 - self.lr * self.weight_decay
+                p *= 1 - lr * group["weight_decay"]
             else:
-                g = g + self.weight_decay * p
+                g = g + group["weight_decay"] * p
         if "m" not in state:
             state["m"], state["v"] = xp(p).zeros_like(p), xp(p).zeros_like(p)
         m, v = state["m"], state["v"]
@@ -98,9 +224,9 @@ class Adam(Optimizer):
         t = self.step_count
         update = xp(p).sqrt(v)          # in place from here: one temporary per step
         update *= 1 / math.sqrt(1 - b2 ** t)
-        update += self.eps
+        update += group["eps"]
         xp(p).divide(m, update, out=update)
-        update *= self.lr / (1 - b1 ** t)
+        update *= lr / (1 - b1 ** t)
         p -= update
 
 
@@ -113,12 +239,24 @@ class AdamW(Adam):
 
 
 def clip_grad_norm_(params, max_norm):
-    """Scale all gradients so their global L2 norm is at most ``max_norm``; return the norm."""
+    """Scale all gradients by max_norm / (norm + 1e-6) when their global L2 norm
+    sqrt(sum_i |g_i|^2) exceeds ``max_norm`` (> 0); return the norm (as
+    ``torch.nn.utils.clip_grad_norm_``). The norm is accumulated in float64, so float32
+    gradients of 1e19 do not overflow; a non-finite norm is returned with the gradients left
+    unchanged (``train`` then stops and names the step)."""
+    if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float, np.integer,
+                                                               np.floating)) \
+            or not max_norm > 0:
+        raise ValueError(f"clip_grad_norm_: max_norm must be a number > 0, got {max_norm!r}")
     grads = [p.grad.data for p in params if p.grad is not None]
     if not grads:
         return 0.0
-    total = math.sqrt(sum(float((g * g).sum()) for g in grads))
-    if total > max_norm:
+    total = 0.0
+    for g in grads:
+        g64 = g.astype(np.float64, copy=False).ravel()
+        total += float(g64 @ g64)
+    total = math.sqrt(total)
+    if math.isfinite(total) and total > max_norm:
         scale = max_norm / (total + 1e-6)
         for g in grads:
             g *= scale
@@ -126,15 +264,34 @@ def clip_grad_norm_(params, max_norm):
 
 
 class LRScheduler:
-    """Sets ``optimizer.lr = base_lr * factor(step)`` each time ``step()`` is called."""
+    """Sets every group's ``lr = base_lr * factor(step)`` each time ``step()`` is called
+    (``base_lr`` is the group's lr when the schedule is created)."""
 
     def __init__(self, optimizer):
-        self.optimizer, self.base_lr, self.last_step = optimizer, optimizer.lr, 0
-        optimizer.lr = self.base_lr * self.factor(0)
+        self.optimizer, self.last_step = optimizer, 0
+        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
+        self._apply()
+
+    def _apply(self):
+        factor = self.factor(self.last_step)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * factor
 
     def step(self):
         self.last_step += 1
-        self.optimizer.lr = self.base_lr * self.factor(self.last_step)
+        self._apply()
+
+    def state_dict(self):
+        return {"last_step": np.array(self.last_step), "base_lrs": np.array(self.base_lrs)}
+
+    def load_state_dict(self, state):
+        where = f"{type(self).__name__}.load_state_dict"
+        base_lrs = [float(v) for v in np.asarray(state["base_lrs"]).reshape(-1)]
+        if len(base_lrs) != len(self.optimizer.param_groups):
+            raise ValueError(f"{where}: the state has {len(base_lrs)} groups, the optimiser "
+                             f"{len(self.optimizer.param_groups)}")
+        self.base_lrs, self.last_step = base_lrs, int(state["last_step"])
+        self._apply()
 
 
 class StepLR(LRScheduler):
@@ -168,14 +325,29 @@ class CosineWarmup(LRScheduler):
 class EMA:
     """Exponential moving average of a module's parameters: s <- decay s + (1 - decay) p.
 
-    ``copy_to(module)`` loads the averages (e.g. for sampling); ``state_dict`` saves them.
+    ``applied(module)`` swaps the averages in for a ``with`` block (sampling, evaluation) and
+    the trained weights back afterwards; ``copy_to(module)`` loads them for good;
+    ``state_dict`` / ``load_state_dict`` save and restore them.
     """
 
     def __init__(self, module, decay=0.999):
-        if not 0 <= decay < 1:
-            raise ValueError(f"EMA: decay must lie in [0, 1), got {decay}")
-        self.decay = decay
+        self.decay = self._check_decay(decay)
         self.shadow = {n: p.data.copy() for n, p in module.named_parameters()}
+
+    @staticmethod
+    def _check_decay(decay):
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) \
+                or not 0 <= decay < 1:
+            raise ValueError(f"EMA: decay must lie in [0, 1), got {decay!r}")
+        return decay
+
+    @classmethod
+    def from_state_dict(cls, state, decay):
+        """An EMA holding the averages ``state`` (name -> array), with no module needed."""
+        ema = cls.__new__(cls)
+        ema.decay = cls._check_decay(decay)
+        ema.shadow = {n: np.array(v, copy=True) for n, v in state.items()}
+        return ema
 
     def update(self, module):
         for n, p in module.named_parameters():
@@ -186,5 +358,30 @@ class EMA:
     def copy_to(self, module):
         module.load_state_dict(self.shadow, strict=False)
 
+    @contextlib.contextmanager
+    def applied(self, module):
+        """Within the block the module holds the averaged weights; on exit (also on an
+        exception) its own weights are restored."""
+        saved = {n: p.data.copy() for n, p in module.named_parameters()}
+        self.copy_to(module)
+        try:
+            yield module
+        finally:
+            module.load_state_dict(saved, strict=False)
+
     def state_dict(self):
-        return dict(self.shadow)
+        return {n: s.copy() for n, s in self.shadow.items()}
+
+    def load_state_dict(self, state):
+        """Restore averages saved by ``state_dict`` (same names and shapes, checked first)."""
+        missing = sorted(set(self.shadow) - set(state))
+        unexpected = sorted(set(state) - set(self.shadow))
+        if missing or unexpected:
+            raise KeyError(f"EMA.load_state_dict: missing keys {missing}, unexpected keys "
+                           f"{unexpected}")
+        for n, s in self.shadow.items():
+            if np.shape(state[n]) != s.shape:
+                raise ValueError(f"EMA.load_state_dict: {n} has shape {np.shape(state[n])}, "
+                                 f"expected {s.shape}")
+        self.shadow = {n: xp(s).asarray(state[n], dtype=s.dtype).copy()
+                       for n, s in self.shadow.items()}

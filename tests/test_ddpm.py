@@ -329,7 +329,7 @@ def test_digits_train_and_sample_from_one_call():
     (lambda: DDPM(None).sample(3, eps_fn=lambda x, t: x), "shape"),
     (lambda: DDPM(None, shape=(2,)).sample(3, steps=0, eps_fn=lambda x, t: x), "steps"),
     (lambda: DDPM(None, shape=(2,)).sample(3, eta=-1, eps_fn=lambda x, t: x), "eta"),
-    (lambda: DDPM(TimeMLP(2)).fit(np.zeros((10, 2)), batch_size=20), "batch_size"),
+    (lambda: DDPM(TimeMLP(2)).fit(np.zeros((10, 2))), "exactly one of steps= or epochs="),
     (lambda: DDPM(TimeMLP(2), shape=(3,)).fit(np.zeros((10, 2)), batch_size=5), "shape"),
     (lambda: DDPM(None).fit(np.zeros((10, 2))), "denoiser"),
 ])

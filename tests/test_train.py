@@ -8,7 +8,7 @@ import minigen as mg
 from minigen import functional as F
 from minigen import nn
 from minigen.data.batching import batches, infinite_batches
-from minigen.train import train
+from minigen.train import load_checkpoint, train
 
 
 class Regression(nn.Module):
@@ -52,21 +52,25 @@ def test_nan_loss_stops_with_the_step():
         train(Regression(bad_step=7), _data(), steps=20, batch_size=32, verbose=False)
 
 
-def test_checkpoint_holds_model_and_ema(tmp_path):
+def test_checkpoint_holds_model_and_ema_in_loadable_namespaces(tmp_path):
     path = tmp_path / "ckpt.npz"
     model = Regression()
     result = train(model, _data(), steps=50, batch_size=32, lr=0.01, ema_decay=0.9,
                    log_every=25, checkpoint=path, verbose=False)
-    state = mg.load(path)
-    np.testing.assert_array_equal(state["lin.weight"], model.lin.weight.numpy())
-    np.testing.assert_array_equal(state["ema.lin.weight"], result.ema.shadow["lin.weight"])
+    ckpt = load_checkpoint(path)
+    assert ckpt.step == 50 and list(ckpt.optimizers) == ["optimizer"]
+    np.testing.assert_array_equal(ckpt.model["lin.weight"], model.lin.weight.numpy())
+    np.testing.assert_array_equal(ckpt.ema["lin.weight"], result.ema.shadow["lin.weight"])
     fresh = Regression()
-    fresh.load_state_dict({k: v for k, v in state.items() if not k.startswith("ema.")})
+    fresh.load_state_dict(ckpt.model)                 # strict: exactly the module's keys
     np.testing.assert_array_equal(fresh.lin.bias.numpy(), model.lin.bias.numpy())
+    fresh.load_state_dict(ckpt.ema)                   # the averaged weights, strict too
+    np.testing.assert_array_equal(fresh.lin.weight.numpy(), result.ema.shadow["lin.weight"])
+    assert not np.array_equal(result.ema.shadow["lin.weight"], model.lin.weight.numpy())
 
 
 def test_train_rejects_bad_arguments():
-    with pytest.raises(ValueError, match="train: steps must be >= 1"):
+    with pytest.raises(ValueError, match="train: steps must be a positive int, got 0"):
         train(Regression(), _data(), steps=0)
     with pytest.raises(TypeError, match="train: Linear has no loss"):
         train(nn.Linear(3, 1), _data(), steps=1)

@@ -14,7 +14,7 @@ from ..autograd import no_grad
 from ..distribution import Distribution, check_array
 from ..nn import Module
 from ..optim import Adam
-from ..train import train
+from ..train import TrainingInterrupted, train
 
 
 class DeepModel(Module, Distribution):
@@ -31,17 +31,23 @@ class DeepModel(Module, Distribution):
         patience, checkpoint, resume, log_every, ...) go to ``train``. Keeps ``history_``.
         """
         where = f"{type(self).__name__}.fit"
+        data = self._check_fit_data(X, y, where)
         if (steps is None) == (epochs is None):
             raise ValueError(f"{where}: give exactly one of steps= or epochs= "
                              f"(got steps={steps!r}, epochs={epochs!r})")
-        data = self._check_fit_data(X, y, where)
         if validation is not None:
             val = validation if isinstance(validation, tuple) else (validation, None)
             validation = self._check_fit_data(*val, f"{where} (validation)")
         n = len(data[0] if isinstance(data, tuple) else data)
-        self.history_ = train(self, data, steps=steps, epochs=epochs,
-                              batch_size=min(batch_size, n), lr=lr, validation=validation,
-                              rng=rng, verbose=verbose, **train_options)
+        try:
+            self.history_ = train(self, data, steps=steps, epochs=epochs,
+                                  batch_size=min(batch_size, n), lr=lr, validation=validation,
+                                  rng=rng, verbose=verbose, **train_options)
+        except TrainingInterrupted as interrupt:   # keep what was learned usable, re-raise
+            self.history_ = interrupt.result
+            if interrupt.result.steps:
+                self._after_fit(data)
+            raise
         self._after_fit(data)
         return self
 
@@ -58,7 +64,9 @@ class DeepModel(Module, Distribution):
         return X.astype(self.dtype, copy=False)
 
     def _after_fit(self, data):
-        """Work after training (e.g. fitting a latent density on the codes)."""
+        """Work after training, with ``history_`` set (e.g. fitting a latent density on the
+        codes, keeping the EMA); also runs when training is interrupted, so the model stays
+        usable."""
 
     def configure_optimizers(self, lr):
         """The optimiser(s) ``train`` uses: one, or a dict name -> Optimizer for a

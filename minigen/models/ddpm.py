@@ -25,9 +25,10 @@ import numpy as np
 from .. import functional as F
 from ..autograd import Tensor, no_grad
 from ..backend import as_rng
+from ..distribution import Configurable, NotFittedError, check_n_samples, register
 from ..kernels import diffusion as kd
 from ..nn import Module
-from ..train import train
+from .base import DeepModel
 
 VARIANCES = ("fixed_small", "fixed_large")
 PREDICTIONS = ("eps", "x0", "v")
@@ -37,22 +38,26 @@ def _col(c, x):
     return c.reshape((-1,) + (1,) * (x.ndim - 1))
 
 
-class NoiseSchedule:
+@register()
+class NoiseSchedule(Configurable):
     """The forward process: T variances beta_t and everything derived from them.
 
     kind: 'linear' (beta_t evenly spaced from beta_start to beta_end; Ho et al. 2020),
     'cosine' (abar(t) = f(t)/f(0), f(t) = cos^2(pi/2 (t/T + s)/(1 + s)), s = 0.008,
-    beta_t = 1 - abar(t+1)/abar(t) clipped at 0.999; Nichol & Dhariwal 2021, eq. 17) or
-    'sigmoid' (beta_t = beta_start + (beta_end - beta_start) sigmoid(-6 + 12 t/(T-1))).
-    ``NoiseSchedule.from_betas(betas)`` accepts any betas in (0, 1).
+    beta_t = 1 - abar(t+1)/abar(t) clipped at 0.999; Nichol & Dhariwal 2021, eq. 17),
+    'sigmoid' (beta_t = beta_start + (beta_end - beta_start) sigmoid(-6 + 12 t/(T-1))) or
+    'custom' with the given ``betas`` (values in (0, 1); ``NoiseSchedule.from_betas(betas)``).
     """
 
-    def __init__(self, T=1000, kind="linear", beta_start=1e-4, beta_end=0.02):
+    def __init__(self, T=1000, kind="linear", beta_start=1e-4, beta_end=0.02, betas=None):
         if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
             raise ValueError(f"NoiseSchedule: T must be a positive int, got {T!r}")
         if not 0 < beta_start <= beta_end < 1:
             raise ValueError(f"NoiseSchedule: need 0 < beta_start <= beta_end < 1, got "
                              f"{beta_start}, {beta_end}")
+        if (kind == "custom") != (betas is not None):
+            raise ValueError("NoiseSchedule: betas= goes with kind='custom' "
+                             "(NoiseSchedule.from_betas(betas) builds one)")
         if kind == "linear":
             betas = np.linspace(beta_start, beta_end, T)
         elif kind == "cosine":
@@ -62,23 +67,31 @@ class NoiseSchedule:
         elif kind == "sigmoid":
             u = np.linspace(-6.0, 6.0, T) if T > 1 else np.zeros(1)
             betas = beta_start + (beta_end - beta_start) / (1 + np.exp(-u))
+        elif kind == "custom":
+            betas = np.asarray(betas, dtype=np.float64)
+            if betas.ndim != 1 or betas.size == 0 or not np.all((betas > 0) & (betas < 1)):
+                raise ValueError("NoiseSchedule.from_betas: betas must be a non-empty 1-D "
+                                 "array of values in (0, 1)")
+            if len(betas) != T:
+                raise ValueError(f"NoiseSchedule: T={T} but {len(betas)} betas were given")
         else:
-            raise ValueError(f"NoiseSchedule: kind must be 'linear', 'cosine' or 'sigmoid', "
-                             f"got {kind!r}")
-        self.kind = kind
+            raise ValueError(f"NoiseSchedule: kind must be 'linear', 'cosine', 'sigmoid' or "
+                             f"'custom', got {kind!r}")
+        self.kind, self.beta_start, self.beta_end = kind, beta_start, beta_end
         self._set(betas)
 
     @classmethod
     def from_betas(cls, betas):
         """A schedule with the given variances (a 1-D array of values in (0, 1))."""
         betas = np.asarray(betas, dtype=np.float64)
-        if betas.ndim != 1 or betas.size == 0 or not np.all((betas > 0) & (betas < 1)):
-            raise ValueError("NoiseSchedule.from_betas: betas must be a non-empty 1-D array "
-                             "of values in (0, 1)")
-        self = cls.__new__(cls)
-        self.kind = "custom"
-        self._set(betas)
-        return self
+        return cls(T=max(len(betas), 1) if betas.ndim == 1 else 1, kind="custom", betas=betas)
+
+    def get_params(self, deep=True):
+        """The constructor's arguments; ``betas`` only for a 'custom' schedule (the other
+        kinds derive them from T, beta_start and beta_end)."""
+        params = super().get_params(deep)
+        params["betas"] = self.betas if self.kind == "custom" else None
+        return params
 
     def _set(self, betas):
         self.T = len(betas)
@@ -194,14 +207,16 @@ def _gauss_kl(mean1, var1, mean2, var2):
     return 0.5 * (d * (np.log(var2 / var1) + var1 / var2 - 1) + sq / var2)
 
 
-class DDPM(Module):
+@register("ddpm")
+class DDPM(DeepModel):
     """A diffusion model: a denoiser(x_t, t) -> prediction, and a NoiseSchedule.
 
     prediction: what the denoiser outputs, 'eps' (the noise, Ho et al. eq. 14), 'x0' (the
     data) or 'v' = sqrt(abar_t) eps - sqrt(1 - abar_t) x0 (Salimans & Ho 2022). Every
     sampler converts it to eps_hat. ``DDPM(None, schedule, shape=...)`` carries no network:
     pass ``eps_fn`` to ``sample`` / ``log_prob`` instead. ``fit`` trains with an EMA of the
-    weights (``ema_``), which ``sample`` and ``log_prob`` then use.
+    weights (``ema_``), which ``sample`` and ``log_prob`` then use. ``rng`` is the generator
+    of the training noise (t and eps in ``loss``).
     """
 
     def __init__(self, denoiser, schedule=None, prediction="eps", shape=None, rng=None):
@@ -216,25 +231,22 @@ class DDPM(Module):
             raise TypeError(f"DDPM: schedule must be a NoiseSchedule, "
                             f"got {type(schedule).__name__}")
         self.denoiser, self.schedule, self.prediction = denoiser, schedule, prediction
-        self.shape_ = None if shape is None else tuple(shape)
+        self.shape = None if shape is None else tuple(int(s) for s in shape)
+        self.shape_ = self.shape
         self.rng = as_rng(rng)
-        self.ema_ = None
+        self.ema_ = self.losses_ = None
 
     def forward(self, x, t):
         """The denoiser's raw prediction for a Tensor x_t and int array t."""
         return self.denoiser(x, t)
 
     # --- training (Algorithm 1) ---------------------------------------------------------
-    def _dtype(self):
-        params = list(self.parameters())
-        return params[0].dtype if params else np.dtype(np.float64)
-
     def loss(self, batch):
         """Algorithm 1: t ~ U{0..T-1}, eps ~ N(0, I), x_t = sqrt(abar_t) x0 + sqrt(1-abar_t) eps,
         loss = mean ||target - denoiser(x_t, t)||^2 with target eps, x0 or v."""
         if self.denoiser is None:
             raise TypeError("DDPM.loss: this DDPM has no denoiser (DDPM(None, ...))")
-        x0 = np.asarray(batch.data if isinstance(batch, Tensor) else batch, dtype=self._dtype())
+        x0 = np.asarray(batch.data if isinstance(batch, Tensor) else batch, dtype=self.dtype)
         n = len(x0)
         t = self.rng.integers(0, self.schedule.T, n)
         eps = self.rng.standard_normal(x0.shape).astype(x0.dtype)
@@ -249,41 +261,55 @@ class DDPM(Module):
                       - _col(s.sqrt_one_minus_alpha_bars[t], x0) * x0).astype(x0.dtype)
         return F.mse_loss(self.denoiser(Tensor(xt), t), Tensor(target))
 
-    def fit(self, X, steps=2000, batch_size=256, lr=1e-3, ema_decay=0.999, rng=None,
-            verbose=False, **train_kwargs):
-        """Train with ``minigen.train.train`` on X (n, ...); keeps ``losses_`` and ``ema_``."""
+    def fit(self, X, y=None, *, steps=None, epochs=None, batch_size=256, lr=1e-3,
+            ema_decay=0.999, rng=None, verbose=False, **train_options):
+        """Train on X (n, ...) with ``minigen.train.train`` (``steps=`` or ``epochs=``, exactly
+        one; other keywords go to ``train``) and an EMA of the weights (``ema_decay``); keeps
+        ``losses_``, ``ema_`` and ``history_``. ``rng`` reseeds the model's generator, which
+        draws the batches and the training noise."""
         if self.denoiser is None:
             raise TypeError("DDPM.fit: this DDPM has no denoiser (DDPM(None, ...))")
-        X = np.asarray(X)
-        if X.ndim < 2 or X.dtype.kind not in "fiu" or not np.all(np.isfinite(X)):
-            raise ValueError(f"DDPM.fit: X must be a finite numeric array of shape (n, ...) "
-                             f"with n samples, got shape {X.shape} and dtype {X.dtype}")
-        if self.shape_ is not None and X.shape[1:] != self.shape_:
-            raise ValueError(f"DDPM.fit: X has sample shape {X.shape[1:]}, the model expects "
-                             f"{self.shape_}")
-        if len(X) < batch_size:
-            raise ValueError(f"DDPM.fit: X has {len(X)} samples, fewer than batch_size "
-                             f"{batch_size}")
         if rng is not None:
             self.rng = as_rng(rng)
-        self.shape_ = X.shape[1:]
-        result = train(self, X.astype(self._dtype()), steps=steps, batch_size=batch_size, lr=lr,
-                       ema_decay=ema_decay, rng=self.rng, verbose=verbose, **train_kwargs)
-        self.losses_, self.ema_ = np.asarray(result.losses), result.ema
-        return self
+        return super().fit(X, y, steps=steps, epochs=epochs, batch_size=batch_size, lr=lr,
+                           ema_decay=ema_decay, rng=self.rng, verbose=verbose, **train_options)
 
-    @contextlib.contextmanager
-    def _sampling_weights(self):
-        """Swap in the EMA weights (if trained with one) for the duration of a sampler."""
-        if self.ema_ is None:
-            yield
-            return
-        saved = {n: p.data.copy() for n, p in self.named_parameters()}
-        self.ema_.copy_to(self)
+    def _check_fit_data(self, X, y, where):
+        X = self._check_X(X, where)
+        if y is not None:
+            raise ValueError(f"{where}: DDPM is unsupervised; got targets y")
+        self.shape_ = X.shape[1:]
+        return X.astype(self.dtype)
+
+    def _after_fit(self, data):
+        self.losses_, self.ema_ = self.history_.losses, self.history_.ema
+
+    def _check_X(self, X, where):
+        """X as a finite float array of shape (n, *shape_) with n >= 1."""
         try:
-            yield
-        finally:
-            self.load_state_dict(saved, strict=False)
+            X = np.asarray(X, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"{where}: X must be a numeric array, got "
+                            f"{type(X).__name__}") from None
+        if X.ndim < 2 or len(X) == 0:
+            raise ValueError(f"{where}: X must have shape (n, ...) with n >= 1 samples, got "
+                             f"shape {X.shape}")
+        if self.shape_ is not None and X.shape[1:] != self.shape_:
+            raise ValueError(f"{where}: X has sample shape {X.shape[1:]}, the model expects "
+                             f"{self.shape_}")
+        if not np.all(np.isfinite(X)):
+            raise ValueError(f"{where}: X contains NaN or infinity")
+        return X
+
+    def _weights(self, where, eps_fn):
+        """The EMA weights swapped in (if trained with one) for a sampler or the bound;
+        NotFittedError when the model's own denoiser would run untrained."""
+        if eps_fn is None and self.losses_ is None:
+            raise NotFittedError(f"{where}: this DDPM is not fitted yet; call fit(X) first "
+                                 "(or pass eps_fn)")
+        if self.ema_ is None or eps_fn is not None:
+            return contextlib.nullcontext()
+        return self.ema_.applied(self)
 
     def predict_eps(self, xt, t):
         """eps_hat(x_t, t) from the denoiser, converted from x0 or v predictions:
@@ -302,9 +328,7 @@ class DDPM(Module):
         return eps.astype(xt.dtype, copy=False)
 
     # --- sampling (Algorithm 2, DDIM) ----------------------------------------------------
-    def _check_sampling(self, where, n, eps_fn, shape):
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"{where}: n must be a positive int, got {n!r}")
+    def _check_sampling(self, where, eps_fn, shape):
         if eps_fn is None and self.denoiser is None:
             raise TypeError(f"{where}: DDPM(None, ...) needs eps_fn")
         if eps_fn is not None and not callable(eps_fn):
@@ -314,7 +338,7 @@ class DDPM(Module):
             raise ValueError(f"{where}: the sample shape is unknown; fit first or pass shape=")
         return shape
 
-    def sample(self, n, steps=None, eta=None, eps_fn=None, return_trajectory=False, rng=None,
+    def sample(self, n, rng=None, *, steps=None, eta=None, eps_fn=None, return_trajectory=False,
                variance="fixed_small", clip=None, shape=None):
         """n samples of shape (n, *shape_): x_T ~ N(0, I), then T steps of Algorithm 2, or
         DDIM over ``steps`` evenly spaced timesteps when steps < T or eta is given (eta
@@ -323,7 +347,8 @@ class DDPM(Module):
         ``variance`` ('fixed_small': sigma^2 = beta~, 'fixed_large': beta) is Algorithm 2's
         (DDIM's sigma follows from eta)."""
         where = "DDPM.sample"
-        shape = self._check_sampling(where, n, eps_fn, shape)
+        n = check_n_samples(n, where)
+        shape = self._check_sampling(where, eps_fn, shape)
         if variance not in VARIANCES:
             raise ValueError(f"{where}: variance must be one of {VARIANCES}, got {variance!r}")
         if eta is not None and not eta >= 0:
@@ -332,11 +357,14 @@ class DDPM(Module):
         timesteps = s.ddim_timesteps(s.T if steps is None else steps)
         ddim = eta is not None or len(timesteps) < s.T
         eta = 0.0 if eta is None else float(eta)
+        weights = self._weights(where, eps_fn)
         rng = as_rng(rng)
         eps_fn = eps_fn or self.predict_eps
-        x = rng.standard_normal((n,) + shape).astype(self._dtype())
+        x = rng.standard_normal((n,) + shape).astype(self.dtype)
         path = [x] if return_trajectory else None
-        with self._sampling_weights():
+        if n == 0:
+            return (x, np.stack(path)) if return_trajectory else x
+        with self.inference(), weights:
             for i in range(len(timesteps) - 1, -1, -1):
                 t = np.full(n, timesteps[i])
                 eps = np.asarray(eps_fn(x, t), dtype=x.dtype)
@@ -351,8 +379,9 @@ class DDPM(Module):
         return (x, np.stack(path)) if return_trajectory else x
 
     # --- likelihood bound ---------------------------------------------------------------
-    def log_prob(self, X, eps_fn=None, variance="fixed_large", rng=None):
-        """Per-sample variational lower bound on log p(x) in nats (Ho et al. eq. 5):
+    def score_samples(self, X, *, eps_fn=None, variance="fixed_large", rng=None):
+        """Per-sample variational lower bound on log p(x) in nats (Ho et al. eq. 5), also
+        ``log_prob``:
 
             log p(x0) >= -(L_T + sum_{t=1}^{T-1} L_{t-1} + L_0),
             L_T = KL(q(x_{T-1} | x0) || N(0, I)),
@@ -363,18 +392,17 @@ class DDPM(Module):
         with sigma_0^2 = beta_0 ('fixed_large') or beta~_1 ('fixed_small', as beta~_0 = 0;
         Nichol & Dhariwal's clipped log-variance). Costs T denoiser calls on X."""
         where = "DDPM.log_prob"
-        X = np.asarray(X)
-        self._check_sampling(where, 1, eps_fn, X.shape[1:])
-        if self.shape_ is not None and X.shape[1:] != self.shape_:
-            raise ValueError(f"{where}: X has sample shape {X.shape[1:]}, expected {self.shape_}")
         if variance not in VARIANCES:
             raise ValueError(f"{where}: variance must be one of {VARIANCES}, got {variance!r}")
+        X = self._check_X(X, where)
+        self._check_sampling(where, eps_fn, X.shape[1:])
+        weights = self._weights(where, eps_fn)
         s, rng, n = self.schedule, as_rng(rng), len(X)
-        x0 = X.astype(self._dtype() if eps_fn is None else np.float64)
+        x0 = X.astype(self.dtype if eps_fn is None else np.float64)
         eps_fn = eps_fn or self.predict_eps
         ab_T = s.alpha_bars[-1]
         bound = _gauss_kl(s.sqrt_alpha_bars[-1] * x0, np.full(n, 1 - ab_T), 0 * x0, np.ones(n))
-        with self._sampling_weights():
+        with self.inference(), weights:
             for t in range(s.T):
                 tt = np.full(n, t)
                 xt = s.q_sample(x0, tt, rng.standard_normal(x0.shape).astype(x0.dtype))
@@ -391,11 +419,3 @@ class DDPM(Module):
                     d = x0[0].size
                     bound += 0.5 * (sq / var0 + d * np.log(2 * np.pi * var0))
         return -bound
-
-    def score_samples(self, X, **kwargs):
-        """Alias of ``log_prob`` (the per-sample bound)."""
-        return self.log_prob(X, **kwargs)
-
-    def score(self, X, **kwargs):
-        """Mean of the per-sample bound."""
-        return float(np.mean(self.log_prob(X, **kwargs)))

@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import functional as F
 from ..autograd import Tensor
+from ..distribution import Configurable, register
 from ..nn import Conv2d, Linear, Module, ModuleList, init
 from ..nn import activation as activation_module
 
@@ -35,19 +36,26 @@ def _embedding_table(size, dim, dtype):
     return table
 
 
+_TABLE_MAX = 1 << 16   # the cached embedding table covers t < 65536
+
+
 def _time_features(t, n, dim, dtype, where):
     """The embedding of t (n,) as a constant Tensor: one row if all t are equal, else n rows
-    (gathered from a cached table of the embeddings of 0..2^k - 1)."""
+    (gathered from a cached table of the embeddings of 0..2^k - 1; computed directly for
+    t >= 2^16, so a huge t never allocates a huge table)."""
     t = np.asarray(t)
     if t.shape != (n,) or t.dtype.kind not in "iu" or (n and t.min() < 0):
         raise ValueError(f"{where}: t must be a non-negative int array of shape ({n},), got "
                          f"{t.shape} {t.dtype}")
     rows = t[:1] if n and np.all(t == t[0]) else t
-    size = 1 << int(rows.max()).bit_length() if n else 1
-    return Tensor(_embedding_table(size, dim, np.dtype(dtype))[rows])
+    top = int(rows.max()) if n else 0
+    if top >= _TABLE_MAX:       # beyond any schedule's T: computed directly, never tabled
+        return Tensor(timestep_embedding(rows, dim, dtype=np.dtype(dtype)))
+    return Tensor(_embedding_table(1 << top.bit_length(), dim, np.dtype(dtype))[rows])
 
 
-class TimeMLP(Module):
+@register()
+class TimeMLP(Module, Configurable):
     """For x (n, dim): h_1 = act(W_1 x + U_1 e(t) + b_1), h_k = act(W_k h_{k-1} + U_k e(t) + b_k)
     for k = 2..depth, output W_out h_depth + b_out (shape (n, dim))."""
 
@@ -56,7 +64,8 @@ class TimeMLP(Module):
         if dim < 1 or hidden < 1 or depth < 1:
             raise ValueError(f"TimeMLP: dim, hidden and depth must be >= 1, got {dim}, "
                              f"{hidden}, {depth}")
-        self.dim, self.emb_dim = dim, emb_dim
+        self.dim, self.hidden, self.depth, self.emb_dim = dim, hidden, depth, emb_dim
+        self.activation, self.rng = activation, rng
         self.act = activation_module(activation, "TimeMLP")
         self.layers = ModuleList([Linear(dim if k == 0 else hidden, hidden, rng=rng)
                                   for k in range(depth)])
@@ -92,7 +101,8 @@ class _ResBlock(Module):
         return (x if self.skip is None else self.skip(x)) + h
 
 
-class TinyUNet(Module):
+@register()
+class TinyUNet(Module, Configurable):
     """A two-level U-Net for small images (n, C, H, W), H and W even (8x8 digits):
 
     conv_in -> ResBlock (H x W, skip s) -> stride-2 conv -> ResBlock (H/2 x W/2)
@@ -103,7 +113,9 @@ class TinyUNet(Module):
 
     def __init__(self, in_channels=1, channels=32, emb_dim=32, activation="silu", rng=None):
         super().__init__()
-        c, self.in_channels, self.emb_dim = channels, in_channels, emb_dim
+        self.in_channels, self.channels, self.emb_dim = in_channels, channels, emb_dim
+        c = channels
+        self.activation, self.rng = activation, rng
         self.act = act = activation_module(activation, "TinyUNet")
         tdim = 2 * c
         self.time = Linear(emb_dim, tdim, rng=rng)
