@@ -1,0 +1,614 @@
+"""Autoregressive language models: p(x_1 .. x_n) = prod_i p(x_i | x_<i).
+
+Each model maps token ids (B, T) to next-token logits (B, T, V): the logits at position t are
+a distribution over x_{t+1} that depends on x_1 .. x_t only. Training minimises the
+cross-entropy of the true next token (ignoring padding); ``log_prob`` sums
+log p(x_i | x_<i) over a sequence, so a language model is a density on strings like any other
+minigen distribution.
+
+    Bigram          p(x_{t+1} | x_t) = softmax(W[x_t]): a V x V table of logits
+    MLPLM           Bengio et al. 2003, "A Neural Probabilistic Language Model": the embeddings
+                    of the last ``context`` tokens, concatenated, through a tanh hidden layer
+                    (without the paper's optional direct input-output connections)
+    TransformerLM   a GPT (Radford et al. 2018, 2019; after Karpathy's nanoGPT): learned token
+                    and position embeddings, ``n_layer`` pre-LayerNorm blocks
+                        x <- x + Attn(LN(x)),   x <- x + MLP(LN(x)),   MLP = W2 GELU(W1 x),
+                    causal multi-head self-attention softmax(Q K^T / sqrt(d) + mask) V
+                    (Vaswani et al. 2017), a final LayerNorm, and output logits x W_te^T that
+                    reuse the token embedding (weight tying; Press & Wolf 2017).
+                    A key/value cache makes each generated token cost one position.
+
+Data: ``fit(text)`` trains on one stream (every window of block_size + 1 tokens is a row);
+``fit([doc, doc, ...])`` trains on documents, each <bos> + text + <eos>, padded with <pad>
+(``key_padding_mask`` True there) and cut into pieces of at most block_size + 1 tokens. Without
+a tokenizer a model fits token ids: a 1-D array is a stream, a 2-D array holds rows, and id 0
+is padding (the layout of ``minigen.data.tokenizers``: 0 <pad>, 1 <bos>, 2 <eos>).
+"""
+import math
+
+import numpy as np
+
+from .. import functional as F
+from ..autograd import Tensor
+from ..backend import as_rng
+from ..data.tokenizers import BOS_ID, EOS_ID, PAD_ID, CharTokenizer, Tokenizer
+from ..data.text import pad_sequences
+from ..distribution import check_fitted, check_n_samples, register
+from ..nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, init
+from ..optim import AdamW, CosineWarmup
+from .base import DeepModel
+from .sampling import check_sampling_args, sample_next
+
+# --- configuration ----------------------------------------------------------------------------
+INIT_STD = 0.02           # N(0, 0.02^2) for every weight matrix and embedding (GPT-2)
+WEIGHT_DECAY = 0.1        # AdamW decay, on matrices and embeddings only
+BETAS = (0.9, 0.95)
+WARMUP = 0.05             # warm-up fraction of the steps, then cosine decay ...
+MIN_LR = 0.1              # ... to this fraction of lr
+CLIP_GRAD = 1.0           # global gradient-norm clip
+MASKED = -1e9             # attention score added where attention is forbidden
+
+
+def _causal_bias(t, length, key_padding_mask, dtype):
+    """Additive attention bias (B or 1, 1, t, length): MASKED where key j comes after query i
+    (queries are the last t of ``length`` positions) or where key j is padding, except that
+    every position may attend to itself: a padding query then has one key left (its output
+    is never used), so no row is fully masked and exp(MASKED - max) is exactly 0 everywhere."""
+    forbidden = np.triu(np.ones((t, length), dtype=bool), k=1 + length - t)[None, None]
+    if key_padding_mask is not None:
+        forbidden = forbidden | key_padding_mask[:, None, None, :]
+        forbidden[..., np.arange(t), np.arange(length - t, length)] = False
+    return Tensor(np.where(forbidden, MASKED, 0.0).astype(dtype))
+
+
+class CausalSelfAttention(Module):
+    """Multi-head causal self-attention with one fused q, k, v projection and an optional
+    key/value cache: with ``cache`` (a dict kept between calls), the keys and values of the
+    new positions are appended to the cached ones and the new queries attend over all of
+    them, so decoding one token costs O(T d), not a pass over the whole prefix."""
+
+    def __init__(self, n_embd, n_head, dropout=0.0, rng=None):
+        super().__init__()
+        if n_embd % n_head:
+            raise ValueError(f"CausalSelfAttention: n_embd {n_embd} is not divisible by "
+                             f"n_head {n_head}")
+        self.n_head = n_head
+        self.qkv = Linear(n_embd, 3 * n_embd, rng=rng)
+        self.proj = Linear(n_embd, n_embd, rng=rng)
+        self.attn_drop = Dropout(dropout, rng)
+        self.resid_drop = Dropout(dropout, rng)
+
+    def forward(self, x, bias, cache=None):
+        b, t, c = x.shape
+        q, k, v = (z.reshape(b, t, self.n_head, -1).transpose(1, 2)
+                   for z in F.split(self.qkv(x), 3, axis=-1))
+        if cache is not None:
+            if "k" in cache:
+                k = F.cat([Tensor(cache["k"]), k], axis=2)
+                v = F.cat([Tensor(cache["v"]), v], axis=2)
+            cache["k"], cache["v"] = k.data, v.data
+        scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1) + bias
+        y = self.attn_drop(scores.softmax(-1)) @ v
+        return self.resid_drop(self.proj(y.transpose(1, 2).reshape(b, t, c)))
+
+
+class Block(Module):
+    """Pre-LayerNorm transformer block: x + Attn(LN1(x)), then + MLP(LN2(x)), with
+    MLP(h) = Dropout(W2 GELU(W1 h)), W1: n_embd -> 4 n_embd. GELU is the tanh form
+    0.5 h (1 + tanh(sqrt(2/pi) (h + 0.044715 h^3))) (Hendrycks & Gimpel 2016), as GPT-2."""
+
+    def __init__(self, n_embd, n_head, dropout=0.0, rng=None):
+        super().__init__()
+        self.ln1 = LayerNorm(n_embd)
+        self.attn = CausalSelfAttention(n_embd, n_head, dropout, rng)
+        self.ln2 = LayerNorm(n_embd)
+        self.fc = Linear(n_embd, 4 * n_embd, rng=rng)
+        self.fc_out = Linear(4 * n_embd, n_embd, rng=rng)
+        self.drop = Dropout(dropout, rng)
+
+    def forward(self, x, bias, cache=None):
+        x = x + self.attn(self.ln1(x), bias, cache)
+        return x + self.drop(self.fc_out(F.gelu(self.fc(self.ln2(x)), approximate="tanh")))
+
+
+# --- the shared part: data, loss, scoring, generation ------------------------------------------
+class LanguageModel(DeepModel):
+    """What every language model here shares. A subclass builds its layers in
+    ``_build(vocab_size)`` and defines ``forward(idx, key_padding_mask=None)``.
+
+    vocab_size / tokenizer: either may be None; the vocabulary then comes from the other, or,
+    when both are None, from a CharTokenizer trained on the text given to the first ``fit``
+    (the layers are built then). block_size: the length of a training row (and the context
+    limit of a TransformerLM).
+    """
+
+    max_context = None     # positions a forward pass can see (None: unbounded)
+    window = None          # tokens of history the next prediction depends on (None: all)
+    _vocab_param = None    # a weight whose first axis is the vocabulary size
+
+    def _setup(self, vocab_size, tokenizer, block_size, rng):
+        name = type(self).__name__
+        if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
+            raise TypeError(f"{name}: tokenizer must be a minigen Tokenizer or None, got "
+                            f"{type(tokenizer).__name__}")
+        if vocab_size is not None and (isinstance(vocab_size, bool) or
+                                       not isinstance(vocab_size, (int, np.integer)) or
+                                       vocab_size < 1):
+            raise ValueError(f"{name}: vocab_size must be None or a positive int, "
+                             f"got {vocab_size!r}")
+        if tokenizer is not None and vocab_size is not None and vocab_size < tokenizer.vocab_size:
+            raise ValueError(f"{name}: vocab_size {vocab_size} is smaller than the tokenizer's "
+                             f"{tokenizer.vocab_size}")
+        if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) \
+                or block_size < 1:
+            raise ValueError(f"{name}: block_size must be a positive int, got {block_size!r}")
+        self._rng = as_rng(rng)
+        self._vocab = None
+        size = vocab_size if vocab_size is not None else \
+            tokenizer.vocab_size if tokenizer is not None else None
+        if size is not None:
+            self._build_vocab(size)
+
+    def _build_vocab(self, vocab_size):
+        self._vocab = int(vocab_size)
+        self._build(self._vocab)
+
+    @property
+    def n_vocab(self):
+        """The size of the output distribution (None until the layers are built)."""
+        return self._vocab
+
+    def _tokenizer(self):
+        return getattr(self, "tokenizer_", None) or self.tokenizer
+
+    # --- data ------------------------------------------------------------------------------
+    def _rows(self, X, where, stride=1):
+        """Text, documents or ids -> (rows, documents, unigram): int64 rows of at most
+        block_size + 1 ids (padding is PAD_ID), whether X was a list of documents, and for a
+        stream its token frequencies (where ``sample`` draws a first token). A stream gives
+        the windows of block_size + 1 tokens that start every ``stride`` tokens (a view, not
+        a copy)."""
+        if isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype.kind in "iu":
+            if self._vocab is None:
+                raise ValueError(f"{where}: fitting token ids needs vocab_size or a tokenizer")
+            if not 2 <= X.shape[1] <= self.block_size + 1:
+                raise ValueError(f"{where}: rows of ids must have 2 .. block_size + 1 = "
+                                 f"{self.block_size + 1} columns, got {X.shape[1]}")
+            return self._check_ids(X.astype(np.int64, copy=False), where), False, None
+        if isinstance(X, str):
+            stream = self._tokenizer_for(X, where).encode(X)
+        elif isinstance(X, np.ndarray) and X.ndim == 1 and X.dtype.kind in "iu":
+            stream = X
+        elif isinstance(X, (list, tuple)) and X and all(isinstance(s, str) for s in X):
+            tok = self._tokenizer_for("".join(X), where)
+            return self._document_rows([tok.encode(s, bos=True, eos=True) for s in X],
+                                       where), True, None
+        elif isinstance(X, (list, tuple)) and X and all(np.ndim(s) == 1 for s in X):
+            return self._document_rows(X, where), True, None
+        else:
+            raise TypeError(f"{where}: X must be a str, a list of str, a 1-D int array (a "
+                            f"stream of ids), a 2-D int array (rows of ids) or a list of id "
+                            f"sequences; got {type(X).__name__}")
+        if self._vocab is None:
+            raise ValueError(f"{where}: fitting token ids needs vocab_size or a tokenizer")
+        stream = self._check_ids(np.asarray(stream, dtype=np.int64), where)
+        if len(stream) < self.block_size + 1:
+            raise ValueError(f"{where}: the text has {len(stream)} tokens, fewer than "
+                             f"block_size + 1 = {self.block_size + 1}")
+        rows = np.lib.stride_tricks.sliding_window_view(stream, self.block_size + 1)[::stride]
+        return rows, False, np.bincount(stream, minlength=self._vocab) / len(stream)
+
+    def _tokenizer_for(self, text, where):
+        """The tokenizer, made (a CharTokenizer of ``text``) and the layers built on first use."""
+        tok = self._tokenizer()
+        if tok is None:
+            tok = CharTokenizer.train(text)
+        if self._vocab is None:
+            self._build_vocab(tok.vocab_size)
+        self.tokenizer_ = tok
+        return tok
+
+    def _document_rows(self, docs, where):
+        """Documents cut into pieces of block_size + 1 ids that overlap by one (so each target
+        is predicted once), padded with PAD_ID on the right."""
+        if self._vocab is None:
+            raise ValueError(f"{where}: fitting token ids needs vocab_size or a tokenizer")
+        pieces = []
+        for doc in docs:
+            doc = self._check_ids(np.asarray(doc, dtype=np.int64), where)
+            pieces += [doc[i:i + self.block_size + 1]
+                       for i in range(0, max(len(doc) - 1, 1), self.block_size)]
+        return pad_sequences(pieces, PAD_ID, length=max(max(map(len, pieces)), 2))[0]
+
+    def _check_ids(self, ids, where):
+        if ids.size and (ids.min() < 0 or ids.max() >= self._vocab):
+            raise ValueError(f"{where}: token ids must lie in [0, {self._vocab}), got "
+                             f"[{ids.min()}, {ids.max()}]")
+        return ids
+
+    def _check_idx(self, idx):
+        """forward's input as an int64 (B, T) array, checked."""
+        where = f"{type(self).__name__}.forward"
+        if self._vocab is None:
+            raise ValueError(f"{where}: the layers are not built yet (no vocab_size, no "
+                             "tokenizer): fit on text first")
+        idx = np.asarray(idx.data if isinstance(idx, Tensor) else idx)
+        if idx.ndim != 2 or idx.dtype.kind not in "iu":
+            raise ValueError(f"{where}: idx must be an integer array (batch, length), got "
+                             f"{idx.dtype} {idx.shape}")
+        return self._check_ids(idx.astype(np.int64, copy=False), where)
+
+    def _check_fit_data(self, X, y, where):
+        if y is not None:
+            raise ValueError(f"{where}: a language model is unsupervised; got targets y")
+        return self._rows(X, where)[0]
+
+    # --- training --------------------------------------------------------------------------
+    def fit(self, X, y=None, *, steps=None, epochs=None, batch_size=32, lr=1e-3,
+            validation=None, warmup=WARMUP, clip_grad=CLIP_GRAD, rng=None, **train_options):
+        """Train on text (one stream), a list of documents, or token ids (see the module
+        docstring) with ``minigen.train``: AdamW from ``configure_optimizers``, linear warm-up
+        over ``warmup`` of the steps then cosine decay to MIN_LR * lr (unless a ``schedule``
+        is given), gradient-norm clipping at ``clip_grad``. An epoch visits every row once
+        (for a stream, every window start). ``validation`` rows of a stream are the windows
+        that start every block_size tokens (each target once, as ``evaluate`` scores it)."""
+        where = f"{type(self).__name__}.fit"
+        rows, documents, unigram = self._rows(X, where)
+        if validation is not None:
+            validation = self._rows(validation, f"{where} (validation)", self.block_size)[0]
+        if (steps is None) != (epochs is None) and "schedule" not in train_options:
+            total = steps if steps is not None else \
+                epochs * max(len(rows) // min(batch_size, len(rows)), 1)
+            train_options["schedule"] = lambda opt: CosineWarmup(
+                opt, int(warmup * total), total, MIN_LR)
+        self.documents_, self.unigram_ = documents, unigram
+        return super().fit(rows, steps=steps, epochs=epochs, batch_size=batch_size, lr=lr,
+                           validation=validation, clip_grad=clip_grad, rng=rng, **train_options)
+
+    def configure_optimizers(self, lr):
+        """AdamW with weight decay on matrices and embeddings (ndim >= 2) and none on biases
+        and LayerNorm gains, as GPT-2 / nanoGPT."""
+        params = list(self.parameters())
+        return AdamW([{"params": [p for p in params if p.ndim >= 2],
+                       "weight_decay": WEIGHT_DECAY},
+                      {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
+                     lr=lr, betas=BETAS)
+
+    def loss(self, batch):
+        """Mean cross-entropy of each next token, -log p(x_{t+1} | x_<=t), over the targets
+        that are not padding."""
+        batch = np.asarray(batch)
+        x, y = batch[:, :-1], batch[:, 1:]
+        pad = x == PAD_ID
+        logits = self(x, key_padding_mask=pad if pad.any() else None)
+        return F.cross_entropy(logits, y, ignore_index=PAD_ID)
+
+    # --- scoring ---------------------------------------------------------------------------
+    def _sequences(self, X, where):
+        """Sequences to score, as id arrays: documents get <bos> ... <eos> around them."""
+        check_fitted(self, "documents_", where)
+        if isinstance(X, str):
+            X = [X]
+        if isinstance(X, np.ndarray) and X.ndim in (1, 2) and X.dtype.kind in "iu":
+            X = [X] if X.ndim == 1 else list(X)
+        if not isinstance(X, (list, tuple)):
+            raise TypeError(f"{where}: expected a str, a list of str or token ids, got "
+                            f"{type(X).__name__}")
+        seqs = []
+        for s in X:
+            if isinstance(s, str):
+                tok = self._tokenizer()
+                if tok is None:
+                    raise TypeError(f"{where}: this model was fitted on ids and has no "
+                                    "tokenizer; give token ids")
+                s = tok.encode(s, bos=self.documents_, eos=self.documents_)
+            seqs.append(self._check_ids(np.asarray(s, dtype=np.int64).reshape(-1), where))
+        return seqs
+
+    def _target_log_probs(self, seqs, batch_size=64):
+        """(targets, log p(target | history)) for every sequence: each is cut into pieces of
+        block_size + 1 ids overlapping by one, as in training; padding targets are dropped."""
+        pieces, owner = [], []
+        for n, s in enumerate(seqs):
+            for i in range(0, len(s) - 1, self.block_size):
+                pieces.append(s[i:i + self.block_size + 1])
+                owner.append(n)
+        if not pieces:
+            return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0, dtype=np.int64)
+        rows = pad_sequences(pieces, PAD_ID)[0]
+        targets, logp = rows[:, 1:], np.zeros(rows[:, 1:].shape)
+        with self.inference():
+            for lo in range(0, len(rows), batch_size):
+                x = rows[lo:lo + batch_size, :-1]
+                pad = x == PAD_ID
+                lsm = F.log_softmax(self(x, key_padding_mask=pad if pad.any() else None)).data
+                t = targets[lo:lo + batch_size]
+                logp[lo:lo + batch_size] = np.take_along_axis(lsm, t[..., None], -1)[..., 0]
+        kept = targets != PAD_ID
+        return targets[kept], logp[kept], np.repeat(owner, kept.sum(1))
+
+    def score_samples(self, X):
+        """log p(sequence) = sum_i log p(x_i | x_<i) in nats, one per sequence (NumPy float64).
+
+        X: a str, a list of str, or token ids. A model fitted on documents scores
+        <bos> text <eos> (every character and the end are predicted: a proper density over
+        strings); a model fitted on a stream scores x_2 .. x_n given x_1. Sequences longer than
+        block_size + 1 are scored in pieces of block_size + 1 that overlap by one token."""
+        seqs = self._sequences(X, f"{type(self).__name__}.score_samples")
+        _, logp, owner = self._target_log_probs(seqs)
+        return np.bincount(owner, weights=logp, minlength=len(seqs))
+
+    def evaluate(self, X):
+        """Held-out metrics over every predicted token of X (as ``score_samples`` scores it):
+        loss (mean nats per token), perplexity exp(loss), bits_per_token, and with a tokenizer
+        bits_per_char and bits_per_byte (total bits over the characters / UTF-8 bytes that the
+        predicted tokens spell; for a CharTokenizer bits_per_char is loss / ln 2 up to <eos>)."""
+        seqs = self._sequences(X, f"{type(self).__name__}.evaluate")
+        targets, logp, _ = self._target_log_probs(seqs)
+        if not len(targets):
+            raise ValueError(f"{type(self).__name__}.evaluate: X has no token to predict")
+        nats = -float(logp.sum())
+        loss = nats / len(targets)
+        out = {"loss": loss, "perplexity": math.exp(loss), "bits_per_token": loss / math.log(2),
+               "tokens": len(targets)}
+        tok = self._tokenizer()
+        if tok is not None:
+            n_bytes = sum(len(tok.token_bytes(int(t))) for t in targets)
+            out["bits_per_char"] = nats / math.log(2) / max(len(tok.decode(targets)), 1)
+            out["bits_per_byte"] = nats / math.log(2) / max(n_bytes, 1)
+        return out
+
+    # --- generation ------------------------------------------------------------------------
+    def generate(self, prompt, max_new_tokens, temperature=1.0, top_k=None, top_p=None,
+                 rng=None, use_cache=True):
+        """Continue ``prompt`` by up to ``max_new_tokens`` tokens, each drawn from
+        ``sampling.next_token_probs(logits, temperature, top_k, top_p)`` (temperature 0:
+        greedy).
+
+        prompt: a str (returns prompt + continuation as a str, ending before the first <eos>;
+        a model fitted on documents puts <bos> in front) or ids (T,) / (B, T) (returns the ids
+        with the continuation appended; on documents, generation stops once every row has
+        produced <eos>). use_cache: a TransformerLM keeps keys and values between steps.
+        """
+        where = f"{type(self).__name__}.generate"
+        check_sampling_args(temperature, top_k, top_p, where)
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) \
+                or max_new_tokens < 0:
+            raise ValueError(f"{where}: max_new_tokens must be an int >= 0, got "
+                             f"{max_new_tokens!r}")
+        documents = getattr(self, "documents_", False)
+        if isinstance(prompt, str):
+            tok = self._tokenizer()
+            if tok is None:
+                raise TypeError(f"{where}: a str prompt needs a tokenizer; give token ids")
+            ids = np.asarray(tok.encode(prompt, bos=documents), dtype=np.int64)[None]
+            if ids.shape[1] == 0:
+                raise ValueError(f"{where}: the prompt is empty; give at least one token "
+                                 "(or use sample(n))")
+            out = self._generate_ids(ids, max_new_tokens, temperature, top_k, top_p, rng,
+                                     use_cache)
+            return self._decode_row(out[0], tok)
+        ids = np.asarray(prompt)
+        if ids.ndim not in (1, 2) or ids.shape[-1] == 0:
+            raise ValueError(f"{where}: prompt ids must have shape (T,) or (B, T) with T >= 1, "
+                             f"got {ids.shape}")
+        out = self._generate_ids(self._check_idx(np.atleast_2d(ids)), max_new_tokens,
+                                 temperature, top_k, top_p, rng, use_cache)
+        return out[0] if ids.ndim == 1 else out
+
+    def _decode_row(self, row, tok):
+        row = [int(t) for t in row]
+        return tok.decode(row[:row.index(EOS_ID)] if EOS_ID in row else row)
+
+    def _generate_ids(self, ids, max_new_tokens, temperature, top_k, top_p, rng, use_cache):
+        rng = as_rng(rng)
+        documents = getattr(self, "documents_", False)
+        done = np.zeros(len(ids), dtype=bool)
+        cache = None
+        with self.inference():
+            for _ in range(max_new_tokens):
+                if use_cache and self.max_context is not None:
+                    logits, cache = self._cached_step(ids, cache)
+                else:
+                    recent = ids if self.window is None and self.max_context is None else \
+                        ids[:, -(self.window or self.max_context):]
+                    logits = self(recent)
+                nxt = sample_next(logits.data[:, -1], temperature, top_k, top_p, rng)
+                ids = np.concatenate([ids, nxt[:, None]], axis=1)
+                done |= nxt == EOS_ID
+                if documents and done.all():
+                    break
+        return ids
+
+    def _cached_step(self, ids, cache):
+        """Logits for the next token, feeding only the newest token through a key/value cache;
+        when the cache holds block_size positions, it restarts from the last block_size // 2
+        tokens (the positions are learned, so the window cannot slide one token at a time)."""
+        if cache is not None and cache["pos"] < self.block_size:
+            return self(ids[:, -1:], cache=cache), cache
+        keep = self.block_size if cache is None else max(self.block_size // 2, 1)
+        cache = self.new_cache()
+        return self(ids[:, -keep:], cache=cache), cache
+
+    def sample(self, n, rng=None, *, max_new_tokens=None, temperature=1.0, top_k=None,
+               top_p=None):
+        """n generated texts (a list of str; lists of ids for a model without a tokenizer).
+
+        A model fitted on documents starts each from <bos> and stops at <eos> (or after
+        ``max_new_tokens``, default block_size); one fitted on a stream starts from a token
+        drawn from the stream's token frequencies and makes ``max_new_tokens`` tokens in all.
+        """
+        where = f"{type(self).__name__}.sample"
+        n = check_n_samples(n, where)
+        check_fitted(self, "documents_", where)
+        check_sampling_args(temperature, top_k, top_p, where)
+        rng = as_rng(rng)
+        new = self.block_size if max_new_tokens is None else max_new_tokens
+        if self.documents_:
+            start = np.full((n, 1), BOS_ID, dtype=np.int64)
+        else:
+            start = rng.choice(self._vocab, size=(n, 1), p=self.unigram_)
+            new -= 1
+        ids = self._generate_ids(start, max(new, 0), temperature, top_k, top_p, rng, True)
+        tok = self._tokenizer()
+        if tok is None:
+            return [row for row in ids]
+        return [self._decode_row(row, tok) for row in ids]
+
+    # --- checkpoints -----------------------------------------------------------------------
+    _unsaved = DeepModel._unsaved + ("tokenizer_",)
+
+    def _fitted_state(self):
+        """The default fitted state plus the tokenizer as its JSON string."""
+        state = super()._fitted_state()
+        tok = getattr(self, "tokenizer_", None)
+        state["tokenizer_"] = None if tok is None else tok.to_json()
+        return state
+
+    def load_state_dict(self, state, strict=True):
+        """As Module's; a model whose layers wait for a vocabulary (vocab_size and tokenizer
+        None) builds them first, sized by the saved weights (``_vocab_param``'s first axis)."""
+        if self._vocab is None and self._vocab_param in state:
+            self._build_vocab(np.shape(state[self._vocab_param])[0])
+        return super().load_state_dict(state, strict)
+
+    def _set_fitted_state(self, state):
+        state = dict(state)
+        tok = state.pop("tokenizer_", None)
+        if tok is not None:
+            self.tokenizer_ = Tokenizer.from_json(str(tok))
+            if self._vocab is None:
+                self._build_vocab(self.tokenizer_.vocab_size)
+        super()._set_fitted_state(state)
+
+
+# --- the models -------------------------------------------------------------------------------
+@register("bigram")
+class Bigram(LanguageModel):
+    """p(x_{t+1} | x_t) = softmax(W[x_t]), W a V x V table of logits starting at zero
+    (uniform). Trained without weight decay, its probabilities converge to the normalised
+    bigram counts: the maximum-likelihood estimate."""
+
+    window = 1
+    _vocab_param = "table.weight"
+
+    def __init__(self, vocab_size=None, block_size=128, tokenizer=None, rng=None):
+        super().__init__()
+        self.vocab_size, self.block_size, self.tokenizer, self.rng = \
+            vocab_size, block_size, tokenizer, rng
+        self._setup(vocab_size, tokenizer, block_size, rng)
+
+    def _build(self, vocab_size):
+        self.table = Embedding(vocab_size, vocab_size)
+        init.zeros_(self.table.weight)
+
+    def forward(self, idx, key_padding_mask=None):
+        return self.table(self._check_idx(idx))
+
+    def configure_optimizers(self, lr):
+        """AdamW without weight decay (decay on the table would smooth the counts)."""
+        return AdamW(self.parameters(), lr=lr, betas=BETAS, weight_decay=0.0)
+
+
+@register("mlp-lm")
+class MLPLM(LanguageModel):
+    """Bengio et al. 2003: h = tanh(H [e(x_{t-n+1}); ...; e(x_t)] + d), logits = U h + b,
+    with n = ``context``. Positions before the start of a row, and padding, read a learned
+    "nothing here" embedding (row V of the table), so padding never changes a prediction."""
+
+    _vocab_param = "out.bias"
+
+    def __init__(self, vocab_size=None, context=8, n_embd=32, n_hidden=256, block_size=128,
+                 dropout=0.0, tokenizer=None, rng=None):
+        super().__init__()
+        self.vocab_size, self.context, self.n_embd, self.n_hidden = \
+            vocab_size, context, n_embd, n_hidden
+        self.block_size, self.dropout, self.tokenizer, self.rng = \
+            block_size, dropout, tokenizer, rng
+        self._setup(vocab_size, tokenizer, block_size, rng)
+
+    @property
+    def window(self):
+        return self.context
+
+    def _build(self, vocab_size):
+        self.wte = Embedding(vocab_size + 1, self.n_embd, rng=self._rng)
+        self.hidden = Linear(self.context * self.n_embd, self.n_hidden, rng=self._rng)
+        self.drop = Dropout(self.dropout, self._rng)
+        self.out = Linear(self.n_hidden, vocab_size, rng=self._rng)
+
+    def forward(self, idx, key_padding_mask=None):
+        idx = self._check_idx(idx)
+        b, t = idx.shape
+        if key_padding_mask is not None:
+            idx = np.where(key_padding_mask, self._vocab, idx)
+        padded = np.pad(idx, ((0, 0), (self.context - 1, 0)), constant_values=self._vocab)
+        windows = np.lib.stride_tricks.sliding_window_view(padded, self.context, axis=1)
+        e = self.wte(windows).reshape(b, t, self.context * self.n_embd)
+        return self.out(self.drop(self.hidden(e).tanh()))
+
+
+@register("transformer-lm")
+class TransformerLM(LanguageModel):
+    """GPT (see the module docstring): vocab_size, block_size (context length), n_layer
+    blocks of n_head heads over n_embd features, dropout on the embeddings, the attention
+    weights and each residual branch. Weights N(0, 0.02^2), the residual projections
+    N(0, (0.02 / sqrt(2 n_layer))^2) (GPT-2), biases 0."""
+
+    _vocab_param = "wte.weight"
+
+    def __init__(self, vocab_size=None, block_size=128, n_layer=4, n_head=4, n_embd=128,
+                 dropout=0.0, tokenizer=None, rng=None):
+        super().__init__()
+        self.vocab_size, self.block_size, self.n_layer, self.n_head, self.n_embd = \
+            vocab_size, block_size, n_layer, n_head, n_embd
+        self.dropout, self.tokenizer, self.rng = dropout, tokenizer, rng
+        self._setup(vocab_size, tokenizer, block_size, rng)
+
+    @property
+    def max_context(self):
+        return self.block_size
+
+    def _build(self, vocab_size):
+        rng = self._rng
+        self.wte = Embedding(vocab_size, self.n_embd, rng=rng)
+        self.wpe = Embedding(self.block_size, self.n_embd, rng=rng)
+        self.drop = Dropout(self.dropout, rng)
+        self.blocks = ModuleList([Block(self.n_embd, self.n_head, self.dropout, rng)
+                                  for _ in range(self.n_layer)])
+        self.ln_f = LayerNorm(self.n_embd)
+        for name, p in self.named_parameters():
+            if name.endswith(("proj.weight", "fc_out.weight")):
+                init.normal_(p, 0.0, INIT_STD / math.sqrt(2 * self.n_layer), rng)
+            elif p.ndim == 2:
+                init.normal_(p, 0.0, INIT_STD, rng)
+            elif name.endswith("bias"):
+                init.zeros_(p)
+
+    def new_cache(self):
+        """An empty key/value cache for ``forward(..., cache=...)``."""
+        return {"pos": 0, "pad": None, "layers": [{} for _ in self.blocks]}
+
+    def forward(self, idx, key_padding_mask=None, cache=None):
+        """Logits (B, T, V). With ``cache``, idx holds the positions after the cached ones."""
+        idx = self._check_idx(idx)
+        b, t = idx.shape
+        start = cache["pos"] if cache is not None else 0
+        if start + t > self.block_size:
+            raise ValueError(f"TransformerLM.forward: {start + t} positions exceed "
+                             f"block_size {self.block_size}")
+        pad = None if key_padding_mask is None else np.asarray(key_padding_mask, dtype=bool)
+        if pad is not None and pad.shape != (b, t):
+            raise ValueError(f"TransformerLM.forward: key_padding_mask must have shape "
+                             f"{(b, t)}, got {pad.shape}")
+        if cache is not None:
+            if cache["pad"] is not None or pad is not None:
+                old = cache["pad"] if cache["pad"] is not None else np.zeros((b, start), bool)
+                pad = np.concatenate([old, pad if pad is not None else np.zeros((b, t), bool)], 1)
+                cache["pad"] = pad
+            cache["pos"] = start + t
+        x = self.drop(self.wte(idx) + self.wpe(np.arange(start, start + t)))
+        bias = _causal_bias(t, start + t, pad, x.dtype)
+        for i, block in enumerate(self.blocks):
+            x = block(x, bias, None if cache is None else cache["layers"][i])
+        return self.ln_f(x) @ self.wte.weight.T
