@@ -97,21 +97,32 @@ class Module:
         unexpected = [n for n in state if n not in own and n not in buffers]
         if strict and (missing or unexpected):
             raise KeyError(f"load_state_dict: missing keys {missing}, unexpected keys {unexpected}")
+        converted = {}      # every array checked and converted first, so a failure loads nothing
         for name, value in state.items():
             target = own[name].data if name in own else getattr(*buffers[name]) \
                 if name in buffers else None
-            if target is not None and tuple(np.shape(value)) != target.shape:
+            if target is None:
+                continue
+            if tuple(np.shape(value)) != target.shape:
                 raise ValueError(f"load_state_dict: {name} has shape {np.shape(value)} in the "
                                  f"state dict but {target.shape} in the module")
+            try:
+                value = value.data if isinstance(value, Tensor) else value
+                array = np.asarray(backend.to_device(value, "cpu") if hasattr(value, "dtype")
+                                   else value).astype(target.dtype, casting="same_kind")
+                converted[name] = backend.to_device(array, backend.device_of(target))
+            except (TypeError, ValueError) as err:
+                raise TypeError(f"load_state_dict: {name} has dtype {np.asarray(value).dtype}, "
+                                f"which cannot be cast to the module's {target.dtype} ({err})"
+                                ) from None
         with no_grad():
-            for name, value in state.items():
+            for name, array in converted.items():
                 if name in own:
-                    own[name].data[...] = backend.to_device(np.asarray(value), own[name].device)
+                    own[name].data[...] = array
                     own[name]._version += 1
-                elif name in buffers:
+                else:
                     module, attr = buffers[name]
-                    buf = getattr(module, attr)
-                    buf[...] = backend.to_device(np.asarray(value), backend.device_of(buf))
+                    getattr(module, attr)[...] = array
         return self
 
     def train(self, mode=True):
