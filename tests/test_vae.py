@@ -1,0 +1,194 @@
+"""VAE and HierarchicalVAE: the closed-form KL, reparameterisation, the IWAE bound (ordering,
+exactness on a linear-Gaussian model), gradients, learning and errors."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minigen import functional as F
+from minigen.autograd import Tensor
+from minigen.data import load_digits, make_toy
+from minigen.models import VAE, HierarchicalVAE
+from minigen.models.vae import gaussian_log_density, reparameterize
+from test_ae import gradcheck_loss
+
+
+@pytest.fixture(scope="module")
+def binary_digits():
+    return load_digits("train", scale="binary")[0], load_digits("test", scale="binary")[0]
+
+
+def independent_pixels_log_prob(X, Xt):
+    """The baseline: each pixel an independent Bernoulli with its training frequency."""
+    p = np.clip(X.mean(0), 1e-3, 1 - 1e-3)
+    return (Xt * np.log(p) + (1 - Xt) * np.log1p(-p)).sum(1)
+
+
+def assert_significantly_above(a, b, z=3.0):
+    """mean(a - b) > z standard errors of the paired difference (z < 0: not significantly
+    below)."""
+    d = np.asarray(a) - np.asarray(b)
+    assert d.mean() > z * d.std(ddof=1) / np.sqrt(len(d)), (d.mean(), d.std())
+
+
+# --- the pieces --------------------------------------------------------------------------
+@settings(max_examples=20)
+@given(mu=st.lists(st.floats(-2, 2), min_size=1, max_size=4),
+       log_sd=st.lists(st.floats(-1.5, 1.0), min_size=4, max_size=4))
+def test_closed_form_kl_equals_monte_carlo(mu, log_sd):
+    mu = np.array(mu)
+    logvar = 2 * np.array(log_sd[:len(mu)])
+    kl = F.kl_normal(Tensor(mu), Tensor(logvar)).sum().item()
+    n = 20000
+    z = mu + np.exp(logvar / 2) * np.random.default_rng(0).standard_normal((n, len(mu)))
+    terms = gaussian_log_density(z, mu, logvar) - gaussian_log_density(z, 0.0, 0.0)
+    se = terms.std() / np.sqrt(n)
+    assert abs(terms.mean() - kl) < 4 * se + 1e-12
+
+
+def test_reparameterised_samples_have_the_right_mean_and_variance():
+    n = 40000
+    mu = Tensor(np.tile([0.5, -1.0, 2.0], (n, 1)))
+    logvar = Tensor(np.tile([0.0, np.log(0.25), np.log(4.0)], (n, 1)))
+    z = reparameterize(mu, logvar, rng=0).numpy()
+    var = np.array([1.0, 0.25, 4.0])
+    assert np.all(np.abs(z.mean(0) - [0.5, -1.0, 2.0]) < 4 * np.sqrt(var / n))
+    assert np.all(np.abs(z.var(0) - var) < 4 * var * np.sqrt(2 / (n - 1)))
+    # the gradient reaches mu and logvar: dz/dmu = 1, dz/dlogvar = (z - mu) / 2
+    m, lv = Tensor(np.zeros((5, 2)), requires_grad=True), Tensor(np.zeros((5, 2)), requires_grad=True)
+    zz = reparameterize(m, lv, rng=1)
+    zz.sum().backward()
+    np.testing.assert_allclose(m.grad.numpy(), 1.0)
+    np.testing.assert_allclose(lv.grad.numpy(), zz.numpy() / 2)
+
+
+def test_iwae_approaches_the_exact_log_likelihood_of_a_linear_gaussian_model():
+    """With hidden=() the decoder is x = W z + b + N(0, diag sigma^2), so
+    log p(x) = log N(x; b, W W^T + diag sigma^2): every bound lies below it and IWAE_k
+    closes the gap as k grows."""
+    model = VAE(3, 2, hidden=(), likelihood="gaussian", random_state=0).double()
+    model.n_features_in_ = 3
+    linear = model.decoder.net[0]
+    W, b = linear.weight.numpy(), linear.bias.numpy()
+    X = np.random.default_rng(1).normal(size=(6, 3)) + b
+    cov = W @ W.T + np.eye(3)                      # log_var starts at 0: sigma^2 = 1
+    diff = X - b
+    exact = -0.5 * (3 * np.log(2 * np.pi) + np.linalg.slogdet(cov)[1]
+                    + np.einsum("ij,jk,ik->i", diff, np.linalg.inv(cov), diff))
+    k = 20000
+    elbo = model.score_samples(X, k=1, rng=0)
+    iwae = model.score_samples(X, k=k, rng=0)
+    with model.inference():   # the same weights, for the standard error of log mean(w)
+        w = np.exp(model._log_weights(X, k, np.random.default_rng(0)) - iwae)
+    se = w.std(0) / np.sqrt(k)     # delta method: sd(log mean w) = sd(w) / (sqrt(k) mean w)
+    assert elbo.mean() < exact.mean()
+    assert np.all(np.abs(iwae - exact) < 4 * se), (iwae - exact, se)
+    assert se.max() < 0.05   # sharp enough to see a wrong constant (0.92 nats per log 2 pi)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: VAE(5, 2, hidden=(3,), activation="tanh", random_state=0),
+    lambda: VAE(5, 2, hidden=(3,), likelihood="gaussian", beta=0.5, activation="tanh",
+                random_state=0),
+    lambda: VAE(16, 2, image_shape=(1, 4, 4), channels=(2,), activation="tanh", random_state=0),
+    lambda: HierarchicalVAE(5, (3, 2), hidden=(3,), latent_hidden=(3,), activation="tanh",
+                            random_state=0),
+    lambda: HierarchicalVAE(5, (3, 2), hidden=(3,), latent_hidden=(3,), free_bits=0.01,
+                            likelihood="gaussian", activation="tanh", random_state=0),
+], ids=["vae", "vae-gaussian", "vae-conv", "hvae", "hvae-free-bits"])
+def test_loss_gradients(make):
+    model = make()
+    batch = (np.random.default_rng(1).random((6, model.x_dim)) > 0.5).astype(np.float64)
+    assert gradcheck_loss(model, batch)
+
+
+def test_hvae_warm_up_and_free_bits():
+    model = HierarchicalVAE(4, (3, 2), hidden=(5,), latent_hidden=(5,), beta=2.0,
+                            warmup_steps=10, random_state=0)
+    assert [model.kl_weight(t) for t in (1, 5, 10, 50)] == [0.2, 1.0, 2.0, 2.0]
+    # free bits above every per-dimension KL: the KL term is exactly lambda per dimension
+    batch = (np.random.default_rng(0).random((8, 4)) > 0.5).astype(np.float32)
+    model = HierarchicalVAE(4, (3, 2), hidden=(5,), latent_hidden=(5,), free_bits=50.0,
+                            random_state=0).eval()
+    model._rng = np.random.default_rng(3)
+    loss = model.loss(batch).item()
+    x = Tensor(batch)
+    h = model.encoder(x)
+    z1 = reparameterize(h[:, :3], h[:, 3:], np.random.default_rng(3))   # the same first draw
+    rec = -model.log_likelihood(x, model.decode(z1)).mean().item()
+    np.testing.assert_allclose(loss, rec + 50.0 * (3 + 2), rtol=1e-5)
+
+
+# --- trained models ----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(binary_digits):
+    X = binary_digits[0]
+    return {
+        "vae": VAE(64, 8, hidden=(128,), random_state=0).fit(X, epochs=25, lr=3e-3, rng=0),
+        "hvae": HierarchicalVAE(64, (8, 4), hidden=(128,), latent_hidden=(32,),
+                                warmup_steps=100, random_state=0)
+        .fit(X, epochs=25, lr=3e-3, rng=0),
+    }
+
+
+@pytest.mark.parametrize("name", ["vae", "hvae"])
+def test_training_lowers_the_loss_and_beats_independent_pixels(name, trained, binary_digits):
+    X, Xt = binary_digits
+    model = trained[name]
+    losses = model.history_.losses
+    assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10])
+    assert_significantly_above(model.score_samples(Xt, k=10, rng=0),
+                               independent_pixels_log_prob(X, Xt))
+
+
+@pytest.mark.parametrize("name", ["vae", "hvae"])
+def test_elbo_below_iwae10_below_iwae100(name, trained, binary_digits):
+    Xt = binary_digits[1]
+    model = trained[name]
+    elbo, iwae10, iwae100 = (model.score_samples(Xt, k=k, rng=k) for k in (1, 10, 100))
+    assert_significantly_above(iwae10, elbo)
+    assert_significantly_above(iwae100, elbo)
+    # IWAE_100 >= IWAE_10 in expectation: the estimated gap is not significantly negative
+    assert_significantly_above(iwae100, iwae10, z=-3.0)
+    assert model.score(Xt, k=10, rng=0) == pytest.approx(np.mean(
+        model.log_prob(Xt, k=10, rng=0)))
+
+
+def test_samples(trained):
+    vae = trained["vae"]
+    draws, means = vae.sample(50, rng=0), vae.sample(50, rng=0, mean=True)
+    assert set(np.unique(draws)) <= {0.0, 1.0} and draws.shape == (50, 64)
+    assert np.all((means >= 0) & (means <= 1))
+    np.testing.assert_array_equal(vae.sample(5, rng=1), vae.sample(5, rng=1))
+    assert vae.sample(0).shape == (0, 64)
+    assert trained["hvae"].sample(4, rng=0, mean=True).shape == (4, 64)
+
+
+def test_gaussian_vae_on_a_2d_toy_and_a_conv_vae():
+    X = make_toy("moons", 500, rng=0)
+    model = VAE(2, 2, hidden=(32,), likelihood="gaussian", random_state=0)
+    model.fit(X, steps=200, lr=3e-3, rng=0)
+    assert np.all(np.isfinite(model.score_samples(X[:20], k=5, rng=0)))
+    assert model.sample(10, rng=0).shape == (10, 2)
+    digits = load_digits("train", scale="unit")[0][:200]
+    conv = VAE(64, 2, image_shape=(1, 8, 8), channels=(4, 8), random_state=0)
+    conv.fit(digits, steps=5, rng=0)
+    assert np.all(np.isfinite(conv.score_samples(digits[:5], rng=0)))
+
+
+def test_errors(binary_digits):
+    raw = load_digits("train")[0]
+    with pytest.raises(ValueError, match=r"VAE.fit: likelihood='bernoulli' models values in "
+                                         r"\[0, 1\]"):
+        VAE(64, 2).fit(raw, steps=1)
+    with pytest.raises(ValueError, match="HierarchicalVAE.fit: likelihood='bernoulli'"):
+        HierarchicalVAE(64).fit(raw, steps=1)
+    with pytest.raises(ValueError, match="likelihood must be one of"):
+        VAE(64, 2, likelihood="poisson")
+    with pytest.raises(ValueError, match="z_dims must be two sizes"):
+        HierarchicalVAE(64, z_dims=(4,))
+    model = VAE(64, 2, hidden=(8,)).fit(binary_digits[0], steps=1)
+    with pytest.raises(ValueError, match="k must be an int >= 1"):
+        model.score_samples(binary_digits[1], k=0)
+    with pytest.raises(ValueError, match="X has 3 features"):
+        model.score_samples(np.zeros((2, 3)))
