@@ -113,8 +113,8 @@ def test_attention_block_gradcheck():
         mg.set_default_dtype(np.float32)
     pad = np.array([[True, False, False], [False, False, False]])
     bias = _causal_bias(3, 3, pad, np.float64)
-    x = np.random.default_rng(0).standard_normal((2, 3, 4))
-    assert gradcheck(lambda t: block(t, bias), [x])
+    x = np.random.default_rng(0).standard_normal((6, 4))     # (B * T, C)
+    assert gradcheck(lambda t: block(t, (2, 3), bias), [x])
 
 
 # --- the key/value cache ----------------------------------------------------------------------

@@ -78,8 +78,9 @@ class CausalSelfAttention(Module):
         self.attn_drop = Dropout(dropout, rng)
         self.resid_drop = Dropout(dropout, rng)
 
-    def forward(self, x, bias, cache=None):
-        b, t, c = x.shape
+    def forward(self, x, shape, bias, cache=None):
+        """x: (B * T, C) (rows in batch-major order), shape: (B, T)."""
+        (b, t), c = shape, x.shape[-1]
         q, k, v = (z.reshape(b, t, self.n_head, -1).transpose(1, 2)
                    for z in F.split(self.qkv(x), 3, axis=-1))
         if cache is not None:
@@ -89,7 +90,7 @@ class CausalSelfAttention(Module):
             cache["k"], cache["v"] = k.data, v.data
         scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1) + bias
         y = self.attn_drop(scores.softmax(-1)) @ v
-        return self.resid_drop(self.proj(y.transpose(1, 2).reshape(b, t, c)))
+        return self.resid_drop(self.proj(y.transpose(1, 2).reshape(b * t, c)))
 
 
 class Block(Module):
@@ -106,8 +107,9 @@ class Block(Module):
         self.fc_out = Linear(4 * n_embd, n_embd, rng=rng)
         self.drop = Dropout(dropout, rng)
 
-    def forward(self, x, bias, cache=None):
-        x = x + self.attn(self.ln1(x), bias, cache)
+    def forward(self, x, shape, bias, cache=None):
+        """x: (B * T, n_embd), shape: (B, T)."""
+        x = x + self.attn(self.ln1(x), shape, bias, cache)
         return x + self.drop(self.fc_out(F.gelu(self.fc(self.ln2(x)), approximate="tanh")))
 
 
@@ -608,7 +610,8 @@ class TransformerLM(LanguageModel):
                 cache["pad"] = pad
             cache["pos"] = start + t
         x = self.drop(self.wte(idx) + self.wpe(np.arange(start, start + t)))
+        x = x.reshape(b * t, self.n_embd)   # 2-D, so every Linear is one BLAS matrix product
         bias = _causal_bias(t, start + t, pad, x.dtype)
         for i, block in enumerate(self.blocks):
-            x = block(x, bias, None if cache is None else cache["layers"][i])
-        return self.ln_f(x) @ self.wte.weight.T
+            x = block(x, (b, t), bias, None if cache is None else cache["layers"][i])
+        return (self.ln_f(x) @ self.wte.weight.T).reshape(b, t, -1)
