@@ -4,8 +4,14 @@ A ``Function`` computes ``forward`` on raw arrays (NumPy or CuPy) and writes ``b
 minigen Tensor ops. Running that backward with grad mode off is cheap (first derivatives);
 running it with grad mode on builds a graph, so second derivatives come for free
 (``create_graph=True``). The engine walks an iterative topological order, sums gradients of
-reused tensors, undoes broadcasting in one place (``_sum_to``) and frees the graph after use
-unless ``retain_graph=True``.
+reused tensors, undoes broadcasting in one place (``sum_to``, beside its partner ``Expand``),
+casts each gradient to its tensor's dtype, and frees the graph after use unless
+``retain_graph=True``.
+
+In-place changes (``mul_``, ``x[i] = v``, ``copy_``, ...) are not recorded in the graph. Each
+tensor carries a version counter, shared with its views; a Function remembers the versions of
+its inputs and outputs, so backward raises instead of returning a gradient computed from
+changed values, and an in-place change of a tensor that is part of a graph raises at once.
 """
 import contextlib
 import functools
@@ -53,14 +59,27 @@ class Tensor:
     ``backward`` has reached it. A tensor with ``_ctx is None`` is a leaf.
     """
     __array_priority__ = 1000  # numpy_array + tensor -> Tensor.__radd__
+    __hash__ = object.__hash__  # == is elementwise (as in PyTorch); hashing stays by identity
 
     def __init__(self, data, requires_grad=False, _ctx=None, _index=0):
+        if not _is_array(data):
+            data = _as_array(data, "Tensor")
+        if requires_grad and data.dtype.kind not in "fc":
+            raise TypeError(f"Tensor: requires_grad needs a floating dtype, got {data.dtype}")
         self.data = data
         self.grad = None
         self.requires_grad = requires_grad
         self._ctx = _ctx          # the Function that produced this tensor (None for leaves)
         self._index = _index      # which of the Function's outputs this is
-        self._version = 0         # bumped by in-place changes
+        self._versions = [0]      # bumped by in-place changes; one list shared with views
+
+    @property
+    def _version(self):
+        return self._versions[0]
+
+    @_version.setter
+    def _version(self, value):
+        self._versions[0] = value
 
     # --- properties ------------------------------------------------------------------
     shape = property(lambda self: self.data.shape)
@@ -83,6 +102,20 @@ class Tensor:
         """The data as a NumPy array (copied from the GPU if needed); never a graph."""
         return backend.to_device(self.data, "cpu")
 
+    def __array__(self, dtype=None, copy=None):
+        """``np.asarray(tensor)``: the values of a CPU tensor (no graph)."""
+        if self.device != "cpu":
+            raise TypeError("Tensor.__array__: the tensor is on 'cuda'; call .numpy() or "
+                            ".cpu() to copy it to the host first")
+        arr = self.data if dtype is None else self.data.astype(dtype, copy=False)
+        return arr.copy() if copy else arr
+
+    def __bool__(self):
+        if self.size != 1:
+            raise RuntimeError(f"bool(Tensor): the truth value of a tensor with {self.size} "
+                               "elements is ambiguous; use .any() or .all() on .data")
+        return bool(self.data)
+
     def item(self):
         return self.data.item()
 
@@ -90,16 +123,19 @@ class Tensor:
         return self.numpy().tolist()
 
     def detach(self):
-        """The same data, cut off from the graph."""
-        return Tensor(self.data)
+        """The same data (and version counter), cut off from the graph."""
+        out = Tensor(self.data)
+        out._versions = self._versions
+        return out
 
     def requires_grad_(self, flag=True):
+        if flag and self.dtype.kind not in "fc":
+            raise TypeError(f"Tensor.requires_grad_: needs a floating dtype, got {self.dtype}")
         self.requires_grad = flag
         return self
 
     def to(self, device):
         """Move to 'cpu' or 'cuda' (differentiable: the gradient moves back)."""
-        from .functional import to_device
         return to_device(self, device)
 
     def cpu(self):
@@ -109,13 +145,25 @@ class Tensor:
         return self.to("cuda")
 
     # --- in-place changes (not differentiable; tracked by the version counter) ----------
-    def _check_inplace(self, op):
-        if self.requires_grad and _grad_enabled and self.is_leaf:
+    def _check_inplace(self, op, other=None):
+        if not _grad_enabled:
+            return
+        if self.requires_grad and self.is_leaf:
             raise RuntimeError(f"Tensor.{op}: in-place change of a leaf that requires grad; "
                                "wrap it in minigen.no_grad()")
+        if self.requires_grad:
+            raise RuntimeError(
+                f"Tensor.{op}: in-place change of a tensor (shape {self.shape}) made by "
+                f"{type(self._ctx).__name__}, which is part of a graph: the gradient would "
+                "ignore the change. Use the out-of-place form (y = y * 3, F.where(mask, v, y), "
+                "F.cat) or change a detached copy")
+        if isinstance(other, Tensor) and other.requires_grad:
+            raise RuntimeError(f"Tensor.{op}: the value requires grad, but an in-place write "
+                               "is not recorded in the graph; build the tensor out of place "
+                               "(F.where, F.cat, F.stack) or pass value.detach()")
 
-    def _inplace(self, op, update):
-        self._check_inplace(op)
+    def _inplace(self, op, update, other=None):
+        self._check_inplace(op, other)
         update()
         self._version += 1
         return self
@@ -127,13 +175,15 @@ class Tensor:
         return self._inplace("fill_", lambda: self.data.fill(value))
 
     def copy_(self, other):
-        return self._inplace("copy_", lambda: xp(self.data).copyto(self.data, _raw(other)))
+        return self._inplace("copy_", lambda: xp(self.data).copyto(self.data, _raw(other)),
+                             other)
 
     def add_(self, other, alpha=1):
-        return self._inplace("add_", lambda: _iop(self.data, _raw(other), alpha, np.add))
+        return self._inplace("add_", lambda: _iop(self.data, _raw(other), alpha, np.add), other)
 
     def mul_(self, other):
-        return self._inplace("mul_", lambda: _iop(self.data, _raw(other), 1, np.multiply))
+        return self._inplace("mul_", lambda: _iop(self.data, _raw(other), 1, np.multiply),
+                             other)
 
     def sub_(self, other, alpha=1):
         return self.add_(other, -alpha)
@@ -141,7 +191,7 @@ class Tensor:
     def __setitem__(self, index, value):
         def update():
             self.data[_raw_index(index)] = _raw(value)
-        self._inplace("__setitem__", update)
+        self._inplace("__setitem__", update, value)
 
     # --- backward -----------------------------------------------------------------------
     def backward(self, grad=None, retain_graph=False, create_graph=False):
@@ -155,6 +205,23 @@ class Tensor:
 
 def _raw(x):
     return x.data if isinstance(x, Tensor) else x
+
+
+def _is_array(data):
+    return isinstance(data, np.ndarray) or type(data).__module__.startswith("cupy")
+
+
+def _as_array(data, where, device="cpu", dtype=None):
+    """Numbers (a list, scalar, NumPy array or Tensor) as an array on ``device`` of ``dtype``
+    (default: Python floats become the default float dtype, arrays keep theirs); strings,
+    None and other objects are refused."""
+    arr = backend.to_device(data, device)
+    if arr.dtype.kind not in "biufc":
+        raise TypeError(f"{where}: expected numbers (bool, int, float or complex), got "
+                        f"{type(data).__name__} of dtype {arr.dtype}")
+    if dtype is None and not hasattr(data, "dtype") and arr.dtype.kind == "f":
+        dtype = backend.get_default_dtype()
+    return arr if dtype is None else arr.astype(dtype, copy=False)
 
 
 def _raw_index(index):
@@ -174,11 +241,7 @@ def tensor(data, dtype=None, requires_grad=False, device="cpu"):
     if isinstance(data, Tensor):
         data = data.data
     device = backend.check_device(device, "tensor")
-    arr = backend.to_device(data, device)
-    if dtype is not None:
-        arr = arr.astype(dtype, copy=False)
-    elif not hasattr(data, "dtype") and arr.dtype.kind == "f":
-        arr = arr.astype(backend.get_default_dtype(), copy=False)
+    arr = _as_array(data, "tensor", device, dtype)
     if arr is data:
         arr = arr.copy()
     if requires_grad and arr.dtype.kind != "f":
@@ -217,11 +280,20 @@ class Function:
         needs = _grad_enabled and any(t.requires_grad for t in tensors)
         if not needs:
             results = tuple(Tensor(o) for o in outs)
-            return results if multi else results[0]
-        fn.inputs = tensors
-        fn.input_versions = [t._version for t in tensors]
-        results = tuple(Tensor(o, requires_grad=True, _ctx=fn, _index=i) for i, o in enumerate(outs))
-        fn.outputs = [weakref.ref(r) for r in results]
+        else:
+            fn.inputs = tensors
+            fn.input_versions = [t._version for t in tensors]
+            results = tuple(Tensor(o, requires_grad=True, _ctx=fn, _index=i)
+                            for i, o in enumerate(outs))
+        for r in results:  # a view shares the version counter of the tensor it looks into
+            for t in tensors:
+                if getattr(r.data, "base", None) is not None and \
+                        xp(r.data).may_share_memory(r.data, t.data):
+                    r._versions = t._versions
+                    break
+        if needs:
+            fn.outputs = [weakref.ref(r) for r in results]
+            fn.output_versions = [r._version for r in results]
         return results if multi else results[0]
 
     def output(self, i=0):
@@ -229,20 +301,21 @@ class Function:
         out = self.outputs[i]()
         if out is None:
             raise RuntimeError(f"{type(self).__name__}.backward: its output was freed")
-        if out._version:
-            raise RuntimeError(f"{type(self).__name__}.backward: its output (shape {out.shape}) "
-                               "was modified in place after the forward pass")
         return out
 
     def check_versions(self):
-        """Raise if an input was changed in place since the forward pass (backward would
-        read the new values and return a wrong gradient)."""
-        for i, (t, version) in enumerate(zip(self.inputs, self.input_versions)):
-            if t._version != version:
-                raise RuntimeError(
-                    f"{type(self).__name__}.backward: input {i} (shape {t.shape}) was modified "
-                    f"in place after the forward pass (version {t._version}, expected "
-                    f"{version})")
+        """Raise if an input or an output was changed in place since the forward pass:
+        backward would read the new values, or send gradient for entries that no longer
+        depend on the inputs."""
+        for kind, tensors, versions in (
+                ("input", self.inputs, self.input_versions),
+                ("output", [ref() for ref in self.outputs], self.output_versions)):
+            for i, (t, version) in enumerate(zip(tensors, versions)):
+                if t is not None and t._version != version:
+                    raise RuntimeError(
+                        f"{type(self).__name__}.backward: {kind} {i} (shape {t.shape}) was "
+                        f"modified in place after the forward pass (version {t._version}, "
+                        f"expected {version})")
 
     def release(self):
         self.inputs = None
@@ -254,12 +327,68 @@ class Function:
         raise NotImplementedError(f"{type(self).__name__} defines no backward")
 
 
-def _sum_to(grad, shape):
-    """Undo broadcasting: sum ``grad`` down to ``shape`` (the one place this happens)."""
-    if grad.shape == shape:
-        return grad
-    from .functional import sum_to
-    return sum_to(grad, shape)
+# --- the engine's own Functions: broadcasting, dtype and device moves ----------------------
+class Expand(Function):
+    """Broadcast to a larger shape; the engine's sum_to undoes it in backward."""
+
+    def forward(self, a, shape):
+        try:
+            return xp(a).broadcast_to(a, shape)
+        except ValueError:
+            raise ValueError(f"expand: cannot broadcast {a.shape} to {shape}") from None
+
+    def backward(self, g):
+        return g
+
+
+class SumTo(Function):
+    """Sum a broadcast array back down to ``shape``; backward broadcasts again."""
+
+    def forward(self, a, shape):
+        self.in_shape = a.shape
+        lead = a.ndim - len(shape)
+        axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape)
+                                          if s == 1 and a.shape[i + lead] != 1)
+        out = a.sum(axis=axes, keepdims=True) if axes else a
+        return out.reshape(shape)
+
+    def backward(self, g):
+        return Expand.apply(g, shape=self.in_shape)
+
+
+def sum_to(a, shape):
+    """Undo broadcasting: sum ``a`` down to ``shape`` (the one place this happens)."""
+    return a if a.shape == tuple(shape) else SumTo.apply(a, shape=tuple(shape))
+
+
+class Cast(Function):
+    """Change the dtype; the gradient is cast back."""
+
+    def forward(self, a, dtype):
+        self.in_dtype = a.dtype
+        return a.astype(dtype)
+
+    def backward(self, g):
+        return cast(g, self.in_dtype)
+
+
+def cast(a, dtype):
+    return a if a.dtype == dtype else Cast.apply(a, dtype=dtype)
+
+
+class ToDevice(Function):
+    def forward(self, a, device):
+        self.source = backend.device_of(a)
+        return backend.to_device(a, device)
+
+    def backward(self, g):
+        return to_device(g, self.source)
+
+
+def to_device(a, device):
+    """Move to 'cpu' or 'cuda'; the gradient moves back."""
+    device = backend.check_device(device, "Tensor.to")
+    return a if a.device == device else ToDevice.apply(a, device=device)
 
 
 def _topological_order(roots):
@@ -332,7 +461,7 @@ def run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False, 
                 in_grads = (in_grads,)
             for t, g in zip(fn.inputs, in_grads):
                 if g is not None and t.requires_grad:
-                    deliver(t, _sum_to(g, t.shape))
+                    deliver(t, cast(sum_to(g, t.shape), t.dtype))
     if not retain_graph:  # after the walk: a backward may still read an earlier output
         for fn in order:
             fn.release()
@@ -410,11 +539,32 @@ def ones_like(t, requires_grad=False):
     return Tensor(xp(t.data).ones_like(t.data), requires_grad=requires_grad)
 
 
+def scalar_dtype(value):
+    """PyTorch's dtype for a Python number: bool, int64, or the default float dtype."""
+    if isinstance(value, (bool, np.bool_)):
+        return np.dtype(bool)
+    if isinstance(value, (int, np.integer)):
+        return np.dtype(np.int64)
+    if isinstance(value, (float, np.floating)):
+        return np.dtype(backend.get_default_dtype())
+    if isinstance(value, (complex, np.complexfloating)):
+        return np.dtype(np.complex64 if backend.get_default_dtype() == np.float32
+                        else np.complex128)
+    raise TypeError(f"expected a number, got {type(value).__name__}")
+
+
 def full(shape, value, dtype=None, device="cpu"):
-    return Tensor((np if backend.check_device(device, "full") == "cpu" else backend.cupy())
-                  .full(shape, value, dtype=dtype or backend.get_default_dtype()))
+    """A tensor filled with ``value``; the dtype follows the value as in PyTorch (an int
+    gives int64, a float the default float dtype, a bool bool)."""
+    mod = np if backend.check_device(device, "full") == "cpu" else backend.cupy()
+    return Tensor(mod.full(shape, value, dtype=dtype or scalar_dtype(value)))
 
 
 def arange(*args, dtype=None, device="cpu"):
+    """Evenly spaced values in [start, stop); int64 when every argument is an int, else the
+    default float dtype (as in PyTorch)."""
     mod = np if backend.check_device(device, "arange") == "cpu" else backend.cupy()
+    if dtype is None:
+        dtype = np.dtype(np.int64) if all(isinstance(a, (int, np.integer)) for a in args) \
+            else backend.get_default_dtype()
     return Tensor(mod.arange(*args, dtype=dtype))

@@ -5,32 +5,17 @@ gathers them and gives Tensor its operators and methods (``x + y``, ``x @ w``, `
 """
 import operator
 
-from . import backend
-from .autograd import Function, Tensor
+from .autograd import Tensor, to_device
 from .ops.losses import (binary_cross_entropy_with_logits, cross_entropy, gaussian_nll,
                          kl_normal, l1_loss, mse_loss)
-from .ops.math import (abs, add, clip, cos, div, exp, gelu, leaky_relu, log, matmul, maximum,
-                       minimum, mul, neg, pow, relu, sigmoid, silu, sin, softplus, sqrt, sub,
-                       tanh, where)
+from .ops.math import (abs, add, clip, cos, div, erf, exp, gelu, leaky_relu, log, matmul,
+                       maximum, minimum, mul, neg, pow, relu, sigmoid, silu, sin, softplus, sqrt,
+                       sub, tanh, where)
 from .ops.nn import (avg_pool2d, conv2d, conv_transpose2d, dropout, embedding, layer_norm,
                      log_softmax, max_pool2d, one_hot, softmax, upsample_nearest)
-from .ops.reduce import logsumexp, max, mean, min, sum, var
+from .ops.reduce import logsumexp, max, mean, min, prod, std, sum, var
 from .ops.shape import (cat, concatenate, cumsum, expand, flatten, flip, getitem, pad, permute,
                         reshape, sort, split, squeeze, stack, sum_to, transpose, unsqueeze)
-
-
-class ToDevice(Function):
-    def forward(self, a, device):
-        self.source = backend.device_of(a)
-        return backend.to_device(a, device)
-
-    def backward(self, g):
-        return to_device(g, self.source)
-
-
-def to_device(a, device):
-    device = backend.check_device(device, "Tensor.to")
-    return a if a.device == device else ToDevice.apply(a, device=device)
 
 
 def _compare(op):
@@ -48,13 +33,15 @@ _methods = {
     "__pow__": pow, "__rpow__": _swap(pow), "__matmul__": matmul, "__rmatmul__": _swap(matmul),
     "__neg__": neg, "__getitem__": getitem, "__abs__": abs,
     "exp": exp, "log": log, "sqrt": sqrt, "abs": abs, "sin": sin, "cos": cos, "tanh": tanh,
-    "sigmoid": sigmoid, "relu": relu, "softplus": softplus, "clip": clip, "matmul": matmul,
-    "sum": sum, "mean": mean, "var": var, "max": max, "min": min, "logsumexp": logsumexp,
+    "sigmoid": sigmoid, "erf": erf, "relu": relu, "softplus": softplus, "clip": clip,
+    "matmul": matmul, "sum": sum, "mean": mean, "var": var, "std": std, "prod": prod,
+    "max": max, "min": min, "logsumexp": logsumexp,
     "softmax": softmax, "log_softmax": log_softmax, "reshape": reshape, "permute": permute,
     "transpose": transpose, "expand": expand, "squeeze": squeeze, "unsqueeze": unsqueeze,
     "flatten": flatten, "cumsum": cumsum, "flip": flip, "sum_to": sum_to,
     "__lt__": _compare(operator.lt), "__le__": _compare(operator.le),
     "__gt__": _compare(operator.gt), "__ge__": _compare(operator.ge),
+    "__eq__": _compare(operator.eq), "__ne__": _compare(operator.ne),
     "__float__": lambda a: float(a.item()),
     "argmax": lambda a, axis=None: Tensor(a.data.argmax(axis)),
 }
@@ -65,4 +52,4 @@ Tensor.swapaxes = transpose
 del _name, _fn
 
 __all__ = sorted(n for n in dir() if not n.startswith("_") and n not in
-                 ("backend", "Function", "Tensor"))
+                 ("Tensor", "operator"))

@@ -42,6 +42,11 @@ def separated_pair(draw, max_dims=3):
 
 
 def gelu_ref(x):
+    """The exact GELU, F.gelu's default (as in PyTorch): x Phi(x)."""
+    return 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+
+
+def gelu_tanh_ref(x):
     return 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi) * (x + 0.044715 * x ** 3)))
 
 
@@ -108,6 +113,7 @@ UNARY = {
     "leaky_relu": (lambda t: F.leaky_relu(t, 0.2), lambda x: np.where(x > 0, x, 0.2 * x),
                    away_from),
     "gelu": (F.gelu, gelu_ref, None),
+    "gelu_tanh": (lambda t: F.gelu(t, approximate="tanh"), gelu_tanh_ref, None),
     "silu": (F.silu, lambda x: x * sigmoid_ref(x), None),
     "softplus": (F.softplus, lambda x: np.log1p(np.exp(x)), None),
     "neg": (lambda t: -t, np.negative, None),

@@ -14,6 +14,12 @@ def _empty(*shape):
     return Parameter(np.zeros(shape, dtype=backend.get_default_dtype()))
 
 
+def _check_sizes(where, **sizes):
+    for name, value in sizes.items():
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
+
+
 def _default_uniform(p, fan_in, rng):
     bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
     return init.uniform_(p, -bound, bound, rng)
@@ -44,6 +50,8 @@ class Conv2d(Module):
                  bias=True, rng=None):
         super().__init__()
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        _check_sizes("Conv2d", in_channels=in_channels, out_channels=out_channels,
+                     kernel_size=min(kh, kw))
         self.stride, self.padding, self.dilation = stride, padding, dilation
         fan_in = in_channels * kh * kw
         self.weight = _default_uniform(_empty(out_channels, in_channels, kh, kw), fan_in, rng)
@@ -62,6 +70,8 @@ class ConvTranspose2d(Module):
                  output_padding=0, dilation=1, bias=True, rng=None):
         super().__init__()
         kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
+        _check_sizes("ConvTranspose2d", in_channels=in_channels, out_channels=out_channels,
+                     kernel_size=min(kh, kw))
         self.stride, self.padding = stride, padding
         self.output_padding, self.dilation = output_padding, dilation
         fan_in = out_channels * kh * kw  # PyTorch computes fan_in from weight.shape[1]
@@ -119,9 +129,13 @@ class _BatchNorm(Module):
         shape = [1] * x.ndim
         shape[1] = self.num_features
         if self.training:
+            n = x.size // self.num_features
+            if n < 2:
+                raise ValueError(f"{type(self).__name__}: training needs more than one value "
+                                 f"per channel to estimate a variance, got input of shape "
+                                 f"{x.shape}; use a larger batch or call .eval()")
             mean = x.mean(self.axes, keepdims=True)
             var = x.var(self.axes, keepdims=True)
-            n = x.size // self.num_features
             m = self.momentum
             self.running_mean[...] = (1 - m) * self.running_mean + m * mean.data.reshape(-1)
             self.running_var[...] = (1 - m) * self.running_var + \
@@ -158,7 +172,24 @@ def _activation(name, fn):
 ReLU = _activation("ReLU", F.relu)
 Tanh = _activation("Tanh", F.tanh)
 Sigmoid = _activation("Sigmoid", F.sigmoid)
-GELU = _activation("GELU", F.gelu)
+
+
+class GELU(Module):
+    """GELU; ``approximate`` 'none' (exact, the default, as in PyTorch) or 'tanh'."""
+
+    def __init__(self, approximate="none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, x):
+        return F.gelu(x, self.approximate)
+
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
+
+
 SiLU = _activation("SiLU", F.silu)
 Softplus = _activation("Softplus", F.softplus)
 

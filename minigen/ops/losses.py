@@ -46,7 +46,8 @@ def cross_entropy(logits, targets, ignore_index=None, reduction="mean"):
     """-log softmax(logits)[target], classes on the LAST axis: logits (..., K), targets (...).
 
     Rows whose target equals ``ignore_index`` (e.g. padding tokens) contribute nothing, and
-    'mean' divides by the number of rows that are not ignored.
+    'mean' divides by the number of rows that are not ignored (NaN when there are none, as
+    in PyTorch).
     """
     t = targets.data if isinstance(targets, Tensor) else xp(logits.data).asarray(targets)
     if t.dtype.kind not in "iu":
@@ -62,7 +63,7 @@ def cross_entropy(logits, targets, ignore_index=None, reduction="mean"):
     loss = CrossEntropy.apply(logits.reshape(-1, k), targets=flat_t, ignore_index=ignore_index)
     if reduction == "mean":
         count = float(_kept_rows(flat_t, ignore_index, logits.dtype).sum())
-        return loss.sum() * (1.0 / max(count, 1.0))
+        return loss.sum() * (1.0 / count if count else float("inf"))  # no rows: 0 * inf = NaN
     return _reduce(loss.reshape(t.shape), reduction, "cross_entropy")
 
 

@@ -2,22 +2,65 @@
 
 Each backward returns gradients of the output's shape; the engine sums them back to each
 input's shape (undoing broadcasting), so no op handles broadcasting itself.
+
+Type promotion follows PyTorch: the result takes the highest category among the tensors
+(bool < integer < floating < complex) and, within it, NumPy's promotion of those tensors'
+dtypes (float32 with int64 stays float32; float32 with float64 gives float64). A Python
+number counts only when its category is higher: then an int gives int64 and a float the
+default float dtype (int tensor * 0.5 -> float32). Ops that make floats from ints (division,
+exp, log, erf, ...) give the default float dtype.
 """
-from ..autograd import Function, Tensor, as_tensor
+import math
+
+import numpy as np
+
+from .. import backend
+from ..autograd import Function, Tensor, cast, scalar_dtype, tensor
 from ..backend import xp
 
-
-def _pair(a, b):
-    """Make both operands Tensors; a Python scalar takes the other operand's dtype."""
-    if isinstance(a, Tensor):
-        return a, as_tensor(b, like=a)
-    return as_tensor(a, like=b), b
+_CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
+_NUMBER = (bool, int, float, complex, np.generic)
 
 
-def _binary(cls, name, a, b):
-    a, b = _pair(a, b)
+def result_dtype(*operands):
+    """The dtype of an elementwise op on ``operands`` (Tensors and Python/NumPy numbers)."""
+    dtypes = [x.dtype for x in operands if isinstance(x, Tensor)]
+    numbers = [scalar_dtype(x) for x in operands if not isinstance(x, Tensor)]
+    top = max((_CATEGORY[d.kind] for d in dtypes), default=-1)
+    higher = [d for d in numbers if _CATEGORY[d.kind] > top]
+    if higher:  # numbers' dtypes are one per category: take the highest
+        return max(higher, key=lambda d: _CATEGORY[d.kind])
+    return np.result_type(*[d for d in dtypes if _CATEGORY[d.kind] == top])
+
+
+def floating(a):
+    """``a`` itself if it is floating (or complex), else cast to the default float dtype."""
+    return a if a.dtype.kind in "fc" else cast(a, backend.get_default_dtype())
+
+
+def _operands(*xs, floats=False):
+    """Tensors of one dtype kind (PyTorch's promotion, above); ``floats``: at least floating.
+    Arrays and lists become Tensors first; numbers take the result dtype."""
+    xs = [x if isinstance(x, (Tensor,) + _NUMBER) else tensor(x) for x in xs]
+    dtype = result_dtype(*xs)
+    if floats and dtype.kind not in "fc":
+        dtype = np.dtype(backend.get_default_dtype())
+    like = next((x for x in xs if isinstance(x, Tensor)), None)
+    mod = xp(like.data) if like is not None else np
+    out = []
+    for x in xs:
+        if not isinstance(x, Tensor):
+            x = Tensor(mod.asarray(x, dtype=dtype))
+        elif x.dtype.kind != dtype.kind:  # float -> float is left to NumPy (it widens)
+            x = cast(x, dtype)
+        out.append(x)
+    return out
+
+
+def _binary(cls, name, a, b, floats=False, **kwargs):
+    a, b = _operands(a, b, floats=floats)
     try:
-        return cls.apply(a, b)
+        return cls.apply(a, b, **kwargs)
     except ValueError as err:
         if "broadcast" not in str(err):
             raise
@@ -60,15 +103,25 @@ class Div(Function):
 
 
 class Pow(Function):
-    """a ** b; d/da = b a^(b-1), d/db = a^b log a."""
+    """a ** b; d/da = b a^(b-1), d/db = a^b log a.
+
+    As in PyTorch, d/da is 0 where a = b = 0 (not 0 * 0^-1 = 0 * inf) and d/db is 0 where
+    a = 0 and b >= 0 (not 0 * log 0). Those entries read a = 1 instead of a, so no branch
+    that ``where`` discards is infinite, and higher derivatives stay finite.
+    """
 
     def forward(self, a, b):
         return a ** b
 
     def backward(self, g):
         a, b = self.inputs
-        ga = g * b * a ** (b - 1) if a.requires_grad else None
-        gb = g * self.output() * log(a) if b.requires_grad else None
+        ga = gb = None
+        if a.requires_grad:
+            both_zero = (a.data == 0) & (b.data == 0)
+            ga = g * b * where(both_zero, 1.0, a) ** (b - 1)
+        if b.requires_grad:
+            flat = (a.data == 0) & (b.data >= 0)
+            gb = g * self.output() * log(where(flat, 1.0, a))
         return ga, gb
 
 
@@ -93,7 +146,8 @@ def mul(a, b):
 
 
 def div(a, b):
-    return _binary(Div, "div", a, b)
+    """a / b, always floating (int / int gives the default float dtype, as in PyTorch)."""
+    return _binary(Div, "div", a, b, floats=True)
 
 
 def pow(a, b):
@@ -102,7 +156,6 @@ def pow(a, b):
 
 def neg(a):
     return Neg.apply(a)
-
 
 
 # --- unary functions ----------------------------------------------------------------------
@@ -206,24 +259,59 @@ class LeakyRelu(Function):
         return g * Tensor(xp(a).where(a > 0, 1, self.slope).astype(a.dtype))
 
 
-def _unary(cls):
+class Erf(Function):
+    """erf(a) = 2/sqrt(pi) int_0^a exp(-t^2) dt; d/da = 2/sqrt(pi) exp(-a^2).
+
+    Values from scipy.special.erf (cupyx on a GPU) when SciPy is installed, else from
+    math.erf entry by entry (slower; the two agree to an ulp).
+    """
+
+    def forward(self, a):
+        return _erf(a).astype(a.dtype, copy=False)
+
+    def backward(self, g):
+        a = self.inputs[0]
+        return g * (2 / math.sqrt(math.pi)) * exp(-(a * a))
+
+
+def _erf(a):
+    if backend.device_of(a) == "cuda":
+        from cupyx.scipy.special import erf
+        return erf(a)
+    try:
+        from scipy.special import erf
+    except ImportError:
+        return np.frompyfunc(math.erf, 1, 1)(a).astype(np.float64)
+    return erf(a)
+
+
+def _unary(cls, make_float=True):
     def op(a):
-        return cls.apply(a)
+        return cls.apply(floating(a) if make_float else a)
     op.__name__, op.__doc__ = cls.__name__.lower(), cls.__doc__
     return op
 
 
-exp, log, sqrt, abs, sin, cos, tanh, sigmoid, softplus, relu = map(
-    _unary, (Exp, Log, Sqrt, Abs, Sin, Cos, Tanh, Sigmoid, Softplus, Relu))
+exp, log, sqrt, sin, cos, tanh, sigmoid, softplus, erf = map(
+    _unary, (Exp, Log, Sqrt, Sin, Cos, Tanh, Sigmoid, Softplus, Erf))
+abs, relu = _unary(Abs, make_float=False), _unary(Relu, make_float=False)
 
 
 def leaky_relu(a, negative_slope=0.01):
     return LeakyRelu.apply(a, slope=negative_slope)
 
 
-def gelu(a):
-    """GELU, tanh form (Hendrycks & Gimpel 2016): 0.5 a (1 + tanh(sqrt(2/pi)(a + 0.044715 a^3)))."""
-    return 0.5 * a * (1 + tanh(0.7978845608028654 * (a + 0.044715 * a * a * a)))
+def gelu(a, approximate="none"):
+    """GELU (Hendrycks & Gimpel 2016), as torch.nn.functional.gelu.
+
+    approximate='none' (the default): a Phi(a) = 0.5 a (1 + erf(a / sqrt 2)), exact.
+    approximate='tanh': 0.5 a (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3))), GPT-2's form.
+    """
+    if approximate == "none":
+        return 0.5 * a * (1 + erf(a * (1 / math.sqrt(2))))
+    if approximate == "tanh":
+        return 0.5 * a * (1 + tanh(0.7978845608028654 * (a + 0.044715 * a * a * a)))
+    raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
 
 
 def silu(a):
@@ -244,20 +332,41 @@ class Where(Function):
 
 
 def where(cond, a, b):
-    """cond ? a : b elementwise; ``cond`` is a boolean array or Tensor (not differentiated)."""
-    a, b = _pair(a, b)
+    """cond ? a : b elementwise; ``cond`` is a boolean array or Tensor (not differentiated).
+    ``a`` and ``b`` may be numbers; the three broadcast together."""
+    a, b = _operands(a, b)
     cond = cond.data if isinstance(cond, Tensor) else cond
-    return Where.apply(a, b, cond=xp(a.data).asarray(cond, dtype=bool))
+    cond = xp(a.data).asarray(cond, dtype=bool)
+    try:
+        xp(a.data).broadcast_shapes(cond.shape, a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"where: cannot broadcast cond {cond.shape}, a {a.shape} and b "
+                         f"{b.shape} together") from None
+    return Where.apply(a, b, cond=cond)
+
+
+class Maximum(Function):
+    """Elementwise max (or min) of a and b; tied entries send half the gradient to each, as
+    in PyTorch and as the max/min reductions share ties."""
+
+    def forward(self, a, b, take_max):
+        m = xp(a)
+        out = m.maximum(a, b) if take_max else m.minimum(a, b)
+        wins = (a > b) if take_max else (a < b)
+        self.share = (wins + 0.5 * (a == b)).astype(out.dtype)
+        return out
+
+    def backward(self, g):
+        share = Tensor(self.share)
+        return g * share, g * (1 - share)
 
 
 def maximum(a, b):
-    a, b = _pair(a, b)
-    return where(a.data >= b.data, a, b)
+    return _binary(Maximum, "maximum", a, b, take_max=True)
 
 
 def minimum(a, b):
-    a, b = _pair(a, b)
-    return where(a.data <= b.data, a, b)
+    return _binary(Maximum, "minimum", a, b, take_max=False)
 
 
 class Clip(Function):
@@ -311,7 +420,7 @@ def _transposed(t):
 
 def matmul(a, b):
     """a @ b with NumPy's rules: 1-D operands are promoted to matrices and squeezed back."""
-    a, b = _pair(a, b)
+    a, b = _operands(a, b)
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: operands must have ndim >= 1, got shapes {a.shape} and {b.shape}")
     if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:

@@ -12,7 +12,7 @@ from ..autograd import Function, Tensor
 from ..backend import xp
 from ..kernels import conv as kconv
 from ..kernels import softmax as ksoftmax
-from .math import where
+from .math import floating, where
 from .reduce import mean, var
 from .shape import getitem, pad, reshape
 
@@ -64,17 +64,23 @@ class LogSoftmaxBackward(Function):
 
 
 def softmax(x, axis=-1):
-    return _last_axis(Softmax, x, axis)
+    return _last_axis(Softmax, x, axis, "softmax")
 
 
 def log_softmax(x, axis=-1):
-    return _last_axis(LogSoftmax, x, axis)
+    return _last_axis(LogSoftmax, x, axis, "log_softmax")
 
 
-def _last_axis(fn, x, axis):
-    if axis % x.ndim == x.ndim - 1:
-        return fn.apply(x)
-    return fn.apply(x.transpose(axis, -1)).transpose(axis, -1)
+def _last_axis(fn, x, axis, name):
+    """Apply ``fn`` (which works on the last axis) along ``axis``; a 0-d tensor is one
+    value along axis 0 or -1, as in PyTorch."""
+    if x.ndim == 0:
+        backend.check_axis(axis, 1, name)
+        return fn.apply(floating(x).reshape(1)).reshape(())
+    axis = backend.check_axis(axis, x.ndim, name)
+    if axis == x.ndim - 1:
+        return fn.apply(floating(x))
+    return fn.apply(floating(x).transpose(axis, -1)).transpose(axis, -1)
 
 
 class CrossEntropy(Function):

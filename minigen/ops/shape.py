@@ -1,7 +1,7 @@
 """Shape and indexing ops: reshape, transpose, broadcasting, joining, slicing, padding, sort."""
 import numpy as np
 
-from ..autograd import Function, Tensor, _raw_index
+from ..autograd import Expand, Function, Tensor, _raw_index, sum_to
 from ..backend import check_axis as _axis
 from ..backend import xp
 
@@ -37,9 +37,10 @@ class Permute(Function):
 def permute(a, *axes):
     if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
         axes = tuple(axes[0])
-    if sorted(x % max(a.ndim, 1) for x in axes) != list(range(a.ndim)):
+    axes = tuple(_axis(x, a.ndim, "permute") for x in axes)
+    if sorted(axes) != list(range(a.ndim)):
         raise ValueError(f"permute: axes {axes} are not a permutation of {a.ndim} dims")
-    return Permute.apply(a, axes=tuple(x % a.ndim for x in axes))
+    return Permute.apply(a, axes=axes)
 
 
 def transpose(a, axis0=-2, axis1=-1):
@@ -50,43 +51,12 @@ def transpose(a, axis0=-2, axis1=-1):
     return Permute.apply(a, axes=tuple(axes))
 
 
-class Expand(Function):
-    """Broadcast to a larger shape; the engine's sum_to undoes it in backward."""
-
-    def forward(self, a, shape):
-        try:
-            return xp(a).broadcast_to(a, shape)
-        except ValueError:
-            raise ValueError(f"expand: cannot broadcast {a.shape} to {shape}") from None
-
-    def backward(self, g):
-        return g
-
-
 def expand(a, *shape):
+    """Broadcast to ``shape`` (-1 keeps a size); the gradient is summed back (``sum_to``)."""
     if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
         shape = tuple(shape[0])
     shape = tuple(a.shape[i - len(shape) + a.ndim] if s == -1 else s for i, s in enumerate(shape))
     return Expand.apply(a, shape=shape)
-
-
-class SumTo(Function):
-    """Sum a broadcast array back down to ``shape``; backward broadcasts again."""
-
-    def forward(self, a, shape):
-        self.in_shape = a.shape
-        lead = a.ndim - len(shape)
-        axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape)
-                                          if s == 1 and a.shape[i + lead] != 1)
-        out = a.sum(axis=axes, keepdims=True) if axes else a
-        return out.reshape(shape)
-
-    def backward(self, g):
-        return expand(g, self.in_shape)
-
-
-def sum_to(a, shape):
-    return a if a.shape == tuple(shape) else SumTo.apply(a, shape=tuple(shape))
 
 
 def squeeze(a, axis=None):
@@ -106,7 +76,14 @@ def unsqueeze(a, axis):
 
 
 def flatten(a, start_dim=0, end_dim=-1):
-    start, end = start_dim % a.ndim, end_dim % a.ndim
+    """Merge axes start_dim..end_dim into one; a 0-d tensor becomes shape (1,) (PyTorch)."""
+    if a.ndim == 0:
+        for d in (start_dim, end_dim):
+            _axis(d, 1, "flatten")
+        return reshape(a, (1,))
+    start, end = _axis(start_dim, a.ndim, "flatten"), _axis(end_dim, a.ndim, "flatten")
+    if start > end:
+        raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim}")
     return reshape(a, a.shape[:start] + (-1,) + a.shape[end + 1:])
 
 
