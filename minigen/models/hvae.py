@@ -61,11 +61,14 @@ class HierarchicalVAE(LatentVariableModel):
         self.prior1 = MLPEncoder(d2, 2 * d1, latent_hidden, activation, rng)
         self.decoder = make_decoder(d1, x_dim, hidden, activation, image_shape, channels,
                                     rng, "HierarchicalVAE")
-        self._rng, self._step = rng, 0
+        self._rng, self._step, self._code_size = rng, 0, d1
 
     def decode(self, z1):
         """Decoder output for z1: Bernoulli logits or Gaussian means (n, x_dim)."""
         return self.decoder(z1)
+
+    def _code_mean(self, x):
+        return self.encoder(x)[:, :self.z1]
 
     def kl_weight(self, step):
         """w_t = beta min(1, t / warmup_steps) (beta when warmup_steps = 0)."""

@@ -125,6 +125,23 @@ class LatentVariableModel(DeepModel):
         sd = np.exp(0.5 * np.maximum(self.log_var.numpy().astype(np.float64), MIN_LOG_VAR))
         return out + sd * rng.standard_normal(out.shape)
 
+    def transform(self, X):
+        """The mean of q(z | x) (of z1 for the hierarchical model): codes (n, code size)."""
+        where = f"{type(self).__name__}.transform"
+        check_fitted(self, "n_features_in_", where)
+        X = check_array(X, where, n_features=self.x_dim, min_samples=0)
+        with self.inference():
+            return batched(self._code_mean, X, self.dtype, self._code_size)
+
+    def inverse_transform(self, Z):
+        """The decoder's mean for codes Z: pixel probabilities (Bernoulli) or Gaussian means."""
+        where = f"{type(self).__name__}.inverse_transform"
+        check_fitted(self, "n_features_in_", where)
+        Z = check_array(Z, where, n_features=self._code_size, min_samples=0)
+        with self.inference():
+            out = self._decode_numpy(Z)
+        return 1.0 / (1.0 + np.exp(-out)) if self.likelihood == "bernoulli" else out
+
     # --- helpers for subclasses -------------------------------------------------------------
     def _decode_numpy(self, z):
         """Decoder outputs for NumPy codes (float64)."""
@@ -155,7 +172,7 @@ class VAE(LatentVariableModel):
                                     rng, "VAE")
         self.decoder = make_decoder(z_dim, x_dim, hidden, activation, image_shape, channels,
                                     rng, "VAE")
-        self._rng = rng
+        self._rng, self._code_size = rng, z_dim
 
     def encode(self, x):
         """(mu, logvar) of q(z | x), Tensors (n, z_dim) each."""
@@ -165,6 +182,9 @@ class VAE(LatentVariableModel):
     def decode(self, z):
         """Decoder output: Bernoulli logits or Gaussian means (n, x_dim)."""
         return self.decoder(z)
+
+    def _code_mean(self, x):
+        return self.encode(x)[0]
 
     def loss(self, batch):
         """Batch mean of -log p(x | z) + beta KL(q(z | x) || N(0, I)), z reparameterised."""
