@@ -217,3 +217,166 @@ def test_ema():
     np.testing.assert_allclose(net.weight.numpy(), expected, rtol=1e-12)
     with pytest.raises(ValueError, match=r"EMA: decay must lie in \[0, 1\)"):
         optim.EMA(net, decay=1.0)
+
+
+# --- parameter groups and state --------------------------------------------------------------
+GROUPS = {
+    "sgd": ("SGD", dict(lr=0.05, momentum=0.9),
+            [dict(lr=0.02, weight_decay=0.1), dict(momentum=0.5, nesterov=True)]),
+    "adam": ("Adam", dict(lr=0.1), [dict(lr=0.03, betas=(0.8, 0.99)), dict(weight_decay=0.2)]),
+    "adamw": ("AdamW", dict(lr=0.05, weight_decay=0.3), [dict(weight_decay=0.0), dict(eps=1e-4)]),
+}
+
+
+def grouped(lib_optim, name, params):
+    cls, defaults, overrides = GROUPS[name]
+    groups = [{"params": [p], **o} for p, o in zip(params, overrides)]
+    return getattr(lib_optim, cls)(groups, **defaults)
+
+
+def run_scheduled(tensor, make_opt, make_sched, prob, steps, W=None, b=None, opt=None, sched=None):
+    """Like ``run`` with a schedule stepped after each optimiser step; can continue a run."""
+    if W is None:
+        W, b = (tensor(prob[k], requires_grad=True) for k in ("W0", "b0"))
+        opt = make_opt([W, b])
+        sched = make_sched(opt)
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = loss_of(W, b, prob, tensor)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    return W, b, opt, sched, losses
+
+
+@pytest.mark.parametrize("name", sorted(GROUPS))
+def test_parameter_groups_and_schedules_match_torch(name):
+    torch = pytest.importorskip("torch")
+    prob = quadratic_problem(2)
+    W1, b1, _, _, l1 = run_scheduled(mg.tensor, lambda ps: grouped(optim, name, ps),
+                                     lambda o: optim.StepLR(o, 4, 0.5), prob, 12)
+    W2, b2, _, _, l2 = run_scheduled(torch.tensor, lambda ps: grouped(torch.optim, name, ps),
+                                     lambda o: torch.optim.lr_scheduler.StepLR(o, 4, 0.5),
+                                     prob, 12)
+    np.testing.assert_allclose(l1, l2, rtol=1e-10)
+    np.testing.assert_allclose(W1.numpy(), W2.detach().numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(b1.numpy(), b2.detach().numpy(), rtol=1e-10, atol=1e-12)
+    assert l1[-1] < l1[0]
+
+
+@pytest.mark.parametrize("name", sorted(GROUPS))
+def test_state_round_trip_through_a_file_continues_identically(name, tmp_path):
+    """3 steps, save optimiser and schedule state, restore into fresh objects, 4 more steps:
+    bit-identical to 7 uninterrupted steps (and to torch's 7 steps within 1e-10)."""
+    prob = quadratic_problem(3)
+
+    def make(ps):
+        return grouped(optim, name, ps)
+
+    def sched(o):
+        return optim.CosineWarmup(o, warmup=2, total=7, min_factor=0.1)
+
+    W, b, opt, sch, first = run_scheduled(mg.tensor, make, sched, prob, 3)
+    mg.save(opt.state_dict(), tmp_path / "opt.npz")
+    mg.save(sch.state_dict(), tmp_path / "sched.npz")
+    W2, b2 = (mg.tensor(t.numpy(), requires_grad=True) for t in (W, b))
+    opt2 = grouped(optim, name, [W2, b2])
+    opt2.lr = 123.0                                   # overwritten by the load
+    sch2 = sched(opt2)
+    opt2.load_state_dict(mg.load(tmp_path / "opt.npz"))
+    sch2.load_state_dict(mg.load(tmp_path / "sched.npz"))
+    assert [g["lr"] for g in opt2.param_groups] == [g["lr"] for g in opt.param_groups]
+    *_, rest = run_scheduled(mg.tensor, None, None, prob, 4, W2, b2, opt2, sch2)
+    *_, whole = run_scheduled(mg.tensor, make, sched, prob, 7)
+    np.testing.assert_array_equal(first + rest, whole)
+    torch = pytest.importorskip("torch")
+    *_, theirs = run_scheduled(torch.tensor, lambda ps: grouped(torch.optim, name, ps),
+                               lambda o: torch.optim.lr_scheduler.LambdaLR(
+                                   o, optim.CosineWarmup(optim.SGD(
+                                       [mg.tensor(np.ones(1), requires_grad=True)]),
+                                       warmup=2, total=7, min_factor=0.1).factor), prob, 7)
+    np.testing.assert_allclose(whole, theirs, rtol=1e-10)
+
+
+def test_load_state_dict_checks_everything_before_changing_anything():
+    p, q = (mg.tensor(np.ones(s), requires_grad=True) for s in ((2,), (3,)))
+    opt = optim.Adam([{"params": [p]}, {"params": [q], "lr": 0.5}], lr=0.1)
+    (p.sum() + q.sum()).backward()
+    opt.step()
+    state = opt.state_dict()
+    other = optim.Adam([p, q], lr=0.1)
+    with pytest.raises(ValueError, match=r"groups of sizes \[1, 1\], this optimiser \[2\]"):
+        other.load_state_dict(state)
+    bad = dict(state)
+    bad["state.1.m"] = np.zeros(5)
+    fresh = optim.Adam([{"params": [p]}, {"params": [q], "lr": 0.5}], lr=0.1)
+    with pytest.raises(ValueError, match=r"state.1.m has shape \(5,\), parameter 1 has \(3,\)"):
+        fresh.load_state_dict(bad)
+    assert fresh.step_count == 0 and fresh.state == [{}, {}]
+
+
+def test_group_errors():
+    p = mg.tensor(np.ones(2), requires_grad=True)
+    with pytest.raises(ValueError, match=r"unknown hyper-parameter\(s\) \['momentum'\]"):
+        optim.Adam([{"params": [p], "momentum": 0.9}])
+    with pytest.raises(ValueError, match="a parameter appears in more than one group"):
+        optim.SGD([{"params": [p]}, {"params": [p]}])
+    with pytest.raises(TypeError, match="a parameter group must be a dict"):
+        optim.SGD([{"params": [p]}, [p]])
+    with pytest.raises(ValueError, match="SGD: lr must be"):
+        optim.SGD([{"params": [p], "lr": -1.0}])
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda p: optim.Adam([p], betas=(1, 1)), r"Adam: betas\[0\] must be a finite number in \[0, 1\)"),
+    (lambda p: optim.Adam([p], betas=(0.9, 1.0)), r"betas\[1\] must be a finite number in \[0, 1\)"),
+    (lambda p: optim.Adam([p], betas=0.9), r"Adam: betas must be a pair"),
+    (lambda p: optim.SGD([p], lr=float("inf")), r"SGD: lr must be a finite number in \(0, inf\)"),
+    (lambda p: optim.SGD([p], momentum=-5), r"SGD: momentum must be a finite number in \[0, inf\)"),
+    (lambda p: optim.Adam([p], lr=float("nan")), r"Adam: lr must be a finite number"),
+    (lambda p: optim.AdamW([p], eps=0), r"AdamW: eps must be a finite number in \(0, inf\)"),
+    (lambda p: optim.SGD([p], weight_decay=-0.1), r"SGD: weight_decay must be"),
+    (lambda p: optim.SGD([p], lr="0.1"), r"SGD: lr must be a finite number"),
+])
+def test_hyper_parameters_are_checked(make, match):
+    with pytest.raises(ValueError, match=match):
+        make(mg.tensor(np.ones(2), requires_grad=True))
+
+
+def test_clip_grad_norm_rejects_non_positive_max_norm_and_survives_huge_float32():
+    p = mg.tensor(np.zeros(4, dtype=np.float32), requires_grad=True)
+    p.grad = mg.tensor(np.full(4, 1e19, dtype=np.float32))
+    for bad in (0, -1.0, float("nan"), "1"):
+        with pytest.raises(ValueError, match="clip_grad_norm_: max_norm must be a number > 0"):
+            optim.clip_grad_norm_([p], bad)
+    np.testing.assert_array_equal(p.grad.numpy(), np.full(4, 1e19, dtype=np.float32))
+    total = optim.clip_grad_norm_([p], 1.0)
+    assert total == pytest.approx(2e19, rel=1e-6)            # sqrt(4 * 1e38), no overflow
+    np.testing.assert_allclose(p.grad.numpy(), np.full(4, 0.5), rtol=1e-5)
+    p.grad = mg.tensor(np.array([np.nan, 1, 1, 1], dtype=np.float32))
+    assert math.isnan(optim.clip_grad_norm_([p], 1.0))
+    np.testing.assert_array_equal(p.grad.numpy()[1:], [1, 1, 1])   # left for train to report
+
+
+def test_ema_applied_swaps_in_and_back_also_on_error():
+    net = nn.Linear(2, 2, rng=0).double()
+    ema = optim.EMA(net, decay=0.5)
+    with mg.no_grad():
+        net.weight.fill_(1.0)
+    ema.update(net)
+    trained = net.weight.numpy().copy()
+    with ema.applied(net) as inside:
+        assert inside is net
+        np.testing.assert_array_equal(net.weight.numpy(), ema.shadow["weight"])
+        assert not np.array_equal(net.weight.numpy(), trained)
+    np.testing.assert_array_equal(net.weight.numpy(), trained)
+    with pytest.raises(RuntimeError):
+        with ema.applied(net):
+            raise RuntimeError
+    np.testing.assert_array_equal(net.weight.numpy(), trained)
+    again = optim.EMA.from_state_dict(ema.state_dict(), 0.5)
+    np.testing.assert_array_equal(again.shadow["weight"], ema.shadow["weight"])
+    with pytest.raises(KeyError, match=r"EMA.load_state_dict: missing keys \['bias'\]"):
+        again.load_state_dict({"weight": trained})
