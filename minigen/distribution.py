@@ -196,6 +196,12 @@ class Configurable:
     def __repr__(self):
         return f"{type(self).__name__}({self._non_default_params()})"
 
+    def __sklearn_tags__(self):
+        """scikit-learn >= 1.6 asks every estimator for its tags (clone, Pipeline, GridSearchCV):
+        an unsupervised estimator's defaults. Imported only when scikit-learn itself asks."""
+        from sklearn.utils import Tags, TargetTags
+        return Tags(estimator_type=None, target_tags=TargetTags(required=False))
+
     # --- fitted state, for save_model ------------------------------------------------------
     _unsaved = ()   # fitted attributes that save_model leaves out (e.g. a training history)
 

@@ -16,8 +16,11 @@ import warnings
 import numpy as np
 
 from ..backend import as_rng
+from .. import blockwise
 from ..kernels import kde as kde_kernel
-from ..distribution import Distribution, register, check_array, check_fitted, check_n_samples, check_sample_weight
+from ..distribution import (Distribution, register, check_array, check_fitted, check_n_samples,
+                            check_sample_weight)
+from ._validate import check_scale, exact_mean
 
 _RULES = ("scott", "silverman", "cv")
 _GOLDEN = (np.sqrt(5.0) - 1.0) / 2.0
@@ -32,20 +35,27 @@ def _rule_factor(rule, neff, d):
 def _data_cholesky(X, w, where):
     """The Cholesky factor of Sigma = sum_j w_j (x_j - m)(x_j - m)^T / (1 - sum_j w_j^2).
 
-    With d >= n, or a singular Sigma, warn and fall back to diag(Sigma), with zero variances
-    raised to 1e-6 of the largest one (to 1 if all are zero)."""
-    mean = w @ X
-    Xc = X - mean
+    Constant columns are centred exactly (their variance is 0, not rounding noise). With
+    d >= n, or a numerically singular Sigma (the factorisation fails, or a pivot L_ii^2 falls
+    below d eps max_j Sigma_jj), warn and fall back to diag(Sigma) with zero variances raised
+    to 1e-6 of the largest one. If every column is constant there is no scale at all: raise."""
+    Xc = X - exact_mean(X, w)
     cov = (Xc.T * w) @ Xc / (1.0 - np.sum(w ** 2))
     n, d = X.shape
-    if n > d:
-        try:
-            return np.linalg.cholesky(cov)
-        except np.linalg.LinAlgError:
-            pass
     variances = np.diag(cov).copy()
     top = variances.max()
-    floor = 1e-6 * top if top > 0 else 1.0
+    if top == 0:
+        raise ValueError(f"{where}: every column of X is constant (all samples coincide), so "
+                         "the data covariance is zero and a bandwidth rule has nothing to "
+                         "scale; pass a numeric bandwidth, e.g. KDE(bandwidth=1.0)")
+    if n > d:
+        try:
+            chol = np.linalg.cholesky(cov)
+            if np.min(np.diag(chol)) ** 2 > d * np.finfo(np.float64).eps * top:
+                return chol
+        except np.linalg.LinAlgError:
+            pass
+    floor = 1e-6 * top
     warnings.warn(f"{where}: the data covariance is singular (n={n}, d={d}); using its diagonal "
                   f"with variances floored at {floor:.3g}", RuntimeWarning, stacklevel=4)
     variances = np.where(variances > floor, variances, floor)
@@ -85,9 +95,12 @@ class KDE(Distribution):
         self.bandwidth = bandwidth
         self._bandwidth = _check_bandwidth(bandwidth)
 
-    def fit(self, X, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None):
+        """Store the data and weights and set H (``y`` is ignored: scikit-learn's signature)."""
+        if blockwise.is_dask(X, sample_weight):
+            return blockwise.kde_fit(self, X, sample_weight)
         where = "KDE.fit"
-        X = check_array(X, where)
+        X = check_scale(check_array(X, where), where)
         n, d = X.shape
         w = check_sample_weight(sample_weight, n, where)
         h = self._bandwidth
@@ -119,12 +132,19 @@ class KDE(Distribution):
         self.cholesky_ = chol
         self.covariance_ = chol @ chol.T
         self.data_, self.weights_, self.neff_, self.n_features_in_ = X, w, neff, d
-        with np.errstate(divide="ignore"):
-            self._log_weights = np.log(w)
         return self
+
+    @property
+    def _log_weights(self):
+        """log w_j (-inf for zero weights), derived from ``weights_`` so that the fitted state
+        is the public attributes alone."""
+        with np.errstate(divide="ignore"):
+            return np.log(self.weights_)
 
     def _loo_log_likelihood(self, X, w, chol, log_w):
         """sum_i w_i log[sum_{j != i} w_j N(x_i; x_j, L L^T) / (1 - w_i)] (zero-weight rows skipped)."""
+        if blockwise.is_dask(X):
+            return blockwise.kde_loo_log_likelihood(X, w, chol)
         loo = kde_kernel.log_kernel_sum(X, X, chol=chol, log_weights=log_w, exclude_self=True)
         keep = w > 0
         return float(np.sum(w[keep] * (loo[keep] - np.log1p(-w[keep]))))
@@ -161,25 +181,29 @@ class KDE(Distribution):
 
     def score_samples(self, X):
         """log p(x) = log sum_j w_j N(x; x_j, H) for each row of X."""
+        if blockwise.is_dask(X, getattr(self, "data_", None)):
+            return blockwise.kde_score_samples(self, X)
         X = self._checked(X, "KDE.score_samples")
         return kde_kernel.log_kernel_sum(X, self.data_, chol=self.cholesky_,
                                          log_weights=self._log_weights)
-
-
 
     def pdf(self, X):
         return np.exp(self.score_samples(X))
 
     def score_function(self, Q):
         """grad_q log p(q) = H^-1 (sum_j r_j(q) x_j - q), r_j(q) the kernel responsibilities."""
+        if blockwise.is_dask(Q, getattr(self, "data_", None)):
+            return blockwise.kde_score_function(self, Q)
         Q = self._checked(Q, "KDE.score_function")
         return kde_kernel.log_kernel_sum_grad(Q, self.data_, chol=self.cholesky_,
                                               log_weights=self._log_weights)[1]
 
     def sample(self, n, rng=None):
         """Pick a data point j with probability w_j, add L u with u ~ N(0, I)."""
+        if blockwise.is_dask(getattr(self, "data_", None)):
+            return blockwise.sample(self, n, rng)
         check_fitted(self, "cholesky_", "KDE.sample")
         n = check_n_samples(n, "KDE.sample")
-        rng = as_rng(rng)
+        rng = as_rng(rng, name="KDE.sample: rng")
         index = rng.choice(len(self.data_), size=n, p=self.weights_)
         return self.data_[index] + rng.standard_normal((n, self.n_features_in_)) @ self.cholesky_.T

@@ -6,11 +6,17 @@ which never increases the inertia sum_i ||x_i - c_{labels_i}||^2. Seeding follow
 Vassilvitskii (2007), "k-means++": each new centre is drawn with probability proportional
 to D(x)^2, the squared distance to the nearest centre chosen so far (greedy variant: the best
 of 2 + log k candidates). Squared distances use ||x||^2 - 2 x.c + ||c||^2 (one matrix product).
+A fit warns (ConvergenceWarning) when its best run stops at max_iter before meeting tol, and
+when X has fewer distinct points than clusters (some centres then coincide).
 """
+import warnings
+
 import numpy as np
 
 from ..backend import as_rng
-from ..distribution import Configurable, register, check_array, check_fitted, check_positive
+from ..distribution import (ConvergenceWarning, Configurable, register, check_array, check_fitted,
+                            check_positive)
+from ._validate import check_number, check_scale
 
 
 def _squared_distances(X, x_sq, centers):
@@ -24,11 +30,11 @@ def _squared_distances(X, x_sq, centers):
 
 def kmeans_plusplus(X, n_clusters, rng=None):
     """Return ``(centers, indices)``: k-means++ seeds chosen among the rows of X."""
-    X = check_array(X, "kmeans_plusplus")
+    X = check_scale(check_array(X, "kmeans_plusplus"), "kmeans_plusplus")
     check_positive(n_clusters, "n_clusters", "kmeans_plusplus", integer=True)
     if n_clusters > len(X):
         raise ValueError(f"kmeans_plusplus: n_clusters={n_clusters} exceeds n_samples={len(X)}")
-    rng = as_rng(rng)
+    rng = as_rng(rng, name="kmeans_plusplus: rng")
     x_sq = np.einsum("ij,ij->i", X, X)
     n_trials = 2 + int(np.log(n_clusters))
     indices = [int(rng.integers(len(X)))]
@@ -50,8 +56,8 @@ def kmeans_plusplus(X, n_clusters, rng=None):
 
 
 def _lloyd(X, x_sq, centers, max_iter, tol):
-    """Lloyd iterations from ``centers``; returns centers, labels, inertia, n_iter."""
-    k = len(centers)
+    """Lloyd iterations from ``centers``; returns centers, labels, inertia, n_iter, converged."""
+    k, converged = len(centers), False
     for n_iter in range(1, max_iter + 1):
         D = _squared_distances(X, x_sq, centers)
         labels = np.argmin(D, axis=1)
@@ -66,10 +72,11 @@ def _lloyd(X, x_sq, centers, max_iter, tol):
         shift = np.sum((new - centers) ** 2)
         centers = new
         if shift <= tol:
+            converged = True
             break
     D = _squared_distances(X, x_sq, centers)
     labels = np.argmin(D, axis=1)
-    return centers, labels, float(D[np.arange(len(X)), labels].sum()), n_iter
+    return centers, labels, float(D[np.arange(len(X)), labels].sum()), n_iter, converged
 
 
 @register("kmeans")
@@ -87,16 +94,16 @@ class KMeans(Configurable):
         check_positive(max_iter, "max_iter", "KMeans", integer=True)
         if init not in ("k-means++", "random"):
             raise ValueError(f"KMeans: init must be 'k-means++' or 'random', got {init!r}")
-        if not tol >= 0:
-            raise ValueError(f"KMeans: tol must be >= 0, got {tol!r}")
+        check_number(tol, "tol", "KMeans")
         self.n_clusters, self.init, self.n_init = n_clusters, init, n_init
         self.max_iter, self.tol, self.random_state = max_iter, tol, random_state
 
-    def fit(self, X):
-        X = check_array(X, "KMeans.fit")
+    def fit(self, X, y=None):
+        """Best of ``n_init`` Lloyd runs by inertia (``y`` is ignored: scikit-learn's signature)."""
+        X = check_scale(check_array(X, "KMeans.fit"), "KMeans.fit")
         if self.n_clusters > len(X):
             raise ValueError(f"KMeans.fit: n_clusters={self.n_clusters} exceeds n_samples={len(X)}")
-        rng = as_rng(self.random_state)
+        rng = as_rng(self.random_state, name="KMeans.fit: random_state")
         x_sq = np.einsum("ij,ij->i", X, X)
         tol = self.tol * float(np.mean(np.var(X, axis=0)))
         best = None
@@ -108,9 +115,23 @@ class KMeans(Configurable):
             run = _lloyd(X, x_sq, seeds, self.max_iter, tol)
             if best is None or run[2] < best[2]:
                 best = run
-        self.cluster_centers_, self.labels_, self.inertia_, self.n_iter_ = best
+        self.cluster_centers_, self.labels_, self.inertia_, self.n_iter_, converged = best
         self.n_features_in_ = X.shape[1]
+        if not converged:
+            warnings.warn(f"KMeans.fit: Lloyd's algorithm did not converge in max_iter="
+                          f"{self.max_iter} iterations (tol={self.tol}); increase max_iter or tol",
+                          ConvergenceWarning, stacklevel=2)
+        distinct = len(np.unique(self.labels_))
+        if distinct < self.n_clusters:
+            points = len(np.unique(X, axis=0))
+            warnings.warn(f"KMeans.fit: found only {distinct} distinct clusters for n_clusters="
+                          f"{self.n_clusters} (X has {points} distinct points); use fewer "
+                          "clusters or remove duplicates", ConvergenceWarning, stacklevel=2)
         return self
+
+    def fit_predict(self, X, y=None):
+        """Fit, then the cluster of each row (``labels_``)."""
+        return self.fit(X).labels_
 
     def predict(self, X):
         check_fitted(self, "cluster_centers_", "KMeans.predict")

@@ -10,7 +10,7 @@ cf. Tipping & Bishop (1999) with a non-Gaussian code density. Any reducer with
 the reducer's ``residual_log_prob``.
 """
 from ..backend import as_rng
-from ..distribution import Distribution, register, check_n_samples
+from ..distribution import Distribution, register, check_fitted, check_n_samples
 
 
 @register("latent")
@@ -18,6 +18,8 @@ class LatentDensity(Distribution):
     """``reducer`` (fit/transform/inverse_transform) followed by ``density`` on its codes.
 
     fit_reducer: fit the reducer on X in ``fit`` (False for an already trained reducer).
+    The fitted reducer and density stay the constructor's objects (so ``save_model`` stores
+    them, fitted state included, as nested parameters); ``codes_`` holds the training codes.
     """
 
     def __init__(self, reducer, density, fit_reducer=True):
@@ -31,7 +33,8 @@ class LatentDensity(Distribution):
             raise TypeError("LatentDensity: fit_reducer=True needs a reducer with fit")
         self.reducer, self.density, self.fit_reducer = reducer, density, fit_reducer
 
-    def fit(self, X, **density_fit_kwargs):
+    def fit(self, X, y=None, **density_fit_kwargs):
+        """Fit the reducer (if ``fit_reducer``), then the density to the codes (``y`` ignored)."""
         if self.fit_reducer:
             self.reducer.fit(X)
         self.codes_ = self.reducer.transform(X)
@@ -45,13 +48,15 @@ class LatentDensity(Distribution):
             raise TypeError("LatentDensity.score_samples: needs a reducer with residual_log_prob "
                             f"(got {type(self.reducer).__name__}) and a density with score_samples "
                             f"(got {type(self.density).__name__})")
+        check_fitted(self, "codes_", "LatentDensity.score_samples")
         return self.density.score_samples(self.reducer.transform(X)) + residual(X)
 
     def sample(self, n, rng=None, residual=True):
         """x = inverse_transform(z), z ~ density; plus reducer.sample_residual when ``residual``
         (the PPCA noise outside the principal subspace) and the reducer has one."""
+        check_fitted(self, "codes_", "LatentDensity.sample")
         n = check_n_samples(n, "LatentDensity.sample")
-        rng = as_rng(rng)
+        rng = as_rng(rng, name="LatentDensity.sample: rng")
         X = self.reducer.inverse_transform(self.density.sample(n, rng=rng))
         add_noise = getattr(self.reducer, "sample_residual", None)
         return X + add_noise(n, rng) if residual and add_noise is not None else X

@@ -8,7 +8,8 @@ E-step: r_ik = pi_k N(x_i | k) / sum_j pi_j N(x_i | j), by log-sum-exp; the lowe
 the mean of log p(x_i) under the parameters before the M-step. M-step (weights s_i, mean 1):
 n_k = sum_i s_i r_ik, pi_k = n_k / n, mu_k = sum_i s_i r_ik x_i / n_k,
 Sigma_k = sum_i s_i r_ik (x_i - mu_k)(x_i - mu_k)^T / n_k + reg_covar I, pooled over k for
-'tied', its diagonal for 'diag', the mean of that diagonal for 'spherical'. Initial parameters
+'tied' (sum_k n_k Sigma_k / n), its diagonal for 'diag', the mean of that diagonal for
+'spherical'. Initial parameters
 (weights_init, means_init, precisions_init) follow scikit-learn's conventions, so a fit can
 start from the same place as scikit-learn's.
 """
@@ -16,9 +17,11 @@ import warnings
 
 import numpy as np
 
+from .. import blockwise
 from ..backend import as_rng
-from ..distribution import (Distribution, register, check_array, check_fitted, check_n_samples, check_positive,
-                             check_sample_weight, logsumexp)
+from ..distribution import (ConvergenceWarning, Distribution, register, check_array, check_fitted,
+                            check_n_samples, check_positive, check_sample_weight, logsumexp)
+from ._validate import check_number, check_scale
 from .kmeans import KMeans, kmeans_plusplus
 
 _TYPES = ("full", "tied", "diag", "spherical")
@@ -26,10 +29,21 @@ _INITS = ("kmeans", "k-means++", "random", "random_from_data")
 _SCRATCH = 1 << 21                   # floats in one E-step block (rows x K d): 16 MiB
 
 
-def _cholesky_with_jitter(covariances, where):
-    """Lower Cholesky factors of a stack (K, d, d). A component whose factorisation fails gets
-    the smallest ridge 10^j * trace/d * I (j = -12, -11, ...) that succeeds, with a warning,
-    instead of an error."""
+def _collapsed(k, where):
+    return ValueError(f"{where}: component {k} has collapsed onto a single point (its covariance "
+                      "is zero up to rounding, e.g. from duplicate points), so its density is "
+                      "undefined; increase reg_covar (e.g. 1e-6), use fewer components, or "
+                      "remove the duplicates")
+
+
+def _cholesky_with_jitter(covariances, where, resolution):
+    """Lower Cholesky factors of a stack (K, d, d). A component whose largest variance is at
+    most ``resolution`` has collapsed: a ValueError. One that is singular but not collapsed
+    gets the smallest ridge 10^j * trace/d * I (j = -12, -11, ...) that factorises, with a
+    warning."""
+    largest = np.max(np.diagonal(covariances, axis1=1, axis2=2), axis=1)
+    if np.any(largest <= resolution):
+        raise _collapsed(int(np.argmax(largest <= resolution)), where)
     try:
         return np.linalg.cholesky(covariances)
     except np.linalg.LinAlgError:
@@ -37,31 +51,43 @@ def _cholesky_with_jitter(covariances, where):
     factors = np.empty_like(covariances)
     eye = np.eye(covariances.shape[-1])
     for k, cov in enumerate(covariances):
-        scale = max(float(np.trace(cov)) / len(cov), np.finfo(np.float64).tiny)
+        scale = float(np.trace(cov)) / len(cov)
         for ridge in [0.0] + [10.0 ** power * scale for power in range(-12, 3)]:
             try:
                 factors[k] = np.linalg.cholesky(cov + ridge * eye)
                 break
             except np.linalg.LinAlgError:
                 continue
+        else:
+            raise _collapsed(k, where)
         if ridge > 0:
             warnings.warn(f"{where}: component {k} has a singular covariance; added a ridge "
-                          f"{ridge:.3g} I (increase reg_covar)", RuntimeWarning, stacklevel=4)
+                          f"{ridge:.3g} I (increase reg_covar)", RuntimeWarning, stacklevel=6)
     return factors
 
 
-def precision_cholesky(covariances, covariance_type, where="GaussianMixture"):
+def precision_cholesky(covariances, covariance_type, where="GaussianMixture", resolution=0.0):
     """P with P P^T = Sigma^-1: the inverse transpose of Sigma's Cholesky factor (1/sqrt for
-    'diag' and 'spherical')."""
+    'diag' and 'spherical'). A component whose largest variance is at most ``resolution`` (the
+    variance rounding alone can produce in the data) has collapsed: a ValueError that says to
+    increase reg_covar. A zero variance in a component that has not collapsed is floored at
+    1e-12 of that component's largest, with a warning."""
     if covariance_type in ("diag", "spherical"):
-        if np.any(covariances <= 0):
-            warnings.warn(f"{where}: a non-positive variance; flooring it at 1e-12 "
-                          "(increase reg_covar)", RuntimeWarning, stacklevel=3)
-            covariances = np.maximum(covariances, 1e-12)
+        per_component = covariances.reshape(len(covariances), -1)
+        largest = per_component.max(axis=1)
+        if np.any(largest <= resolution):
+            raise _collapsed(int(np.argmax(largest <= resolution)), where)
+        floor = 1e-12 * largest.reshape((-1,) + (1,) * (covariances.ndim - 1))
+        if np.any(covariances <= floor):
+            warnings.warn(f"{where}: a zero variance; flooring it at 1e-12 of its component's "
+                          "largest (increase reg_covar)", RuntimeWarning, stacklevel=5)
+            covariances = np.maximum(covariances, floor)
         return 1.0 / np.sqrt(covariances)
     stack = covariances[None] if covariance_type == "tied" else covariances
-    factors = _cholesky_with_jitter(stack, where)
+    factors = _cholesky_with_jitter(stack, where, resolution)
     precisions = np.swapaxes(np.linalg.inv(factors), -1, -2)
+    if not np.all(np.isfinite(precisions)):
+        raise _collapsed(int(np.argmax(~np.all(np.isfinite(precisions), axis=(1, 2)))), where)
     return precisions[0] if covariance_type == "tied" else precisions
 
 
@@ -74,21 +100,25 @@ def covariances_from_precision_cholesky(prec_chol, covariance_type):
 
 
 def estimate_parameters(X, resp, reg_covar, covariance_type):
-    """M-step: (n_k, mu_k, Sigma_k) from weighted responsibilities ``resp`` (n, K)."""
+    """M-step: (n_k, mu_k, Sigma_k) from weighted responsibilities ``resp`` (n, K).
+
+    Every type sums centred squares (x_i - mu_k)^2 (two passes), not E[x^2] - mu^2: the one-pass
+    form cancels catastrophically for data far from the origin, and leaves rounding noise where
+    a component sits on duplicate points, whose true covariance is exactly zero."""
     nk = resp.sum(axis=0) + 10 * np.finfo(np.float64).eps
     means = (resp.T @ X) / nk[:, None]
-    d = X.shape[1]
-    if covariance_type == "full":
-        covariances = np.empty((len(nk), d, d))
-        for k in range(len(nk)):
+    K, d = len(nk), X.shape[1]
+    if covariance_type in ("full", "tied"):
+        scatter = np.empty((K, d, d))
+        for k in range(K):
             D = (X - means[k]) * np.sqrt(resp[:, k])[:, None]
-            covariances[k] = D.T @ D / nk[k]
-            covariances[k].flat[::d + 1] += reg_covar
-    elif covariance_type == "tied":
-        covariances = (X.T @ X - (nk * means.T) @ means) / nk.sum()
-        covariances.flat[::d + 1] += reg_covar
+            scatter[k] = D.T @ D
+        covariances = scatter / nk[:, None, None] if covariance_type == "full" \
+            else scatter.sum(axis=0) / nk.sum()
+        covariances[..., np.arange(d), np.arange(d)] += reg_covar
     else:
-        covariances = (resp.T @ (X * X)) / nk[:, None] - means ** 2 + reg_covar
+        covariances = np.stack([resp[:, k] @ (X - means[k]) ** 2 for k in range(K)])
+        covariances = covariances / nk[:, None] + reg_covar
         if covariance_type == "spherical":
             covariances = covariances.mean(axis=1)
     return nk, means, covariances
@@ -139,24 +169,26 @@ class GaussianMixture(Distribution):
     'k-means++' (one seed point per component), 'random' (uniform, normalised) or
     'random_from_data' (one random point per component); overridden by whichever of
     weights_init (K,), means_init (K, d), precisions_init (shape of covariances_) are given.
-    Stops when the lower bound changes by less than ``tol``; keeps the best of ``n_init`` runs.
+    Stops when the lower bound changes by less than ``tol`` (a ConvergenceWarning if it never
+    does in ``max_iter`` iterations); keeps the best of ``n_init`` runs. ``max_iter=0`` only
+    initialises (scikit-learn's meaning), and ``lower_bound_`` is then the mean log-likelihood
+    of the initial parameters. With ``reg_covar=0`` a component that collapses onto a point
+    (duplicates) is a ValueError that says to increase reg_covar, never a NaN model.
     """
 
     def __init__(self, n_components=1, covariance_type="full", tol=1e-3, reg_covar=1e-6,
                  max_iter=100, n_init=1, init_params="kmeans", weights_init=None,
                  means_init=None, precisions_init=None, random_state=None):
         check_positive(n_components, "n_components", "GaussianMixture", integer=True)
-        check_positive(max_iter, "max_iter", "GaussianMixture", integer=True)
+        check_number(max_iter, "max_iter", "GaussianMixture", integer=True)
         check_positive(n_init, "n_init", "GaussianMixture", integer=True)
+        check_number(tol, "tol", "GaussianMixture")
+        check_number(reg_covar, "reg_covar", "GaussianMixture")
         if covariance_type not in _TYPES:
             raise ValueError(f"GaussianMixture: covariance_type must be one of {_TYPES}, "
                              f"got {covariance_type!r}")
         if init_params not in _INITS:
             raise ValueError(f"GaussianMixture: init_params must be one of {_INITS}, got {init_params!r}")
-        if not (np.isfinite(tol) and tol >= 0):
-            raise ValueError(f"GaussianMixture: tol must be a finite number >= 0, got {tol!r}")
-        if not (np.isfinite(reg_covar) and reg_covar >= 0):
-            raise ValueError(f"GaussianMixture: reg_covar must be a finite number >= 0, got {reg_covar!r}")
         self.n_components, self.covariance_type, self.tol = n_components, covariance_type, tol
         self.reg_covar, self.max_iter, self.n_init = reg_covar, max_iter, n_init
         self.init_params, self.random_state = init_params, random_state
@@ -213,20 +245,22 @@ class GaussianMixture(Distribution):
             resp[kmeans_plusplus(X, K, rng)[1], np.arange(K)] = 1.0
         return resp
 
-    def _initialize(self, X, s, inits, rng):
+    def _initialize(self, X, s, inits, rng, resolution=0.0):
         if any(v is None for v in inits.values()):
             resp = self._initial_resp(X, rng) * s[:, None]
             nk, means, covariances = estimate_parameters(X, resp, self.reg_covar, self.covariance_type)
             self.weights_ = nk / len(X)
             self.means_ = means
             self.precisions_cholesky_ = precision_cholesky(covariances, self.covariance_type,
-                                                           "GaussianMixture.fit")
+                                                           "GaussianMixture.fit", resolution)
         if inits["weights_init"] is not None:
             self.weights_ = inits["weights_init"].copy()
         if inits["means_init"] is not None:
             self.means_ = inits["means_init"].copy()
         if inits["precisions_init"] is not None:
             self.precisions_cholesky_ = inits["precisions_init"].copy()
+        self.covariances_ = covariances_from_precision_cholesky(self.precisions_cholesky_,
+                                                                self.covariance_type)
 
     # ---------------------------------------------------------------- EM
     def _e_step(self, X):
@@ -238,46 +272,69 @@ class GaussianMixture(Distribution):
         weighted -= log_norm[:, None]
         return log_norm, np.exp(weighted, out=weighted)
 
-    def _m_step(self, X, resp):
+    def _m_step(self, X, resp, resolution=0.0):
         nk, self.means_, self.covariances_ = estimate_parameters(
             X, resp, self.reg_covar, self.covariance_type)
         self.weights_ = nk / nk.sum()
         self.precisions_cholesky_ = precision_cholesky(self.covariances_, self.covariance_type,
-                                                       "GaussianMixture.fit")
+                                                       "GaussianMixture.fit", resolution)
 
-    def fit(self, X, sample_weight=None):
-        """Run EM ``n_init`` times and keep the run with the highest final lower bound."""
-        X = check_array(X, "GaussianMixture.fit", min_samples=1)
-        n, d = X.shape
-        if self.n_components > n:
-            raise ValueError(f"GaussianMixture.fit: n_components={self.n_components} exceeds "
-                             f"n_samples={n}")
-        s = check_sample_weight(sample_weight, n, "GaussianMixture.fit") * n
-        inits = self._check_inits(d)
-        rng = as_rng(self.random_state)
-        best = None
+    def _best_run(self, X, s, inits, rng, resolution):
+        """EM from ``n_init`` initialisations: the state of the run with the highest bound."""
+        n, best = len(X), None
         for _ in range(self.n_init):
-            self._initialize(X, s, inits, rng)
-            lower_bound, bounds, converged = -np.inf, [], False
+            self._initialize(X, s, inits, rng, resolution)
+            lower_bound, bounds, converged, n_iter = -np.inf, [], False, 0
+            if self.max_iter == 0:
+                lower_bound = float(np.dot(s, self._e_step(X)[0]) / n)
             for n_iter in range(1, self.max_iter + 1):
                 previous = lower_bound
                 log_norm, resp = self._e_step(X)
-                self._m_step(X, resp * s[:, None])
+                self._m_step(X, resp * s[:, None], resolution)
                 lower_bound = float(np.dot(s, log_norm) / n)
                 bounds.append(lower_bound)
                 if abs(lower_bound - previous) < self.tol:
                     converged = True
                     break
             if best is None or lower_bound > best[0]:
-                best = (lower_bound, bounds, converged, n_iter, self.weights_, self.means_,
-                        self.covariances_, self.precisions_cholesky_)
+                best = (lower_bound, np.array(bounds), converged, n_iter, self.weights_,
+                        self.means_, self.covariances_, self.precisions_cholesky_)
+        return best
+
+    def fit(self, X, y=None, sample_weight=None):
+        """Run EM ``n_init`` times and keep the run with the highest final lower bound
+        (``y`` is ignored: scikit-learn's signature)."""
+        if blockwise.is_dask(X, sample_weight):
+            return blockwise.gmm_fit(self, X, sample_weight)
+        X = check_scale(check_array(X, "GaussianMixture.fit", min_samples=1), "GaussianMixture.fit")
+        n, d = X.shape
+        # The variance that rounding alone produces in data of this magnitude: a component
+        # whose largest variance is no more than this has collapsed onto a point.
+        resolution = (4 * np.finfo(np.float64).eps * float(np.max(np.abs(X)))) ** 2
+        if self.n_components > n:
+            raise ValueError(f"GaussianMixture.fit: n_components={self.n_components} exceeds "
+                             f"n_samples={n}")
+        s = check_sample_weight(sample_weight, n, "GaussianMixture.fit") * n
+        inits = self._check_inits(d)
+        rng = as_rng(self.random_state, name="GaussianMixture.fit: random_state")
+        try:
+            best = self._best_run(X, s, inits, rng, resolution)
+        except ValueError:                      # a collapsed component: leave no half-fitted state
+            for name in [name for name in vars(self) if name.endswith("_")]:
+                delattr(self, name)
+            raise
         (self.lower_bound_, self.lower_bounds_, self.converged_, self.n_iter_, self.weights_,
          self.means_, self.covariances_, self.precisions_cholesky_) = best
-        if not self.converged_:
+        if not self.converged_ and self.max_iter > 0:
             warnings.warn(f"GaussianMixture.fit: EM did not converge in max_iter={self.max_iter} "
-                          f"iterations (tol={self.tol})", UserWarning, stacklevel=2)
+                          f"iterations (tol={self.tol}); increase max_iter or tol",
+                          ConvergenceWarning, stacklevel=2)
         self.n_features_in_ = d
         return self
+
+    def fit_predict(self, X, y=None, sample_weight=None):
+        """Fit, then the most likely component of each row: ``fit(X).predict(X)``."""
+        return self.fit(X, sample_weight=sample_weight).predict(X)
 
     # ---------------------------------------------------------------- using the fit
     @property
@@ -298,9 +355,9 @@ class GaussianMixture(Distribution):
 
     def score_samples(self, X):
         """log p(x_i) = logsumexp_k (log pi_k + log N(x_i; mu_k, Sigma_k))."""
+        if blockwise.is_dask(X):
+            return blockwise.score_rows(self.score_samples, X, "GaussianMixture.score_samples")
         return logsumexp(self._log_joint(self._checked(X, "GaussianMixture.score_samples")), axis=1)
-
-
 
     def predict_proba(self, X):
         """Responsibilities r_ik = p(k | x_i)."""
@@ -314,7 +371,7 @@ class GaussianMixture(Distribution):
         """Draw k ~ Categorical(pi), then x = mu_k + L_k u with L_k L_k^T = Sigma_k, u ~ N(0, I)."""
         check_fitted(self, "precisions_cholesky_", "GaussianMixture.sample")
         n = check_n_samples(n, "GaussianMixture.sample")
-        rng = as_rng(rng)
+        rng = as_rng(rng, name="GaussianMixture.sample: rng")
         labels = rng.choice(self.n_components, size=n, p=self.weights_ / self.weights_.sum())
         U = rng.standard_normal((n, self.n_features_in_))
         P = self.precisions_cholesky_

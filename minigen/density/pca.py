@@ -12,6 +12,9 @@ r = (x - mu) - W^T W (x - mu) the residual outside the principal subspace,
     log p(x) = -1/2 [sum_i z_i^2 / lambda_i + |r|^2 / sigma^2 + sum_i log lambda_i
                      + (d - k) log sigma^2 + d log 2 pi].
 Signs follow scikit-learn's convention: the largest-magnitude entry of each axis is positive.
+Whitening divides by max(sqrt(lambda_i), eps sqrt(lambda_1)): a (numerically) zero variance of
+rank-deficient data is clamped, as scikit-learn clamps it at eps, but relative to the largest
+scale so that the rule does not depend on the data's units.
 """
 import warnings
 
@@ -19,6 +22,7 @@ import numpy as np
 
 from ..backend import as_rng
 from ..distribution import Distribution, register, check_array, check_fitted, check_n_samples
+from ._validate import check_scale, exact_mean
 
 _SOLVERS = ("full", "covariance_eigh", "randomized")
 
@@ -43,51 +47,65 @@ def _randomized_svd(Xc, k, rng, oversample=10, n_iter=7):
     return S[:k], Vt[:k]
 
 
+def _float_dtype(X):
+    """float32 for a float32 array (scikit-learn's dtype preservation), else float64."""
+    return np.float32 if getattr(X, "dtype", None) == np.float32 else np.float64
+
+
 @register("pca")
 class PCA(Distribution):
     """PCA with the PPCA density (Tipping & Bishop 1999).
 
-    n_components: an int k (1 <= k <= min(n, d)), a fraction in (0, 1) (the fewest axes whose
-    explained-variance ratio sums above it), or None (min(n, d)).
+    n_components: an int k (1 <= k <= min(n, d), checked by ``fit``), a fraction in (0, 1) (the
+    fewest axes whose explained-variance ratio sums above it), or None (min(n, d)).
     svd_solver: 'full' (SVD of the centred data), 'covariance_eigh' (eigenvectors of the
     d x d covariance: fast for n >> d), or 'randomized' (Halko et al. 2011; approximate).
+    float32 data gives float32 components and transforms (computed in float64, then cast).
     """
 
     def __init__(self, n_components=None, whiten=False, svd_solver="full", random_state=None):
         if svd_solver not in _SOLVERS:
             raise ValueError(f"PCA: svd_solver must be one of {_SOLVERS}, got {svd_solver!r}")
         nc = n_components
-        if not (nc is None or (isinstance(nc, (int, np.integer)) and not isinstance(nc, bool) and nc >= 1)
+        if not (nc is None or (isinstance(nc, (int, np.integer)) and not isinstance(nc, bool))
                 or (isinstance(nc, (float, np.floating)) and 0.0 < nc < 1.0)):
-            raise ValueError("PCA: n_components must be None, an int >= 1 or a fraction in (0, 1), "
+            raise ValueError("PCA: n_components must be None, an int or a fraction in (0, 1), "
                              f"got {nc!r}")
-        if svd_solver == "randomized" and not isinstance(nc, (int, np.integer)):
-            raise ValueError("PCA: svd_solver='randomized' needs an int n_components")
+        if svd_solver == "randomized" and isinstance(nc, (float, np.floating)):
+            raise ValueError("PCA: svd_solver='randomized' needs an int n_components or None")
         self.n_components = n_components
         self.whiten = whiten
         self.svd_solver = svd_solver
         self.random_state = random_state
 
-    def fit(self, X):
-        X = check_array(X, "PCA.fit", min_samples=2)
+    def fit(self, X, y=None):
+        """Principal axes and variances of X (``y`` is ignored: scikit-learn's signature)."""
+        dtype = _float_dtype(X)
+        X = check_scale(check_array(X, "PCA.fit", min_samples=2), "PCA.fit")
         n, d = X.shape
         rank = min(n, d)
-        if isinstance(self.n_components, (int, np.integer)) and self.n_components > rank:
-            raise ValueError(f"PCA.fit: n_components={self.n_components} exceeds "
+        nc = self.n_components
+        if isinstance(nc, (int, np.integer)) and nc > rank:
+            raise ValueError(f"PCA.fit: n_components={nc} exceeds min(n_samples, n_features)={rank}")
+        if isinstance(nc, (int, np.integer)) and nc < 1:
+            raise ValueError(f"PCA.fit: n_components={nc} must be between 1 and "
                              f"min(n_samples, n_features)={rank}")
-        self.mean_ = X.mean(axis=0)
-        total_var = None
+        if not np.any(np.ptp(X, axis=0)):
+            raise ValueError("PCA.fit: every column of X is constant (all samples coincide), so "
+                             "every variance is zero and there are no principal axes")
+        mean, total_var = exact_mean(X), None
         if self.svd_solver == "full":
-            _, S, Vt = np.linalg.svd(X - self.mean_, full_matrices=False)
+            _, S, Vt = np.linalg.svd(X - mean, full_matrices=False)
             variance = S ** 2 / (n - 1)
         elif self.svd_solver == "covariance_eigh":
-            C = (X.T @ X - n * np.outer(self.mean_, self.mean_)) / (n - 1)
+            C = (X.T @ X - n * np.outer(mean, mean)) / (n - 1)
             variance, V = np.linalg.eigh(C)
             variance, Vt = np.clip(variance[::-1], 0.0, None), V[:, ::-1].T
             S = np.sqrt(variance * (n - 1))
         else:
-            Xc = X - self.mean_
-            S, Vt = _randomized_svd(Xc, self.n_components, as_rng(self.random_state))
+            Xc = X - mean
+            rng = as_rng(self.random_state, name="PCA.fit: random_state")
+            S, Vt = _randomized_svd(Xc, rank if nc is None else nc, rng)
             variance = S ** 2 / (n - 1)
             total_var = np.einsum("ij,ij->", Xc, Xc) / (n - 1)
         Vt = _flip_signs(Vt)
@@ -106,29 +124,37 @@ class PCA(Distribution):
         else:
             self.noise_variance_ = 0.0
         self.n_components_, self.n_features_in_, self.n_samples_ = k, d, n
-        self.components_ = np.ascontiguousarray(Vt[:k])
-        self.explained_variance_ = variance[:k].copy()
-        self.explained_variance_ratio_ = ratio[:k].copy()
-        self.singular_values_ = S[:k].copy()
+        self.mean_ = mean.astype(dtype)
+        self.components_ = np.ascontiguousarray(Vt[:k], dtype=dtype)
+        self.explained_variance_ = variance[:k].astype(dtype)
+        self.explained_variance_ratio_ = ratio[:k].astype(dtype)
+        self.singular_values_ = S[:k].astype(dtype)
         return self
 
-    def transform(self, X):
-        """z = W (x - mu), divided by sqrt(lambda) when whitening."""
-        check_fitted(self, "components_", "PCA.transform")
-        X = check_array(X, "PCA.transform", n_features=self.n_features_in_)
-        Z = (X - self.mean_) @ self.components_.T
-        return Z / np.sqrt(self.explained_variance_) if self.whiten else Z
+    def _whitening_scale(self):
+        """max(sqrt(lambda_i), eps sqrt(lambda_1)): no division by a zero variance."""
+        scale = np.sqrt(self.explained_variance_.astype(np.float64))
+        return np.maximum(scale, np.finfo(np.float64).eps * scale.max())
 
-    def fit_transform(self, X):
+    def transform(self, X):
+        """z = W (x - mu), divided by the whitening scale when whitening (float32 stays float32)."""
+        check_fitted(self, "components_", "PCA.transform")
+        dtype = np.result_type(_float_dtype(X), self.components_.dtype)
+        X = check_array(X, "PCA.transform", n_features=self.n_features_in_, min_samples=0)
+        Z = (X - self.mean_) @ self.components_.T.astype(np.float64)
+        return (Z / self._whitening_scale() if self.whiten else Z).astype(dtype, copy=False)
+
+    def fit_transform(self, X, y=None):
         return self.fit(X).transform(X)
 
     def inverse_transform(self, Z):
-        """x = W^T z + mu (z multiplied by sqrt(lambda) first when whitening)."""
+        """x = W^T z + mu (z multiplied by the whitening scale first when whitening)."""
         check_fitted(self, "components_", "PCA.inverse_transform")
-        Z = check_array(Z, "PCA.inverse_transform", n_features=self.n_components_)
+        dtype = np.result_type(_float_dtype(Z), self.components_.dtype)
+        Z = check_array(Z, "PCA.inverse_transform", n_features=self.n_components_, min_samples=0)
         if self.whiten:
-            Z = Z * np.sqrt(self.explained_variance_)
-        return Z @ self.components_ + self.mean_
+            Z = Z * self._whitening_scale()
+        return (Z @ self.components_ + self.mean_).astype(dtype, copy=False)
 
     def _model_variances(self, where):
         """(lambda, sigma^2) with any zero variance floored, warning, so the density is proper."""
@@ -170,8 +196,6 @@ class PCA(Distribution):
                        + np.sum(np.log(variance)) + self.n_components_ * np.log(2 * np.pi))
         return code + self._residual_term(X, variance, noise)
 
-
-
     def get_covariance(self):
         """C = W^T diag(lambda) W + sigma^2 (I - W^T W)."""
         check_fitted(self, "components_", "PCA.get_covariance")
@@ -184,13 +208,14 @@ class PCA(Distribution):
         with u ~ N(0, I_k), e ~ N(0, I_d)."""
         check_fitted(self, "components_", "PCA.sample")
         n = check_n_samples(n, "PCA.sample")
-        rng = as_rng(rng)
+        rng = as_rng(rng, name="PCA.sample: rng")
         codes = rng.standard_normal((n, self.n_components_)) * np.sqrt(self.explained_variance_)
         return codes @ self.components_ + self.mean_ + self.sample_residual(n, rng)
 
     def sample_residual(self, n, rng=None):
         """Noise sigma (I - W^T W) e, e ~ N(0, I_d): the PPCA variation outside the principal axes."""
         check_fitted(self, "components_", "PCA.sample_residual")
-        rng = as_rng(rng)
+        n = check_n_samples(n, "PCA.sample_residual")
+        rng = as_rng(rng, name="PCA.sample_residual: rng")
         E = np.sqrt(self.noise_variance_) * rng.standard_normal((n, self.n_features_in_))
         return E - (E @ self.components_.T) @ self.components_

@@ -1,0 +1,52 @@
+"""Checks the classical estimators share beyond ``minigen.distribution``'s: numeric
+hyper-parameters, and data whose squares float64 cannot hold.
+
+Every estimator here sums squares of the data (covariances, squared distances, squared
+singular values). With N = n d entries, a sum of N squares stays finite while
+max |x| <= sqrt(f_max / (4 N)), and a column's variation delta keeps a normal (not underflowed)
+square, even averaged over the N entries, while delta >= sqrt(4 N f_tiny); f_max and f_tiny
+are float64's largest and smallest normal numbers. Outside that range the answer is an error
+that says to rescale, never a NaN or infinite model.
+"""
+import numpy as np
+
+_INFO = np.finfo(np.float64)
+
+
+def check_number(value, name, where, minimum=0, integer=False):
+    """``value`` as a finite number >= ``minimum`` (an int when ``integer``)."""
+    kind = (int, np.integer) if integer else (int, float, np.integer, np.floating)
+    if isinstance(value, bool) or not isinstance(value, kind) or not np.isfinite(value) \
+            or value < minimum:
+        expected = "an int" if integer else "a finite number"
+        raise ValueError(f"{where}: {name} must be {expected} >= {minimum}, got {value!r}")
+    return value
+
+
+def check_scale(X, where):
+    """Raise a ValueError when the squares of X's entries overflow float64 or a column's
+    (non-zero) variation is so small that its squares underflow (bounds in the module
+    docstring). X is a finite, non-empty float64 (n, d) array."""
+    huge, small = np.sqrt(_INFO.max / (4 * X.size)), np.sqrt(4 * X.size * _INFO.tiny)
+    top = float(np.max(np.abs(X)))
+    if top > huge:
+        raise ValueError(f"{where}: X has entries as large as {top:.3g} in magnitude; sums of "
+                         f"their squares overflow float64 (the limit for {X.shape[0]} x "
+                         f"{X.shape[1]} data is {huge:.3g}): rescale X, e.g. X / np.abs(X).max()")
+    spread = np.ptp(X, axis=0)
+    tiny = np.flatnonzero((spread > 0) & (spread < small))
+    if len(tiny):
+        j = int(tiny[0])
+        raise ValueError(f"{where}: column {j} of X varies by only {spread[j]:.3g}; squared "
+                         f"deviations below {small:.3g} underflow float64: rescale X, e.g. "
+                         "(X - X.mean(axis=0)) / X.std(axis=0), or drop the column")
+    return X
+
+
+def exact_mean(X, weights=None):
+    """The (weighted) column means, exact for constant columns: their mean is the constant
+    itself, so centred constant columns are exactly zero rather than rounding noise."""
+    mean = X.mean(axis=0) if weights is None else weights @ X
+    constant = np.ptp(X, axis=0) == 0
+    mean[constant] = X[0, constant]
+    return mean
