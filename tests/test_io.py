@@ -113,3 +113,149 @@ def test_the_payload_would_run_code_if_unpickled(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="load: no such file"):
         mg.load(tmp_path / "nope.npz")
+
+
+def test_load_never_suggests_loading_unsafely(tmp_path):
+    for kind, path in _write_non_checkpoints(tmp_path, tmp_path / "marker").items():
+        with pytest.raises(ValueError) as info:
+            mg.load(path)
+        assert "allow_pickle" not in str(info.value), kind
+
+
+def test_a_bit_flipped_member_is_a_clear_error(tmp_path):
+    path = tmp_path / "ckpt.npz"
+    mg.save({"w": np.linspace(0, 1, 4000)}, path)
+    data = bytearray(path.read_bytes())
+    start = data.index(b"w.npy") + 200              # inside w's compressed stream
+    for offset in range(0, 400, 40):
+        broken = bytearray(data)
+        broken[start + offset] ^= 0xFF
+        path.write_bytes(bytes(broken))
+        with pytest.raises(ValueError, match=r"load: .* (is not a|member 'w' is corrupt)"):
+            mg.load(path)
+
+
+def test_non_array_members_are_rejected(tmp_path):
+    import io as stdio
+    import zipfile
+    path = tmp_path / "odd.npz"
+    marker = stdio.BytesIO()
+    np.save(marker, np.array(1))
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("__minigen_checkpoint__.npy", marker.getvalue())
+        z.writestr("notes.txt", b"hello")
+    with pytest.raises(ValueError, match="member 'notes.txt' is not a numeric array"):
+        mg.load(path)
+
+
+@pytest.mark.parametrize("state, error, match", [
+    ({1: np.ones(2)}, TypeError, "save: keys must be strings, got 1"),
+    ({"w": "a string"}, TypeError, "save: w is a str, not a numeric array"),
+    ({"w": np.array(["a", "b"])}, TypeError, r"save: w is not a numeric array \(dtype <U1\)"),
+    ({"../evil": np.ones(2)}, ValueError, "save: the key '../evil' is not a plain name"),
+    ({"a/b": np.ones(2)}, ValueError, "save: the key 'a/b' is not a plain name"),
+    ({".hidden": np.ones(2)}, ValueError, "save: the key '.hidden' is not a plain name"),
+    ({"a..b": np.ones(2)}, ValueError, "not a plain name"),
+])
+def test_save_rejects_bad_keys_and_values(tmp_path, state, error, match):
+    with pytest.raises(error, match=match):
+        mg.save(state, tmp_path / "x.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_save_is_atomic_under_a_failing_write(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.npz"
+    mg.save({"w": np.arange(3.0)}, path)
+
+    def crash(f, **arrays):
+        f.write(b"garbage")
+        raise RuntimeError("killed mid-write")
+
+    monkeypatch.setattr(np, "savez_compressed", crash)
+    with pytest.raises(RuntimeError, match="killed mid-write"):
+        mg.save({"w": np.zeros(5)}, path)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(mg.load(path)["w"], np.arange(3.0))
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.npz"]
+    assert (os.stat(path).st_mode & 0o777) == 0o666 & ~_umask()
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# --- whole models ---------------------------------------------------------------------------
+def _ddpm():
+    from minigen.models import DDPM, NoiseSchedule, TimeMLP
+    X = np.random.default_rng(0).standard_normal((64, 2))
+    return DDPM(TimeMLP(2, hidden=8, rng=0), NoiseSchedule(T=10), rng=0).fit(
+        X, steps=3, batch_size=32)
+
+
+def _edit(path, change):
+    """Rewrite a model file with ``change(arrays, header)`` applied; a change that returns an
+    array stores it as the model description instead of the edited header."""
+    arrays = mg.load(path)
+    header = mg.io.from_json_array(arrays["__minigen_model__"])
+    raw = change(arrays, header)
+    arrays["__minigen_model__"] = mg.io.json_array(header) if raw is None else raw
+    mg.save(arrays, path)
+
+
+def test_save_model_round_trip_keeps_weights_dtype_fitted_state_and_rng(tmp_path):
+    model = _ddpm().double()
+    mg.save_model(model, tmp_path / "m.npz")
+    again = mg.load_model(tmp_path / "m.npz")
+    assert type(again) is type(model) and again.dtype == np.float64
+    assert again.get_params(deep=False).keys() == model.get_params(deep=False).keys()
+    assert again.shape_ == (2,) and again.schedule.T == 10
+    np.testing.assert_array_equal(again.losses_, model.losses_)
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(again.state_dict()[k], v)
+    for k, v in model.ema_.shadow.items():
+        np.testing.assert_array_equal(again.ema_.shadow[k], v)
+    assert again.rng.random() == model.rng.random()     # the training noise continues alike
+    header = mg.io.from_json_array(mg.load(tmp_path / "m.npz")["__minigen_model__"])
+    assert header["minigen"] == mg.__version__ and header["model"]["__class__"] == "DDPM"
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda a, h: h["model"].update({"__class__": "os.system"}),
+     r"unknown class 'os.system' \(not a registered minigen class\)"),
+    (lambda a, h: h["model"]["params"]["schedule"]["params"].update({"T": -1}),
+     r"NoiseSchedule rejected the saved parameters .*T must be a positive int"),
+    (lambda a, h: a.__delitem__("model.state.denoiser.out.weight"),
+     r"the array 'model.state.denoiser.out.weight' is missing from the file"),
+    (lambda a, h: a.update({"model.state.denoiser.out.weight": np.zeros((3, 3))}),
+     r"the weights of DDPM do not fit it: .*out.weight has shape \(3, 3\)"),
+    (lambda a, h: np.frombuffer(b"{not json", np.uint8), r"the model description is corrupt"),
+])
+def test_load_model_errors_name_the_file_and_the_problem(tmp_path, change, match):
+    path = tmp_path / "m.npz"
+    mg.save_model(_ddpm(), path)
+    _edit(path, change)
+    with pytest.raises(ValueError, match=rf"load_model: '.*m.npz'.*{match}"):
+        mg.load_model(path)
+
+
+def test_load_model_of_a_state_dict_and_of_a_pickle(tmp_path):
+    mg.save({"w": np.ones(2)}, tmp_path / "state.npz")
+    with pytest.raises(ValueError, match="holds arrays but no model"):
+        mg.load_model(tmp_path / "state.npz")
+    marker = tmp_path / "code_was_executed"
+    for kind, path in _write_non_checkpoints(tmp_path, marker).items():
+        with pytest.raises(ValueError):
+            mg.load_model(path)
+    assert not marker.exists()
+
+
+def test_save_model_refuses_what_it_cannot_rebuild(tmp_path):
+    with pytest.raises(TypeError, match="save_model: Linear is not a registered minigen class"):
+        mg.save_model(nn.Linear(2, 2), tmp_path / "x.npz")
+    model = _ddpm()
+    model.extra_ = lambda x: x
+    with pytest.raises(TypeError, match="save_model: model.fitted.extra_ is a function"):
+        mg.save_model(model, tmp_path / "x.npz")
+    assert not (tmp_path / "x.npz").exists()
