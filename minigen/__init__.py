@@ -9,9 +9,9 @@ from .autograd import (Function, Tensor, arange, enable_grad, full, grad, is_gra
                        manual_seed, no_grad, ones, ones_like, rand, randn, tensor, zeros,
                        zeros_like)
 from .io import load, load_model, save, save_model
-from .backend import get_default_dtype, set_default_dtype
-from .functional import (abs, cat, clip, concatenate, cos, exp, log, logsumexp, matmul, maximum,
-                         minimum, one_hot, sigmoid, sin, softmax, split, sqrt, stack, tanh,
-                         where)
+from .backend import AxisError, get_default_dtype, set_default_dtype
+from .functional import (abs, cat, clip, concatenate, cos, erf, exp, log, logsumexp, matmul,
+                         maximum, minimum, one_hot, prod, sigmoid, sin, softmax, sort, split,
+                         sqrt, stack, std, tanh, where)
 
 __version__ = "0.1.0"

@@ -203,3 +203,11 @@ def test_conv_layers_reject_empty_sizes(make, arg):
 def test_gelu_module_rejects_unknown_forms():
     with pytest.raises(ValueError, match="GELU: approximate must be 'none' or 'tanh'"):
         nn.GELU("erf")
+
+
+def test_top_level_exports():
+    assert mg.AxisError.__mro__[1:3] == (ValueError, IndexError)
+    x = mg.tensor([3.0, 1.0, 2.0])
+    assert mg.sort(x).tolist() == [1.0, 2.0, 3.0] and mg.prod(x).item() == 6.0
+    assert mg.std(x).item() == pytest.approx(np.std([3.0, 1.0, 2.0]))
+    assert mg.erf(mg.tensor([0.0])).item() == 0.0
