@@ -134,10 +134,21 @@ def test_large_and_small_but_representable_scales_fit_equivariantly(scale):
     (lambda: GaussianMixture(n_components=[2]), "n_components"),
     (lambda: GaussianMixture(tol=float("nan")), "tol"),
     (lambda: PCA(n_components="3"), "n_components"), (lambda: PCA(svd_solver=3), "svd_solver"),
+    (lambda: GaussianMixture(covariance_type=np.array([1, 2])), "covariance_type"),
+    (lambda: GaussianMixture(init_params=["kmeans"]), "init_params"),
+    (lambda: KMeans(init=np.zeros((2, 2))), "init"),
 ])
 def test_non_numeric_hyper_parameters_are_clear_errors_naming_the_argument(make, name):
     with pytest.raises(ValueError, match=rf"^(KMeans|GaussianMixture|PCA): {name} must be"):
         make()
+
+
+def test_sample_extras_after_rng_are_keyword_only():
+    X = _data()
+    with pytest.raises(TypeError):
+        GaussianMixture(2, random_state=0).fit(X).sample(3, 0, True)
+    with pytest.raises(TypeError):
+        LatentDensity(PCA(1), KDE()).fit(X).sample(3, 0, False)
 
 
 def test_sample_residual_rejects_a_negative_count():

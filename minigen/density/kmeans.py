@@ -92,7 +92,7 @@ class KMeans(Configurable):
         check_positive(n_clusters, "n_clusters", "KMeans", integer=True)
         check_positive(n_init, "n_init", "KMeans", integer=True)
         check_positive(max_iter, "max_iter", "KMeans", integer=True)
-        if init not in ("k-means++", "random"):
+        if not isinstance(init, str) or init not in ("k-means++", "random"):
             raise ValueError(f"KMeans: init must be 'k-means++' or 'random', got {init!r}")
         check_number(tol, "tol", "KMeans")
         self.n_clusters, self.init, self.n_init = n_clusters, init, n_init

@@ -51,7 +51,7 @@ class LatentDensity(Distribution):
         check_fitted(self, "codes_", "LatentDensity.score_samples")
         return self.density.score_samples(self.reducer.transform(X)) + residual(X)
 
-    def sample(self, n, rng=None, residual=True):
+    def sample(self, n, rng=None, *, residual=True):
         """x = inverse_transform(z), z ~ density; plus reducer.sample_residual when ``residual``
         (the PPCA noise outside the principal subspace) and the reducer has one."""
         check_fitted(self, "codes_", "LatentDensity.sample")

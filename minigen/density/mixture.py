@@ -184,10 +184,10 @@ class GaussianMixture(Distribution):
         check_positive(n_init, "n_init", "GaussianMixture", integer=True)
         check_number(tol, "tol", "GaussianMixture")
         check_number(reg_covar, "reg_covar", "GaussianMixture")
-        if covariance_type not in _TYPES:
+        if not isinstance(covariance_type, str) or covariance_type not in _TYPES:
             raise ValueError(f"GaussianMixture: covariance_type must be one of {_TYPES}, "
                              f"got {covariance_type!r}")
-        if init_params not in _INITS:
+        if not isinstance(init_params, str) or init_params not in _INITS:
             raise ValueError(f"GaussianMixture: init_params must be one of {_INITS}, got {init_params!r}")
         self.n_components, self.covariance_type, self.tol = n_components, covariance_type, tol
         self.reg_covar, self.max_iter, self.n_init = reg_covar, max_iter, n_init
@@ -367,7 +367,7 @@ class GaussianMixture(Distribution):
     def predict(self, X):
         return np.argmax(self._log_joint(self._checked(X, "GaussianMixture.predict")), axis=1)
 
-    def sample(self, n, rng=None, return_labels=False):
+    def sample(self, n, rng=None, *, return_labels=False):
         """Draw k ~ Categorical(pi), then x = mu_k + L_k u with L_k L_k^T = Sigma_k, u ~ N(0, I)."""
         check_fitted(self, "precisions_cholesky_", "GaussianMixture.sample")
         n = check_n_samples(n, "GaussianMixture.sample")

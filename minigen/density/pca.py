@@ -64,7 +64,7 @@ class PCA(Distribution):
     """
 
     def __init__(self, n_components=None, whiten=False, svd_solver="full", random_state=None):
-        if svd_solver not in _SOLVERS:
+        if not isinstance(svd_solver, str) or svd_solver not in _SOLVERS:
             raise ValueError(f"PCA: svd_solver must be one of {_SOLVERS}, got {svd_solver!r}")
         nc = n_components
         if not (nc is None or (isinstance(nc, (int, np.integer)) and not isinstance(nc, bool))
