@@ -36,14 +36,9 @@ def _collapsed(k, where):
                       "remove the duplicates")
 
 
-def _cholesky_with_jitter(covariances, where, resolution):
-    """Lower Cholesky factors of a stack (K, d, d). A component whose largest variance is at
-    most ``resolution`` has collapsed: a ValueError. One that is singular but not collapsed
-    gets the smallest ridge 10^j * trace/d * I (j = -12, -11, ...) that factorises, with a
-    warning."""
-    largest = np.max(np.diagonal(covariances, axis1=1, axis2=2), axis=1)
-    if np.any(largest <= resolution):
-        raise _collapsed(int(np.argmax(largest <= resolution)), where)
+def _cholesky_with_jitter(covariances, where):
+    """Lower Cholesky factors of a stack (K, d, d). A component that is singular gets the
+    smallest ridge 10^j * trace/d * I (j = -12, -11, ...) that factorises, with a warning."""
     try:
         return np.linalg.cholesky(covariances)
     except np.linalg.LinAlgError:
@@ -72,19 +67,19 @@ def precision_cholesky(covariances, covariance_type, where="GaussianMixture", re
     variance rounding alone can produce in the data) has collapsed: a ValueError that says to
     increase reg_covar. A zero variance in a component that has not collapsed is floored at
     1e-12 of that component's largest, with a warning."""
+    stack = covariances[None] if covariance_type == "tied" else covariances
+    largest = (np.max(np.diagonal(stack, axis1=1, axis2=2), axis=1)
+               if covariance_type in ("full", "tied") else stack.reshape(len(stack), -1).max(axis=1))
+    if np.any(largest <= resolution):
+        raise _collapsed(int(np.argmax(largest <= resolution)), where)
     if covariance_type in ("diag", "spherical"):
-        per_component = covariances.reshape(len(covariances), -1)
-        largest = per_component.max(axis=1)
-        if np.any(largest <= resolution):
-            raise _collapsed(int(np.argmax(largest <= resolution)), where)
         floor = 1e-12 * largest.reshape((-1,) + (1,) * (covariances.ndim - 1))
         if np.any(covariances <= floor):
             warnings.warn(f"{where}: a zero variance; flooring it at 1e-12 of its component's "
                           "largest (increase reg_covar)", RuntimeWarning, stacklevel=5)
             covariances = np.maximum(covariances, floor)
         return 1.0 / np.sqrt(covariances)
-    stack = covariances[None] if covariance_type == "tied" else covariances
-    factors = _cholesky_with_jitter(stack, where, resolution)
+    factors = _cholesky_with_jitter(stack, where)
     precisions = np.swapaxes(np.linalg.inv(factors), -1, -2)
     if not np.all(np.isfinite(precisions)):
         raise _collapsed(int(np.argmax(~np.all(np.isfinite(precisions), axis=(1, 2)))), where)
