@@ -301,12 +301,8 @@ class DDPM(DeepModel):
             raise ValueError(f"{where}: X contains NaN or infinity")
         return X
 
-    def _weights(self, where, eps_fn):
-        """The EMA weights swapped in (if trained with one) for a sampler or the bound;
-        NotFittedError when the model's own denoiser would run untrained."""
-        if eps_fn is None and self.losses_ is None:
-            raise NotFittedError(f"{where}: this DDPM is not fitted yet; call fit(X) first "
-                                 "(or pass eps_fn)")
+    def _weights(self, eps_fn):
+        """The EMA weights swapped in (if trained with one) for a sampler or the bound."""
         if self.ema_ is None or eps_fn is not None:
             return contextlib.nullcontext()
         return self.ema_.applied(self)
@@ -333,6 +329,9 @@ class DDPM(DeepModel):
             raise TypeError(f"{where}: DDPM(None, ...) needs eps_fn")
         if eps_fn is not None and not callable(eps_fn):
             raise TypeError(f"{where}: eps_fn must be callable (x_t, t) -> eps")
+        if eps_fn is None and self.losses_ is None:
+            raise NotFittedError(f"{where}: this DDPM is not fitted yet; call fit(X) first "
+                                 "(or pass eps_fn)")
         shape = self.shape_ if shape is None else tuple(shape)
         if shape is None:
             raise ValueError(f"{where}: the sample shape is unknown; fit first or pass shape=")
@@ -357,7 +356,7 @@ class DDPM(DeepModel):
         timesteps = s.ddim_timesteps(s.T if steps is None else steps)
         ddim = eta is not None or len(timesteps) < s.T
         eta = 0.0 if eta is None else float(eta)
-        weights = self._weights(where, eps_fn)
+        weights = self._weights(eps_fn)
         rng = as_rng(rng)
         eps_fn = eps_fn or self.predict_eps
         x = rng.standard_normal((n,) + shape).astype(self.dtype)
@@ -396,7 +395,7 @@ class DDPM(DeepModel):
             raise ValueError(f"{where}: variance must be one of {VARIANCES}, got {variance!r}")
         X = self._check_X(X, where)
         self._check_sampling(where, eps_fn, X.shape[1:])
-        weights = self._weights(where, eps_fn)
+        weights = self._weights(eps_fn)
         s, rng, n = self.schedule, as_rng(rng), len(X)
         x0 = X.astype(self.dtype if eps_fn is None else np.float64)
         eps_fn = eps_fn or self.predict_eps
