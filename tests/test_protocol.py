@@ -139,3 +139,33 @@ def test_save_model_load_model_round_trip(name, toy, fitted, tmp_path):
     mg.save_model(unfitted, tmp_path / "unfitted.npz")
     with pytest.raises(NotFittedError):
         mg.load_model(tmp_path / "unfitted.npz").sample(2, rng=0)
+
+
+# --- components that models are built from -----------------------------------------------------
+def test_components_rebuild_through_save_model(tmp_path):
+    from minigen.models import TinyUNet
+    custom = NoiseSchedule.from_betas(np.linspace(0.01, 0.3, 7))
+    model = DDPM(TinyUNet(in_channels=1, channels=4, emb_dim=8, rng=0), custom, shape=(1, 4, 4),
+                 prediction="v")
+    mg.save_model(model, tmp_path / "m.npz")
+    again = mg.load_model(tmp_path / "m.npz")
+    assert again.schedule.kind == "custom" and again.prediction == "v"
+    np.testing.assert_array_equal(again.schedule.betas, custom.betas)
+    assert again.denoiser.get_params() == model.denoiser.get_params()
+    x, t = np.random.default_rng(0).standard_normal((2, 1, 4, 4)).astype(np.float32), [3, 5]
+    np.testing.assert_array_equal(again.predict_eps(x, np.array(t)),
+                                  model.predict_eps(x, np.array(t)))
+    with pytest.raises(ValueError, match="betas= goes with kind='custom'"):
+        NoiseSchedule(kind="linear", betas=custom.betas)
+
+
+def test_time_embedding_of_a_huge_t_is_computed_not_tabled():
+    from minigen.models import timestep_embedding
+    net = TimeMLP(2, hidden=4, emb_dim=8, rng=0)
+    x = mg.tensor(np.zeros((2, 2), dtype=np.float32))
+    out = net(x, t=np.array([2 ** 40, 2 ** 40]))              # a table would need 16 TiB
+    assert out.shape == (2, 2) and np.all(np.isfinite(out.numpy()))
+    mixed = net(x, t=np.array([2 ** 40, 3])).numpy()
+    np.testing.assert_allclose(mixed[1], net(x, t=np.array([3, 3])).numpy()[1], rtol=1e-6)
+    e = timestep_embedding(np.array([2 ** 40]), 8)
+    assert e.shape == (1, 8) and np.all(np.abs(e) <= 1)
