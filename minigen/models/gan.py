@@ -1,0 +1,193 @@
+"""Generative adversarial networks: the non-saturating GAN and WGAN-GP.
+
+A generator G maps noise z ~ N(0, I) to samples; a discriminator (critic) D scores samples.
+Neither gives a density, so both models sample but do not score (``NoDensityError``).
+
+Non-saturating GAN (Goodfellow et al. 2014, section 3), with D returning a logit and
+sigma the logistic function:
+    L_D = -E_x log sigma(D(x)) - E_z log(1 - sigma(D(G(z))))
+        =  E_x softplus(-D(x)) + E_z softplus(D(G(z)))
+    L_G = -E_z log sigma(D(G(z))) = E_z softplus(-D(G(z)))       (instead of minimising
+          E log(1 - sigma(D(G(z)))), whose gradient vanishes while D wins)
+
+WGAN-GP (Gulrajani et al. 2017, Algorithm 1), with a critic D (no sigmoid):
+    L_D = E_z D(G(z)) - E_x D(x) + lambda E_xh (||grad_xh D(xh)||_2 - 1)^2,
+          xh = e x + (1 - e) G(z),  e ~ U[0, 1] per sample
+    L_G = -E_z D(G(z))
+The penalty's gradient with respect to the critic's weights is a second derivative: it runs
+through ``minigen.grad(..., create_graph=True)``. The Wasserstein estimate E D(x) - E D(G(z))
+is reported during training.
+
+One training step is one discriminator update on a batch; the generator is updated every
+``n_critic`` steps (n_critic = 5 for WGAN-GP, as in the paper; 1 for the GAN), so ``steps=``
+counts discriminator updates. Adam defaults follow each paper's toy experiments.
+"""
+import contextlib
+
+import numpy as np
+
+from .. import functional as F
+from ..autograd import Tensor, enable_grad, grad, no_grad
+from ..backend import as_rng
+from ..distribution import check_n_samples, register
+from ..nn import Module
+from ..optim import Adam
+from .base import DeepModel
+from .networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+
+
+def _z_dim(generator, z_dim, where):
+    z_dim = getattr(generator, "z_dim", None) if z_dim is None else z_dim
+    if isinstance(z_dim, bool) or not isinstance(z_dim, (int, np.integer)) or z_dim < 1:
+        raise ValueError(f"{where}: z_dim must be a positive int (or a generator with a z_dim "
+                         f"attribute), got {z_dim!r}")
+    return int(z_dim)
+
+
+@register("gan")
+class GAN(DeepModel):
+    """Non-saturating GAN: ``generator`` (n, z_dim) -> samples, ``discriminator`` samples ->
+    (n, 1) logits. ``GAN.mlp(x_dim, z_dim)`` and ``GAN.conv(image_shape, z_dim)`` build both
+    networks from sizes. Defaults: Adam lr 2e-4, betas (0.5, 0.999) (Radford et al. 2016)."""
+
+    has_density = False
+    density_hint = ("a GAN only samples: compare sample(n) with held-out data through "
+                    "minigen.metrics (sliced_wasserstein, mmd)")
+    default_lr, default_betas, default_n_critic = 2e-4, (0.5, 0.999), 1
+
+    def __init__(self, generator, discriminator, z_dim=None, n_critic=None, betas=None,
+                 rng=None):
+        super().__init__()
+        where = type(self).__name__
+        for name, net in (("generator", generator), ("discriminator", discriminator)):
+            if not isinstance(net, Module):
+                raise TypeError(f"{where}: {name} must be a minigen Module, "
+                                f"got {type(net).__name__}")
+        n = self.default_n_critic if n_critic is None else n_critic
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"{where}: n_critic must be a positive int, got {n_critic!r}")
+        self.generator, self.discriminator = generator, discriminator
+        self.z_dim, self.n_critic, self.betas, self.rng = z_dim, n_critic, betas, rng
+        self._z = _z_dim(generator, z_dim, where)
+        self._every = int(n)
+        self._rng = as_rng(rng)
+        self._last_g = self.ema_ = None
+
+    # --- networks from sizes ---------------------------------------------------------------
+    @classmethod
+    def mlp(cls, x_dim, z_dim=2, hidden=(512, 512, 512), rng=None, **kwargs):
+        """MLP generator and discriminator with ``hidden`` ReLU layers (the WGAN-GP paper's
+        toy networks use three layers of 512)."""
+        rng = as_rng(rng)
+        return cls(MLPDecoder(z_dim, x_dim, hidden=hidden, rng=rng),
+                   MLPEncoder(x_dim, 1, hidden=hidden, rng=rng), z_dim=z_dim, rng=rng,
+                   **kwargs)
+
+    @classmethod
+    def conv(cls, image_shape=(1, 8, 8), z_dim=16, rng=None, **kwargs):
+        """Small conv generator and discriminator for images flattened to rows (DCGAN-like:
+        strided convolutions down, transposed convolutions up; Radford et al. 2016)."""
+        rng = as_rng(rng)
+        return cls(ConvDecoder(z_dim, image_shape, rng=rng),
+                   ConvEncoder(1, image_shape, rng=rng), z_dim=z_dim, rng=rng, **kwargs)
+
+    def configure_optimizers(self, lr):
+        betas = self.default_betas if self.betas is None else self.betas
+        return {"discriminator": Adam(self.discriminator.parameters(), lr=lr, betas=betas),
+                "generator": Adam(self.generator.parameters(), lr=lr, betas=betas)}
+
+    def fit(self, X, y=None, *, lr=None, ema_decay=0.999, **kwargs):
+        """Train on X (n, x_dim); ``steps=`` counts discriminator updates (see the module
+        docstring). ``ema_decay``: sample from an exponential moving average of the weights,
+        which damps the oscillation of adversarial training around its equilibrium (Yazici et
+        al. 2019; None turns it off). Other keywords as ``DeepModel.fit``."""
+        return super().fit(X, y, lr=self.default_lr if lr is None else lr,
+                           ema_decay=ema_decay, **kwargs)
+
+    def _after_fit(self, data):
+        self.ema_ = self.history_.ema
+
+    # --- one step ----------------------------------------------------------------------------
+    def _noise(self, n):
+        return Tensor(self._rng.standard_normal((n, self._z)).astype(self.dtype))
+
+    def discriminator_loss(self, real, fake):
+        """L_D for a batch of real rows and generated rows (Tensors); also returns the dict
+        of values reported in the progress line."""
+        d_real, d_fake = self.discriminator(real), self.discriminator(fake)
+        loss = F.softplus(-d_real).mean() + F.softplus(d_fake).mean()
+        return loss, {"d_loss": loss.item()}
+
+    def generator_loss(self, d_fake):
+        return F.softplus(-d_fake).mean()
+
+    def train_step(self, batch, step, optimizers):
+        real = Tensor(np.asarray(batch, dtype=self.dtype))
+        with no_grad():
+            fake = self.generator(self._noise(len(batch)))
+        optimizers["discriminator"].zero_grad()
+        d_loss, report = self.discriminator_loss(real, fake)
+        d_loss.backward()
+        optimizers["discriminator"].step()
+        update = step % self._every == 0
+        if update or self._last_g is None:      # (a value to report before the first update)
+            optimizers["generator"].zero_grad()
+            with enable_grad() if update else no_grad():
+                g_loss = self.generator_loss(self.discriminator(self.generator(
+                    self._noise(len(batch)))))
+            if update:
+                g_loss.backward()
+                optimizers["generator"].step()
+            self._last_g = g_loss.item()
+        report["g_loss"] = self._last_g
+        return report
+
+    # --- the protocol -----------------------------------------------------------------------
+    def sample(self, n, rng=None):
+        """G(z) for n draws z ~ N(0, I), as a NumPy array (n, x_dim)."""
+        n = check_n_samples(n, f"{type(self).__name__}.sample")
+        z = as_rng(rng).standard_normal((n, self._z)).astype(self.dtype)
+        averaged = self.ema_.applied(self) if self.ema_ is not None else contextlib.nullcontext()
+        with self.inference(), averaged:
+            return self.generator(Tensor(z)).numpy()
+
+
+@register("wgan-gp")
+class WGANGP(GAN):
+    """WGAN-GP: ``critic`` returns an unbounded score; ``gp_weight`` is lambda, ``n_critic``
+    the critic updates per generator update. Defaults from the paper's toy experiments: Adam
+    lr 1e-4, betas (0.5, 0.9), lambda 10, n_critic 5."""
+
+    default_lr, default_betas, default_n_critic = 1e-4, (0.5, 0.9), 5
+
+    def __init__(self, generator, critic, z_dim=None, gp_weight=10.0, n_critic=None,
+                 betas=None, rng=None):
+        super().__init__(generator, critic, z_dim=z_dim, n_critic=n_critic, betas=betas,
+                         rng=rng)
+        if not (isinstance(gp_weight, (int, float, np.floating)) and gp_weight >= 0
+                and np.isfinite(gp_weight)):
+            raise ValueError(f"WGANGP: gp_weight must be a finite number >= 0, got {gp_weight!r}")
+        self.gp_weight = gp_weight
+
+    @property
+    def critic(self):
+        return self.discriminator
+
+    def gradient_penalty(self, real, fake):
+        """E (||grad_xh D(xh)||_2 - 1)^2 on xh = e x + (1 - e) G(z), e ~ U[0, 1] per row; the
+        gradient keeps its graph, so the penalty can be differentiated by the weights."""
+        e = self._rng.random((len(real.data),) + (1,) * (real.ndim - 1)).astype(self.dtype)
+        xh = Tensor(e * real.data + (1 - e) * fake.data, requires_grad=True)
+        g = grad(self.discriminator(xh).sum(), xh, create_graph=True)
+        norm = F.sqrt((g * g).reshape(len(real.data), -1).sum(axis=1) + 1e-12)
+        return ((norm - 1.0) ** 2).mean()
+
+    def discriminator_loss(self, real, fake):
+        d_real, d_fake = self.discriminator(real).mean(), self.discriminator(fake).mean()
+        penalty = self.gradient_penalty(real, fake)
+        loss = d_fake - d_real + self.gp_weight * penalty
+        return loss, {"d_loss": loss.item(), "wasserstein": (d_real - d_fake).item(),
+                      "penalty": penalty.item()}
+
+    def generator_loss(self, d_fake):
+        return -d_fake.mean()
