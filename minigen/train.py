@@ -20,6 +20,7 @@ gradient stops training before the update, naming the step.
 """
 import contextlib
 import math
+import re
 import signal
 import sys
 import threading
@@ -109,6 +110,10 @@ def _check_arguments(model, steps, epochs, batch_size, lr, schedule, ema_decay, 
     if not has_loss and not has_step:
         raise TypeError(f"train: {type(model).__name__} has no loss(batch) method (nor "
                         "train_step(batch, step, optimizers))")
+    if has_step and clip_grad is not None:
+        raise ValueError(f"train: clip_grad applies to the default step; "
+                         f"{type(model).__name__}.train_step does its own updates (clip there "
+                         "with minigen.optim.clip_grad_norm_)")
     if validation is not None and metric is None and not has_loss:
         raise TypeError(f"train: validation needs {type(model).__name__}.loss(batch) or a "
                         "metric=")
@@ -123,6 +128,10 @@ def _optimizers(model, optimizer, lr):
         return optimizer, {"optimizer": optimizer}
     if isinstance(optimizer, dict) and optimizer and all(
             isinstance(k, str) and isinstance(v, Optimizer) for k, v in optimizer.items()):
+        bad = [k for k in optimizer if not re.fullmatch(r"[A-Za-z0-9_\-]+", k)]
+        if bad:
+            raise ValueError(f"train: optimizer names must be letters, digits, '_' or '-' "
+                             f"(they name checkpoint entries), got {bad}")
         return optimizer, dict(optimizer)
     raise TypeError(f"train: optimizer must be an Optimizer or a dict name -> Optimizer, got "
                     f"{type(optimizer).__name__}")

@@ -572,3 +572,13 @@ def test_arguments_are_checked_before_any_step(kwargs, error, match):
 def test_the_loss_must_be_a_scalar_tensor(kind, error, match):
     with pytest.raises(error, match=match):
         train(ScalarLosses(kind), _data(), steps=3, batch_size=32, verbose=False)
+
+
+def test_hook_models_reject_options_they_would_ignore():
+    with pytest.raises(ValueError, match="clip_grad applies to the default step; FakeGAN"):
+        train(FakeGAN(), _data64(64), steps=2, batch_size=32, clip_grad=1.0)
+    gan = FakeGAN()
+    with pytest.raises(ValueError, match=r"optimizer names must be .* got \['a/b'\]"):
+        train(gan, _data64(64), steps=2, batch_size=32,
+              optimizer={"a/b": optim.SGD(gan.parameters())})
+    assert gan.seen == []
