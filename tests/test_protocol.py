@@ -15,6 +15,7 @@ from minigen.data import make_toy
 from minigen.density import KDE, PCA, GaussianMixture, LatentDensity
 from minigen.distribution import Distribution, NoDensityError, NotFittedError
 from minigen.models import DDPM, NoiseSchedule, TimeMLP
+from minigen.models import SWAE, VAE, AutoEncoder, HierarchicalVAE, SupervisedAutoEncoder
 
 
 class Entry:
@@ -35,6 +36,21 @@ MODELS = {
                                rng=0),
                   fit=lambda model, X: model.fit(X, steps=40, batch_size=64, lr=3e-3),
                   score_kw={"rng": 0}),
+    "ae": Entry(lambda: AutoEncoder(2, 2, hidden=(16,), random_state=0),
+                fit=lambda model, X: model.fit(X, steps=30, lr=3e-3, n_components=3),
+                density=False),
+    "supervised-ae": Entry(lambda: SupervisedAutoEncoder(2, 2, 2, hidden=(16,), random_state=0),
+                           fit=lambda model, X: model.fit(X, (X[:, 1] > 0.25).astype(int),
+                                                          steps=30, lr=3e-3, n_components=4),
+                           density=False),
+    "swae": Entry(lambda: SWAE(2, 2, hidden=(16,), n_projections=8, random_state=0),
+                  fit=lambda model, X: model.fit(X, steps=30, lr=3e-3), density=False),
+    "vae": Entry(lambda: VAE(2, 2, hidden=(16,), likelihood="gaussian", random_state=0),
+                 fit=lambda model, X: model.fit(X, steps=30, lr=3e-3), score_kw={"rng": 0}),
+    "hvae": Entry(lambda: HierarchicalVAE(2, (2, 2), hidden=(16,), latent_hidden=(8,),
+                                          likelihood="gaussian", random_state=0),
+                  fit=lambda model, X: model.fit(X, steps=30, lr=3e-3),
+                  score_kw={"rng": 0, "k": 3}),
 }
 
 

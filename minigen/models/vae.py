@@ -77,8 +77,8 @@ class LatentVariableModel(DeepModel):
         self._step = 0
         return super().fit(X, y, rng=self._rng, **kwargs)
 
-    def _check_X(self, X, where, min_samples=1):
-        X = check_array(X, where, n_features=self.x_dim, min_samples=min_samples)
+    def _check_X(self, X, where):
+        X = check_array(X, where, n_features=self.x_dim)
         if self.likelihood == "bernoulli":
             check_unit_interval(X, where, "likelihood='bernoulli'")
         return X
@@ -98,7 +98,7 @@ class LatentVariableModel(DeepModel):
         check_fitted(self, "n_features_in_", where)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"{where}: k must be an int >= 1, got {k!r}")
-        X = self._check_X(X, where, min_samples=0)
+        X = self._check_X(X, where)
         rng = as_rng(rng)
         rows = batch_size or max(1, 8192 // k)
         out = np.empty(len(X))
