@@ -101,6 +101,8 @@ def test_networks_shapes_params_and_errors():
         MLPEncoder(4, 2, activation="swish")
     with pytest.raises(ValueError, match="AutoEncoder: x_dim=10 but image_shape"):
         AutoEncoder(10, 2, image_shape=(1, 8, 8))
+    built = SWAE.for_data(np.zeros((4, 3)), prior="uniform")      # the command line's builder
+    assert (built.x_dim, built.z_dim, built.prior) == (3, 2, "uniform")
 
 
 # --- gradients of every loss -------------------------------------------------------------

@@ -85,6 +85,14 @@ class AutoEncoderBase(DeepModel):
     density_hint = ("an auto-encoder is not a density model; draw samples with sample(n) and "
                     "compare them with minigen.metrics (or use VAE for a likelihood bound)")
 
+    @classmethod
+    def for_data(cls, X, **params):
+        """The model for data X (n, x_dim), as the command line builds it: x_dim from X, and
+        a 2-D code unless ``z_dim`` (or ``z_dims``) is given."""
+        if "z_dim" in cls._param_names():
+            params.setdefault("z_dim", 2)
+        return cls(np.shape(X)[1], **params)
+
     def _build(self):
         where = type(self).__name__
         if self.reconstruction not in RECONSTRUCTIONS:

@@ -55,6 +55,14 @@ class LatentVariableModel(DeepModel):
     the prior and the importance-weighted bound. Subclasses define ``_log_weights(x, k, rng)``
     -> (k, n) log p(x, z_i) / q(z_i | x) and ``_prior_decode(n, rng)`` -> decoder outputs."""
 
+    @classmethod
+    def for_data(cls, X, **params):
+        """The model for data X (n, x_dim), as the command line builds it: x_dim from X, and
+        a 2-D code unless ``z_dim`` (or ``z_dims``) is given."""
+        if "z_dim" in cls._param_names():
+            params.setdefault("z_dim", 2)
+        return cls(np.shape(X)[1], **params)
+
     def _build_likelihood(self):
         if self.likelihood not in LIKELIHOODS:
             raise ValueError(f"{type(self).__name__}: likelihood must be one of {LIKELIHOODS}, "
