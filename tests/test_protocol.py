@@ -14,7 +14,7 @@ import minigen as mg
 from minigen.data import make_toy
 from minigen.density import KDE, PCA, GaussianMixture, LatentDensity
 from minigen.distribution import Distribution, NoDensityError, NotFittedError
-from minigen.models import DDPM, NoiseSchedule, TimeMLP
+from minigen.models import DDPM, GAN, WGANGP, NoiseSchedule, TimeMLP
 from minigen.models import SWAE, VAE, AutoEncoder, HierarchicalVAE, SupervisedAutoEncoder
 
 
@@ -51,6 +51,10 @@ MODELS = {
                                           likelihood="gaussian", random_state=0),
                   fit=lambda model, X: model.fit(X, steps=30, lr=3e-3),
                   score_kw={"rng": 0, "k": 3}),
+    "gan": Entry(lambda: GAN.mlp(2, z_dim=2, hidden=(16,), rng=0),
+                 fit=lambda model, X: model.fit(X, steps=20, batch_size=64), density=False),
+    "wgan-gp": Entry(lambda: WGANGP.mlp(2, z_dim=2, hidden=(16,), rng=0),
+                     fit=lambda model, X: model.fit(X, steps=20, batch_size=64), density=False),
 }
 
 

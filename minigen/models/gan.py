@@ -29,7 +29,7 @@ import numpy as np
 from .. import functional as F
 from ..autograd import Tensor, enable_grad, grad, no_grad
 from ..backend import as_rng
-from ..distribution import check_n_samples, register
+from ..distribution import check_fitted, check_n_samples, register
 from ..nn import Module
 from ..optim import Adam
 from .base import DeepModel
@@ -145,7 +145,9 @@ class GAN(DeepModel):
     # --- the protocol -----------------------------------------------------------------------
     def sample(self, n, rng=None):
         """G(z) for n draws z ~ N(0, I), as a NumPy array (n, x_dim)."""
-        n = check_n_samples(n, f"{type(self).__name__}.sample")
+        where = f"{type(self).__name__}.sample"
+        check_fitted(self, "n_features_in_", where)
+        n = check_n_samples(n, where)
         z = as_rng(rng).standard_normal((n, self._z)).astype(self.dtype)
         averaged = self.ema_.applied(self) if self.ema_ is not None else contextlib.nullcontext()
         with self.inference(), averaged:
