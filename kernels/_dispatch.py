@@ -17,10 +17,19 @@ Numba is only imported when a Numba path runs (or ``info()`` is asked), so
 ``import minigen.kernels`` needs NumPy alone.  Compiled functions are declared with
 ``lazy_njit`` / ``lazy_cuda_jit`` on module-level Python functions and built on first use by
 ``materialize``, which swaps them into the module's globals (so kernels can call helpers and
-``cache=True`` caches them like any module-level ``@njit`` function).
+``cache=True`` caches them like any module-level ``@njit`` function).  A per-element formula
+is written once as plain Python and compiled for both targets by ``both``; kernels are run by
+``launch`` and inputs checked by ``check_float``, one copy each for every kernel file.
+
+Numba's on-disk cache keys a kernel on its own file's timestamp, which misses edits to the
+helpers it inlines from other files; ``materialize`` adds a hash of every kernels/*.py source
+to the key (``source_hash``), so any edit to any kernel file recompiles.
 """
+import hashlib
 import importlib.util
 import os
+
+import numpy as np
 
 IMPLS = ("reference", "numba", "cuda")
 _REGISTRY = {}          # kernel name -> work threshold for the Numba CPU path
@@ -40,6 +49,33 @@ def _xp(array):
 
 def _is_cupy(array):
     return type(array).__module__.split(".")[0] == "cupy"
+
+
+def check_float(where, **arrays):
+    """Raise unless every array is a float32/float64 array with at least one axis."""
+    for name, a in arrays.items():
+        if getattr(a, "dtype", None) not in (np.float32, np.float64):
+            raise TypeError(f"{where}: {name} must be a float32 or float64 array, "
+                            f"got {getattr(a, 'dtype', type(a).__name__)}")
+        if a.ndim == 0:
+            raise ValueError(f"{where}: {name} must have at least one axis, got a 0-d array")
+
+
+def launch(path, cpu_kernel, cuda_kernel, size, threads, *args):
+    """Run ``cpu_kernel(*args)`` (path 'numba') or ``cuda_kernel`` over ceil(size / threads)
+    blocks of ``threads`` (path 'cuda'; nothing when size is 0), compiling it on first use."""
+    if path == "numba":
+        _compiled(cpu_kernel)(*args)
+    elif size:
+        _compiled(cuda_kernel)[(size + threads - 1) // threads, threads](*args)
+
+
+def _compiled(kernel):
+    """The compiled form of a kernel (after ``materialize`` swapped its module's globals)."""
+    if not isinstance(kernel, _Lazy):
+        return kernel
+    materialize(kernel.py_func.__globals__, kernel.target)
+    return kernel.build()
 
 
 def register(name, threshold):
@@ -106,6 +142,7 @@ def materialize(namespace, target):
     if target == "cpu":
         import numba
         _prefer_workqueue(numba)
+        _key_cache_on_sources()
         namespace["prange"] = numba.prange
     else:
         from numba import cuda
@@ -128,6 +165,50 @@ def _prefer_workqueue(numba):
         _state["layer"] = True
         if not os.environ.get("NUMBA_THREADING_LAYER"):
             numba.config.THREADING_LAYER = "workqueue"
+
+
+def source_hash(directory=os.path.dirname(os.path.abspath(__file__))):
+    """SHA-256 of every .py file in ``directory`` (the kernels), in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(directory)):
+        if name.endswith(".py"):
+            with open(os.path.join(directory, name), "rb") as f:
+                digest.update(name.encode() + b"\0" + f.read())
+    return digest.hexdigest()
+
+
+def _key_cache_on_sources():
+    """Put ``source_hash()`` into the cache key of every kernel compiled from this directory."""
+    if "cache_key" in _state:
+        return
+    from numba.core.caching import CacheImpl
+    _state["cache_key"] = source_hash()
+    here = os.path.dirname(os.path.abspath(__file__))
+    fallbacks = list(CacheImpl._locator_classes)
+
+    class SourceHashLocator:
+        """Numba's own locator for the function, with the sources' hash in its stamp."""
+
+        def __init__(self, inner):
+            self._inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self._inner, name)
+
+        def get_source_stamp(self):
+            return (self._inner.get_source_stamp(), _state["cache_key"])
+
+        @classmethod
+        def from_function(cls, py_func, py_file):
+            if os.path.dirname(os.path.abspath(py_file)) != here:
+                return None
+            for fallback in fallbacks:
+                inner = fallback.from_function(py_func, py_file)
+                if inner is not None:
+                    return cls(inner)
+            return None
+
+    CacheImpl._locator_classes = [SourceHashLocator] + fallbacks
 
 
 class _Lazy:
@@ -165,6 +246,15 @@ def lazy_njit(**options):
 def lazy_cuda_jit(**options):
     """``numba.cuda.jit(**options)``, applied on first use."""
     return lambda py_func: _Lazy(py_func, "cuda", options)
+
+
+def both(py_func):
+    """A per-element formula written once: (CPU version, CUDA version), compiled on first use
+    as ``njit(inline='always', fastmath=FASTMATH)`` and ``cuda.jit(device=True)``.  It may
+    call only ``math`` and other ``both`` helpers' matching halves."""
+    from ._math import FASTMATH
+    return (_Lazy(py_func, "cpu", {"inline": "always", "fastmath": FASTMATH}),
+            _Lazy(py_func, "cuda", {"device": True}))
 
 
 def lazy_built(target):

@@ -24,7 +24,7 @@ Numba gather did not beat (measured 1.5-3x slower); CUDA: one thread per element
 """
 import numpy as np
 
-from ._dispatch import _xp, choose, lazy_cuda_jit, lazy_njit, materialize, prange, register
+from ._dispatch import _xp, check_float, choose, launch, lazy_cuda_jit, lazy_njit, prange, register
 
 cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
 CUDA_THREADS = 256
@@ -60,13 +60,6 @@ def _geometry(where, x_shape, w_shape, stride, padding, dilation):
         raise ValueError(f"{where}: kernel {kh}x{kw} (dilation {dh},{dw}) does not fit the "
                          f"padded {H}x{W} input")
     return N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo
-
-
-def _check_float(where, **arrays):
-    for name, a in arrays.items():
-        if getattr(a, "dtype", None) not in (np.float32, np.float64):
-            raise TypeError(f"{where}: {name} must be a float32 or float64 array, "
-                            f"got {getattr(a, 'dtype', type(a).__name__)}")
 
 
 # ------------------------------------------------------------------ reference (NumPy/CuPy)
@@ -125,10 +118,10 @@ def _numba_col2im(cols, gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
 
 
 def numba_col2im(cols, g):
-    materialize(globals(), "cpu")
     N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo = g
     gx = np.empty((N, C, H, W), cols.dtype)
-    _numba_col2im(np.ascontiguousarray(cols), gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
+    launch("numba", _numba_col2im, None, gx.size, None, np.ascontiguousarray(cols), gx,
+           kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
     return gx
 
 
@@ -166,17 +159,12 @@ def _cuda_col2im(cols, gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
         gx[n, c, h, w] = total
 
 
-def _cuda_launch(kernel, size, *args):
-    materialize(globals(), "cuda")
-    if size:
-        globals()[kernel][(size + CUDA_THREADS - 1) // CUDA_THREADS, CUDA_THREADS](*args)
-
-
 def cuda_im2col(x, g):
     N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo = g
     xp = _xp(x)
     cols = xp.empty((C * kh * kw, N * Ho * Wo), x.dtype)
-    _cuda_launch("_cuda_im2col", cols.size, xp.ascontiguousarray(x), cols, *g[5:])
+    launch("cuda", None, _cuda_im2col, cols.size, CUDA_THREADS, xp.ascontiguousarray(x), cols,
+           *g[5:])
     return cols
 
 
@@ -184,7 +172,8 @@ def cuda_col2im(cols, g):
     N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo = g
     xp = _xp(cols)
     gx = xp.empty((N, C, H, W), cols.dtype)
-    _cuda_launch("_cuda_col2im", gx.size, xp.ascontiguousarray(cols), gx, *g[5:])
+    launch("cuda", None, _cuda_col2im, gx.size, CUDA_THREADS, xp.ascontiguousarray(cols), gx,
+           *g[5:])
     return gx
 
 
@@ -197,7 +186,7 @@ _COL2IM = {"reference": reference_col2im, "numba": numba_col2im, "cuda": cuda_co
 def conv2d(x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), impl=None):
     """y (N, O, Ho, Wo) = the cross-correlation of x (N, C, H, W) with w (O, C, kh, kw)."""
     where = "conv2d"
-    _check_float(where, x=x, w=w)
+    check_float(where, x=x, w=w)
     g = _geometry(where, x.shape, w.shape, stride, padding, dilation)
     N, O, Ho, Wo = g[0], g[4], g[13], g[14]
     if x.dtype != w.dtype:
@@ -211,7 +200,7 @@ def conv2d_input_grad(gy, w, x_shape, stride=(1, 1), padding=(0, 0), dilation=(1
                       impl=None):
     """gx (x_shape) = the transpose of conv2d in x applied to gy: col2im(W2^T @ gy)."""
     where = "conv2d_input_grad"
-    _check_float(where, gy=gy, w=w)
+    check_float(where, gy=gy, w=w)
     g = _geometry(where, x_shape, w.shape, stride, padding, dilation)
     N, O, Ho, Wo = g[0], g[4], g[13], g[14]
     if tuple(gy.shape) != (N, O, Ho, Wo):
@@ -226,7 +215,7 @@ def conv2d_weight_grad(x, gy, w_shape, stride=(1, 1), padding=(0, 0), dilation=(
                        impl=None):
     """gw (w_shape) = sum_n gy[n] @ cols[n]^T, the gradient of conv2d in w."""
     where = "conv2d_weight_grad"
-    _check_float(where, x=x, gy=gy)
+    check_float(where, x=x, gy=gy)
     g = _geometry(where, x.shape, w_shape, stride, padding, dilation)
     N, O, Ho, Wo = g[0], g[4], g[13], g[14]
     if tuple(gy.shape) != (N, O, Ho, Wo):

@@ -7,11 +7,12 @@ writes the output once, no temporaries (about the bandwidth of np.copyto); the C
 one thread per element.  Outputs have x's dtype (coefficients are cast to it).
 
 Implementations (pick one with ``impl=``): ``reference_*`` (NumPy/CuPy), the Numba CPU
-kernels ``_numba_*`` and the CUDA kernels ``_cuda_*``.
+kernels ``_numba_*`` and the CUDA kernels ``_cuda_*``; both compiled paths evaluate the same
+per-element functions (``*_element``, written once, compiled for each by ``both``).
 """
 import numpy as np
 
-from ._dispatch import _xp, choose, lazy_cuda_jit, lazy_njit, materialize, prange, register
+from ._dispatch import _xp, both, choose, launch, lazy_cuda_jit, lazy_njit, prange, register
 
 cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
 CUDA_THREADS = 256
@@ -76,6 +77,34 @@ def reference_ddim_step(xt, eps, z, sqrt_abar, sqrt_one_minus_abar, sqrt_abar_pr
     return out if z is None else out + _col(sigma, xt) * z
 
 
+# ------------------------------------------------------------------ per-element formulas
+def q_sample_element(x0, noise, a, b):
+    return a * x0 + b * noise
+
+
+# x0 is clipped to [-clip, clip] by comparisons that keep NaN NaN (as np.clip does; Numba's
+# min/max would return the bound).  Helpers compiled by ``both`` call no other helper.
+def ddpm_element(x, e, z, has_z, a, b, p, q, s, clip):
+    x0 = a * x - b * e
+    x0 = -clip if x0 < -clip else (clip if x0 > clip else x0)
+    out = p * x0 + q * x
+    return out + s * z if has_z else out
+
+
+def ddim_element(x, e, z, has_z, sa, s1ma, sap, dc, s, clip):
+    x0 = (x - s1ma * e) / sa
+    x0c = -clip if x0 < -clip else (clip if x0 > clip else x0)
+    if x0c != x0:                           # re-derive eps from the clipped x0
+        e = (x - sa * x0c) / s1ma
+    out = sap * x0c + dc * e
+    return out + s * z if has_z else out
+
+
+_q_sample_cpu, _q_sample_gpu = both(q_sample_element)
+_ddpm_cpu, _ddpm_gpu = both(ddpm_element)
+_ddim_cpu, _ddim_gpu = both(ddim_element)
+
+
 # ------------------------------------------------------------------ Numba CPU
 # One prange task per BLOCK-long piece of a sample's row, so a batch of a few large samples
 # still splits over every core; each task loads its sample's coefficients once.
@@ -87,7 +116,7 @@ def _numba_q_sample(x0, noise, a, b, out):
         r, c0 = task // per_row, (task % per_row) * BLOCK
         ar, br = a[r], b[r]
         for c in range(c0, min(F, c0 + BLOCK)):
-            out[r, c] = ar * x0[r, c] + br * noise[r, c]
+            out[r, c] = _q_sample_cpu(x0[r, c], noise[r, c], ar, br)
 
 
 @lazy_njit(parallel=True, cache=True, fastmath={"contract"})
@@ -97,12 +126,8 @@ def _numba_ddpm_step(xt, eps, z, has_z, ra, rm1, cx0, cxt, sigma, clip, out):
     for task in prange(n * per_row):
         r, c0 = task // per_row, (task % per_row) * BLOCK
         a, b, p, q, s = ra[r], rm1[r], cx0[r], cxt[r], sigma[r]
-        if not has_z:
-            s = 0 * s                               # z is xt then (finite): adds exactly 0
         for c in range(c0, min(F, c0 + BLOCK)):
-            x = xt[r, c]
-            x0 = min(max(a * x - b * eps[r, c], -clip), clip)
-            out[r, c] = p * x0 + q * x + s * z[r, c]
+            out[r, c] = _ddpm_cpu(xt[r, c], eps[r, c], z[r, c], has_z, a, b, p, q, s, clip)
 
 
 @lazy_njit(parallel=True, cache=True, fastmath={"contract"})
@@ -111,16 +136,9 @@ def _numba_ddim_step(xt, eps, z, has_z, sa, s1ma, sap, dc, sigma, clip, out):
     per_row = (F + BLOCK - 1) // BLOCK
     for task in prange(n * per_row):
         r, c0 = task // per_row, (task % per_row) * BLOCK
-        inv, b, p, q, s = 1 / sa[r], s1ma[r], sap[r], dc[r], sigma[r]
-        if not has_z:
-            s = 0 * s                               # z is xt then (finite): adds exactly 0
+        a, b, p, q, s = sa[r], s1ma[r], sap[r], dc[r], sigma[r]
         for c in range(c0, min(F, c0 + BLOCK)):
-            x, e = xt[r, c], eps[r, c]
-            x0 = (x - b * e) * inv
-            x0c = min(max(x0, -clip), clip)
-            if x0c != x0:                           # re-derive eps from the clipped x0
-                e = (x - sa[r] * x0c) / b
-            out[r, c] = p * x0c + q * e + s * z[r, c]
+            out[r, c] = _ddim_cpu(xt[r, c], eps[r, c], z[r, c], has_z, a, b, p, q, s, clip)
 
 
 # ------------------------------------------------------------------ Numba CUDA
@@ -130,7 +148,7 @@ def _cuda_q_sample(x0, noise, a, b, out):
     F = x0.shape[1]
     if i < x0.shape[0] * F:
         r, c = i // F, i % F
-        out[r, c] = a[r] * x0[r, c] + b[r] * noise[r, c]
+        out[r, c] = _q_sample_gpu(x0[r, c], noise[r, c], a[r], b[r])
 
 
 @lazy_cuda_jit()
@@ -139,12 +157,8 @@ def _cuda_ddpm_step(xt, eps, z, has_z, ra, rm1, cx0, cxt, sigma, clip, out):
     F = xt.shape[1]
     if i < xt.shape[0] * F:
         r, c = i // F, i % F
-        x = xt[r, c]
-        x0 = min(max(ra[r] * x - rm1[r] * eps[r, c], -clip), clip)
-        o = cx0[r] * x0 + cxt[r] * x
-        if has_z:
-            o += sigma[r] * z[r, c]
-        out[r, c] = o
+        out[r, c] = _ddpm_gpu(xt[r, c], eps[r, c], z[r, c], has_z, ra[r], rm1[r], cx0[r],
+                              cxt[r], sigma[r], clip)
 
 
 @lazy_cuda_jit()
@@ -153,15 +167,8 @@ def _cuda_ddim_step(xt, eps, z, has_z, sa, s1ma, sap, dc, sigma, clip, out):
     F = xt.shape[1]
     if i < xt.shape[0] * F:
         r, c = i // F, i % F
-        x, e = xt[r, c], eps[r, c]
-        x0 = (x - s1ma[r] * e) / sa[r]
-        x0c = min(max(x0, -clip), clip)
-        if x0c != x0:
-            e = (x - sa[r] * x0c) / s1ma[r]
-        o = sap[r] * x0c + dc[r] * e
-        if has_z:
-            o += sigma[r] * z[r, c]
-        out[r, c] = o
+        out[r, c] = _ddim_gpu(xt[r, c], eps[r, c], z[r, c], has_z, sa[r], s1ma[r], sap[r],
+                              dc[r], sigma[r], clip)
 
 
 # ------------------------------------------------------------------ public API
@@ -175,6 +182,16 @@ def _output(where, x, out):
     return out
 
 
+def _unaliased(flat, out):
+    """The flat inputs, each copied if it overlaps ``out`` without being the same elements
+    (out = x itself is safe: each element is read before it is written; out = x shifted by
+    one element is not)."""
+    xp = _xp(out)
+    same = [a.__array_interface__["data"][0] == out.__array_interface__["data"][0]
+            if xp is np else a.data.ptr == out.data.ptr for a in flat]
+    return [a.copy() if not s and xp.shares_memory(a, out) else a for a, s in zip(flat, same)]
+
+
 def _finish(result, out):
     if out is None:
         return result
@@ -182,24 +199,18 @@ def _finish(result, out):
     return out
 
 
-def _run(name, path, x, out, *args):
-    """Launch the compiled ``name`` kernel on flat (n, F) arguments, writing ``out``."""
+def _run(path, cpu_kernel, cuda_kernel, x, out, *args):
+    """Launch the kernel for ``path`` on flat (n, F) arguments, writing ``out``."""
     if x.size == 0:
         return out
     flat_out = out.reshape(x.shape[0], x.size // x.shape[0])
-    if path == "numba":
-        materialize(globals(), "cpu")
-        globals()["_numba_" + name](*args, flat_out)
-    else:
-        materialize(globals(), "cuda")
-        blocks = (x.size + CUDA_THREADS - 1) // CUDA_THREADS
-        globals()["_cuda_" + name][blocks, CUDA_THREADS](*args, flat_out)
+    launch(path, cpu_kernel, cuda_kernel, x.size, CUDA_THREADS, *args, flat_out)
     return out
 
 
 def _noise_and_clip(where, flat, z, sigma, clip, dtype):
     """(z as (n, F), has_z, clip bound): z may be None only when every sigma is 0; without z
-    the kernels get xt in its place (already being read) and weight it by 0."""
+    the kernels get xt in its place (already being read) and leave the term out."""
     if z is None and bool((sigma != 0).any()):
         raise ValueError(f"{where}: z is None but some sigma are nonzero; pass z")
     bound = dtype.type(np.inf if clip is None else clip)
@@ -217,7 +228,8 @@ def q_sample(x0, noise, sqrt_abar, sqrt_one_minus_abar, impl=None, out=None):
     path = choose("q_sample", x0, x0.size, impl)
     if path == "reference":
         return _finish(reference_q_sample(x0, noise.astype(x0.dtype, copy=False), *cs), out)
-    return _run("q_sample", path, x0, out, fx, fn, *cs)
+    fx, fn = _unaliased([fx, fn], out)
+    return _run(path, _numba_q_sample, _cuda_q_sample, x0, out, fx, fn, *cs)
 
 
 def ddpm_step(xt, eps, z, sqrt_recip_abar, sqrt_recipm1_abar, coef_x0, coef_xt, sigma,
@@ -244,7 +256,8 @@ def ddpm_step(xt, eps, z, sqrt_recip_abar, sqrt_recipm1_abar, coef_x0, coef_xt, 
         return _finish(reference_ddpm_step(xt, eps.astype(xt.dtype, copy=False),
                                            None if z is None else z.astype(xt.dtype, copy=False),
                                            *cs, clip=clip), out)
-    return _run(where, path, xt, out, flat[-1], flat[0], fz, has_z, *cs, bound)
+    fx, fe, fz = _unaliased([flat[-1], flat[0], fz], out)
+    return _run(path, _numba_ddpm_step, _cuda_ddpm_step, xt, out, fx, fe, fz, has_z, *cs, bound)
 
 
 def ddim_step(xt, eps, z, sqrt_abar, sqrt_one_minus_abar, sqrt_abar_prev, dir_coef, sigma,
@@ -271,4 +284,5 @@ def ddim_step(xt, eps, z, sqrt_abar, sqrt_one_minus_abar, sqrt_abar_prev, dir_co
         return _finish(reference_ddim_step(xt, eps.astype(xt.dtype, copy=False),
                                            None if z is None else z.astype(xt.dtype, copy=False),
                                            *cs, clip=clip), out)
-    return _run(where, path, xt, out, flat[-1], flat[0], fz, has_z, *cs, bound)
+    fx, fe, fz = _unaliased([flat[-1], flat[0], fz], out)
+    return _run(path, _numba_ddim_step, _cuda_ddim_step, xt, out, fx, fe, fz, has_z, *cs, bound)

@@ -21,10 +21,12 @@ import math
 import numpy as np
 
 from . import _math
-from ._dispatch import _xp, choose, lazy_cuda_jit, lazy_njit, materialize, prange, register
+from ._dispatch import _xp, choose, launch, lazy_cuda_jit, lazy_njit, prange, register
 
 cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
 _exp, _fmax = _math.exp_cpu, _math.fmax
+_lse_push_gpu, _lse_value_cpu, _lse_value_gpu = _math.lse_push_gpu, _math.lse_value_cpu, _math.lse_value_gpu
+_reciprocal_gpu = _math.reciprocal_gpu
 
 TILE = 512                    # data points per tile in the Numba CPU kernel
 ROWS = 4                      # queries per parallel block
@@ -175,6 +177,7 @@ def _numba_core(Qs, XsT, logw, skip_self, want_grad, out, grad):
         for i in range(blk * rows, min(m, blk * rows + rows)):
             skip = i if skip_self else -1
             M, S = -np.inf, 0.0
+            nan, posinf = False, False
             acc[:] = 0.0
             for t0 in range(0, n, TILE):
                 t = min(n, t0 + TILE) - t0
@@ -190,7 +193,10 @@ def _numba_core(Qs, XsT, logw, skip_self, want_grad, out, grad):
                     tmax = -np.inf
                     for j in range(t):
                         tmax = _fmax(tmax, v[j])
-                if tmax == -np.inf:
+                if tmax == -np.inf or tmax == np.inf:  # the max ignored NaN: look for it here
+                    for j in range(t):
+                        nan |= v[j] != v[j]
+                        posinf |= v[j] == np.inf
                     continue
                 if tmax > M:
                     scale = math.exp(M - tmax)
@@ -200,7 +206,7 @@ def _numba_core(Qs, XsT, logw, skip_self, want_grad, out, grad):
                     M = tmax
                 s = 0.0
                 for j in range(t):
-                    e = _exp(v[j] - M)
+                    e = _exp(v[j] - M)                # NaN in v (not the max) reaches s here
                     v[j] = e
                     s += e
                 S += s
@@ -210,74 +216,71 @@ def _numba_core(Qs, XsT, logw, skip_self, want_grad, out, grad):
                         for j in range(t):
                             a += v[j] * XsT[k, t0 + j]
                         acc[k] += a
-            out[i] = math.log(S) + M if S > 0.0 else -np.inf
+            out[i] = np.nan if nan else (np.inf if posinf else _lse_value_cpu(M, S))
             if want_grad:
                 for k in range(d):
-                    grad[i, k] = (acc[k] / S - Qs[i, k]) * SQRT2
+                    grad[i, k] = ((acc[k] / S - Qs[i, k]) * SQRT2 if math.isfinite(out[i])
+                                  else np.nan)
 
 
 def numba_core(Qw, Xw, logw, exclude_self, want_grad):
     """The Numba CPU version of ``reference_core`` (same arguments and results)."""
-    materialize(globals(), "cpu")
-    out = np.empty(Qw.shape[0])
-    grad = np.empty_like(Qw) if want_grad else np.empty((0, Qw.shape[1]))
+    m, d = Qw.shape
+    out = np.empty(m)
+    grad = np.empty((m, max(d, 1)))
+    if d == 0:                      # every distance is 0: one zero coordinate says the same
+        Qw, Xw = np.zeros((m, 1)), np.zeros((Xw.shape[0], 1))
     c = math.sqrt(0.5)
-    _numba_core(Qw * c, np.ascontiguousarray(Xw.T * c), logw, bool(exclude_self),
-                bool(want_grad), out, grad)
-    return out, (grad if want_grad else None)
+    launch("numba", _numba_core, None, m, None, Qw * c, np.ascontiguousarray(Xw.T * c), logw,
+           bool(exclude_self), bool(want_grad), out, grad)
+    return out, (grad[:, :d] if want_grad else None)
 
 
 # ------------------------------------------------------------------ Numba CUDA
+@lazy_cuda_jit(device=True)
+def _cuda_pair(Qw, Xw, logw, i, j):
+    """v_ij = logw_j - 0.5 ||qw_i - xw_j||^2."""
+    v = logw[j]
+    for k in range(Qw.shape[1]):
+        diff = Qw[i, k] - Xw[j, k]
+        v -= 0.5 * diff * diff
+    return v
+
+
 @lazy_cuda_jit()
 def _cuda_core(Qw, Xw, logw, skip_self, want_grad, out, grad):
-    """One thread per query; element-wise online log-sum-exp over all data points."""
+    """One thread per query: the online log-sum-exp over all data points, then (for the
+    gradient) a second pass summing exp(v_ij - M) xw_j with the final max M."""
     i = cuda.grid(1)
     if i >= Qw.shape[0]:
         return
     d, n = Qw.shape[1], Xw.shape[0]
     M, S = -math.inf, 0.0
+    for j in range(n):
+        if not (skip_self and j == i):
+            M, S = _lse_push_gpu(M, S, _cuda_pair(Qw, Xw, logw, i, j))
+    out[i] = _lse_value_gpu(M, S)
     if want_grad:
         for k in range(d):
             grad[i, k] = 0.0
-    for j in range(n):
-        if skip_self and j == i:
-            continue
-        v = logw[j]
-        for k in range(d):
-            diff = Qw[i, k] - Xw[j, k]
-            v -= 0.5 * diff * diff
-        if v == -math.inf:
-            continue
-        if v > M:
-            scale = math.exp(M - v)
-            S = S * scale + 1.0
-            if want_grad:
-                for k in range(d):
-                    grad[i, k] = grad[i, k] * scale + Xw[j, k]
-            M = v
-        else:
-            e = math.exp(v - M)
-            S += e
-            if want_grad:
+        for j in range(n):
+            if not (skip_self and j == i):
+                e = math.exp(_cuda_pair(Qw, Xw, logw, i, j) - M)
                 for k in range(d):
                     grad[i, k] += e * Xw[j, k]
-    out[i] = math.log(S) + M if S > 0.0 else -math.inf
-    if want_grad:
+        inv = _reciprocal_gpu(S)
         for k in range(d):
-            grad[i, k] = grad[i, k] / S - Qw[i, k]
+            grad[i, k] = grad[i, k] * inv - Qw[i, k]
 
 
 def cuda_core(Qw, Xw, logw, exclude_self, want_grad):
     """The Numba CUDA version of ``reference_core`` (CuPy arrays; NumPy under the simulator)."""
-    materialize(globals(), "cuda")
     xp = _xp(Qw)
     m = Qw.shape[0]
     out = xp.empty(m)
     grad = xp.empty_like(Qw) if want_grad else xp.empty((1, Qw.shape[1]))
-    if m:
-        blocks = (m + CUDA_THREADS - 1) // CUDA_THREADS
-        _cuda_core[blocks, CUDA_THREADS](Qw, Xw, logw, bool(exclude_self), bool(want_grad),
-                                         out, grad)
+    launch("cuda", None, _cuda_core, m, CUDA_THREADS, Qw, Xw, logw, bool(exclude_self),
+           bool(want_grad), out, grad)
     return out, (grad if want_grad else None)
 
 

@@ -21,7 +21,8 @@ import math
 import numpy as np
 
 from . import _math
-from ._dispatch import _xp, choose, lazy_cuda_jit, lazy_njit, materialize, prange, register
+from ._dispatch import (_xp, both, check_float, choose, launch, lazy_cuda_jit, lazy_njit, prange,
+                        register)
 
 cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
 _exp, _fmax = _math.exp_cpu, _math.fmax
@@ -32,22 +33,13 @@ for _name in ("softmax", "log_softmax", "softmax_backward", "log_softmax_backwar
     register(_name, threshold=32_768)         # work = elements
 
 
-def _check_float(where, **arrays):
-    for name, a in arrays.items():
-        if getattr(a, "dtype", None) not in (np.float32, np.float64):
-            raise TypeError(f"{where}: {name} must be a float32 or float64 array, "
-                            f"got {getattr(a, 'dtype', type(a).__name__)}")
-        if a.ndim == 0:
-            raise ValueError(f"{where}: {name} needs at least one axis (softmax is over the last)")
-
-
 def _check_same(where, y, gy):
     if y.shape != gy.shape:
         raise ValueError(f"{where}: y and gy must have the same shape, got {y.shape} and {gy.shape}")
 
 
 def _check_ce(where, logits, targets, g=None):
-    _check_float(where, logits=logits)
+    check_float(where, logits=logits)
     if logits.ndim != 2:
         raise ValueError(f"{where}: logits must be (N, K), got shape {logits.shape}")
     if getattr(targets, "shape", None) != (logits.shape[0],) or targets.dtype.kind not in "iu":
@@ -116,15 +108,34 @@ def reference_cross_entropy_backward(logits, targets, g, ignore_index=None):
     return grad * scale[:, None]
 
 
+# ------------------------------------------------------------------ shared per-element math
+def softmax_backward_element(y, gy, dot):
+    return y * (gy - dot)
+
+
+def log_softmax_backward_element(y, gy, total, exp_y):
+    return gy - exp_y * total
+
+
+_lse_push_gpu = _math.lse_push_gpu
+_lse_value_cpu, _lse_value_gpu = _math.lse_value_cpu, _math.lse_value_gpu
+_reciprocal_cpu, _reciprocal_gpu = _math.reciprocal_cpu, _math.reciprocal_gpu
+_sm_back_cpu, _sm_back_gpu = both(softmax_backward_element)
+_lsm_back_cpu, _lsm_back_gpu = both(log_softmax_backward_element)
+
+
 # ------------------------------------------------------------------ Numba CPU
 @lazy_njit(inline="always", fastmath=_math.FASTMATH)
-def _online_max_sum(row, chunk_max):
+def _online_max_sum(row, chunk_max, dst):
     """One pass: M = max(row), S = sum exp(row - M).  M keeps the row's dtype, so the exps run
     in the row's precision (8 float32 lanes per AVX2 register); S accumulates in float64.
-    chunk_max[c] gets the running M after chunk c, so exp(row_k - chunk_max[c]) written during
-    the pass can be rescaled afterwards."""
+    chunk_max[c] gets the running M after chunk c; if dst has the row's length, the pass also
+    writes exp(row_k - chunk_max[c]) there, for the caller to rescale by exp(chunk_max[c] - M).
+    While M is -inf the exps use shift 0 instead (exp(-inf - -inf) would be NaN), so NaN in
+    the row (which the max ignores) still reaches S."""
     M, S = row[0], 0.0
     K = row.shape[0]
+    write = dst.shape[0] == K
     for c in range(chunk_max.shape[0]):
         c0, c1 = c * CHUNK, min(K, c * CHUNK + CHUNK)
         cmax = row[c0]
@@ -134,11 +145,16 @@ def _online_max_sum(row, chunk_max):
             S *= math.exp(M - cmax)
             M = cmax
         chunk_max[c] = M
-        if M == -np.inf:
-            continue
+        shift = M if M != -np.inf else row.dtype.type(0)
         s = 0.0
-        for k in range(c0, c1):
-            s += _exp(row[k] - M)
+        if write:
+            for k in range(c0, c1):
+                e = _exp(row[k] - shift)
+                dst[k] = e
+                s += e
+        else:
+            for k in range(c0, c1):
+                s += _exp(row[k] - shift)
         S += s
     return M, S
 
@@ -147,27 +163,13 @@ def _online_max_sum(row, chunk_max):
 def _numba_softmax(x, out):
     K = x.shape[1]
     for r in prange(x.shape[0]):
-        row, dst = x[r], out[r]
-        chunk_max = np.empty((K + CHUNK - 1) // CHUNK)
-        M, S = row[0], 0.0
-        for c in range(chunk_max.shape[0]):          # one pass: exp written as we go
-            c0, c1 = c * CHUNK, min(K, c * CHUNK + CHUNK)
-            cmax = row[c0]
-            for k in range(c0, c1):
-                cmax = _fmax(cmax, row[k])
-            if cmax > M:
-                S *= math.exp(M - cmax)
-                M = cmax
-            chunk_max[c] = M
-            s = 0.0
-            for k in range(c0, c1):
-                e = _exp(row[k] - M)
-                dst[k] = e
-                s += e
-            S += s
+        dst = out[r]
+        chunk_max = np.empty((K + CHUNK - 1) // CHUNK, x.dtype)
+        M, S = _online_max_sum(x[r], chunk_max, dst)
         scale = np.empty(chunk_max.shape[0], x.dtype)      # in x's precision: no conversions
+        inv = _reciprocal_cpu(S)
         for c in range(chunk_max.shape[0]):
-            scale[c] = math.exp(chunk_max[c] - M) / S
+            scale[c] = math.exp(chunk_max[c] - M) * inv
         for c in range(chunk_max.shape[0]):          # rescale chunk c by exp(M_c - M) / S
             f = scale[c]
             for k in range(c * CHUNK, min(K, c * CHUNK + CHUNK)):
@@ -178,8 +180,8 @@ def _numba_softmax(x, out):
 def _numba_log_softmax(x, out):
     K = x.shape[1]
     for r in prange(x.shape[0]):
-        M, S = _online_max_sum(x[r], np.empty((K + CHUNK - 1) // CHUNK))
-        shift = M + math.log(S)
+        M, S = _online_max_sum(x[r], np.empty((K + CHUNK - 1) // CHUNK, x.dtype), x[r, :0])
+        shift = _lse_value_cpu(M, S)
         for k in range(K):
             out[r, k] = x[r, k] - shift
 
@@ -189,9 +191,9 @@ def _numba_softmax_backward(y, gy, out):
     for r in prange(y.shape[0]):
         dot = 0.0
         for k in range(y.shape[1]):
-            dot += gy[r, k] * np.float64(y[r, k])
+            dot += gy[r, k] * y[r, k]
         for k in range(y.shape[1]):
-            out[r, k] = y[r, k] * (gy[r, k] - dot)
+            out[r, k] = _sm_back_cpu(y[r, k], gy[r, k], dot)
 
 
 @lazy_njit(parallel=True, cache=True, fastmath=_math.FASTMATH)
@@ -201,45 +203,42 @@ def _numba_log_softmax_backward(y, gy, out):
         for k in range(y.shape[1]):
             total += gy[r, k]
         for k in range(y.shape[1]):
-            out[r, k] = gy[r, k] - _exp(y[r, k]) * total
+            out[r, k] = _lsm_back_cpu(y[r, k], gy[r, k], total, _exp(y[r, k]))
 
 
 @lazy_njit(parallel=True, cache=True, fastmath=_math.FASTMATH)
 def _numba_cross_entropy(z, t, keep, out):
     for r in prange(z.shape[0]):
+        out[r] = 0.0
         if keep[r]:
-            M, S = _online_max_sum(z[r], np.empty((z.shape[1] + CHUNK - 1) // CHUNK))
-            out[r] = M + math.log(S) - z[r, t[r]]
-        else:
-            out[r] = 0.0
+            row = z[r]
+            M, S = _online_max_sum(row, np.empty((z.shape[1] + CHUNK - 1) // CHUNK, z.dtype),
+                                   row[:0])
+            out[r] = _lse_value_cpu(M, S) - row[t[r]]
 
 
 @lazy_njit(parallel=True, cache=True, fastmath=_math.FASTMATH)
 def _numba_cross_entropy_backward(z, t, keep, g, out):
+    K = z.shape[1]
     for r in prange(z.shape[0]):
-        if not keep[r]:
-            out[r, :] = 0.0
-            continue
-        M, S = _online_max_sum(z[r], np.empty((z.shape[1] + CHUNK - 1) // CHUNK))
-        f = g[r] / S
-        for k in range(z.shape[1]):
-            out[r, k] = f * _exp(z[r, k] - M)
-        out[r, t[r]] -= g[r]
+        row, dst = z[r], out[r]
+        M, S = _online_max_sum(row, np.empty((K + CHUNK - 1) // CHUNK, z.dtype), row[:0])
+        f = g[r] * _reciprocal_cpu(S) if keep[r] else 0.0 * S     # NaN rows stay NaN
+        for k in range(K):
+            dst[k] = f * _exp(row[k] - M)
+        if keep[r]:
+            dst[t[r]] -= g[r]
 
 
 # ------------------------------------------------------------------ Numba CUDA
 @lazy_cuda_jit(device=True)
 def _cuda_max_sum(row):
-    """Element-wise online max and rescaled sum of one row."""
+    """(M, S) of one row, element by element; S is NaN if M = +inf (x - M is then NaN, as in
+    the reference)."""
     M, S = -math.inf, 0.0
     for k in range(row.shape[0]):
-        v = row[k]
-        if v > M:
-            S = S * math.exp(M - v) + 1.0
-            M = v
-        else:
-            S += math.exp(v - M)
-    return M, S
+        M, S = _lse_push_gpu(M, S, row[k])
+    return M, (S if M != math.inf else math.nan)
 
 
 @lazy_cuda_jit()
@@ -247,8 +246,9 @@ def _cuda_softmax(x, out):
     r = cuda.grid(1)
     if r < x.shape[0]:
         M, S = _cuda_max_sum(x[r])
+        inv = _reciprocal_gpu(S)
         for k in range(x.shape[1]):
-            out[r, k] = math.exp(x[r, k] - M) / S
+            out[r, k] = math.exp(x[r, k] - M) * inv
 
 
 @lazy_cuda_jit()
@@ -256,7 +256,7 @@ def _cuda_log_softmax(x, out):
     r = cuda.grid(1)
     if r < x.shape[0]:
         M, S = _cuda_max_sum(x[r])
-        shift = M + math.log(S)
+        shift = _lse_value_gpu(M, S)
         for k in range(x.shape[1]):
             out[r, k] = x[r, k] - shift
 
@@ -269,7 +269,7 @@ def _cuda_softmax_backward(y, gy, out):
         for k in range(y.shape[1]):
             dot += gy[r, k] * y[r, k]
         for k in range(y.shape[1]):
-            out[r, k] = y[r, k] * (gy[r, k] - dot)
+            out[r, k] = _sm_back_gpu(y[r, k], gy[r, k], dot)
 
 
 @lazy_cuda_jit()
@@ -280,84 +280,76 @@ def _cuda_log_softmax_backward(y, gy, out):
         for k in range(y.shape[1]):
             total += gy[r, k]
         for k in range(y.shape[1]):
-            out[r, k] = gy[r, k] - math.exp(y[r, k]) * total
+            out[r, k] = _lsm_back_gpu(y[r, k], gy[r, k], total, math.exp(y[r, k]))
 
 
 @lazy_cuda_jit()
 def _cuda_cross_entropy(z, t, keep, out):
     r = cuda.grid(1)
     if r < z.shape[0]:
+        out[r] = 0.0
         if keep[r]:
             M, S = _cuda_max_sum(z[r])
-            out[r] = M + math.log(S) - z[r, t[r]]
-        else:
-            out[r] = 0.0
+            out[r] = _lse_value_gpu(M, S) - z[r, t[r]]
 
 
 @lazy_cuda_jit()
 def _cuda_cross_entropy_backward(z, t, keep, g, out):
     r = cuda.grid(1)
     if r < z.shape[0]:
+        M, S = _cuda_max_sum(z[r])
+        f = g[r] * _reciprocal_gpu(S) if keep[r] else 0.0 * S
+        for k in range(z.shape[1]):
+            out[r, k] = f * math.exp(z[r, k] - M)
         if keep[r]:
-            M, S = _cuda_max_sum(z[r])
-            f = g[r] / S
-            for k in range(z.shape[1]):
-                out[r, k] = f * math.exp(z[r, k] - M)
             out[r, t[r]] -= g[r]
-        else:
-            for k in range(z.shape[1]):
-                out[r, k] = 0.0
 
 
 # ------------------------------------------------------------------ public API
-def _launch(path, numba_kernel, cuda_kernel, rows, *args):
-    """Run the compiled kernel for ``path`` ('numba' or 'cuda') over ``rows`` rows."""
-    if path == "numba":
-        materialize(globals(), "cpu")
-        globals()[numba_kernel](*args)
-    elif rows:
-        materialize(globals(), "cuda")
-        blocks = (rows + CUDA_THREADS - 1) // CUDA_THREADS
-        globals()[cuda_kernel][blocks, CUDA_THREADS](*args)
-
-
-def _rowwise(name, x, impl, *others):
-    """Shared driver of the four row-wise ops: dispatch, flatten to rows, run, reshape."""
-    path = choose(name, x, x.size, impl)
+def _rowwise(where, kernels, x, impl, *others):
+    """Shared driver of the four row-wise ops: dispatch, flatten to rows, run, reshape.
+    ``kernels`` is (reference, Numba CPU kernel, CUDA kernel); the output has the dtype the
+    reference's arithmetic gives (float64 if any input is)."""
+    reference, cpu_kernel, cuda_kernel = kernels
+    path = choose(where, x, x.size, impl)
     if path == "reference":
-        return globals()["reference_" + name](x, *others)
-    out = _xp(x).empty(x.shape, x.dtype)
+        return reference(x, *others)
+    out = _xp(x).empty(x.shape, np.result_type(x, *others))
     if x.size:
         rows = [_rows(a) for a in (x,) + others]
-        _launch(path, "_numba_" + name, "_cuda_" + name, rows[0].shape[0],
-                *rows, out.reshape(rows[0].shape))
+        launch(path, cpu_kernel, cuda_kernel, rows[0].shape[0], CUDA_THREADS,
+               *rows, out.reshape(rows[0].shape))
     return out
 
 
 def softmax(x, impl=None):
     """softmax over the last axis: exp(x - M) / sum exp(x - M)."""
-    _check_float("softmax", x=x)
-    return _rowwise("softmax", x, impl)
+    check_float("softmax", x=x)
+    return _rowwise("softmax", (reference_softmax, _numba_softmax, _cuda_softmax), x, impl)
 
 
 def log_softmax(x, impl=None):
     """log_softmax over the last axis: x - M - log sum exp(x - M)."""
-    _check_float("log_softmax", x=x)
-    return _rowwise("log_softmax", x, impl)
+    check_float("log_softmax", x=x)
+    return _rowwise("log_softmax", (reference_log_softmax, _numba_log_softmax,
+                                    _cuda_log_softmax), x, impl)
 
 
 def softmax_backward(y, gy, impl=None):
     """Gradient of softmax at output y: y * (gy - sum(gy * y, -1))."""
-    _check_float("softmax_backward", y=y, gy=gy)
+    check_float("softmax_backward", y=y, gy=gy)
     _check_same("softmax_backward", y, gy)
-    return _rowwise("softmax_backward", y, impl, gy)
+    return _rowwise("softmax_backward", (reference_softmax_backward, _numba_softmax_backward,
+                                         _cuda_softmax_backward), y, impl, gy)
 
 
 def log_softmax_backward(y, gy, impl=None):
     """Gradient of log_softmax at output y: gy - exp(y) * sum(gy, -1)."""
-    _check_float("log_softmax_backward", y=y, gy=gy)
+    check_float("log_softmax_backward", y=y, gy=gy)
     _check_same("log_softmax_backward", y, gy)
-    return _rowwise("log_softmax_backward", y, impl, gy)
+    return _rowwise("log_softmax_backward", (reference_log_softmax_backward,
+                                             _numba_log_softmax_backward,
+                                             _cuda_log_softmax_backward), y, impl, gy)
 
 
 def cross_entropy(logits, targets, ignore_index=None, impl=None):
@@ -367,17 +359,16 @@ def cross_entropy(logits, targets, ignore_index=None, impl=None):
     if path == "reference":
         return reference_cross_entropy(logits, targets, ignore_index)
     t, keep = _kept_targets(targets, ignore_index, logits.shape[1], "cross_entropy")
-    out = _xp(logits).empty(logits.shape[0], logits.dtype)
+    out = _xp(logits).zeros(logits.shape[0], logits.dtype)
     if logits.size:
-        _launch(path, "_numba_cross_entropy", "_cuda_cross_entropy", logits.shape[0],
-                _rows(logits), t, keep, out)
-    else:
-        out[:] = 0
+        launch(path, _numba_cross_entropy, _cuda_cross_entropy, logits.shape[0], CUDA_THREADS,
+               _rows(logits), t, keep, out)
     return out
 
 
 def cross_entropy_backward(logits, targets, g, ignore_index=None, impl=None):
-    """(N, K) gradient g_i (softmax(z_i) - onehot(t_i)); zero rows where t_i == ignore_index."""
+    """(N, K) gradient g_i (softmax(z_i) - onehot(t_i)); zero rows where t_i == ignore_index
+    (NaN where such a row's logits hold NaN or inf, as softmax(z_i) * 0 in the reference)."""
     _check_ce("cross_entropy_backward", logits, targets, g)
     path = choose("cross_entropy_backward", logits, logits.size, impl)
     if path == "reference":
@@ -386,6 +377,6 @@ def cross_entropy_backward(logits, targets, g, ignore_index=None, impl=None):
     out = _xp(logits).empty(logits.shape, logits.dtype)
     if logits.size:
         g = _xp(g).ascontiguousarray(g, dtype=logits.dtype)
-        _launch(path, "_numba_cross_entropy_backward", "_cuda_cross_entropy_backward",
-                logits.shape[0], _rows(logits), t, keep, g, out)
+        launch(path, _numba_cross_entropy_backward, _cuda_cross_entropy_backward,
+               logits.shape[0], CUDA_THREADS, _rows(logits), t, keep, g, out)
     return out
