@@ -92,6 +92,19 @@ def test_pca_whitening_clamps_a_zero_variance_relative_to_the_largest():
     assert np.all(np.isfinite(pca.transform(_data(1))))
 
 
+def test_whitened_latent_density_uses_the_jacobian_of_the_clamped_scale():
+    """z = y / s with s the (clamped) whitening scale, so log p(x) is the same as with the
+    unwhitened code y and a KDE whose bandwidth is scaled by s (change of variables)."""
+    t = np.random.default_rng(0).standard_normal((60, 1))
+    X = np.c_[t, 2 * t] + [3.0, 4.0]                               # rank 1: s_2 is clamped
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        white = LatentDensity(PCA(2, whiten=True), KDE(0.5)).fit(X)
+        s = white.reducer._whitening_scale()
+        plain = LatentDensity(PCA(2), KDE(0.5 * s)).fit(X)
+        np.testing.assert_allclose(white.score_samples(X[:5]), plain.score_samples(X[:5]), rtol=1e-9)
+
+
 def test_pca_on_identical_points_is_an_error():
     with pytest.raises(ValueError, match="every column of X is constant"):
         PCA().fit(np.full((10, 3), 0.1))

@@ -179,12 +179,13 @@ class PCA(Distribution):
     def residual_log_prob(self, X):
         """log p(x) - log p_code(z) for the code z = transform(x) and its Gaussian N(0, diag(lambda))
         (N(0, I) when whitening): the residual term -1/2 [|r|^2 / sigma^2 + (d - k) log(2 pi sigma^2)],
-        plus -1/2 sum_i log lambda_i for whitened codes (the Jacobian of the scaling)."""
+        minus sum_i log s_i for whitened codes, s the whitening scale (the Jacobian of z = y / s;
+        s_i = sqrt(lambda_i) unless clamped)."""
         check_fitted(self, "components_", "PCA.residual_log_prob")
         X = check_array(X, "PCA.residual_log_prob", n_features=self.n_features_in_)
         variance, noise = self._model_variances("PCA.residual_log_prob")
         out = self._residual_term(X, variance, noise)
-        return out - 0.5 * np.sum(np.log(variance)) if self.whiten else out
+        return out - np.sum(np.log(self._whitening_scale())) if self.whiten else out
 
     def score_samples(self, X):
         """The PPCA log density log N(x; mu, C) of each row (formula in the module docstring)."""
