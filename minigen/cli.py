@@ -26,9 +26,9 @@ def _section(title):
 class Classifier(nn.Module):
     """An MLP classifier with the ``loss(batch)`` that the training loop expects."""
 
-    def __init__(self, sizes):
+    def __init__(self, sizes, rng=None):
         super().__init__()
-        self.net = nn.MLP(sizes, activation="relu")
+        self.net = nn.MLP(sizes, activation="relu", rng=rng)
 
     def forward(self, x):
         return self.net(x)
@@ -46,7 +46,7 @@ def engine_demo(quick, log):
     """Train an MLP classifier on the 8x8 digits; return (test accuracy, test size)."""
     Xtr, ytr = load_digits("train", dtype=np.float32)
     Xte, yte = load_digits("test", dtype=np.float32)
-    clf = Classifier([64, 128, 128, 10])
+    clf = Classifier([64, 128, 128, 10], rng=0)
     train(clf, (Xtr / 16.0, ytr), steps=300 if quick else 1500, batch_size=64, lr=1e-3,
           log_every=100 if quick else 500, rng=0, out=log)
     return float((clf.predict(Xte / 16.0) == yte).mean()), len(yte)
