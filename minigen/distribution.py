@@ -227,6 +227,13 @@ class Distribution(Configurable):
     has_density = True
     density_hint = "draw samples with sample(n) and compare them with minigen.metrics"
 
+    @classmethod
+    def for_data(cls, X, **params):
+        """The model for data X with the given constructor parameters, as the command line
+        builds it (``minigen fit NAME --data ...``); a model whose constructor needs sizes or
+        components derives them from X here."""
+        return cls(**params)
+
     def score_samples(self, X, **kwargs):
         """Per-sample log density (or the model's stated bound) of the rows of X."""
         if not self.has_density:

@@ -4,7 +4,8 @@
                             the toy sets (2,000 points unless n= says otherwise)
     digits                  the 8x8 digits as rows of 64 values scaled to [0, 1]
     digits-binary           the same, thresholded at 8/16 (for Bernoulli likelihoods)
-    pydoc, names            text corpora shipped with Python or with minigen
+    pydoc                   Python's own documentation (one text stream)
+    names                   a list of given names shipped with minigen (documents)
     file.npy                a 2-D numeric array (loaded with allow_pickle=False)
     file.csv                comma-separated numbers, one row per sample (a header row of
                             non-numbers is skipped)
@@ -34,11 +35,14 @@ def names():
 
 
 def is_text(data):
-    return isinstance(data, str)
+    """True for text: a str (one stream) or a list of str (documents, e.g. the names)."""
+    return isinstance(data, str) or (isinstance(data, list) and all(isinstance(d, str)
+                                                                     for d in data))
 
 
 def load(spec, n=2000, rng=0, split=None):
-    """The data named by ``spec``: a (n, d) float array, or a str for text sets and .txt files.
+    """The data named by ``spec``: a (n, d) float array, a str (pydoc, .txt files) or a list
+    of str (names).
 
     split: None, 'train' or 'test' for the digits (the seeded split of ``load_digits``).
     """

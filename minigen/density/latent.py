@@ -9,6 +9,8 @@ cf. Tipping & Bishop (1999) with a non-Gaussian code density. Any reducer with
 ``transform``/``inverse_transform`` (a trained auto-encoder, say) can sample; scoring needs
 the reducer's ``residual_log_prob``.
 """
+import numpy as np
+
 from ..backend import as_rng
 from ..distribution import Distribution, register, check_fitted, check_n_samples
 
@@ -32,6 +34,16 @@ class LatentDensity(Distribution):
         if fit_reducer and not callable(getattr(reducer, "fit", None)):
             raise TypeError("LatentDensity: fit_reducer=True needs a reducer with fit")
         self.reducer, self.density, self.fit_reducer = reducer, density, fit_reducer
+
+    @classmethod
+    def for_data(cls, X, n_components=None, n_mixtures=10, random_state=0, **params):
+        """PCA(k) -> GaussianMixture(n_mixtures) for data X (n, d), k = min(16, d - 1) unless
+        given: the command line's "latent" model."""
+        from .mixture import GaussianMixture
+        from .pca import PCA
+        d = np.shape(X)[1]
+        k = max(1, min(16, d - 1)) if n_components is None else n_components
+        return cls(PCA(k), GaussianMixture(n_mixtures, random_state=random_state), **params)
 
     def fit(self, X, y=None, **density_fit_kwargs):
         """Fit the reducer (if ``fit_reducer``), then the density to the codes (``y`` ignored)."""

@@ -91,6 +91,13 @@ class GAN(DeepModel):
         return cls(ConvDecoder(z_dim, image_shape, rng=rng),
                    ConvEncoder(1, image_shape, rng=rng), z_dim=z_dim, rng=rng, **kwargs)
 
+    @classmethod
+    def for_data(cls, X, image_shape=None, **params):
+        """MLP networks for rows of X, or conv networks when ``image_shape`` is given."""
+        if image_shape is not None:
+            return cls.conv(image_shape=tuple(image_shape), **params)
+        return cls.mlp(np.shape(X)[1], **params)
+
     def configure_optimizers(self, lr):
         betas = self.default_betas if self.betas is None else self.betas
         return {"discriminator": Adam(self.discriminator.parameters(), lr=lr, betas=betas),
