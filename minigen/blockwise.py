@@ -82,7 +82,7 @@ def _rows(X, where, name="X", n_features=None, chunks=None, flatten=False):
         raise ValueError(f"{where}: {name} has {X.shape[1]} features but the model was fitted "
                          f"with {n_features}")
     X = X.astype(np.float64).rechunk({1: -1})
-    return X.map_blocks(_finite_block, where, name, dtype=np.float64)
+    return X.map_blocks(_finite_block, where, name, meta=np.empty((0, 0)))
 
 
 def _checked_weights(w, where):
@@ -100,7 +100,7 @@ def _weights(sample_weight, X, where):
     if w.shape != (n,):
         raise ValueError(f"{where}: sample_weight must have shape ({n},), got {w.shape}")
     w = da.asarray(w).astype(np.float64).rechunk((X.chunks[0],))
-    w = w.map_blocks(_checked_weights, where, dtype=np.float64)
+    w = w.map_blocks(_checked_weights, where, meta=np.empty(0))
     total = float(w.sum().compute())
     if total <= 0:
         raise ValueError(f"{where}: sample_weight must have a positive sum")
@@ -173,11 +173,11 @@ def log_kernel_sum(Q, X, chol=None, weights=None, *, exclude_self=False, normali
         weights = da.ones(n, chunks=X.chunks[0])
     rows = da.map_blocks(
         _pair_block, Q[:, None, :], X[None, :, :], weights[None, :, None], chol, normalize,
-        want_grad, exclude_self, dtype=np.float64,
+        want_grad, exclude_self, meta=np.empty((0, 0, 0)),
         chunks=(Q.chunks[0], (1,) * X.numblocks[0], (3 + d * want_grad,)))
     rows = da.reduction(rows, _identity, _merge, axis=1, combine=_merge, keepdims=True,
                         concatenate=True, dtype=np.float64, meta=np.empty((0, 0, 0)))
-    out = rows.map_blocks(_finish, n, where, drop_axis=1, dtype=np.float64,
+    out = rows.map_blocks(_finish, n, where, drop_axis=1, meta=np.empty((0, 0)),
                           chunks=(Q.chunks[0], (1 + d * want_grad,)))
     return out if want_grad else out[:, 0]
 
@@ -330,7 +330,7 @@ def _sample_block(model, size, seed):
 def score_rows(method, X, where):
     """A per-row method (e.g. ``GaussianMixture.score_samples``) mapped over Dask row blocks."""
     X = _rows(X, where)
-    return X.map_blocks(method, drop_axis=1, dtype=np.float64)
+    return X.map_blocks(method, drop_axis=1, meta=np.empty(0))
 
 
 # ------------------------------------------------------------------ sums with a row count
@@ -351,7 +351,7 @@ def _packed(x, *parts):
 def _map_rows(function, arrays, length, *args):
     """function(*blocks, *args) per row block of the Dask ``arrays`` (aligned rows, 2-D) ->
     a Dask (n_blocks, length) array of packed statistics."""
-    return _da().map_blocks(function, *arrays, *args, dtype=np.float64,
+    return _da().map_blocks(function, *arrays, *args, meta=np.empty((0, 0)),
                             chunks=((1,) * arrays[0].numblocks[0], (length,)))
 
 
