@@ -285,15 +285,12 @@ class Function:
             fn.input_versions = [t._version for t in tensors]
             results = tuple(Tensor(o, requires_grad=True, _ctx=fn, _index=i)
                             for i, o in enumerate(outs))
-        for r in results:  # a view shares the version counter of the tensor it looks into
-            for t in tensors:
-                if getattr(r.data, "base", None) is not None and \
-                        xp(r.data).may_share_memory(r.data, t.data):
-                    r._versions = t._versions
-                    break
+        for r in results:
+            if getattr(r.data, "base", None) is not None:
+                _share_versions(r, tensors)
         if needs:
             fn.outputs = [weakref.ref(r) for r in results]
-            fn.output_versions = [r._version for r in results]
+            fn.output_versions = [r._versions[0] for r in results]
         return results if multi else results[0]
 
     def output(self, i=0):
@@ -325,6 +322,16 @@ class Function:
 
     def backward(self, *grads):
         raise NotImplementedError(f"{type(self).__name__} defines no backward")
+
+
+def _share_versions(view, tensors):
+    """A view shares the version counter of the tensor it looks into (as in PyTorch), so an
+    in-place change through either is seen by every Function that saved the other."""
+    may_share = xp(view.data).may_share_memory
+    for t in tensors:
+        if may_share(view.data, t.data):
+            view._versions = t._versions
+            return
 
 
 # --- the engine's own Functions: broadcasting, dtype and device moves ----------------------
@@ -461,7 +468,9 @@ def run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False, 
                 in_grads = (in_grads,)
             for t, g in zip(fn.inputs, in_grads):
                 if g is not None and t.requires_grad:
-                    deliver(t, cast(sum_to(g, t.shape), t.dtype))
+                    if g.shape != t.shape:
+                        g = sum_to(g, t.shape)
+                    deliver(t, g if g.dtype == t.dtype else cast(g, t.dtype))
     if not retain_graph:  # after the walk: a backward may still read an earlier output
         for fn in order:
             fn.release()

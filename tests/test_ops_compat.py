@@ -353,7 +353,7 @@ def test_erf_without_scipy_gives_the_same_values(monkeypatch):
     np.testing.assert_allclose(F.erf(mg.tensor(x)).numpy(), with_scipy, rtol=3e-16, atol=0)
 
 
-@given(x=arrays(shapes(max_dims=3, max_side=4), low=-3.0, high=3.0))
+@given(x=arrays(shapes(max_dims=2, max_side=4), low=-3.0, high=3.0))
 def test_erf_and_gelu_gradients(x):
     gradcheck(F.erf, [x])
     gradgradcheck(F.erf, [x])

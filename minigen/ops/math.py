@@ -38,9 +38,22 @@ def floating(a):
     return a if a.dtype.kind in "fc" else cast(a, backend.get_default_dtype())
 
 
-def _operands(*xs, floats=False):
-    """Tensors of one dtype kind (PyTorch's promotion, above); ``floats``: at least floating.
-    Arrays and lists become Tensors first; numbers take the result dtype."""
+def _operands(a, b, floats=False):
+    """Two Tensors of one dtype kind (PyTorch's promotion, above); ``floats``: at least
+    floating. Arrays and lists become Tensors first; numbers take the result dtype."""
+    if isinstance(a, Tensor):  # fast paths: same dtypes, or a float tensor and a number
+        kind = a.data.dtype.kind
+        if isinstance(b, Tensor):
+            if b.data.dtype == a.data.dtype and (kind in "fc" or not floats):
+                return a, b
+        elif kind == "f" and isinstance(b, (int, float)):
+            return a, Tensor(xp(a.data).asarray(b, dtype=a.data.dtype))
+    elif isinstance(b, Tensor) and b.data.dtype.kind == "f" and isinstance(a, (int, float)):
+        return Tensor(xp(b.data).asarray(a, dtype=b.data.dtype)), b
+    return _promote([a, b], floats)
+
+
+def _promote(xs, floats):
     xs = [x if isinstance(x, (Tensor,) + _NUMBER) else tensor(x) for x in xs]
     dtype = result_dtype(*xs)
     if floats and dtype.kind not in "fc":
