@@ -6,6 +6,7 @@ gathers them and gives Tensor its operators and methods (``x + y``, ``x @ w``, `
 import operator
 
 from .autograd import Tensor, to_device
+from .backend import check_axis
 from .ops.losses import (binary_cross_entropy_with_logits, cross_entropy, gaussian_nll,
                          kl_normal, l1_loss, mse_loss)
 from .ops.math import (abs, add, clip, cos, div, erf, exp, gelu, leaky_relu, log, matmul,
@@ -43,7 +44,8 @@ _methods = {
     "__gt__": _compare(operator.gt), "__ge__": _compare(operator.ge),
     "__eq__": _compare(operator.eq), "__ne__": _compare(operator.ne),
     "__float__": lambda a: float(a.item()),
-    "argmax": lambda a, axis=None: Tensor(a.data.argmax(axis)),
+    "argmax": lambda a, axis=None: Tensor(a.data.argmax(
+        None if axis is None else check_axis(axis, a.ndim, "argmax"))),
 }
 for _name, _fn in _methods.items():
     setattr(Tensor, _name, _fn)
@@ -52,4 +54,4 @@ Tensor.swapaxes = transpose
 del _name, _fn
 
 __all__ = sorted(n for n in dir() if not n.startswith("_") and n not in
-                 ("Tensor", "operator"))
+                 ("Tensor", "operator", "check_axis"))
