@@ -157,7 +157,8 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """v <- momentum v + g (+ weight_decay p); p <- p - lr v (Nesterov: p - lr (g + momentum v))."""
+    """v <- momentum v + g (+ weight_decay p); p <- p - lr v
+    (Nesterov: p <- p - lr (g + momentum v)); Sutskever et al. 2013, as torch.optim.SGD."""
 
     def __init__(self, params, lr=1e-2, momentum=0.0, nesterov=False, weight_decay=0.0):
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov,

@@ -330,11 +330,14 @@ def test_group_errors():
 
 
 @pytest.mark.parametrize("make, match", [
-    (lambda p: optim.Adam([p], betas=(1, 1)), r"Adam: betas\[0\] must be a finite number in \[0, 1\)"),
-    (lambda p: optim.Adam([p], betas=(0.9, 1.0)), r"betas\[1\] must be a finite number in \[0, 1\)"),
+    (lambda p: optim.Adam([p], betas=(1, 1)),
+     r"Adam: betas\[0\] must be a finite number in \[0, 1\)"),
+    (lambda p: optim.Adam([p], betas=(0.9, 1.0)),
+     r"betas\[1\] must be a finite number in \[0, 1\)"),
     (lambda p: optim.Adam([p], betas=0.9), r"Adam: betas must be a pair"),
     (lambda p: optim.SGD([p], lr=float("inf")), r"SGD: lr must be a finite number in \(0, inf\)"),
-    (lambda p: optim.SGD([p], momentum=-5), r"SGD: momentum must be a finite number in \[0, inf\)"),
+    (lambda p: optim.SGD([p], momentum=-5),
+     r"SGD: momentum must be a finite number in \[0, inf\)"),
     (lambda p: optim.Adam([p], lr=float("nan")), r"Adam: lr must be a finite number"),
     (lambda p: optim.AdamW([p], eps=0), r"AdamW: eps must be a finite number in \(0, inf\)"),
     (lambda p: optim.SGD([p], weight_decay=-0.1), r"SGD: weight_decay must be"),

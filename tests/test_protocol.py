@@ -127,7 +127,8 @@ def test_bad_input_is_a_clear_error(name, toy, fitted):
     X = toy[1][:5].copy()
     X[2, 1] = np.nan
     cases = [(X, ValueError, "NaN"), (np.ones((4, 3)), ValueError, "3"),
-             (np.zeros((0, 2)), ValueError, "sample"), ([["a", "b"]], (TypeError, ValueError), "numeric")]
+             (np.zeros((0, 2)), ValueError, "sample"),
+             ([["a", "b"]], (TypeError, ValueError), "numeric")]
     for bad, error, match in cases:
         with pytest.raises(error, match=match):
             model.score_samples(bad, **entry.score_kw)
