@@ -143,6 +143,7 @@ def materialize(namespace, target):
         import numba
         _prefer_workqueue(numba)
         _key_cache_on_sources()
+        _quiet_inliner_check(numba)
         namespace["prange"] = numba.prange
     else:
         from numba import cuda
@@ -150,6 +151,23 @@ def materialize(namespace, target):
     for key, value in list(namespace.items()):
         if isinstance(value, _Lazy) and value.target == target and value.built is not _BUILDING:
             namespace[key] = value.build()
+
+
+def _quiet_inliner_check(numba):
+    """Hide NumbaIRAssumptionWarning about our own inlined helpers (``inline='always'``).
+
+    Numba's SSA pass checks, pedantically, that every variable of an inlined function with a
+    branch (e.g. exp's selects) is in scope, and warns that it is not; the compiled code is
+    right (the parity tests check it).  The filter matches only variables named after this
+    package's helpers, so the warning still reaches users for their own code.
+    """
+    if "quiet" not in _state:
+        _state["quiet"] = True
+        import warnings
+        warnings.filterwarnings(
+            "ignore", category=numba.errors.NumbaIRAssumptionWarning,
+            message=r".*(exp_f64|exp_f32|lse_|reciprocal|_element|_online_max_sum|_dist_pass"
+                    r"|_span)")
 
 
 def _prefer_workqueue(numba):

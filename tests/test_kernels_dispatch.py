@@ -100,24 +100,49 @@ def test_polynomial_exp_accuracy():
     special = np.array([-np.inf, -709.0, -1e6])
     apply(special, out[:3])
     assert np.all(out[:3] == 0.0)
+    pos = np.concatenate([np.linspace(0, 709.78, 100_003), [709.0, 709.5, 709.78]])
+    outp = np.empty_like(pos)
+    apply(pos, outp)                                  # x > 0 too, up to the overflow
+    assert (np.abs(outp - np.exp(pos)) / np.exp(pos)).max() < 4 * np.finfo(float).eps
+    for dtype in (np.float64, np.float32):            # NaN stays NaN, +inf and overflow give inf
+        special = np.array([np.nan, np.inf, 1e4, -np.nan], dtype)
+        got = np.empty_like(special)
+        apply(special, got)
+        assert np.isnan(got[[0, 3]]).all() and np.isposinf(got[[1, 2]]).all()
     assert largest(x) == 0.0 and largest(np.array([-np.inf, -3.0, -np.inf])) == -3.0
     assert largest(np.full(7, -np.inf)) == -np.inf
 
 
 def test_numba_cache_is_reused_by_a_fresh_process(tmp_path):
-    """cache=True: a second process loads the compiled KDE kernel instead of compiling it."""
+    """cache=True: a second process loads the compiled KDE kernel instead of compiling it;
+    a process whose kernel sources hash differently (an edited helper) recompiles."""
     pytest.importorskip("numba")
-    code = ("import numpy as np\n"
-            "from minigen.kernels import kde\n"
+    code = ("import sys\n"
+            "import numpy as np\n"
+            "from minigen.kernels import _dispatch, kde\n"
+            "if sys.argv[1:]:\n"
+            "    _dispatch.source_hash = lambda: sys.argv[1]\n"
             "x = np.ones((3, 2))\n"
             "kde.log_kernel_sum(x, x, impl='numba')\n"
             "stats = kde._numba_core.stats\n"
             "print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))\n")
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
-    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                           text=True) for _ in range(2)]
+    runs = [subprocess.run([sys.executable, "-c", code, *extra], env=env, capture_output=True,
+                           text=True) for extra in ([], [], ["edited"], ["edited"])]
     for run in runs:
         assert run.returncode == 0, run.stderr
-    (hits1, misses1), (hits2, misses2) = (map(int, r.stdout.split()) for r in runs)
-    assert (hits1, misses1) == (0, 1)
-    assert (hits2, misses2) == (1, 0)
+    counts = [tuple(map(int, r.stdout.split())) for r in runs]
+    assert counts == [(0, 1), (1, 0), (0, 1), (1, 0)]
+
+
+def test_source_hash_sees_every_kernel_file(tmp_path):
+    """The cache key changes when any kernels/*.py file changes (e.g. an inlined helper)."""
+    src = os.path.dirname(_dispatch.__file__)
+    for name in os.listdir(src):
+        if name.endswith(".py"):
+            (tmp_path / name).write_bytes(open(os.path.join(src, name), "rb").read())
+    before = _dispatch.source_hash(str(tmp_path))
+    assert before == _dispatch.source_hash(src)
+    with open(tmp_path / "_math.py", "a") as f:
+        f.write("# edited\n")
+    assert _dispatch.source_hash(str(tmp_path)) != before
