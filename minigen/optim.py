@@ -60,6 +60,8 @@ class Optimizer:
             raise ValueError(f"{where}: unknown hyper-parameter(s) {sorted(unknown)} in a "
                              f"parameter group; valid ones are {sorted(self.defaults)}")
         group = {**self.defaults, **group, "params": list(group["params"])}
+        group.update({k: tuple(v) for k, v in group.items() if isinstance(v, list)
+                      and k != "params"})
         if not group["params"]:
             raise ValueError(f"{where}: got an empty parameter list")
         seen = {id(p) for g in self.param_groups for p in g["params"]}
@@ -136,8 +138,7 @@ class Optimizer:
                 if f"group.{gi}.{k}" not in flat:
                     raise ValueError(f"{where}: the state lacks group.{gi}.{k}")
                 v = np.asarray(flat[f"group.{gi}.{k}"])
-                new[k] = tuple(float(x) for x in v) if isinstance(default, tuple) \
-                    else type(default)(v.item())
+                new[k] = tuple(v.tolist()) if v.ndim else v.item()
             self._check(new)
             groups.append(new)
         params, states = self.params, [dict() for _ in self.params]
@@ -193,8 +194,7 @@ class Adam(Optimizer):
     decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, betas=tuple(betas) if isinstance(
-            betas, (list, tuple)) else betas, eps=eps, weight_decay=weight_decay))
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
 
     def _check(self, group):
         where = type(self).__name__

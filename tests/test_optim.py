@@ -383,3 +383,16 @@ def test_ema_applied_swaps_in_and_back_also_on_error():
     np.testing.assert_array_equal(again.shadow["weight"], ema.shadow["weight"])
     with pytest.raises(KeyError, match=r"EMA.load_state_dict: missing keys \['bias'\]"):
         again.load_state_dict({"weight": trained})
+
+
+def test_group_values_keep_their_own_types_through_a_round_trip():
+    p, q = (mg.tensor(np.ones(2), requires_grad=True) for _ in range(2))
+    opt = optim.SGD([{"params": [p]}, {"params": [q], "momentum": 0.9, "nesterov": True}],
+                    lr=1, momentum=0)                      # int defaults, float overrides
+    again = optim.SGD([{"params": [p]}, {"params": [q], "momentum": 0.5}], lr=1, momentum=0)
+    again.load_state_dict(opt.state_dict())
+    assert again.param_groups[1]["momentum"] == 0.9 and again.param_groups[1]["nesterov"] is True
+    adam = optim.Adam([{"params": [p], "betas": [0.5, 0.6]}])     # a list, as in torch
+    assert adam.param_groups[0]["betas"] == (0.5, 0.6)
+    adam.load_state_dict(adam.state_dict())
+    assert adam.param_groups[0]["betas"] == (0.5, 0.6)
