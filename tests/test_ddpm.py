@@ -292,7 +292,7 @@ class Oracle(Module):
     def __init__(self, schedule, x0, prediction):
         super().__init__()
         self.s, self.x0, self.prediction = schedule, x0, prediction
-        self.w = Linear(1, 1)     # a parameter, so the model has a dtype
+        self.w = Linear(1, 1, rng=0)     # a parameter, so the model has a dtype
 
     def forward(self, x, t):
         ab = self.s.alpha_bars[t][:, None]

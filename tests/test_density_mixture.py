@@ -156,7 +156,7 @@ def test_samples_of_a_correlated_blob_have_its_covariance(covariance_type):
 def test_singular_covariance_warns_and_regularises():
     X = np.c_[np.random.default_rng(0).normal(size=50), np.zeros(50)]         # a constant column
     with pytest.warns(RuntimeWarning, match="singular covariance"):
-        gm = GaussianMixture(1, reg_covar=0.0, max_iter=5).fit(X)
+        gm = GaussianMixture(1, reg_covar=0.0, max_iter=5, random_state=0).fit(X)
     assert np.all(np.isfinite(gm.score_samples(X)))
 
 

@@ -152,7 +152,7 @@ def test_bad_input_raises_clear_errors():
 def test_latent_gaussian_code_equals_the_ppca_with_refitted_variances():
     stats = pytest.importorskip("scipy.stats")
     X = _correlated(5, 200, 5)
-    model = LatentDensity(PCA(2), GaussianMixture(1, covariance_type="diag", reg_covar=0.0)).fit(X)
+    model = LatentDensity(PCA(2), GaussianMixture(1, covariance_type="diag", reg_covar=0.0, random_state=0)).fit(X)
     pca, n = model.reducer, len(X)
     # The one-component mixture fits the codes' ML variances lambda (n-1)/n (zero mean).
     lam = pca.explained_variance_ * (n - 1) / n
@@ -168,7 +168,7 @@ def test_latent_density_is_the_same_over_a_whitened_pca():
     full-covariance Gaussian fitted to the scaled codes is the scaled Gaussian, so both models
     are the same density."""
     X = _correlated(9, 200, 5)
-    parts = dict(n_components=1, covariance_type="full", reg_covar=0.0)
+    parts = dict(n_components=1, covariance_type="full", reg_covar=0.0, random_state=0)
     plain = LatentDensity(PCA(2), GaussianMixture(**parts)).fit(X)
     white = LatentDensity(PCA(2, whiten=True), GaussianMixture(**parts)).fit(X)
     Y = _correlated(10, 50, 5)

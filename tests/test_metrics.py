@@ -47,6 +47,40 @@ def test_median_bandwidth_is_the_median_pairwise_distance_over_root_two():
     assert median_bandwidth(Z[:2], Z[2:]) == pytest.approx(np.sqrt(2.0))
 
 
+def _median_h(Z):
+    """sqrt(median ||a - b||^2 / 2) over all pairs of rows of Z, by brute force."""
+    i, j = np.triu_indices(len(Z), 1)
+    return np.sqrt(np.median(((Z[i] - Z[j]) ** 2).sum(-1)) / 2)
+
+
+def test_mmd2_without_a_bandwidth_uses_the_median_heuristic():
+    rng = np.random.default_rng(5)
+    X, Y = rng.normal(size=(60, 3)), rng.normal(0.3, 2.0, size=(40, 3))
+    h = _median_h(np.concatenate([X, Y]))
+    assert median_bandwidth(X, Y) == pytest.approx(h, rel=1e-12)
+    for unbiased in (True, False):
+        assert mmd2(X, Y, unbiased=unbiased) == pytest.approx(
+            mmd2(X, Y, h, unbiased=unbiased), rel=1e-12)
+    assert mmd(X, Y) == pytest.approx(mmd(X, Y, h), rel=1e-12)
+    # the heuristic scales with the data, so the statistic does not change under X, Y -> c X, c Y
+    assert mmd2(10 * X, 10 * Y) == pytest.approx(mmd2(X, Y), rel=1e-9)
+
+
+def test_median_bandwidth_subsamples_the_pooled_points_without_replacement():
+    rng = np.random.default_rng(6)
+    X, Y = rng.normal(size=(300, 2)), rng.normal(1.0, 1.5, size=(200, 2))
+    Z = np.concatenate([X, Y])
+    # at most max_points of the pooled sample, drawn without replacement from rng
+    pick = np.random.default_rng(7).choice(len(Z), 100, replace=False)
+    assert median_bandwidth(X, Y, max_points=100, rng=7) == pytest.approx(_median_h(Z[pick]),
+                                                                         rel=1e-12)
+    assert median_bandwidth(X, Y, max_points=100, rng=7) == median_bandwidth(X, Y, max_points=100,
+                                                                             rng=7)
+    assert median_bandwidth(X, Y, max_points=500) == pytest.approx(_median_h(Z), rel=1e-12)
+    assert median_bandwidth(X, Y, max_points=100, rng=8) != median_bandwidth(X, Y, max_points=100,
+                                                                             rng=7)
+
+
 @settings(max_examples=25)
 @given(n=sizes, m=sizes, p=st.sampled_from([1, 2]), seed=st.integers(0, 2 ** 16))
 def test_wasserstein_1d_matches_scipy_and_the_sorted_form(n, m, p, seed):

@@ -88,7 +88,7 @@ def test_train_eval_zero_grad_and_dtype():
 def test_attribute_before_init_is_a_clear_error():
     class Broken(nn.Module):
         def __init__(self):
-            self.layer = nn.Linear(1, 1)
+            self.layer = nn.Linear(1, 1, rng=0)
 
     with pytest.raises(RuntimeError, match=r"Broken: call super\(\).__init__\(\)"):
         Broken()
@@ -109,7 +109,7 @@ def test_linear_matches_formula_and_checks_features():
     assert np.abs(layer.weight.numpy()).max() <= 1 / math.sqrt(3)
     with pytest.raises(ValueError, match=r"Linear: input has 4 features .* expected 3"):
         layer(mg.tensor(np.ones((2, 4))))
-    assert nn.Linear(3, 2, bias=False).bias is None
+    assert nn.Linear(3, 2, bias=False, rng=0).bias is None
 
 
 def test_conv_layers_shapes():
@@ -189,6 +189,32 @@ def test_batchnorm_statistics_and_errors():
     np.testing.assert_allclose(bn.running_var, 0.9 + 0.1 * x.var(0, ddof=1), rtol=1e-6)
     with pytest.raises(ValueError, match="BatchNorm1d: expected input with 2 dims and 2 channels"):
         bn(mg.tensor(np.ones((2, 3))))
+
+
+# --- the default dtype ----------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float64, "float64", np.dtype("float64")])
+def test_default_dtype_sets_new_tensors_and_parameters_and_is_restored(dtype):
+    """Python numbers, factories and new layers take the default dtype; NumPy arrays keep
+    theirs; integers stay integers."""
+    saved = mg.get_default_dtype()
+    assert np.dtype(saved) == np.float32                    # the documented default
+    try:
+        mg.set_default_dtype(dtype)
+        assert np.dtype(mg.get_default_dtype()) == np.float64
+        made = [mg.tensor([1.0, 2.0]), mg.zeros(2), mg.ones(2), mg.randn(2, rng=0),
+                nn.Linear(2, 3, rng=0).weight, nn.Conv2d(1, 2, 3, rng=0).weight]
+        assert all(t.dtype == np.float64 for t in made)
+        assert mg.tensor(np.ones(2, np.float32)).dtype == np.float32
+        assert mg.tensor([1, 2]).dtype.kind == "i"
+        mg.set_default_dtype(np.float32)
+        assert nn.Linear(2, 3, rng=0).weight.dtype == np.float32
+        assert mg.tensor([1.0]).dtype == np.float32 and mg.tensor(np.ones(2)).dtype == np.float64
+        for bad in (np.int32, np.float16, "complex128"):
+            with pytest.raises(ValueError, match="set_default_dtype: expected float32 or float64"):
+                mg.set_default_dtype(bad)
+            assert np.dtype(mg.get_default_dtype()) == np.float32      # unchanged by the error
+    finally:
+        mg.set_default_dtype(saved)
 
 
 # --- initialisers ---------------------------------------------------------------------------
