@@ -361,8 +361,8 @@ def _write_checkpoint(path, model, run):
 
 
 def _restore(path, model, run, total):
-    """Load a checkpoint into the model and the run (validated before anything changes
-    where possible: steps and optimiser names first)."""
+    """Load a checkpoint into the run and the model (the budget and the optimiser, schedule
+    and EMA set are checked first; the model's weights are loaded after the run's state)."""
     ckpt = load_checkpoint(path)
     where = f"train: resume={str(path)!r}"
     if ckpt.step > total:
@@ -375,7 +375,6 @@ def _restore(path, model, run, total):
                          f"{sorted(run.schedulers)}")
     if (ckpt.ema is None) != (run.ema is None):
         raise ValueError(f"{where}: ema_decay must be given in both runs or in neither")
-    model.load_state_dict(ckpt.model)
     for name, opt in run.optimizers.items():
         opt.load_state_dict(ckpt.optimizers[name])
     for name, sched in run.schedulers.items():
@@ -383,6 +382,7 @@ def _restore(path, model, run, total):
     if run.ema is not None:
         run.ema.load_state_dict({k: ckpt.ema[k] for k in run.ema.shadow})
     run.stream.load_state_dict(_section(ckpt.arrays, "batches."))
+    model.load_state_dict(ckpt.model)
     for name, gen in _generators(model):
         key = f"rng.model.{name}"
         if key in ckpt.arrays:
@@ -457,13 +457,12 @@ def train(model, data, *, steps=None, epochs=None, batch_size=128, optimizer=Non
     total = steps if steps is not None else epochs * stream.batches_per_epoch
     val_every = val_every or min(stream.batches_per_epoch, total)
     given, optimizers = _optimizers(model, optimizer, lr)
-    schedulers = {}
-    for name, opt in optimizers.items():
-        schedulers[name] = sched = schedule(opt) if schedule is not None else None
-        if sched is not None and not callable(getattr(sched, "step", None)):
-            raise TypeError(f"train: schedule(optimizer) must return a scheduler with step(), "
-                            f"got {type(sched).__name__}")
-    schedulers = {k: v for k, v in schedulers.items() if v is not None}
+    schedulers = {} if schedule is None else {n: schedule(o) for n, o in optimizers.items()}
+    needs = ("step", "state_dict", "load_state_dict") if checkpoint or resume else ("step",)
+    for sched in schedulers.values():
+        if not all(callable(getattr(sched, m, None)) for m in needs):
+            raise TypeError(f"train: schedule(optimizer) must return a scheduler with "
+                            f"{', '.join(needs)}; got {type(sched).__name__}")
     run = _Run(optimizers, schedulers, EMA(model, ema_decay) if ema_decay is not None else None,
                stream)
     if resume is not None:
