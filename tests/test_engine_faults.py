@@ -140,6 +140,9 @@ def test_np_asarray_gives_the_values():
     assert np.array(t, copy=True) is not t.data
     out = np.ones(2) + t  # NumPy still defers to the Tensor's operator: the graph is kept
     assert isinstance(out, mg.Tensor) and out.requires_grad
+    w = leaf([1.0, 2.0], dtype=np.float32)
+    for out in (np.float64(2.0) * w, w - np.float64(1.0), np.int64(2) + w):
+        assert isinstance(out, mg.Tensor) and out.requires_grad and out.dtype == np.float32
     np.testing.assert_array_equal(mg.tensor([t, t]).numpy(), [[3.0, 6.0], [3.0, 6.0]])
 
 
