@@ -259,3 +259,14 @@ def test_save_model_refuses_what_it_cannot_rebuild(tmp_path):
     with pytest.raises(TypeError, match="save_model: model.fitted.extra_ is a function"):
         mg.save_model(model, tmp_path / "x.npz")
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_kmeans_round_trips_with_its_fitted_state(tmp_path):
+    from minigen.density import KMeans
+    X = np.random.default_rng(0).standard_normal((100, 2)) + np.repeat([[0, 0], [5, 5]], 50, 0)
+    model = KMeans(2, random_state=0).fit(X)
+    mg.save_model(model, tmp_path / "km.npz")
+    again = mg.load_model(tmp_path / "km.npz")
+    assert again.get_params() == model.get_params()
+    np.testing.assert_array_equal(again.cluster_centers_, model.cluster_centers_)
+    np.testing.assert_array_equal(again.predict(X), model.predict(X))
