@@ -9,7 +9,7 @@ Algorithm 2, and 5,000 from DDIM with 50 steps (Song et al. 2021), plus the traj
 few points. Digits: DDPM(TinyUNet) on the training digits scaled to [-1, 1], 100-step DDIM
 with x0 clipped to [-1, 1]; figure: a grid of 64 samples beside 64 held-out digits. Prints
 sliced Wasserstein distances to held-out data. Both models train from one call:
-``DDPM(...).fit(X)``.
+``DDPM(...).fit(X, steps=N)``.
 """
 import argparse
 import os
