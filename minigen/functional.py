@@ -5,7 +5,7 @@ gathers them and gives Tensor its operators and methods (``x + y``, ``x @ w``, `
 """
 import operator
 
-from .autograd import Tensor, to_device
+from .autograd import Tensor, sum_to, to_device
 from .backend import check_axis
 from .ops.losses import (binary_cross_entropy_with_logits, cross_entropy, gaussian_nll,
                          kl_normal, l1_loss, mse_loss)
@@ -16,7 +16,7 @@ from .ops.nn import (avg_pool2d, conv2d, conv_transpose2d, dropout, embedding, l
                      log_softmax, max_pool2d, one_hot, softmax, upsample_nearest)
 from .ops.reduce import logsumexp, max, mean, min, prod, std, sum, var
 from .ops.shape import (cat, concatenate, cumsum, expand, flatten, flip, getitem, pad, permute,
-                        reshape, sort, split, squeeze, stack, sum_to, transpose, unsqueeze)
+                        reshape, sort, split, squeeze, stack, transpose, unsqueeze)
 
 
 def _compare(op):

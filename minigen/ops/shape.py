@@ -1,7 +1,7 @@
 """Shape and indexing ops: reshape, transpose, broadcasting, joining, slicing, padding, sort."""
 import numpy as np
 
-from ..autograd import Expand, Function, Tensor, _raw_index, sum_to
+from ..autograd import Expand, Function, Tensor, _raw_index
 from ..backend import check_axis as _axis
 from ..backend import xp
 
