@@ -214,3 +214,14 @@ def test_top_level_exports():
     assert mg.sort(x).tolist() == [1.0, 2.0, 3.0] and mg.prod(x).item() == 6.0
     assert mg.std(x).item() == pytest.approx(np.std([3.0, 1.0, 2.0]))
     assert mg.erf(mg.tensor([0.0])).item() == 0.0
+
+
+def test_the_engine_imports_nothing_above_it():
+    """autograd sits below ops/functional (ARCHITECTURE.md): it imports only backend."""
+    import ast
+    import inspect
+    from minigen import autograd
+    tree = ast.parse(inspect.getsource(autograd))
+    local = {node.module for node in ast.walk(tree)
+             if isinstance(node, ast.ImportFrom) and node.level > 0}
+    assert local <= {None, "backend"}, local
