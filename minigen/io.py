@@ -243,6 +243,7 @@ def _build(node, arrays, where):
             obj.load_state_dict(state)
         except (KeyError, ValueError, TypeError) as err:
             raise ValueError(f"{where}: the weights of {name} do not fit it: {err}") from None
+        obj.eval()                     # as fit leaves it
     obj._set_fitted_state({k: _decode(v, arrays, where)
                            for k, v in node.get("fitted", {}).items()})
     return obj

@@ -208,7 +208,7 @@ def test_save_model_round_trip_keeps_weights_dtype_fitted_state_and_rng(tmp_path
     model = _ddpm().double()
     mg.save_model(model, tmp_path / "m.npz")
     again = mg.load_model(tmp_path / "m.npz")
-    assert type(again) is type(model) and again.dtype == np.float64
+    assert type(again) is type(model) and again.dtype == np.float64 and not again.training
     assert again.get_params(deep=False).keys() == model.get_params(deep=False).keys()
     assert again.shape_ == (2,) and again.schedule.T == 10
     np.testing.assert_array_equal(again.losses_, model.losses_)
