@@ -180,7 +180,11 @@ def _hook_step(model, batch, step, given):
                         f"dict name -> loss, got {type(losses).__name__}")
     out = {}
     for name, v in losses.items():
-        v = float(v.item() if hasattr(v, "item") else v)
+        try:
+            v = float(v.item() if hasattr(v, "item") else v)
+        except (TypeError, ValueError):
+            raise TypeError(f"train: {type(model).__name__}.train_step returned {name}="
+                            f"{v!r}; expected a number or a scalar Tensor") from None
         if not math.isfinite(v):
             raise FloatingPointError(f"train: {name} is {v} at step {step}; lower the learning "
                                      "rate or check the data")

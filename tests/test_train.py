@@ -582,3 +582,23 @@ def test_hook_models_reject_options_they_would_ignore():
         train(gan, _data64(64), steps=2, batch_size=32,
               optimizer={"a/b": optim.SGD(gan.parameters())})
     assert gan.seen == []
+
+
+class Chatty(nn.Module):
+    def __init__(self, value):
+        super().__init__()
+        self.w, self.value = nn.Parameter(np.ones(2)), value
+
+    def train_step(self, batch, step, optimizers):
+        return self.value
+
+
+@pytest.mark.parametrize("value, error, match", [
+    ({"loss": "low"}, TypeError, "Chatty.train_step returned loss='low'; expected a number"),
+    (0.5, TypeError, "Chatty.train_step must return a non-empty dict name -> loss, got float"),
+    ({}, TypeError, "must return a non-empty dict"),
+    ({"loss": float("inf")}, FloatingPointError, "train: loss is inf at step 1"),
+])
+def test_train_step_results_are_checked(value, error, match):
+    with pytest.raises(error, match=match):
+        train(Chatty(value), np.zeros((4, 1)), steps=2, batch_size=2, verbose=False)
