@@ -67,7 +67,8 @@ class Optimizer:
         seen = {id(p) for g in self.param_groups for p in g["params"]}
         if any(id(p) in seen for p in group["params"]) \
                 or len({id(p) for p in group["params"]}) < len(group["params"]):
-            raise ValueError(f"{where}: a parameter appears in more than one group")
+            raise ValueError(f"{where}: a parameter appears more than once (in one group or "
+                             "across groups)")
         self._check(group)
         self.param_groups.append(group)
         self._states.extend({} for _ in group["params"])
