@@ -89,7 +89,7 @@ class HierarchicalVAE(LatentVariableModel):
         d = z1 - mp
         kl1 = 0.5 * (lvp - lv1 - 1 + d * d * (-lvp).exp())   # log q(z1|x) - log p(z1|z2)
         kl2 = F.kl_normal(mu2, lv2)
-        rec = -self.log_likelihood(x, self.decode(z1)).mean()
+        rec = self.nll(x, self.decode(z1)).mean()
         kl1, kl2 = kl1.mean(0), kl2.mean(0)          # batch means per latent dimension
         if self.free_bits:
             kl1, kl2 = kl1.clip(min=self.free_bits), kl2.clip(min=self.free_bits)

@@ -43,6 +43,12 @@ def gaussian_log_density(z, mu, logvar):
     return -0.5 * np.sum(LOG_2PI + logvar + (z - mu) ** 2 * np.exp(-logvar), axis=-1)
 
 
+def kl_standard_normal(mu, logvar):
+    """KL(N(mu, diag exp(logvar)) || N(0, I)) per row (n,) of Tensors (n, d):
+    1/2 sum_j (mu_j^2 + exp(logvar_j) - logvar_j - 1) (Kingma & Welling 2014, appendix B)."""
+    return 0.5 * (mu * mu + logvar.exp() - logvar - 1.0).sum(1)
+
+
 def reparameterize(mu, logvar, rng=None):
     """z = mu + exp(logvar / 2) * eps with eps ~ N(0, I) from ``rng``: a draw of
     N(mu, diag exp(logvar)) that is differentiable in mu and logvar (Tensors)."""
@@ -70,13 +76,15 @@ class LatentVariableModel(DeepModel):
         if self.likelihood == "gaussian":
             self.log_var = Parameter(np.zeros(self.x_dim, dtype=backend.get_default_dtype()))
 
-    def log_likelihood(self, x, out):
-        """log p(x | z) per example (n,) from the decoder output ``out`` (logits or means)."""
+    def nll(self, x, out):
+        """-log p(x | z) per example (n,) from the decoder output ``out`` (logits or means):
+        sum_j softplus(l_j) - x_j l_j (Bernoulli) or 1/2 sum_j (log 2 pi + s_j + (x_j - m_j)^2
+        exp(-s_j)) (Gaussian)."""
         if self.likelihood == "bernoulli":
-            return -(F.softplus(out) - x * out).sum(1)
+            return (F.softplus(out) - x * out).sum(1)
         s = self.log_var.clip(min=MIN_LOG_VAR)
         d = x - out
-        return -0.5 * (LOG_2PI + s + d * d * (-s).exp()).sum(1)
+        return 0.5 * (LOG_2PI + s + d * d * (-s).exp()).sum(1)
 
     # --- fit ------------------------------------------------------------------------------
     def fit(self, X, y=None, *, rng=None, **kwargs):
@@ -157,8 +165,8 @@ class LatentVariableModel(DeepModel):
 
     def _log_likelihood_numpy(self, x, out):
         """log p(x | z) (float64) for NumPy data x and decoder outputs ``out``."""
-        return self.log_likelihood(Tensor(x.astype(self.dtype)),
-                                   Tensor(out.astype(self.dtype))).numpy().astype(np.float64)
+        return -self.nll(Tensor(x.astype(self.dtype)),
+                         Tensor(out.astype(self.dtype))).numpy().astype(np.float64)
 
 
 @register("vae")
@@ -199,8 +207,8 @@ class VAE(LatentVariableModel):
         x = Tensor(batch)
         mu, logvar = self.encode(x)
         z = reparameterize(mu, logvar, self._rng)
-        kl = F.kl_normal(mu, logvar).sum(1)
-        return (-self.log_likelihood(x, self.decode(z)) + self.beta * kl).mean()
+        kl = kl_standard_normal(mu, logvar)
+        return (self.nll(x, self.decode(z)) + (kl if self.beta == 1 else self.beta * kl)).mean()
 
     def _log_weights(self, x, k, rng):
         mu, logvar = (t.numpy().astype(np.float64) for t in self.encode(Tensor(x.astype(self.dtype))))
