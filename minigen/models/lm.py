@@ -124,6 +124,7 @@ class LanguageModel(DeepModel):
     limit of a TransformerLM).
     """
 
+    data_kind = "text"     # the command line gives it text (a str or a list of documents)
     max_context = None     # positions a forward pass can see (None: unbounded)
     window = None          # tokens of history the next prediction depends on (None: all)
     _vocab_param = None    # a weight whose first axis is the vocabulary size
@@ -167,7 +168,7 @@ class LanguageModel(DeepModel):
     def _rows(self, X, where, stride=1):
         """Text, documents or ids -> (rows, documents, unigram): int64 rows of at most
         block_size + 1 ids (padding is PAD_ID), whether X was a list of documents, and for a
-        stream its token frequencies (where ``sample`` draws a first token). A stream gives
+        stream (or rows) its token frequencies (where ``sample`` draws a first token). A stream gives
         the windows of block_size + 1 tokens that start every ``stride`` tokens (a view, not
         a copy)."""
         if isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype.kind in "iu":
@@ -176,7 +177,9 @@ class LanguageModel(DeepModel):
             if not 2 <= X.shape[1] <= self.block_size + 1:
                 raise ValueError(f"{where}: rows of ids must have 2 .. block_size + 1 = "
                                  f"{self.block_size + 1} columns, got {X.shape[1]}")
-            return self._check_ids(X.astype(np.int64, copy=False), where), False, None
+            rows = self._check_ids(X.astype(np.int64, copy=False), where)
+            return rows, False, np.bincount(rows[rows != PAD_ID], minlength=self._vocab) / \
+                max(np.count_nonzero(rows != PAD_ID), 1)
         if isinstance(X, str):
             stream = self._tokenizer_for(X, where).encode(X)
         elif isinstance(X, np.ndarray) and X.ndim == 1 and X.dtype.kind in "iu":
