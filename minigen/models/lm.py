@@ -125,6 +125,7 @@ class LanguageModel(DeepModel):
     """
 
     data_kind = "text"     # the command line gives it text (a str or a list of documents)
+    data_kind = "text"     # what the command line feeds it: a text stream or documents
     max_context = None     # positions a forward pass can see (None: unbounded)
     window = None          # tokens of history the next prediction depends on (None: all)
     _vocab_param = None    # a weight whose first axis is the vocabulary size
