@@ -550,8 +550,8 @@ class MLPLM(LanguageModel):
             idx = np.where(key_padding_mask, self._vocab, idx)
         padded = np.pad(idx, ((0, 0), (self.context - 1, 0)), constant_values=self._vocab)
         windows = np.lib.stride_tricks.sliding_window_view(padded, self.context, axis=1)
-        e = self.wte(windows).reshape(b, t, self.context * self.n_embd)
-        return self.out(self.drop(self.hidden(e).tanh()))
+        e = self.wte(windows).reshape(b * t, self.context * self.n_embd)
+        return self.out(self.drop(self.hidden(e).tanh())).reshape(b, t, -1)
 
 
 @register("transformer-lm")
