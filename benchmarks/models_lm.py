@@ -29,6 +29,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import importlib.util  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import subprocess  # noqa: E402
@@ -263,10 +264,9 @@ def main():
                                         init_path if cls is TransformerLM else None)
             print(f"{name:14s} held-out {results[name]['held_out']:.4f} nats/char  "
                   f"step {summary(results[name]['step_times'])}", flush=True)
-        try:
-            import torch  # noqa: F401
+        if importlib.util.find_spec("torch") is not None:
             results["PyTorch"] = run_torch(args, init_path)
-        except ImportError:
+        else:
             print("PyTorch is not installed: no reference row")
 
     print(f"\n| model | held-out loss (nats/char) | bits/char | train loss first -> last | "

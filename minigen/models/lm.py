@@ -169,9 +169,9 @@ class LanguageModel(DeepModel):
     def _rows(self, X, where, stride=1):
         """Text, documents or ids -> (rows, documents, unigram): int64 rows of at most
         block_size + 1 ids (padding is PAD_ID), whether X was a list of documents, and for a
-        stream (or rows) its token frequencies (where ``sample`` draws a first token). A stream gives
-        the windows of block_size + 1 tokens that start every ``stride`` tokens (a view, not
-        a copy)."""
+        stream (or rows) its token frequencies (where ``sample`` draws a first token). A
+        stream gives the windows of block_size + 1 tokens that start every ``stride`` tokens
+        (a view, not a copy)."""
         if isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype.kind in "iu":
             if self._vocab is None:
                 raise ValueError(f"{where}: fitting token ids needs vocab_size or a tokenizer")
