@@ -60,6 +60,14 @@ def load(spec, n=2000, rng=0, split=None):
                      ".npy, .csv or .txt file")
 
 
+def load_labels(spec, split=None):
+    """The class labels that go with ``load(spec, split=split)``: the digits have them."""
+    if spec not in IMAGE_SETS:
+        raise ValueError(f"{spec!r} has no class labels; a supervised model needs labelled "
+                         f"data ({', '.join(IMAGE_SETS)})")
+    return load_digits(split)[1]
+
+
 def load_file(path):
     """A .npy / .csv file as a checked (n, d) float array, or a .txt file as text."""
     if not os.path.isfile(path):

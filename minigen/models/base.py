@@ -21,6 +21,8 @@ class DeepModel(Module, Distribution):
     """``Module`` + the protocol. Subclasses store every constructor argument under its own
     name (so ``get_params`` and ``save_model`` work) and call ``super().__init__()`` first."""
 
+    default_steps = 2000    # the command line's budget when it is given neither steps nor epochs
+
     def fit(self, X, y=None, *, steps=None, epochs=None, batch_size=128, lr=1e-3,
             validation=None, rng=None, verbose=False, **train_options):
         """Train on X (and targets y where the model uses them) with ``minigen.train.train``.

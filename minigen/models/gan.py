@@ -75,7 +75,7 @@ class GAN(DeepModel):
 
     # --- networks from sizes ---------------------------------------------------------------
     @classmethod
-    def mlp(cls, x_dim, z_dim=2, hidden=(512, 512, 512), rng=None, **kwargs):
+    def mlp(cls, x_dim, z_dim=2, hidden=(128, 128, 128), rng=None, **kwargs):
         """MLP generator and discriminator with ``hidden`` ReLU layers (the WGAN-GP paper's
         toy networks use three layers of 512)."""
         rng = as_rng(rng)

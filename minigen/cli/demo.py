@@ -1,0 +1,183 @@
+"""``minigen demo``: the main job. Every family fitted briefly on built-in data, one comparison
+table per data set, and a gallery (a figure per family and a self-contained report.html).
+
+  * engine: an MLP classifier trained on the 8x8 digits (the autograd engine at work);
+  * two moons: KDE, Gaussian mixture, DDPM and WGAN-GP, scored on held-out points;
+  * digits (pixels scaled to [0, 1]): PCA -> Gaussian mixture, the auto-encoder family, VAE and
+    hierarchical VAE (on binarised digits, where their Bernoulli bound applies), a conv GAN and
+    a DDPM, each compared with held-out digits by sliced Wasserstein distance and MMD;
+  * text: bigram, MLP and Transformer language models on Python's own documentation.
+Which models run, with which options and budgets, is the data below (registry names).
+"""
+import os
+import sys
+import time
+
+import numpy as np
+
+from .. import functional as F
+from .. import metrics, nn
+from ..autograd import no_grad, tensor
+from ..data import load_digits, moons, sources
+from ..train import train
+from . import commands, report
+
+# (label, registry name, options for for_data, (steps, quick steps) or None for closed-form fits)
+MOONS = [
+    ("KDE (Scott)", "kde", {}, None),
+    ("KDE (leave-one-out CV)", "kde", {"bandwidth": "cv"}, None),
+    ("GaussianMixture (12, full)", "gmm", {"n_components": 12, "random_state": 0}, None),
+    ("DDPM (TimeMLP 3x128, T=1000)", "ddpm", {}, (4000, 1000)),
+    ("WGAN-GP (MLP 3x256)", "wgan-gp", {"hidden": (256, 256, 256)}, (3000, 500)),
+]
+DIGITS = [
+    ("PCA(16) -> GaussianMixture(10)", "latent", {}, None),
+    ("AutoEncoder(z=8) + GMM on codes", "ae", {"z_dim": 8}, (2000, 400)),
+    ("SupervisedAutoEncoder(z=8)", "supervised-ae", {"z_dim": 8, "n_classes": 10}, (2000, 400)),
+    ("SWAE(z=8, normal prior)", "swae", {"z_dim": 8}, (2000, 400)),
+    ("GAN (conv)", "gan", {"image_shape": (1, 8, 8), "z_dim": 16}, (3000, 500)),
+]
+BINARY_DIGITS = [
+    ("VAE(z=16)", "vae", {"z_dim": 16}, (3000, 500)),
+    ("HierarchicalVAE(z=16, 4)", "hvae", {}, (3000, 500)),
+]
+TEXT = [
+    ("Bigram", "bigram", {}, (1000, 300)),
+    ("MLPLM (context 8)", "mlp-lm", {}, (1500, 300)),
+    ("TransformerLM (2 layers, 64 wide)", "transformer-lm",
+     {"n_layer": 2, "n_head": 4, "n_embd": 64, "block_size": 64}, (600, 120)),
+]
+
+TEXT_CHARS = (600_000, 200_000)    # characters of the pydoc corpus used (full, quick)
+
+
+def _section(title):
+    print(f"\n== {title} " + "=" * max(0, 66 - len(title)), flush=True)
+
+
+class Classifier(nn.Module):
+    """An MLP classifier with the ``loss(batch)`` that the training loop expects."""
+
+    def __init__(self, sizes, rng=None):
+        super().__init__()
+        self.net = nn.MLP(sizes, activation="relu", rng=rng)
+
+    def forward(self, x):
+        return self.net(x)
+
+    def loss(self, batch):
+        x, y = batch
+        return F.cross_entropy(self(tensor(x)), y)
+
+    def predict(self, x):
+        with no_grad():
+            return self(tensor(x)).data.argmax(-1)
+
+
+def engine_demo(quick, log, rng=0):
+    """Train an MLP classifier on the 8x8 digits; return (test accuracy, test size)."""
+    Xtr, ytr = load_digits("train", dtype=np.float32)
+    Xte, yte = load_digits("test", dtype=np.float32)
+    clf = Classifier([64, 128, 128, 10], rng=rng)
+    train(clf, (Xtr / 16.0, ytr), steps=300 if quick else 1500, batch_size=64, lr=1e-3,
+          log_every=100 if quick else 500, rng=rng, out=log)
+    return float((clf.predict(Xte / 16.0) == yte).mean()), len(yte)
+
+
+def run_models(entries, train_data, test, labels, quick, quiet, seed=0):
+    """Fit each entry and evaluate it on ``test``; rows (label, result, seconds) and the
+    fitted models by label."""
+    rows, fitted = [], {}
+    for label, name, options, steps in entries:
+        budget = None if steps is None else steps[1 if quick else 0]
+        model, seconds = commands.fit_model(name, train_data, dict(options), budget,
+                                            quiet=quiet, seed=seed, labels=labels)
+        result = commands.evaluate(model, train_data, test, seed=seed)
+        rows.append((label, result, seconds))
+        fitted[label] = model
+        print(f"  {label}: fitted in {seconds:.1f} s", flush=True)
+    return rows, fitted
+
+
+def _gallery_figure(plot, rows, data, path, title):
+    panels = [("data", data)] + [(label, r["samples"]) for label, r, _ in rows]
+    if data.shape[1] == 64:
+        fig = plot.image_panels([(k, np.clip(v[:30], 0, 1)) for k, v in panels], cols=6,
+                                vmin=0, vmax=1, title=title)
+    else:
+        fig = plot.scatter_panels([(k, v) for k, v in panels], title=title)
+    return plot.save(fig, path)
+
+
+def demo(args, options=None):
+    quick, quiet, out = args.quick, args.quiet, args.out
+    log = open(os.devnull, "w") if quiet else sys.stdout
+    from .. import plot
+    drawing = plot.available()
+    sections, started = [], time.perf_counter()
+    print("minigen demo: estimate the distribution behind built-in data and sample from it")
+
+    _section("engine: an MLP classifier trained on the 8x8 digits")
+    acc, n_test = engine_demo(quick, log)
+    print(f"test accuracy: {acc:.3f} on {n_test} held-out digits")
+    sections.append(("Engine", None, [], f"MLP classifier on the 8x8 digits: test accuracy "
+                                         f"{acc:.3f} on {n_test} held-out digits."))
+
+    _section("two moons: held-out log-likelihood and sample quality")
+    X, Xte = moons(2000, rng=0), moons(2000, rng=1)
+    rows, _ = run_models(MOONS, X, Xte, None, quick, quiet)
+    ref = {"sw": metrics.sliced_wasserstein(moons(2000, rng=2), Xte, rng=0),
+           "mmd": metrics.mmd(moons(2000, rng=2), Xte)}
+    table = commands.table(rows, ref)
+    print(table)
+    figs = [_gallery_figure(plot, rows, X, os.path.join(out, "moons.png"),
+                            "two moons: data and samples")] if drawing else []
+    sections.append(("Two moons", table, figs, "log p is per point (the DDPM's is its "
+                     "variational bound); lower sliced W and MMD are better."))
+
+    _section("digits: generative models of 8x8 images")
+    (Xtr, ytr), (Xte, _) = load_digits("train"), load_digits("test")
+    Xtr, Xte = Xtr / 16.0, Xte / 16.0
+    rows, fitted = run_models(DIGITS, Xtr, Xte, ytr, quick, quiet)
+    Btr, Bte = (Xtr >= 0.5).astype(np.float64), (Xte >= 0.5).astype(np.float64)
+    brows, bfitted = run_models(BINARY_DIGITS, Btr, Bte, None, quick, quiet)
+    rows += [(label + " [binarised]", r, s) for label, r, s in brows]
+    ref = {"sw": metrics.sliced_wasserstein(Xtr[:len(Xte)], Xte, rng=0),
+           "mmd": metrics.mmd(Xtr[:len(Xte)], Xte)}
+    table = commands.table(rows, ref)
+    print(table)
+    figs = []
+    if drawing:
+        figs.append(_gallery_figure(plot, rows, Xte, os.path.join(out, "digits.png"),
+                                    "digits: held-out data and samples"))
+        ae = fitted[DIGITS[1][0]]
+        recon = ae.inverse_transform(ae.transform(Xte[:30]))
+        figs.append(plot.save(plot.image_panels([("held-out digits", Xte[:30]),
+                                                 ("auto-encoder reconstructions",
+                                                  np.clip(recon, 0, 1))], cols=6, vmin=0,
+                                                vmax=1), os.path.join(out, "reconstructions.png")))
+    sections.append(("Digits", table, figs, "log p: nats per image where a density exists "
+                     "(PCA -> GMM on [0, 1] pixels; the VAE bounds are on binarised pixels, a "
+                     "different space); the AE, SWAE and GAN define no density."))
+
+    _section("text: language models on Python's documentation")
+    text_train, text_test = commands.split(sources.load("pydoc")[:TEXT_CHARS[quick]])
+    rows, _ = run_models(TEXT, text_train, text_test[:20_000], None, quick, quiet)
+    table = commands.table(rows)
+    excerpts = [f"[{label}]\n{r['samples'][0]}" for label, r, _ in rows]
+    print(table)
+    for excerpt in excerpts:
+        print("\n" + excerpt)
+    figs = [plot.save(plot.text_panel("\n\n".join(excerpts), "generated text"),
+                      os.path.join(out, "text.png"))] if drawing else []
+    sections.append(("Text", table, figs, None))
+
+    seconds = time.perf_counter() - started
+    if drawing:
+        page = report.write(os.path.join(out, "report.html"), "minigen demo", sections)
+        print(f"\ngallery: {out}/ (open {page} in a browser); {seconds:.0f} s in all")
+    else:
+        print(f"\n{seconds:.0f} s in all. For the figures and report.html: "
+              "pip install 'minigen[plot]'")
+    return 0
+

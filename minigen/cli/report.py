@@ -1,0 +1,45 @@
+"""A self-contained HTML report: tables and figures in one file (figures embedded as base64
+PNG data, so the page opens in any browser with nothing beside it)."""
+import base64
+import html
+import os
+
+_STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}
+table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em}
+td{text-align:right}td:first-child{text-align:left}figure{margin:1.5em 0}
+img{max-width:100%}figcaption{color:#555}pre{background:#f6f6f6;padding:.8em}"""
+
+
+def markdown_table_to_html(text):
+    """A Markdown table (header, rule, rows) as an HTML table."""
+    rows = [line.strip().strip("|").split("|") for line in text.strip().splitlines()]
+    head, body = rows[0], rows[2:]
+    out = ["<table>", "<tr>" + "".join(f"<th>{html.escape(c.strip())}</th>" for c in head)
+           + "</tr>"]
+    out += ["<tr>" + "".join(f"<td>{html.escape(c.strip())}</td>" for c in row) + "</tr>"
+            for row in body]
+    return "\n".join(out + ["</table>"])
+
+
+def write(path, title, sections):
+    """sections: a list of (heading, markdown table or None, [figure paths], note or None)."""
+    parts = [f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(title)}"
+             f"</title><style>{_STYLE}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
+    for heading, table, figures, note in sections:
+        parts.append(f"<h2>{html.escape(heading)}</h2>")
+        if note:
+            parts.append(f"<p>{html.escape(note)}</p>")
+        if table:
+            parts.append(markdown_table_to_html(table))
+        for fig in figures:
+            with open(fig, "rb") as f:
+                data = base64.b64encode(f.read()).decode("ascii")
+            name = html.escape(os.path.basename(fig))
+            parts.append(f"<figure><img alt='{name}' src='data:image/png;base64,{data}'>"
+                         f"<figcaption>{name}</figcaption></figure>")
+    parts.append("</body></html>\n")
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write("\n".join(parts))
+    os.replace(tmp, path)
+    return path
