@@ -62,7 +62,7 @@ class Tensor:
     __hash__ = object.__hash__  # == is elementwise (as in PyTorch); hashing stays by identity
 
     def __init__(self, data, requires_grad=False, _ctx=None, _index=0):
-        if not _is_array(data):
+        if type(data) is not np.ndarray and not _is_array(data):
             data = _as_array(data, "Tensor")
         if requires_grad and data.dtype.kind not in "fc":
             raise TypeError(f"Tensor: requires_grad needs a floating dtype, got {data.dtype}")
@@ -282,11 +282,11 @@ class Function:
             results = tuple(Tensor(o) for o in outs)
         else:
             fn.inputs = tensors
-            fn.input_versions = [t._version for t in tensors]
+            fn.input_versions = [t._versions[0] for t in tensors]
             results = tuple(Tensor(o, requires_grad=True, _ctx=fn, _index=i)
                             for i, o in enumerate(outs))
         for r in results:
-            if getattr(r.data, "base", None) is not None:
+            if r.data.base is not None:
                 _share_versions(r, tensors)
         if needs:
             fn.outputs = [weakref.ref(r) for r in results]
@@ -308,7 +308,7 @@ class Function:
                 ("input", self.inputs, self.input_versions),
                 ("output", [ref() for ref in self.outputs], self.output_versions)):
             for i, (t, version) in enumerate(zip(tensors, versions)):
-                if t is not None and t._version != version:
+                if t is not None and t._versions[0] != version:
                     raise RuntimeError(
                         f"{type(self).__name__}.backward: {kind} {i} (shape {t.shape}) was "
                         f"modified in place after the forward pass (version {t._version}, "
