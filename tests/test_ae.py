@@ -43,6 +43,20 @@ def digits():
     return X, y, Xt, yt
 
 
+def test_load_digits_scales():
+    raw, y = load_digits("train")
+    unit, y_unit = load_digits("train", scale="unit")
+    binary = load_digits("train", scale="binary", dtype=np.uint8)[0]
+    np.testing.assert_array_equal(y, y_unit)
+    np.testing.assert_allclose(unit, raw / 16)
+    assert unit.max() == 1.0 and unit.min() == 0.0
+    np.testing.assert_array_equal(binary, (raw >= 8).astype(np.uint8))
+    with pytest.raises(ValueError, match="scale must be None, 'unit' or 'binary'"):
+        load_digits(scale="standard")
+    with pytest.raises(ValueError, match="scale='unit' needs a float dtype"):
+        load_digits(scale="unit", dtype=np.uint8)
+
+
 # --- the sliced Wasserstein distance -----------------------------------------------------
 @settings(max_examples=25)
 @given(n=st.integers(1, 30), m=st.integers(1, 30), p=st.sampled_from([1, 2, 3]),
