@@ -26,9 +26,9 @@ equal the in-memory ones to float64 rounding.
 * Sliced Wasserstein (Rabin et al. 2011) needs sorted projections, so it is split by direction:
   each task sorts the n + m projections on a group of directions.
 * ``sample(model, n)``: a Dask array whose blocks draw from independent, reproducible streams,
-  children of one ``SeedSequence`` (``Generator.spawn``).
+  children of one ``SeedSequence`` (``SeedSequence.spawn``), rebuilt identically if a lost
+  worker's block is recomputed.
 """
-import math
 import threading
 
 import numpy as np
@@ -118,11 +118,12 @@ def _spawn(rng, k):
 
 
 # ------------------------------------------------------------------ kernel sums
-def _pair_block(q, x, logw, chol, normalize, want_grad, same, block_id=None):
-    """One block pair's row (M, c, S[, S g]): l_ib, n_b, 1[, g_ib] for each query."""
-    q, x, logw = q[:, 0], x[0], logw[0, :, 0]
+def _pair_block(q, x, w, chol, normalize, want_grad, same, block_id=None):
+    """One block pair's row (M, c, S[, S g]): l_ib, n_b, 1[, g_ib] for each query (the blocks
+    arrive as q (m_a, 1, d), x (1, n_b, d), w (1, n_b, 1))."""
+    q, x = q[:, 0], x[0]
     with np.errstate(divide="ignore"):
-        logw = np.log(logw)
+        logw = np.log(w[0, :, 0])
     with _KERNEL_LOCK:
         if want_grad:
             out, grad = kde_kernel.log_kernel_sum_grad(q, x, chol=chol, log_weights=logw)
