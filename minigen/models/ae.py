@@ -241,6 +241,8 @@ class SupervisedAutoEncoder(AutoEncoder):
     labels in 0..n_classes-1. Fitted: ``latent_density_`` (all codes) and
     ``class_densities_`` (one per class, None for a class absent from the data)."""
 
+    needs_labels = True     # fit(X, y): the command line passes the data's labels
+
     needs_labels = True    # the command line fits it on labelled data (the digits)
 
     def __init__(self, x_dim, z_dim, n_classes, hidden=(256, 256), reconstruction="mse",
