@@ -152,7 +152,8 @@ def test_bad_input_raises_clear_errors():
 def test_latent_gaussian_code_equals_the_ppca_with_refitted_variances():
     stats = pytest.importorskip("scipy.stats")
     X = _correlated(5, 200, 5)
-    model = LatentDensity(PCA(2), GaussianMixture(1, covariance_type="diag", reg_covar=0.0, random_state=0)).fit(X)
+    code_density = GaussianMixture(1, covariance_type="diag", reg_covar=0.0, random_state=0)
+    model = LatentDensity(PCA(2), code_density).fit(X)
     pca, n = model.reducer, len(X)
     # The one-component mixture fits the codes' ML variances lambda (n-1)/n (zero mean).
     lam = pca.explained_variance_ * (n - 1) / n
