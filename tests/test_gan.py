@@ -6,7 +6,7 @@ import pytest
 import minigen as mg
 from minigen import nn
 from minigen.autograd import Tensor
-from minigen.distribution import NoDensityError
+from minigen.distribution import NoDensityError, NotFittedError
 from minigen.models import GAN, WGANGP
 from minigen.models.networks import MLPEncoder
 
@@ -146,6 +146,9 @@ def test_training_reports_named_losses_and_is_reproducible():
 
 def test_protocol_errors():
     model = GAN.mlp(x_dim=2, z_dim=2, hidden=(8,), rng=0)
+    with pytest.raises(NotFittedError, match="not fitted"):
+        model.sample(3)
+    model.fit(np.zeros((8, 2)), steps=1, batch_size=8)
     with pytest.raises(NoDensityError, match="GAN defines no density"):
         model.log_prob(np.zeros((3, 2)))
     with pytest.raises(NoDensityError):

@@ -5,6 +5,7 @@ Every model comes from the registry (``minigen.distribution.models()``): ``cls.f
 between commands. Nothing here knows one model from another.
 """
 import ast
+import inspect
 import json
 import os
 import time
@@ -123,6 +124,13 @@ def split(data, held_out=0.2, seed=0):
     return data[order[n_test:]], data[order[:n_test]]
 
 
+def held_out_score(model, data, seed=0):
+    """mean score_samples(data); a stochastic bound (one with an ``rng``) is drawn with
+    ``seed``, so the same checkpoint and data always give the same number."""
+    seeded = "rng" in inspect.signature(model.score_samples).parameters
+    return model.score(data, **({"rng": seed} if seeded else {}))
+
+
 # --- fit / sample / score ----------------------------------------------------------------------
 def fit(args, options):
     data = load_data(args.data)
@@ -163,7 +171,7 @@ def score(args, options):
     model = _load(args.model_file)
     data = load_data(args.data)
     try:
-        value = model.score(data)
+        value = held_out_score(model, data, args.seed)
     except NoDensityError as err:
         print(f"{args.model_file}: {err}")
         return 1
@@ -181,7 +189,7 @@ def evaluate(model, train, test, seed=0):
                 "perplexity": scores["perplexity"], "sw": None, "mmd": None,
                 "samples": model.sample(3, rng=seed, max_new_tokens=200)}
     try:
-        ll = model.score(test)
+        ll = held_out_score(model, test, seed)
     except NoDensityError:
         ll = None
     S = np.asarray(model.sample(len(test), rng=seed), dtype=np.float64).reshape(len(test), -1)
