@@ -166,7 +166,7 @@ def _quiet_inliner_check(numba):
         import warnings
         warnings.filterwarnings(
             "ignore", category=numba.errors.NumbaIRAssumptionWarning,
-            message=r".*(exp_f64|exp_f32|lse_|reciprocal|_element|_online_max_sum|_dist_pass"
+            message=r".*(exp_|lse_|reciprocal|_element|_online_max_sum|_dist_pass|_tile_max"
                     r"|_span)")
 
 

@@ -24,7 +24,7 @@ from . import _math
 from ._dispatch import _xp, choose, launch, lazy_cuda_jit, lazy_njit, prange, register
 
 cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
-_exp, _fmax = _math.exp_cpu, _math.fmax
+_expn, _fmax = _math.exp_nonpositive_cpu, _math.fmax
 _lse_push_gpu, _lse_value_cpu, _lse_value_gpu = _math.lse_push_gpu, _math.lse_value_cpu, _math.lse_value_gpu
 _reciprocal_gpu = _math.reciprocal_gpu
 
@@ -123,25 +123,14 @@ def reference_core(Qw, Xw, logw, exclude_self, want_grad):
 
 # ------------------------------------------------------------------ Numba CPU
 @lazy_njit(inline="always", fastmath=_math.FASTMATH)
-def _dist_pass(v, XsT, logw, Qs, i, k, t0, t, first, two, last):
+def _dist_pass(v, XsT, logw, Qs, i, k, t0, t, first, two):
     """One vectorised pass over the tile: v_j (= logw_j if ``first``) -= (qs_ik - xs_kj)^2,
-    for dimension k and, if ``two``, k + 1 too; returns the tile max if ``last`` (else -inf).
-    Coordinates are pre-scaled by sqrt(1/2), so each dimension costs a subtraction and an FMA.
+    for dimension k and, if ``two``, k + 1 too.  Coordinates are pre-scaled by sqrt(1/2), so
+    each dimension costs a subtraction and an FMA.
     """
-    tmax = -np.inf
     q0 = Qs[i, k]
     q1 = Qs[i, k + 1] if two else 0.0
-    if first and two and last:                        # d = 2: the whole distance, one pass
-        for j in range(t):
-            a, b = q0 - XsT[k, t0 + j], q1 - XsT[k + 1, t0 + j]
-            v[j] = logw[t0 + j] - a * a - b * b
-            tmax = _fmax(tmax, v[j])
-    elif two and last:
-        for j in range(t):
-            a, b = q0 - XsT[k, t0 + j], q1 - XsT[k + 1, t0 + j]
-            v[j] = v[j] - a * a - b * b
-            tmax = _fmax(tmax, v[j])
-    elif two and first:
+    if two and first:
         for j in range(t):
             a, b = q0 - XsT[k, t0 + j], q1 - XsT[k + 1, t0 + j]
             v[j] = logw[t0 + j] - a * a - b * b
@@ -149,25 +138,37 @@ def _dist_pass(v, XsT, logw, Qs, i, k, t0, t, first, two, last):
         for j in range(t):
             a, b = q0 - XsT[k, t0 + j], q1 - XsT[k + 1, t0 + j]
             v[j] = v[j] - a * a - b * b
-    elif last:                                        # d = 1
-        for j in range(t):
-            a = q0 - XsT[k, t0 + j]
-            v[j] = logw[t0 + j] - a * a
-            tmax = _fmax(tmax, v[j])
     else:                                             # odd d: dimension 0 alone, first
         for j in range(t):
             a = q0 - XsT[k, t0 + j]
             v[j] = logw[t0 + j] - a * a
-    return tmax
+
+
+@lazy_njit(inline="always", fastmath=_math.FASTMATH)
+def _tile_max(v, t):
+    """max(v[:t]) ignoring NaN, in four independent chains: without fast-math nnan LLVM does
+    not vectorise a max reduction, but it packs these chains (measured 1.5x faster on the
+    whole kernel than a max fused into the distance pass)."""
+    m0 = m1 = m2 = m3 = -np.inf
+    j = 0
+    while j + 4 <= t:
+        m0, m1 = _fmax(m0, v[j]), _fmax(m1, v[j + 1])
+        m2, m3 = _fmax(m2, v[j + 2]), _fmax(m3, v[j + 3])
+        j += 4
+    for j in range(j, t):
+        m0 = _fmax(m0, v[j])
+    return _fmax(_fmax(m0, m1), _fmax(m2, m3))
 
 
 @lazy_njit(parallel=True, cache=True, fastmath=_math.FASTMATH)
 def _numba_core(Qs, XsT, logw, skip_self, want_grad, out, grad):
     """Per query i, per tile of TILE points: v_j = logw_j - ||qs_i - xs_j||^2 (coordinates
     scaled by sqrt(1/2); XsT is (d, n)) in vectorised passes of two dimensions (one first if
-    d is odd), the tile max in the last pass, the rescale S *= exp(M_old - M), then
-    S += sum_j exp(v_j - M) with the polynomial exp (and acc += sum_j exp(v_j - M) xs_j for
-    the gradient, returned as sqrt(2) (acc / S - qs_i)).
+    d is odd), the tile max, the rescale S *= exp(M_old - M), then S += sum_j exp(v_j - M)
+    with the polynomial exp (and acc += sum_j exp(v_j - M) xs_j for the gradient, returned as
+    sqrt(2) (acc / S - qs_i)).  As in the reference, a NaN v_ij makes out_i NaN (through the
+    sum, or found by a scan of a tile whose max, which ignores NaN, is -inf or +inf), a +inf
+    one (and no NaN) makes it +inf, and the gradient of a non-finite out_i is NaN.
     """
     m, d, n = Qs.shape[0], XsT.shape[0], XsT.shape[1]
     rows = ROWS
@@ -182,17 +183,14 @@ def _numba_core(Qs, XsT, logw, skip_self, want_grad, out, grad):
             for t0 in range(0, n, TILE):
                 t = min(n, t0 + TILE) - t0
                 k = d % 2
-                tmax = -np.inf
                 if k == 1:
-                    tmax = _dist_pass(v, XsT, logw, Qs, i, 0, t0, t, True, False, d == 1)
+                    _dist_pass(v, XsT, logw, Qs, i, 0, t0, t, True, False)
                 while k < d:
-                    tmax = _dist_pass(v, XsT, logw, Qs, i, k, t0, t, k == 0, True, k + 2 == d)
+                    _dist_pass(v, XsT, logw, Qs, i, k, t0, t, k == 0, True)
                     k += 2
                 if t0 <= skip < t0 + t:               # leave-one-out: one tile per query
                     v[skip - t0] = -np.inf
-                    tmax = -np.inf
-                    for j in range(t):
-                        tmax = _fmax(tmax, v[j])
+                tmax = _tile_max(v, t)
                 if tmax == -np.inf or tmax == np.inf:  # the max ignored NaN: look for it here
                     for j in range(t):
                         nan |= v[j] != v[j]
@@ -206,7 +204,7 @@ def _numba_core(Qs, XsT, logw, skip_self, want_grad, out, grad):
                     M = tmax
                 s = 0.0
                 for j in range(t):
-                    e = _exp(v[j] - M)                # NaN in v (not the max) reaches s here
+                    e = _expn(v[j] - M)                # NaN in v (not the max) reaches s here
                     v[j] = e
                     s += e
                 S += s

@@ -25,7 +25,7 @@ from ._dispatch import (_xp, both, check_float, choose, launch, lazy_cuda_jit, l
                         register)
 
 cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
-_exp, _fmax = _math.exp_cpu, _math.fmax
+_exp, _expn, _fmax = _math.exp_cpu, _math.exp_nonpositive_cpu, _math.fmax
 CHUNK = 256
 CUDA_THREADS = 128
 for _name in ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
@@ -149,12 +149,12 @@ def _online_max_sum(row, chunk_max, dst):
         s = 0.0
         if write:
             for k in range(c0, c1):
-                e = _exp(row[k] - shift)
+                e = _expn(row[k] - shift)
                 dst[k] = e
                 s += e
         else:
             for k in range(c0, c1):
-                s += _exp(row[k] - shift)
+                s += _expn(row[k] - shift)
         S += s
     return M, S
 
@@ -225,7 +225,7 @@ def _numba_cross_entropy_backward(z, t, keep, g, out):
         M, S = _online_max_sum(row, np.empty((K + CHUNK - 1) // CHUNK, z.dtype), row[:0])
         f = g[r] * _reciprocal_cpu(S) if keep[r] else 0.0 * S     # NaN rows stay NaN
         for k in range(K):
-            dst[k] = f * _exp(row[k] - M)
+            dst[k] = f * _expn(row[k] - M)
         if keep[r]:
             dst[t[r]] -= g[r]
 
