@@ -12,12 +12,16 @@
 * softmax and log_softmax, 4096 x 4096 float32, forward + backward, against PyTorch autograd.
 * the engine benchmark's conv layers (128x1x28x28; conv 1->32 3x3 pad 1; conv 32->64 3x3
   stride 2 pad 1), forward + both gradients, against PyTorch autograd.
+  PyTorch is timed in a process of its own (``--torch softmax|conv``), as in engine.py: its
+  OpenMP workers and OpenBLAS/Numba threads slow each other down in one process.
 * DDPM step over 10M float32 elements: effective bandwidth (3 arrays read, 1 written) as a
   fraction of np.copyto's over the same arrays.
 """
 import argparse
+import json
 import math
 import os
+import subprocess
 import sys
 import time
 
@@ -33,7 +37,7 @@ def exp_bound_rate(tile=512):
     """Exps per second of the kernels' polynomial exp in a bare parallel loop over L1 tiles."""
     import numba
     _dispatch.materialize(vars(_math), "cpu")
-    exp = _math.exp_cpu
+    exp = _math.exp_nonpositive_cpu                    # the exp the KDE kernel runs
 
     @numba.njit(parallel=True, fastmath=_math.FASTMATH)
     def bound(rows, cols):
@@ -89,14 +93,60 @@ def bench_kde(quick):
               f"{ours / sp:.1f}x | {ours / sk:.1f}x | {ours / rf:.1f}x | {ours / bd:.0%} |")
 
 
-def bench_softmax(quick):
-    import torch
+def _softmax_inputs(quick):
     n = 1024 if quick else 4096
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(n, n)).astype(np.float32)
-    g = rng.normal(size=(n, n)).astype(np.float32)
-    print("\n| 4096x4096 float32 fwd+bwd" if not quick else "\n| 1024x1024 float32 fwd+bwd",
-          "| minigen ms | NumPy ref ms | torch ms | minigen / torch |")
+    return (rng.normal(size=(n, n)).astype(np.float32),
+            rng.normal(size=(n, n)).astype(np.float32))
+
+
+def _conv_inputs(quick):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32 if quick else 128, 1, 28, 28)).astype(np.float32)
+    w1 = (0.3 * rng.normal(size=(32, 1, 3, 3))).astype(np.float32)
+    w2 = (0.05 * rng.normal(size=(64, 32, 3, 3))).astype(np.float32)
+    return x, w1, w2
+
+
+def torch_times(which, quick):
+    """PyTorch's times (seconds) for ``which``; run in its own process by ``_torch``."""
+    import torch
+    torch.set_num_threads(max(1, os.cpu_count()))
+    if which == "softmax":
+        x, g = _softmax_inputs(quick)
+        xt, gt = torch.tensor(x, requires_grad=True), torch.tensor(g)
+        times = {}
+        for name in ("softmax", "log_softmax"):
+            op = getattr(torch, name)
+
+            def theirs():
+                xt.grad = None
+                op(xt, -1).backward(gt)
+            times[name] = best_time(theirs, 5)
+        return times
+    x, w1, w2 = _conv_inputs(quick)
+    F = torch.nn.functional
+    xt = torch.tensor(x)
+    wt1, wt2 = torch.tensor(w1, requires_grad=True), torch.tensor(w2, requires_grad=True)
+
+    def theirs():
+        wt1.grad = wt2.grad = None
+        F.conv2d(F.conv2d(xt, wt1, padding=1), wt2, stride=2, padding=1).sum().backward()
+    return {"conv": best_time(theirs, 5)}
+
+
+def _torch(which, quick):
+    done = subprocess.run([sys.executable, os.path.abspath(__file__), "--torch", which]
+                          + (["--quick"] if quick else []), capture_output=True, text=True,
+                          check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_softmax(quick):
+    x, g = _softmax_inputs(quick)
+    theirs = _torch("softmax", quick)
+    print(f"\n| {x.shape[0]}x{x.shape[1]} float32 fwd+bwd",
+          "| minigen ms | NumPy ref ms | torch ms (own process) | minigen / torch |")
     print("|---|---|---|---|---|")
     for name in ("softmax", "log_softmax"):
         fwd, bwd = getattr(softmax, name), getattr(softmax, name + "_backward")
@@ -104,25 +154,13 @@ def bench_softmax(quick):
         def ours(impl):
             return lambda: bwd(fwd(x, impl=impl), g, impl=impl)
 
-        xt, gt = torch.tensor(x, requires_grad=True), torch.tensor(g)
-        op = getattr(torch, name)
-
-        def theirs():
-            xt.grad = None
-            op(xt, -1).backward(gt)
-
-        t_ours, t_ref, t_torch = (best_time(f, 5) * 1e3 for f in (ours("numba"),
-                                                                    ours("reference"), theirs))
+        t_ours, t_ref = (best_time(f, 5) * 1e3 for f in (ours("numba"), ours("reference")))
+        t_torch = theirs[name] * 1e3
         print(f"| {name} | {t_ours:.1f} | {t_ref:.1f} | {t_torch:.1f} | {t_ours / t_torch:.2f}x |")
 
 
 def bench_conv(quick):
-    import torch
-    F = torch.nn.functional
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(32 if quick else 128, 1, 28, 28)).astype(np.float32)
-    w1 = (0.3 * rng.normal(size=(32, 1, 3, 3))).astype(np.float32)
-    w2 = (0.05 * rng.normal(size=(64, 32, 3, 3))).astype(np.float32)
+    x, w1, w2 = _conv_inputs(quick)
     one, pad, s2 = (1, 1), (1, 1), (2, 2)
 
     def ours(impl):
@@ -135,17 +173,10 @@ def bench_conv(quick):
             conv.conv2d_weight_grad(x, gh, w1.shape, one, pad, one, impl=impl)
         return run
 
-    xt = torch.tensor(x)
-    wt1, wt2 = torch.tensor(w1, requires_grad=True), torch.tensor(w2, requires_grad=True)
-
-    def theirs():
-        wt1.grad = wt2.grad = None
-        F.conv2d(F.conv2d(xt, wt1, padding=1), wt2, stride=2, padding=1).sum().backward()
-
-    t_ours, t_ref, t_torch = (best_time(f, 5) * 1e3 for f in (ours("numba"), ours("reference"),
-                                                                theirs))
-    print(f"\n| conv layers {x.shape[0]}x1x28x28 fwd+bwd | minigen ms | NumPy ref ms | torch ms "
-          "| minigen / torch |\n|---|---|---|---|---|")
+    t_torch = _torch("conv", quick)["conv"] * 1e3
+    t_ours, t_ref = (best_time(f, 5) * 1e3 for f in (ours("numba"), ours("reference")))
+    print(f"\n| conv layers {x.shape[0]}x1x28x28 fwd+bwd | minigen ms | NumPy ref ms "
+          "| torch ms (own process) | minigen / torch |\n|---|---|---|---|---|")
     print(f"| conv 1->32, conv 32->64 s2 | {t_ours:.1f} | {t_ref:.1f} | {t_torch:.1f} | "
           f"{t_ours / t_torch:.2f}x |")
 
@@ -197,7 +228,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
     parser.add_argument("--only", choices=["kde", "softmax", "conv", "diffusion", "compile"])
+    parser.add_argument("--torch", choices=["softmax", "conv"], help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.torch:
+        print(json.dumps(torch_times(args.torch, args.quick)))
+        return
     import numba
     print(f"machine: {machine()}; numba {numba.__version__}")
     start = time.perf_counter()
