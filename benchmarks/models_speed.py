@@ -1,0 +1,141 @@
+"""One training step of the digits DDPM's TinyUNet, minigen against the same network in PyTorch.
+
+    python benchmarks/models_speed.py [--rounds 5] [--steps 20]
+
+The step: eps_hat = TinyUNet(x_t, t) on a batch of 64 8x8 one-channel images (channels 32,
+time embedding 32, SiLU, GroupNorm with 8 groups), mean squared error against eps, backward,
+Adam.  PyTorch runs in a process of its own each round (its OpenMP workers and NumPy's
+OpenBLAS/Numba threads slow each other down in one process); the rounds alternate between
+the two libraries so load from other jobs hits both alike.  Prints the median and range of
+the per-round ratio minigen / PyTorch (lower is better; issue 15's target is <= 1.2x).
+"""
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import best_time, machine  # noqa: E402
+
+BATCH, SIZE, CHANNELS, EMB, GROUPS = 64, 8, 32, 32, 8
+
+
+def batch():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((BATCH, 1, SIZE, SIZE)).astype(np.float32)
+    eps = rng.standard_normal(x.shape).astype(np.float32)
+    t = rng.integers(0, 1000, BATCH)
+    return x, eps, t
+
+
+def minigen_step():
+    import minigen as mg
+    from minigen import functional as F
+    from minigen import optim
+    from minigen.models.denoisers import TinyUNet
+    net = TinyUNet(1, CHANNELS, EMB, "silu", GROUPS, rng=0)
+    opt = optim.Adam(net.parameters(), lr=1e-3)
+    x, eps, t = batch()
+    xt, et = mg.tensor(x), mg.tensor(eps)
+
+    def step():
+        opt.zero_grad()
+        F.mse_loss(net(xt, t), et).backward()
+        opt.step()
+    return step
+
+
+def torch_step():
+    import torch
+    from torch import nn
+    F = torch.nn.functional
+
+    class ResBlock(nn.Module):
+        def __init__(self, cin, cout, tdim):
+            super().__init__()
+            self.norm1, self.conv1 = nn.GroupNorm(GROUPS, cin), nn.Conv2d(cin, cout, 3, padding=1)
+            self.time = nn.Linear(tdim, cout)
+            self.norm2, self.conv2 = nn.GroupNorm(GROUPS, cout), nn.Conv2d(cout, cout, 3, padding=1)
+            self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else None
+
+        def forward(self, x, temb):
+            h = self.conv1(F.silu(self.norm1(x)))
+            h = self.norm2(h) + self.time(temb)[:, :, None, None]
+            h = self.conv2(F.silu(h))
+            return (x if self.skip is None else self.skip(x)) + h
+
+    class TinyUNet(nn.Module):
+        def __init__(self, c=CHANNELS):
+            super().__init__()
+            self.time = nn.Linear(EMB, 2 * c)
+            self.conv_in = nn.Conv2d(1, c, 3, padding=1)
+            self.down = ResBlock(c, c, 2 * c)
+            self.downsample = nn.Conv2d(c, 2 * c, 3, stride=2, padding=1)
+            self.mid = ResBlock(2 * c, 2 * c, 2 * c)
+            self.upconv = nn.Conv2d(2 * c, c, 3, padding=1)
+            self.up = ResBlock(2 * c, c, 2 * c)
+            self.norm_out, self.conv_out = nn.GroupNorm(GROUPS, c), nn.Conv2d(c, 1, 3, padding=1)
+
+        def forward(self, x, temb):
+            temb = F.silu(self.time(temb))
+            skip = self.down(self.conv_in(x), temb)
+            h = self.mid(self.downsample(skip), temb)
+            h = self.upconv(F.interpolate(h, scale_factor=2, mode="nearest"))
+            h = self.up(torch.cat([h, skip], 1), temb)
+            return self.conv_out(F.silu(self.norm_out(h)))
+
+    torch.manual_seed(0)
+    net = TinyUNet()
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    x, eps, t = batch()
+    half = EMB // 2
+    freqs = np.exp(-math.log(10000.0) * np.arange(half) / half)
+    emb = np.concatenate([np.sin(t[:, None] * freqs), np.cos(t[:, None] * freqs)], 1)
+    xt, et, tt = (torch.from_numpy(a.astype(np.float32)) for a in (x, eps, emb))
+
+    def step():
+        opt.zero_grad()
+        F.mse_loss(net(xt, tt), et).backward()
+        opt.step()
+    return step
+
+
+def torch_time(steps):
+    import torch
+    torch.set_num_threads(max(1, os.cpu_count()))
+    return best_time(torch_step(), repeat=3, number=steps, warmup=3)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=20, help="steps per timing")
+    parser.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.torch_only:
+        print(json.dumps(torch_time(args.steps)))
+        return
+    ours = minigen_step()
+    ratios, times = [], []
+    for _ in range(args.rounds):
+        done = subprocess.run([sys.executable, os.path.abspath(__file__), "--torch-only",
+                               "--steps", str(args.steps)], capture_output=True, text=True,
+                              check=True)
+        t_torch = json.loads(done.stdout.strip().splitlines()[-1])
+        t_ours = best_time(ours, repeat=3, number=args.steps, warmup=3)
+        ratios.append(t_ours / t_torch)
+        times.append((t_ours, t_torch))
+    med = float(np.median(ratios))
+    print(f"machine: {machine()}")
+    print(f"TinyUNet training step, batch {BATCH}, {SIZE}x{SIZE}: "
+          f"minigen {np.median([a for a, _ in times]) * 1e3:.1f} ms, "
+          f"PyTorch {np.median([b for _, b in times]) * 1e3:.1f} ms (medians of {args.rounds}); "
+          f"ratio median {med:.2f}x, range {min(ratios):.2f}-{max(ratios):.2f}x")
+
+
+if __name__ == "__main__":
+    main()
