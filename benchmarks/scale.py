@@ -79,7 +79,7 @@ def run(case, made, repeat):
                   "Dask threads": lambda: case["dask"](*case["inputs"])}
     for workers, (_, client) in made.items():
         inputs = client.persist(case["inputs"])
-        distributed.wait(inputs)
+        client.gather(distributed.futures_of(inputs))          # wait until they are there
 
         def on_cluster(client=client, inputs=inputs):
             with dask.config.set(scheduler=client):
@@ -110,7 +110,7 @@ def main():
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     kde = (8_000, 2_000, 2_000) if args.quick else (20_000, 5_000, 5_000)
-    gmm = (40_000, 10_000) if args.quick else (200_000, 50_000)
+    gmm = (40_000, 10_000) if args.quick else (100_000, 25_000)
     made = clusters()
     try:
         print(f"Machine: {machine()}; load average {os.getloadavg()[0]:.1f} at the start")
