@@ -106,7 +106,7 @@ def minigen_rows(seed, epochs):
     y, yt = load_digits("train")[1], load_digits("test")[1]
     rng = np.random.default_rng(seed)
     fit = dict(epochs=epochs, batch_size=BATCH, lr=LR, rng=seed)
-    common = dict(hidden=HIDDEN, random_state=seed)
+    common = dict(hidden=HIDDEN, rng=seed)
     models = {
         "VAE": VAE(64, Z, **common).fit(X, **fit),
         "HierarchicalVAE": HierarchicalVAE(64, (16, 4), **common).fit(X, **fit),
@@ -146,7 +146,7 @@ def speed(repeats=5, epochs=5):
     X = binary_digits()[0]
     ours, theirs = [], []
     for r in range(repeats):
-        model = VAE(64, Z, hidden=HIDDEN, random_state=r)
+        model = VAE(64, Z, hidden=HIDDEN, rng=r)
         model.fit(X, epochs=epochs, batch_size=BATCH, lr=LR, rng=r)
         ours.append(model.history_.seconds / epochs)
         theirs.append(run_torch(r, epochs)["sec_per_epoch"])

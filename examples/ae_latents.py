@@ -31,7 +31,7 @@ def main(argv=None):
 
     X, y = load_digits("train", scale="unit")
     Xt, yt = load_digits("test", scale="unit")
-    common = dict(hidden=(256, 128), reconstruction="bernoulli", random_state=args.seed)
+    common = dict(hidden=(256, 128), reconstruction="bernoulli", rng=args.seed)
     fit = dict(epochs=args.epochs, lr=2e-3, rng=args.seed)
     ae = AutoEncoder(64, 2, **common).fit(X, **fit)
     sup = SupervisedAutoEncoder(64, 2, 10, **common).fit(X, y, **fit)

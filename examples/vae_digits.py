@@ -31,10 +31,10 @@ def main(argv=None):
     Xt, yt = load_digits("test", scale="binary")
     fit = dict(epochs=args.epochs, lr=2e-3, rng=args.seed)
     models = {
-        "VAE, z in R^2": VAE(64, 2, random_state=args.seed).fit(X, **fit),
-        "VAE, z in R^8": VAE(64, 8, random_state=args.seed).fit(X, **fit),
+        "VAE, z in R^2": VAE(64, 2, rng=args.seed).fit(X, **fit),
+        "VAE, z in R^8": VAE(64, 8, rng=args.seed).fit(X, **fit),
         "hierarchical VAE (16, 4)": HierarchicalVAE(64, (16, 4), warmup_steps=200,
-                                                    random_state=args.seed).fit(X, **fit),
+                                                    rng=args.seed).fit(X, **fit),
     }
     p = np.clip(X.mean(0), 1e-3, 1 - 1e-3)
     baseline = -np.mean((Xt * np.log(p) + (1 - Xt) * np.log1p(-p)).sum(1))

@@ -121,13 +121,13 @@ def test_networks_shapes_params_and_errors():
 
 # --- gradients of every loss -------------------------------------------------------------
 @pytest.mark.parametrize("make", [
-    lambda: AutoEncoder(5, 2, hidden=(3,), activation="tanh", random_state=0),
+    lambda: AutoEncoder(5, 2, hidden=(3,), activation="tanh", rng=0),
     lambda: AutoEncoder(5, 2, hidden=(3,), reconstruction="bernoulli", activation="tanh",
-                        random_state=0),
+                        rng=0),
     lambda: SWAE(5, 2, hidden=(3,), prior="ring", n_projections=4, activation="tanh",
-                 random_state=0),
+                 rng=0),
     lambda: AutoEncoder(16, 2, image_shape=(1, 4, 4), channels=(2,), activation="tanh",
-                        random_state=0),
+                        rng=0),
 ], ids=["ae-mse", "ae-bernoulli", "swae", "ae-conv"])
 def test_loss_gradients(make):
     model = make()
@@ -136,7 +136,7 @@ def test_loss_gradients(make):
 
 
 def test_supervised_loss_gradients():
-    model = SupervisedAutoEncoder(5, 2, 3, hidden=(3,), activation="tanh", random_state=0)
+    model = SupervisedAutoEncoder(5, 2, 3, hidden=(3,), activation="tanh", rng=0)
     rng = np.random.default_rng(2)
     assert gradcheck_loss(model, (rng.random((6, 5)), np.array([0, 1, 2, 0, 1, 2])))
 
@@ -145,7 +145,7 @@ def test_supervised_loss_gradients():
 @pytest.fixture(scope="module")
 def trained_ae(digits):
     X = digits[0]
-    return AutoEncoder(64, 4, hidden=(128,), random_state=0).fit(X, epochs=40, lr=3e-3, rng=0)
+    return AutoEncoder(64, 4, hidden=(128,), rng=0).fit(X, epochs=40, lr=3e-3, rng=0)
 
 
 def test_autoencoder_learns_and_beats_pca(digits, trained_ae):
@@ -172,7 +172,7 @@ def test_autoencoder_samples_from_its_latent_density(digits, trained_ae):
     # transform / inverse_transform make it a reducer for LatentDensity
     latent = LatentDensity(trained_ae, GaussianMixture(3, random_state=0), fit_reducer=False)
     assert latent.fit(X[:300]).sample(5, rng=0).shape == (5, 64)
-    kde_ae = AutoEncoder(64, 2, hidden=(8,), random_state=0).fit(X, steps=3, latent_density="kde")
+    kde_ae = AutoEncoder(64, 2, hidden=(8,), rng=0).fit(X, steps=3, latent_density="kde")
     assert type(kde_ae.latent_density_).__name__ == "KDE"
 
 
@@ -197,7 +197,7 @@ def test_autoencoder_errors(digits):
 
 def test_supervised_autoencoder_classifies_and_generates_by_class(digits):
     X, y, Xt, yt = digits
-    model = SupervisedAutoEncoder(64, 8, 10, hidden=(128,), random_state=0)
+    model = SupervisedAutoEncoder(64, 8, 10, hidden=(128,), rng=0)
     model.fit(X, y, epochs=30, lr=3e-3, rng=0)
     assert np.mean(model.predict(Xt) == yt) > 0.9
     proba = model.predict_proba(Xt[:5])
@@ -218,7 +218,7 @@ def test_supervised_autoencoder_classifies_and_generates_by_class(digits):
 @pytest.mark.parametrize("prior", ["uniform", "ring"])
 def test_swae_pulls_codes_to_the_prior(prior):
     X = make_toy("moons", 1000, rng=0)
-    model = SWAE(2, 2, prior=prior, hidden=(32,), random_state=0)
+    model = SWAE(2, 2, prior=prior, hidden=(32,), rng=0)
     initial_codes = model.encode(Tensor(X.astype(np.float32))).numpy()
     before = sliced_wasserstein(initial_codes, model.sample_prior(1000, rng=1), rng=0)
     model.fit(X, steps=300, lr=3e-3, rng=0)

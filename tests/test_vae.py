@@ -65,7 +65,7 @@ def test_iwae_approaches_the_exact_log_likelihood_of_a_linear_gaussian_model():
     """With hidden=() the decoder is x = W z + b + N(0, diag sigma^2), so
     log p(x) = log N(x; b, W W^T + diag sigma^2): every bound lies below it and IWAE_k
     closes the gap as k grows."""
-    model = VAE(3, 2, hidden=(), likelihood="gaussian", random_state=0).double()
+    model = VAE(3, 2, hidden=(), likelihood="gaussian", rng=0).double()
     model.n_features_in_ = 3
     linear = model.decoder.net[0]
     W, b = linear.weight.numpy(), linear.bias.numpy()
@@ -86,14 +86,14 @@ def test_iwae_approaches_the_exact_log_likelihood_of_a_linear_gaussian_model():
 
 
 @pytest.mark.parametrize("make", [
-    lambda: VAE(5, 2, hidden=(3,), activation="tanh", random_state=0),
+    lambda: VAE(5, 2, hidden=(3,), activation="tanh", rng=0),
     lambda: VAE(5, 2, hidden=(3,), likelihood="gaussian", beta=0.5, activation="tanh",
-                random_state=0),
-    lambda: VAE(16, 2, image_shape=(1, 4, 4), channels=(2,), activation="tanh", random_state=0),
+                rng=0),
+    lambda: VAE(16, 2, image_shape=(1, 4, 4), channels=(2,), activation="tanh", rng=0),
     lambda: HierarchicalVAE(5, (3, 2), hidden=(3,), latent_hidden=(3,), activation="tanh",
-                            random_state=0),
+                            rng=0),
     lambda: HierarchicalVAE(5, (3, 2), hidden=(3,), latent_hidden=(3,), free_bits=0.01,
-                            likelihood="gaussian", activation="tanh", random_state=0),
+                            likelihood="gaussian", activation="tanh", rng=0),
 ], ids=["vae", "vae-gaussian", "vae-conv", "hvae", "hvae-free-bits"])
 def test_loss_gradients(make):
     model = make()
@@ -103,12 +103,12 @@ def test_loss_gradients(make):
 
 def test_hvae_warm_up_and_free_bits():
     model = HierarchicalVAE(4, (3, 2), hidden=(5,), latent_hidden=(5,), beta=2.0,
-                            warmup_steps=10, random_state=0)
+                            warmup_steps=10, rng=0)
     assert [model.kl_weight(t) for t in (1, 5, 10, 50)] == [0.2, 1.0, 2.0, 2.0]
     # free bits above every per-dimension KL: the KL term is exactly lambda per dimension
     batch = (np.random.default_rng(0).random((8, 4)) > 0.5).astype(np.float32)
     model = HierarchicalVAE(4, (3, 2), hidden=(5,), latent_hidden=(5,), free_bits=50.0,
-                            random_state=0).eval()
+                            rng=0).eval()
     model._rng = np.random.default_rng(3)
     loss = model.loss(batch).item()
     x = Tensor(batch)
@@ -123,9 +123,9 @@ def test_hvae_warm_up_and_free_bits():
 def trained(binary_digits):
     X = binary_digits[0]
     return {
-        "vae": VAE(64, 8, hidden=(128,), random_state=0).fit(X, epochs=25, lr=3e-3, rng=0),
+        "vae": VAE(64, 8, hidden=(128,), rng=0).fit(X, epochs=25, lr=3e-3, rng=0),
         "hvae": HierarchicalVAE(64, (8, 4), hidden=(128,), latent_hidden=(32,),
-                                warmup_steps=100, random_state=0)
+                                warmup_steps=100, rng=0)
         .fit(X, epochs=25, lr=3e-3, rng=0),
     }
 
@@ -165,12 +165,12 @@ def test_samples(trained):
 
 def test_gaussian_vae_on_a_2d_toy_and_a_conv_vae():
     X = make_toy("moons", 500, rng=0)
-    model = VAE(2, 2, hidden=(32,), likelihood="gaussian", random_state=0)
+    model = VAE(2, 2, hidden=(32,), likelihood="gaussian", rng=0)
     model.fit(X, steps=200, lr=3e-3, rng=0)
     assert np.all(np.isfinite(model.score_samples(X[:20], k=5, rng=0)))
     assert model.sample(10, rng=0).shape == (10, 2)
     digits = load_digits("train", scale="unit")[0][:200]
-    conv = VAE(64, 2, image_shape=(1, 8, 8), channels=(4, 8), random_state=0)
+    conv = VAE(64, 2, image_shape=(1, 8, 8), channels=(4, 8), rng=0)
     conv.fit(digits, steps=5, rng=0)
     assert np.all(np.isfinite(conv.score_samples(digits[:5], rng=0)))
 

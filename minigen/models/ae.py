@@ -98,7 +98,7 @@ class AutoEncoderBase(DeepModel):
         if self.reconstruction not in RECONSTRUCTIONS:
             raise ValueError(f"{where}: reconstruction must be one of {RECONSTRUCTIONS}, got "
                              f"{self.reconstruction!r}")
-        rng = as_rng(self.random_state)
+        rng = as_rng(self.rng)
         self.encoder = make_encoder(self.x_dim, self.z_dim, self.hidden, self.activation,
                                     self.image_shape, self.channels, rng, where)
         self.decoder = make_decoder(self.z_dim, self.x_dim, self.hidden, self.activation,
@@ -178,17 +178,17 @@ class AutoEncoder(AutoEncoderBase):
 
     x_dim, z_dim: data and code sizes; hidden: MLP widths from the data's side (the decoder
     mirrors them); reconstruction: 'mse' or 'bernoulli' (data in [0, 1]); image_shape: e.g.
-    (1, 8, 8) for the conv encoder/decoder (``channels`` per stride-2 stage); random_state:
+    (1, 8, 8) for the conv encoder/decoder (``channels`` per stride-2 stage); rng:
     the initial weights. Fitted: ``latent_density_`` (None if fitted with
     ``latent_density=None``), ``n_features_in_``, ``history_``.
     """
 
     def __init__(self, x_dim, z_dim, hidden=(256, 256), reconstruction="mse",
-                 activation="relu", image_shape=None, channels=(16, 32), random_state=None):
+                 activation="relu", image_shape=None, channels=(16, 32), rng=None):
         super().__init__()
         self.x_dim, self.z_dim, self.hidden = x_dim, z_dim, hidden
         self.reconstruction, self.activation = reconstruction, activation
-        self.image_shape, self.channels, self.random_state = image_shape, channels, random_state
+        self.image_shape, self.channels, self.rng = image_shape, channels, rng
         self._build()
 
     def loss(self, batch):
@@ -247,9 +247,9 @@ class SupervisedAutoEncoder(AutoEncoder):
 
     def __init__(self, x_dim, z_dim, n_classes, hidden=(256, 256), reconstruction="mse",
                  classifier_weight=1.0, activation="relu", image_shape=None, channels=(16, 32),
-                 random_state=None):
+                 rng=None):
         super().__init__(x_dim, z_dim, hidden, reconstruction, activation, image_shape,
-                         channels, random_state)
+                         channels, rng)
         if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) \
                 or n_classes < 2:
             raise ValueError(f"SupervisedAutoEncoder: n_classes must be an int >= 2, got "

@@ -41,7 +41,7 @@ class HierarchicalVAE(LatentVariableModel):
 
     def __init__(self, x_dim, z_dims=(16, 4), hidden=(256, 256), latent_hidden=(64,),
                  likelihood="bernoulli", beta=1.0, warmup_steps=0, free_bits=0.0,
-                 activation="relu", image_shape=None, channels=(16, 32), random_state=None):
+                 activation="relu", image_shape=None, channels=(16, 32), rng=None):
         super().__init__()
         if len(tuple(z_dims)) != 2:
             raise ValueError(f"HierarchicalVAE: z_dims must be two sizes (z1, z2), got {z_dims!r}")
@@ -51,10 +51,10 @@ class HierarchicalVAE(LatentVariableModel):
         self.x_dim, self.z_dims, self.hidden, self.latent_hidden = x_dim, z_dims, hidden, latent_hidden
         self.likelihood, self.beta = likelihood, beta
         self.warmup_steps, self.free_bits, self.activation = warmup_steps, free_bits, activation
-        self.image_shape, self.channels, self.random_state = image_shape, channels, random_state
+        self.image_shape, self.channels, self.rng = image_shape, channels, rng
         self._build_likelihood()
         d1, d2 = self.z1, self.z2 = tuple(z_dims)
-        rng = as_rng(random_state)
+        rng = as_rng(rng)
         self.encoder = make_encoder(x_dim, 2 * d1, hidden, activation, image_shape, channels,
                                     rng, "HierarchicalVAE")
         self.encoder2 = MLPEncoder(d1, 2 * d2, latent_hidden, activation, rng)

@@ -34,14 +34,14 @@ class SWAE(AutoEncoderBase):
 
     def __init__(self, x_dim, z_dim, prior="normal", hidden=(256, 256), reconstruction="mse",
                  sw_weight=10.0, n_projections=50, p=2, activation="relu", image_shape=None,
-                 channels=(16, 32), random_state=None):
+                 channels=(16, 32), rng=None):
         super().__init__()
         if prior not in PRIORS:
             raise ValueError(f"SWAE: prior must be one of {PRIORS}, got {prior!r}")
         self.x_dim, self.z_dim, self.prior, self.hidden = x_dim, z_dim, prior, hidden
         self.reconstruction, self.sw_weight = reconstruction, sw_weight
         self.n_projections, self.p, self.activation = n_projections, p, activation
-        self.image_shape, self.channels, self.random_state = image_shape, channels, random_state
+        self.image_shape, self.channels, self.rng = image_shape, channels, rng
         self._build()
 
     def sample_prior(self, n, rng=None):

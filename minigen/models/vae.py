@@ -173,17 +173,17 @@ class LatentVariableModel(DeepModel):
 class VAE(LatentVariableModel):
     """A VAE (module docstring): x_dim, z_dim; hidden: MLP widths from the data's side (the
     decoder mirrors them); likelihood: 'bernoulli' or 'gaussian'; beta: the KL weight;
-    image_shape, e.g. (1, 8, 8), switches to the conv encoder/decoder; random_state: the
+    image_shape, e.g. (1, 8, 8), switches to the conv encoder/decoder; rng: the
     initial weights."""
 
     def __init__(self, x_dim, z_dim, hidden=(256, 256), likelihood="bernoulli", beta=1.0,
-                 activation="relu", image_shape=None, channels=(16, 32), random_state=None):
+                 activation="relu", image_shape=None, channels=(16, 32), rng=None):
         super().__init__()
         self.x_dim, self.z_dim, self.hidden, self.likelihood = x_dim, z_dim, hidden, likelihood
         self.beta, self.activation = beta, activation
-        self.image_shape, self.channels, self.random_state = image_shape, channels, random_state
+        self.image_shape, self.channels, self.rng = image_shape, channels, rng
         self._build_likelihood()
-        rng = as_rng(random_state)
+        rng = as_rng(rng)
         self.encoder = make_encoder(x_dim, 2 * z_dim, hidden, activation, image_shape, channels,
                                     rng, "VAE")
         self.decoder = make_decoder(z_dim, x_dim, hidden, activation, image_shape, channels,
