@@ -89,7 +89,7 @@ def torch_run(toy, steps, seed, hidden):
         opt_d.zero_grad()
         (D(fake).mean() - D(real).mean() + 10 * gp).backward()
         opt_d.step()
-        if step % 5 == 0:
+        if (step - 1) % 5 == 0:
             opt_g.zero_grad()
             (-D(G(torch.randn(BATCH, Z_DIM))).mean()).backward()
             opt_g.step()

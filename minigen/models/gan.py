@@ -18,16 +18,16 @@ The penalty's gradient with respect to the critic's weights is a second derivati
 through ``minigen.grad(..., create_graph=True)``. The Wasserstein estimate E D(x) - E D(G(z))
 is reported during training.
 
-One training step is one discriminator update on a batch; the generator is updated every
-``n_critic`` steps (n_critic = 5 for WGAN-GP, as in the paper; 1 for the GAN), so ``steps=``
-counts discriminator updates. Adam defaults follow each paper's toy experiments.
+One training step is one discriminator update on a batch; the generator is updated on steps
+1, 1 + n_critic, 1 + 2 n_critic, ... (n_critic = 5 for WGAN-GP, as in the paper; 1 for the
+GAN), so ``steps=`` counts discriminator updates. Adam defaults follow each paper's toy experiments.
 """
 import contextlib
 
 import numpy as np
 
 from .. import functional as F
-from ..autograd import Tensor, enable_grad, grad, no_grad
+from ..autograd import Tensor, grad, no_grad
 from ..backend import as_rng
 from ..distribution import check_fitted, check_n_samples, register
 from ..nn import Module
@@ -42,6 +42,13 @@ def _z_dim(generator, z_dim, where):
         raise ValueError(f"{where}: z_dim must be a positive int (or a generator with a z_dim "
                          f"attribute), got {z_dim!r}")
     return int(z_dim)
+
+
+def _check_finite(name, loss, step):
+    value = loss.item()
+    if not np.isfinite(value):
+        raise FloatingPointError(f"GAN.train_step: the {name} is {value} at step {step}; lower "
+                                 "the learning rate or check the data")
 
 
 @register("gan")
@@ -68,28 +75,30 @@ class GAN(DeepModel):
             raise ValueError(f"{where}: n_critic must be a positive int, got {n_critic!r}")
         self.generator, self.discriminator = generator, discriminator
         self.z_dim, self.n_critic, self.betas, self.rng = z_dim, n_critic, betas, rng
-        self._z = _z_dim(generator, z_dim, where)
-        self._every = int(n)
+        self._z_dim, self._n_critic = _z_dim(generator, z_dim, where), int(n)
         self._rng = as_rng(rng)
-        self._last_g = self.ema_ = None
+        self.ema_ = None
+        # the generator loss of its latest update, reported at every step; a buffer, so a
+        # checkpoint carries it and a resumed run reports (and draws) exactly as an unbroken one
+        self.register_buffer("g_loss", np.zeros((), dtype=np.float64))
 
     # --- networks from sizes ---------------------------------------------------------------
     @classmethod
     def mlp(cls, x_dim, z_dim=2, hidden=(128, 128, 128), rng=None, **kwargs):
         """MLP generator and discriminator with ``hidden`` ReLU layers (the WGAN-GP paper's
         toy networks use three layers of 512)."""
-        rng = as_rng(rng)
-        return cls(MLPDecoder(z_dim, x_dim, hidden=hidden, rng=rng),
-                   MLPEncoder(x_dim, 1, hidden=hidden, rng=rng), z_dim=z_dim, rng=rng,
+        init = as_rng(rng)
+        return cls(MLPDecoder(z_dim, x_dim, hidden=hidden, rng=init),
+                   MLPEncoder(x_dim, 1, hidden=hidden, rng=init), z_dim=z_dim, rng=rng,
                    **kwargs)
 
     @classmethod
     def conv(cls, image_shape=(1, 8, 8), z_dim=16, rng=None, **kwargs):
         """Small conv generator and discriminator for images flattened to rows (DCGAN-like:
         strided convolutions down, transposed convolutions up; Radford et al. 2016)."""
-        rng = as_rng(rng)
-        return cls(ConvDecoder(z_dim, image_shape, rng=rng),
-                   ConvEncoder(1, image_shape, rng=rng), z_dim=z_dim, rng=rng, **kwargs)
+        init = as_rng(rng)
+        return cls(ConvDecoder(z_dim, image_shape, rng=init),
+                   ConvEncoder(1, image_shape, rng=init), z_dim=z_dim, rng=rng, **kwargs)
 
     @classmethod
     def for_data(cls, X, image_shape=None, **params):
@@ -116,7 +125,7 @@ class GAN(DeepModel):
 
     # --- one step ----------------------------------------------------------------------------
     def _noise(self, n):
-        return Tensor(self._rng.standard_normal((n, self._z)).astype(self.dtype))
+        return Tensor(self._rng.standard_normal((n, self._z_dim)).astype(self.dtype))
 
     def discriminator_loss(self, real, fake):
         """L_D for a batch of real rows and generated rows (Tensors); also returns the dict
@@ -129,24 +138,26 @@ class GAN(DeepModel):
         return F.softplus(-d_fake).mean()
 
     def train_step(self, batch, step, optimizers):
+        """One discriminator update; a generator update too on steps 1, 1 + n_critic, ...
+        (after the first, n_critic discriminator updates come between generator updates).
+        A non-finite loss stops training before the update it would poison."""
         real = Tensor(np.asarray(batch, dtype=self.dtype))
         with no_grad():
             fake = self.generator(self._noise(len(batch)))
         optimizers["discriminator"].zero_grad()
         d_loss, report = self.discriminator_loss(real, fake)
+        _check_finite("discriminator loss", d_loss, step)
         d_loss.backward()
         optimizers["discriminator"].step()
-        update = step % self._every == 0
-        if update or self._last_g is None:      # (a value to report before the first update)
+        if (step - 1) % self._n_critic == 0:
             optimizers["generator"].zero_grad()
-            with enable_grad() if update else no_grad():
-                g_loss = self.generator_loss(self.discriminator(self.generator(
-                    self._noise(len(batch)))))
-            if update:
-                g_loss.backward()
-                optimizers["generator"].step()
-            self._last_g = g_loss.item()
-        report["g_loss"] = self._last_g
+            g_loss = self.generator_loss(self.discriminator(self.generator(
+                self._noise(len(batch)))))
+            _check_finite("generator loss", g_loss, step)
+            g_loss.backward()
+            optimizers["generator"].step()
+            self.g_loss[...] = g_loss.item()
+        report["g_loss"] = float(self.g_loss)
         return report
 
     # --- the protocol -----------------------------------------------------------------------
@@ -155,7 +166,7 @@ class GAN(DeepModel):
         where = f"{type(self).__name__}.sample"
         check_fitted(self, "n_features_in_", where)
         n = check_n_samples(n, where)
-        z = as_rng(rng).standard_normal((n, self._z)).astype(self.dtype)
+        z = as_rng(rng).standard_normal((n, self._z_dim)).astype(self.dtype)
         averaged = self.ema_.applied(self) if self.ema_ is not None else contextlib.nullcontext()
         with self.inference(), averaged:
             return self.generator(Tensor(z)).numpy()
