@@ -100,7 +100,9 @@ def test_kde_parity(scheduler, da, bandwidth):
 
 def test_kde_cv_bandwidth(da):
     X = data(120, d=1)
-    memory, lazy = KDE("cv").fit(X), KDE("cv").fit(chunked(da, X, (50, 31, 39)))
+    w = np.random.default_rng(4).uniform(size=len(X))
+    memory = KDE("cv").fit(X, sample_weight=w)
+    lazy = KDE("cv").fit(chunked(da, X, (50, 31, 39)), sample_weight=w)
     assert lazy.bandwidth_ == pytest.approx(memory.bandwidth_, rel=1e-9)
     np.testing.assert_allclose(lazy.score_samples(X), memory.score_samples(X), rtol=1e-9)
 
