@@ -45,8 +45,9 @@ def from_json_array(array):
     return json.loads(array.tobytes().decode("utf-8"))
 
 
-def _atomic_write(path, write):
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync, then replace ``path``."""
+def atomic_write(path, write):
+    """Call ``write(file)`` on a binary temporary file beside ``path``, fsync, then replace
+    ``path``: a crash mid-write leaves the previous file intact."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
@@ -96,7 +97,7 @@ def save(state_dict, path):
             raise TypeError(f"save: {name} is not a numeric array (dtype {arr.dtype})")
         arrays[name] = arr
     arrays[_MAGIC] = np.array(1)
-    _atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
 
 
 def load(path):

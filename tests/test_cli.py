@@ -172,13 +172,31 @@ def test_bench_quick_prints_ratios(capsys):
     assert len(rows) >= 4 and all(line.rstrip(" |").endswith("x") for line in rows[1:])
 
 
-def test_compare_writes_its_table_and_figure(tmp_path, capsys):
+def test_fit_is_reproducible_with_a_seed(tmp_path):
+    for run in ("a", "b"):
+        assert run_cli("fit", "gan", "--data", "moons", "--steps", 2, "--hidden", "(4,)",
+                       "--seed", 5, "-o", tmp_path / f"{run}.npz", "--quiet") == 0
+    a, b = (mg.load_model(tmp_path / f"{run}.npz") for run in ("a", "b"))
+    np.testing.assert_array_equal(a.sample(20, rng=0), b.sample(20, rng=0))
+
+
+def test_a_model_that_rejects_the_data_is_a_one_line_error(tmp_path, capsys):
+    assert run_cli("fit", "ae", "--data", "moons", "--reconstruction", "bernoulli", "--steps", 2,
+                   "-o", tmp_path / "x.npz") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("minigen: ae: ") and "[0, 1]" in err and err.count("\n") == 1
+
+
+def test_compare_runs_every_array_model_and_writes_its_table_and_figure(tmp_path, capsys):
     pytest.importorskip("matplotlib")
-    assert run_cli("compare", "--data", "moons", "--models", "kde", "gmm", "wgan-gp",
-                   "--steps", 3, "--out", tmp_path, "--quiet") == 0
+    assert run_cli("compare", "--data", "moons", "--steps", 2, "--out", tmp_path,
+                   "--quiet") == 0
     out = capsys.readouterr().out
     md = (tmp_path / "compare.md").read_text()
-    for name in ("kde", "gmm", "wgan-gp", "(held-out data itself)"):
+    names = [n for n in commands.distributions("array")
+             if not getattr(models()[n], "needs_labels", False)]
+    assert len(names) >= 10
+    for name in names + ["(held-out data itself)"]:
         assert f"| {name} |" in out and f"| {name} |" in md
     kde_row = next(line for line in md.splitlines() if line.startswith("| kde |"))
     assert np.isfinite(float(kde_row.split("|")[2]))                     # a density: log p

@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from .. import metrics
+from ..autograd import manual_seed
 from ..data import sources
 from ..data.text import split_text
 from ..distribution import NoDensityError, models
@@ -84,14 +85,19 @@ def budget(model, steps=None, epochs=None):
 
 def fit_model(name, data, options=None, steps=None, epochs=None, quiet=False, seed=0,
               labels=None):
-    """Build ``name`` for the data, fit it (with ``labels`` when it needs them); (model, s)."""
+    """Build ``name`` for the data, fit it (with ``labels`` when it needs them); (model, s).
+    ``seed`` seeds minigen's default generator first, so initial weights repeat too."""
+    manual_seed(seed)
     model = build(name, data, options)
     extra = budget(model, steps, epochs)
     if extra:
         extra.update(rng=seed, verbose=not quiet)
     targets = (labels,) if getattr(model, "needs_labels", False) else ()
     start = time.perf_counter()
-    model.fit(data, *targets, **extra)
+    try:
+        model.fit(data, *targets, **extra)
+    except ValueError as err:        # the model's own clear message, as one line
+        raise UsageError(f"{name}: {err}") from None
     return model, time.perf_counter() - start
 
 

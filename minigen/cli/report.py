@@ -4,6 +4,8 @@ import base64
 import html
 import os
 
+from ..io import atomic_write
+
 _STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.3em .6em}
 td{text-align:right}td:first-child{text-align:left}figure{margin:1.5em 0}
@@ -38,8 +40,5 @@ def write(path, title, sections):
             parts.append(f"<figure><img alt='{name}' src='data:image/png;base64,{data}'>"
                          f"<figcaption>{name}</figcaption></figure>")
     parts.append("</body></html>\n")
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write("\n".join(parts))
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: f.write("\n".join(parts).encode("utf-8")))
     return path

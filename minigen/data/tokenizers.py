@@ -18,9 +18,7 @@ A tokenizer is defined by its constructor arguments alone (the alphabet, the mer
 ``to_json`` / ``from_json`` and ``minigen.io.save_model`` rebuild it exactly.
 """
 import json
-import os
 import re
-import tempfile
 from collections import Counter
 
 from ..distribution import Configurable, register
@@ -69,19 +67,10 @@ class Tokenizer(Configurable):
         return kinds[spec["type"]](**spec["params"])
 
     def save(self, path):
-        """Write ``to_json()`` to ``path`` atomically (temporary file, fsync, os.replace), so a
-        crash never leaves a half-written file."""
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(self.to_json())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        """Write ``to_json()`` to ``path`` atomically (``minigen.io.atomic_write``), so a crash
+        never leaves a half-written file."""
+        from ..io import atomic_write
+        atomic_write(path, lambda f: f.write(self.to_json().encode("utf-8")))
 
     @staticmethod
     def load(path):

@@ -124,7 +124,6 @@ class LanguageModel(DeepModel):
     limit of a TransformerLM).
     """
 
-    data_kind = "text"     # the command line gives it text (a str or a list of documents)
     data_kind = "text"     # what the command line feeds it: a text stream or documents
     max_context = None     # positions a forward pass can see (None: unbounded)
     window = None          # tokens of history the next prediction depends on (None: all)
@@ -374,7 +373,10 @@ class LanguageModel(DeepModel):
         prompt: a str (returns prompt + continuation as a str, ending before the first <eos>;
         a model fitted on documents puts <bos> in front) or ids (T,) / (B, T) (returns the ids
         with the continuation appended; on documents, generation stops once every row has
-        produced <eos>). use_cache: a TransformerLM keeps keys and values between steps.
+        produced <eos>). use_cache: a TransformerLM keeps keys and values between steps; up to
+        block_size tokens this gives exactly the uncached logits, past it the cache restarts
+        from the last block_size // 2 tokens (learned positions cannot slide), where the
+        uncached path slides a window of block_size tokens, so long continuations differ.
         """
         where = f"{type(self).__name__}.generate"
         check_sampling_args(temperature, top_k, top_p, where)
