@@ -1,14 +1,16 @@
 """A VAE and a hierarchical VAE on the binarised 8x8 digits.
 
-    python examples/vae_digits.py [--epochs 60] [--out out/vae_digits] [--seed 0]
+    python examples/vae_digits.py [--epochs 60] [--out out] [--seed 0] [--quick]
 
 Trains VAE(64, 2) (a 2-D code to look at), VAE(64, 8) and HierarchicalVAE(64, (16, 4)) with
 KL warm-up, Bernoulli likelihoods, on ``load_digits(scale='binary')``, and prints each one's
 held-out bound, -IWAE with k = 1 (the ELBO) and k = 100 (Burda et al. 2016), in nats per
-image, next to independent Bernoulli pixels. Writes under --out: ``latent.png`` (the 2-D
-VAE: held-out codes, the mean of q(z|x), coloured by class, beside the decoded means over a
-grid of z, the "manifold" figure of Kingma & Welling 2014), ``samples.png`` (pixel
-probabilities decoded from prior draws of each model) and ``reconstructions.png``.
+image, next to independent Bernoulli pixels. Writes under --out: ``vae_latent.png`` (the
+2-D VAE: held-out codes, the mean of q(z|x), coloured by class, beside the decoded means
+over a grid of z, the "manifold" figure of Kingma & Welling 2014), ``vae_samples.png``
+(pixel probabilities decoded from prior draws of each model) and
+``vae_reconstructions.png``. ``--quick``: a few epochs and narrower networks, for the tests.
+``main(argv)`` returns the bounds (nats per image) and the figure paths.
 """
 import argparse
 import os
@@ -23,25 +25,30 @@ from minigen.models import VAE, HierarchicalVAE
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=60)
-    parser.add_argument("--out", default=os.path.join("out", "vae_digits"))
+    parser.add_argument("--out", default="out")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="a tiny budget (for tests)")
     args = parser.parse_args(argv)
+    epochs, hidden, k = (15, (64,), 20) if args.quick else (args.epochs, (256, 256), 100)
 
     X, _ = load_digits("train", scale="binary")
     Xt, yt = load_digits("test", scale="binary")
-    fit = dict(epochs=args.epochs, lr=2e-3, rng=args.seed)
+    fit = dict(epochs=epochs, lr=2e-3, rng=args.seed)
     models = {
-        "VAE, z in R^2": VAE(64, 2, rng=args.seed).fit(X, **fit),
-        "VAE, z in R^8": VAE(64, 8, rng=args.seed).fit(X, **fit),
-        "hierarchical VAE (16, 4)": HierarchicalVAE(64, (16, 4), warmup_steps=200,
+        "VAE, z in R^2": VAE(64, 2, hidden=hidden, rng=args.seed).fit(X, **fit),
+        "VAE, z in R^8": VAE(64, 8, hidden=hidden, rng=args.seed).fit(X, **fit),
+        "hierarchical VAE (16, 4)": HierarchicalVAE(64, (16, 4), hidden=hidden,
+                                                    warmup_steps=200,
                                                     rng=args.seed).fit(X, **fit),
     }
     p = np.clip(X.mean(0), 1e-3, 1 - 1e-3)
     baseline = -np.mean((Xt * np.log(p) + (1 - Xt) * np.log1p(-p)).sum(1))
     print(f"{'independent pixels':26s} -log p = {baseline:.2f} nats")
+    bounds = {}
     for name, model in models.items():
-        elbo, iwae = (-model.score(Xt, k=k, rng=args.seed) for k in (1, 100))
-        print(f"{name:26s} -ELBO = {elbo:.2f}   -IWAE(100) = {iwae:.2f} nats")
+        elbo, iwae = (model.score(Xt, k=kk, rng=args.seed) for kk in (1, k))
+        bounds[name] = {"elbo": elbo, "iwae": iwae}
+        print(f"{name:26s} -ELBO = {-elbo:.2f}   -IWAE({k}) = {-iwae:.2f} nats")
 
     vae2 = models["VAE, z in R^2"]
     plt = plot.pyplot()
@@ -56,17 +63,19 @@ def main(argv=None):
                  vmin=0, vmax=1, extent=(-2.6, 2.6, -2.6, 2.6))
     right.set_title("decoded means over z in [-2.5, 2.5]^2")
     fig.tight_layout()
-    print("wrote", plot.save(fig, os.path.join(args.out, "latent.png")))
+    figures = [plot.save(fig, os.path.join(args.out, "vae_latent.png"))]
 
     rng = np.random.default_rng(args.seed)
     panels = [(name, m.sample(40, rng=rng, mean=True)) for name, m in models.items()]
     fig = plot.image_panels(panels, cols=8, vmin=0, vmax=1,
                             title="prior draws decoded (pixel probabilities)")
-    print("wrote", plot.save(fig, os.path.join(args.out, "samples.png")))
+    figures.append(plot.save(fig, os.path.join(args.out, "vae_samples.png")))
     panels = [("held-out digits", Xt[:40])] + [(name, m.inverse_transform(m.transform(Xt[:40])))
                                                for name, m in models.items()]
     fig = plot.image_panels(panels, cols=8, vmin=0, vmax=1, title="reconstructions")
-    print("wrote", plot.save(fig, os.path.join(args.out, "reconstructions.png")))
+    figures.append(plot.save(fig, os.path.join(args.out, "vae_reconstructions.png")))
+    print("wrote", ", ".join(figures))
+    return {"independent_pixels": -baseline, "bounds": bounds, "k": k, "figures": figures}
 
 
 if __name__ == "__main__":

@@ -31,29 +31,11 @@ from ..density import KDE, GaussianMixture
 from ..distribution import (NotFittedError, check_array, check_fitted, check_n_samples,
                             register)
 from ..nn import Linear
-from .base import DeepModel
+from ._codes import CodeModel, batched
 from .networks import make_decoder, make_encoder
 
 RECONSTRUCTIONS = ("mse", "bernoulli")
 LATENT_DENSITIES = ("gmm", "kde", None)
-
-
-def check_unit_interval(X, where, what):
-    """A Bernoulli likelihood needs data in [0, 1]: a clear error instead of a cross-entropy
-    on pixel counts."""
-    lo, hi = float(X.min(initial=0.0)), float(X.max(initial=0.0))
-    if lo < 0 or hi > 1:
-        raise ValueError(f"{where}: {what} models values in [0, 1] (binary or scaled data), but "
-                         f"X lies in [{lo:g}, {hi:g}]; scale it (e.g. load_digits(scale='unit') "
-                         "or scale='binary') or use a Gaussian / MSE reconstruction")
-
-
-def batched(fn, X, dtype, out_dim, batch=4096):
-    """fn applied to Tensor row blocks of X under no_grad, as one float64 NumPy array."""
-    if len(X) == 0:
-        return np.zeros((0, out_dim))
-    return np.concatenate([fn(Tensor(X[i:i + batch].astype(dtype, copy=False))).numpy()
-                           for i in range(0, len(X), batch)]).astype(np.float64)
 
 
 def _check_latent_spec(spec, where):
@@ -76,7 +58,7 @@ def _latent_density(spec, n, n_components, rng):
     return type(spec)(**spec.get_params(deep=False))
 
 
-class AutoEncoderBase(DeepModel):
+class AutoEncoderBase(CodeModel):
     """Encoder, decoder, codes and reconstruction shared by the AE family (AutoEncoder,
     SupervisedAutoEncoder, SWAE). Subclasses store their constructor arguments and call
     ``_build``."""
@@ -84,14 +66,6 @@ class AutoEncoderBase(DeepModel):
     has_density = False
     density_hint = ("an auto-encoder is not a density model; draw samples with sample(n) and "
                     "compare them with minigen.metrics (or use VAE for a likelihood bound)")
-
-    @classmethod
-    def for_data(cls, X, **params):
-        """The model for data X (n, x_dim), as the command line builds it: x_dim from X, and
-        a 2-D code unless ``z_dim`` (or ``z_dims``) is given."""
-        if "z_dim" in cls._param_names():
-            params.setdefault("z_dim", 2)
-        return cls(np.shape(X)[1], **params)
 
     def _build(self):
         where = type(self).__name__
@@ -103,7 +77,7 @@ class AutoEncoderBase(DeepModel):
                                     self.image_shape, self.channels, rng, where)
         self.decoder = make_decoder(self.z_dim, self.x_dim, self.hidden, self.activation,
                                     self.image_shape, self.channels, rng, where)
-        self._rng = rng
+        self._rng, self._code_size = rng, self.z_dim
 
     # --- the networks on Tensors ------------------------------------------------------------
     def encode(self, x):
@@ -121,46 +95,8 @@ class AutoEncoderBase(DeepModel):
         d = out - x
         return (d * d).sum(1)
 
-    # --- fit ------------------------------------------------------------------------------
-    def fit(self, X, y=None, *, rng=None, **kwargs):
-        """Train with ``DeepModel.fit``; ``rng`` draws the batches and the model's noise."""
-        self._rng = as_rng(rng)
-        return super().fit(X, y, rng=self._rng, **kwargs)
-
-    def _check_X(self, X, where):
-        X = check_array(X, where, n_features=self.x_dim)
-        if self.reconstruction == "bernoulli":
-            check_unit_interval(X, where, "reconstruction='bernoulli'")
-        return X
-
-    def _check_fit_data(self, X, y, where):
-        if y is not None:
-            raise ValueError(f"{where}: {type(self).__name__} is unsupervised; got targets y")
-        X = self._check_X(X, where)
-        self.n_features_in_ = self.x_dim
-        return X.astype(self.dtype, copy=False)
-
-    # --- NumPy in, NumPy out ----------------------------------------------------------------
-    def transform(self, X):
-        """Codes z = f(x) of the rows of X, (n, z_dim) float64."""
-        where = f"{type(self).__name__}.transform"
-        check_fitted(self, "n_features_in_", where)
-        X = check_array(X, where, n_features=self.x_dim, min_samples=0)
-        with self.inference():
-            return batched(self.encode, X, self.dtype, self.z_dim)
-
-    def inverse_transform(self, Z):
-        """Decoded means of codes Z: sigmoid(g(z)) for a Bernoulli decoder, g(z) for MSE."""
-        where = f"{type(self).__name__}.inverse_transform"
-        check_fitted(self, "n_features_in_", where)
-        Z = check_array(Z, where, n_features=self.z_dim, min_samples=0)
-
-        def mean(z):
-            out = self.decode(z)
-            return F.sigmoid(out) if self.reconstruction == "bernoulli" else out
-
-        with self.inference():
-            return batched(mean, Z, self.dtype, self.x_dim)
+    def _code_mean(self, x):
+        return self.encode(x)
 
     def reconstruct(self, X):
         """inverse_transform(transform(X))."""
@@ -243,17 +179,15 @@ class SupervisedAutoEncoder(AutoEncoder):
 
     needs_labels = True     # fit(X, y): the command line passes the data's labels
 
-    needs_labels = True    # the command line fits it on labelled data (the digits)
-
     def __init__(self, x_dim, z_dim, n_classes, hidden=(256, 256), reconstruction="mse",
                  classifier_weight=1.0, activation="relu", image_shape=None, channels=(16, 32),
                  rng=None):
-        super().__init__(x_dim, z_dim, hidden, reconstruction, activation, image_shape,
-                         channels, rng)
         if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) \
-                or n_classes < 2:
+                or n_classes < 2:     # checked before the networks are built
             raise ValueError(f"SupervisedAutoEncoder: n_classes must be an int >= 2, got "
                              f"{n_classes!r}")
+        super().__init__(x_dim, z_dim, hidden, reconstruction, activation, image_shape,
+                         channels, rng)
         self.n_classes, self.classifier_weight = n_classes, classifier_weight
         self.head = Linear(z_dim, n_classes, rng=self._rng)
 

@@ -12,11 +12,15 @@ exp(lv1(x))),  q(z2 | z1) = N(mu2(z1), diag exp(lv2(z1))), both reparameterised.
 
 Training minimises  mean(-log p(x | z1)) + w_t R,  with
   * KL warm-up (Sønderby et al. 2016, section 2.3; Bowman et al. 2016): w_t = beta min(1,
-    t / warmup_steps) at training step t (w_t = beta when warmup_steps = 0);
+    t / warmup_steps) at training step t (w_t = beta when warmup_steps = 0); the step count
+    is the buffer ``kl_step``, so it is saved in checkpoints and a resumed fit continues the
+    warm-up where it stopped (a fresh ``fit`` starts it again);
   * free bits (Kingma et al. 2016, IAF, eq. 15): R = sum_j max(lambda, mean_batch KL_j)
     over every latent dimension j of both layers, lambda = ``free_bits`` nats (R = the batch
     mean of KL1 + KL2 when free_bits = 0).
-``log_prob(X, k)`` is the importance-weighted bound of ``vae`` with the weights
+The validation loss (``loss`` in eval mode) uses w = beta, the full objective, so that early
+stopping compares like with like during the warm-up. ``log_prob(X, k)`` is the
+importance-weighted bound of ``vae`` with the weights
 p(x, z1, z2) / q(z1, z2 | x).
 """
 import numpy as np
@@ -26,7 +30,7 @@ from ..autograd import Tensor
 from ..backend import as_rng
 from ..distribution import register
 from .networks import MLPEncoder, make_decoder, make_encoder
-from .vae import LOG_2PI, LatentVariableModel, gaussian_log_density, reparameterize
+from .vae import LatentVariableModel, gaussian_log_density, reparameterize
 
 
 def _split(h, d):
@@ -61,7 +65,15 @@ class HierarchicalVAE(LatentVariableModel):
         self.prior1 = MLPEncoder(d2, 2 * d1, latent_hidden, activation, rng)
         self.decoder = make_decoder(d1, x_dim, hidden, activation, image_shape, channels,
                                     rng, "HierarchicalVAE")
-        self._rng, self._step, self._code_size = rng, 0, d1
+        self._rng, self._code_size = rng, d1
+        self.register_buffer("kl_step", np.zeros((), dtype=np.int64))   # training steps taken
+
+    def fit(self, X, y=None, **kwargs):
+        """``LatentVariableModel.fit``; a fresh fit restarts the KL warm-up, a fit with
+        ``resume=`` continues it from the checkpoint's ``kl_step``."""
+        if kwargs.get("resume") is None:
+            self.kl_step[...] = 0
+        return super().fit(X, y, **kwargs)
 
     def decode(self, z1):
         """Decoder output for z1: Bernoulli logits or Gaussian means (n, x_dim)."""
@@ -76,24 +88,37 @@ class HierarchicalVAE(LatentVariableModel):
             return self.beta
         return self.beta * min(1.0, step / self.warmup_steps)
 
-    def loss(self, batch):
-        """mean(-log p(x | z1)) + w_t R (module docstring), one draw of z1 and z2."""
-        if self.training:
-            self._step += 1
-        x = Tensor(batch)
+    def kl_terms(self, x, rng=None):
+        """One draw z1 ~ q(z1 | x), z2 ~ q(z2 | z1) per row of the Tensor x: the decoder
+        output for z1 and the per-dimension KL estimates (module docstring), Tensors (n, z1)
+        and (n, z2):
+            KL1_j = 1/2 (lvp_j - lv1_j - 1 + (z1_j - mp_j)^2 exp(-lvp_j))
+                  = E_{q(z1_j|x)} log q(z1_j | x) - log p(z1_j | z2)   (entropy in closed form)
+            KL2_j = KL(N(mu2_j, exp(lv2_j)) || N(0, 1)).
+        """
+        rng = self._rng if rng is None else rng
         mu1, lv1 = _split(self.encoder(x), self.z1)
-        z1 = reparameterize(mu1, lv1, self._rng)
+        z1 = reparameterize(mu1, lv1, rng)
         mu2, lv2 = _split(self.encoder2(z1), self.z2)
-        z2 = reparameterize(mu2, lv2, self._rng)
+        z2 = reparameterize(mu2, lv2, rng)
         mp, lvp = _split(self.prior1(z2), self.z1)
         d = z1 - mp
-        kl1 = 0.5 * (lvp - lv1 - 1 + d * d * (-lvp).exp())   # log q(z1|x) - log p(z1|z2)
-        kl2 = F.kl_normal(mu2, lv2)
-        rec = self.nll(x, self.decode(z1)).mean()
+        kl1 = 0.5 * (lvp - lv1 - 1 + d * d * (-lvp).exp())
+        return self.decode(z1), kl1, F.kl_normal(mu2, lv2)
+
+    def loss(self, batch):
+        """mean(-log p(x | z1)) + w R (module docstring), one draw of z1 and z2; w = w_t in
+        training (t counted in ``kl_step``), w = beta in eval mode (validation)."""
+        if self.training:
+            self.kl_step[...] += 1
+        x = Tensor(batch)
+        out, kl1, kl2 = self.kl_terms(x)
+        rec = self.nll(x, out).mean()
         kl1, kl2 = kl1.mean(0), kl2.mean(0)          # batch means per latent dimension
         if self.free_bits:
             kl1, kl2 = kl1.clip(min=self.free_bits), kl2.clip(min=self.free_bits)
-        return rec + self.kl_weight(max(self._step, 1)) * (kl1.sum() + kl2.sum())
+        weight = self.kl_weight(max(int(self.kl_step), 1)) if self.training else self.beta
+        return rec + weight * (kl1.sum() + kl2.sum())
 
     def _log_weights(self, x, k, rng):
         n = len(x)
@@ -107,9 +132,9 @@ class HierarchicalVAE(LatentVariableModel):
         z2 = mu2 + np.exp(0.5 * lv2) * eps2
         mp, lvp = _split(self.prior1(Tensor(z2.astype(self.dtype))).numpy().astype(np.float64),
                          self.z1)
-        log_q = (-0.5 * np.sum(LOG_2PI + lv1 + eps1 ** 2, axis=-1).reshape(-1)
-                 - 0.5 * np.sum(LOG_2PI + lv2 + eps2 ** 2, axis=-1))
-        log_p = (gaussian_log_density(z1, mp, lvp) - 0.5 * np.sum(LOG_2PI + z2 ** 2, axis=-1))
+        log_q = (gaussian_log_density(z1, np.tile(mu1, (k, 1)), np.tile(lv1, (k, 1)))
+                 + gaussian_log_density(z2, mu2, lv2))
+        log_p = gaussian_log_density(z1, mp, lvp) + gaussian_log_density(z2, 0.0, 0.0)
         x_rep = np.broadcast_to(x, (k,) + x.shape).reshape(-1, self.x_dim)
         log_lik = self._log_likelihood_numpy(x_rep, self._decode_numpy(z1))
         return (log_lik + log_p - log_q).reshape(k, n)

@@ -20,13 +20,8 @@ import math
 from numbers import Integral
 
 from ..distribution import Configurable, register
-from ..nn import Conv2d, ConvTranspose2d, Linear, Module, Sequential, activation as make_act
-
-
-def _check_sizes(where, **sizes):
-    for name, value in sizes.items():
-        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-            raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
+from ..nn import MLP, Conv2d, ConvTranspose2d, Linear, Module, Sequential, activation as make_act
+from ..nn.layers import _check_sizes
 
 
 def _check_tuple(where, name, values):
@@ -34,16 +29,6 @@ def _check_tuple(where, name, values):
     if any(isinstance(v, bool) or not isinstance(v, Integral) or v < 1 for v in values):
         raise ValueError(f"{where}: {name} must be a tuple of positive ints, got {values!r}")
     return values
-
-
-def _mlp(sizes, activation, rng, where):
-    """Linear layers through ``sizes`` with the activation between them (none after the last)."""
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(Linear(a, b, rng=rng))
-        if i < len(sizes) - 2:
-            layers.append(make_act(activation, where))
-    return Sequential(*layers)
 
 
 def _check_image_shape(where, image_shape, depth):
@@ -73,7 +58,8 @@ class MLPEncoder(Module, Configurable):
         _check_sizes("MLPEncoder", x_dim=x_dim, out_dim=out_dim)
         self.x_dim, self.out_dim, self.activation, self.rng = x_dim, out_dim, activation, rng
         self.hidden = _check_tuple("MLPEncoder", "hidden", hidden)
-        self.net = _mlp((x_dim,) + self.hidden + (out_dim,), activation, rng, "MLPEncoder")
+        make_act(activation, "MLPEncoder")      # an unknown name fails here, naming the class
+        self.net = MLP((x_dim,) + self.hidden + (out_dim,), activation, rng=rng)
 
     def forward(self, x):
         _check_input("MLPEncoder", x, self.x_dim)
@@ -89,7 +75,8 @@ class MLPDecoder(Module, Configurable):
         _check_sizes("MLPDecoder", z_dim=z_dim, x_dim=x_dim)
         self.z_dim, self.x_dim, self.activation, self.rng = z_dim, x_dim, activation, rng
         self.hidden = _check_tuple("MLPDecoder", "hidden", hidden)
-        self.net = _mlp((z_dim,) + self.hidden + (x_dim,), activation, rng, "MLPDecoder")
+        make_act(activation, "MLPDecoder")
+        self.net = MLP((z_dim,) + self.hidden + (x_dim,), activation, rng=rng)
 
     def forward(self, z):
         _check_input("MLPDecoder", z, self.z_dim)

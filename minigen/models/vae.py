@@ -27,10 +27,9 @@ from .. import backend
 from .. import functional as F
 from ..autograd import Tensor
 from ..backend import as_rng
-from ..distribution import check_array, check_fitted, check_n_samples, logsumexp, register
+from ..distribution import check_fitted, check_n_samples, logsumexp, register
 from ..nn import Parameter
-from .ae import batched, check_unit_interval
-from .base import DeepModel
+from ._codes import CodeModel, in_unit_interval, sigmoid
 from .networks import make_decoder, make_encoder
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -43,12 +42,6 @@ def gaussian_log_density(z, mu, logvar):
     return -0.5 * np.sum(LOG_2PI + logvar + (z - mu) ** 2 * np.exp(-logvar), axis=-1)
 
 
-def kl_standard_normal(mu, logvar):
-    """KL(N(mu, diag exp(logvar)) || N(0, I)) per row (n,) of Tensors (n, d):
-    1/2 sum_j (mu_j^2 + exp(logvar_j) - logvar_j - 1) (Kingma & Welling 2014, appendix B)."""
-    return 0.5 * (mu * mu + logvar.exp() - logvar - 1.0).sum(1)
-
-
 def reparameterize(mu, logvar, rng=None):
     """z = mu + exp(logvar / 2) * eps with eps ~ N(0, I) from ``rng``: a draw of
     N(mu, diag exp(logvar)) that is differentiable in mu and logvar (Tensors)."""
@@ -56,18 +49,21 @@ def reparameterize(mu, logvar, rng=None):
     return mu + (logvar * 0.5).exp() * Tensor(eps)
 
 
-class LatentVariableModel(DeepModel):
-    """What VAE and HierarchicalVAE share: the likelihood p(x | z), data checks, sampling from
-    the prior and the importance-weighted bound. Subclasses define ``_log_weights(x, k, rng)``
-    -> (k, n) log p(x, z_i) / q(z_i | x) and ``_prior_decode(n, rng)`` -> decoder outputs."""
+class LatentVariableModel(CodeModel):
+    """What VAE and HierarchicalVAE share: the likelihood p(x | z), sampling from the prior and
+    the importance-weighted bound (data checks, ``fit``, ``transform`` / ``inverse_transform``
+    come from ``CodeModel``). Subclasses define ``_log_weights(x, k, rng)`` -> (k, n)
+    log p(x, z_i) / q(z_i | x) and ``_prior_decode(n, rng)`` -> decoder outputs."""
+
+    _output = "likelihood"
 
     @classmethod
     def for_data(cls, X, **params):
-        """The model for data X (n, x_dim), as the command line builds it: x_dim from X, and
-        a 2-D code unless ``z_dim`` (or ``z_dims``) is given."""
-        if "z_dim" in cls._param_names():
-            params.setdefault("z_dim", 2)
-        return cls(np.shape(X)[1], **params)
+        """As ``CodeModel.for_data``, with likelihood='gaussian' (unless given) when X lies
+        outside [0, 1], where a Bernoulli likelihood is undefined (the 2-D toys)."""
+        if not in_unit_interval(X):
+            params.setdefault("likelihood", "gaussian")
+        return super().for_data(X, **params)
 
     def _build_likelihood(self):
         if self.likelihood not in LIKELIHOODS:
@@ -85,26 +81,6 @@ class LatentVariableModel(DeepModel):
         s = self.log_var.clip(min=MIN_LOG_VAR)
         d = x - out
         return 0.5 * (LOG_2PI + s + d * d * (-s).exp()).sum(1)
-
-    # --- fit ------------------------------------------------------------------------------
-    def fit(self, X, y=None, *, rng=None, **kwargs):
-        """Train with ``DeepModel.fit``; ``rng`` draws the batches and the eps of each step."""
-        self._rng = as_rng(rng)
-        self._step = 0
-        return super().fit(X, y, rng=self._rng, **kwargs)
-
-    def _check_X(self, X, where):
-        X = check_array(X, where, n_features=self.x_dim)
-        if self.likelihood == "bernoulli":
-            check_unit_interval(X, where, "likelihood='bernoulli'")
-        return X
-
-    def _check_fit_data(self, X, y, where):
-        if y is not None:
-            raise ValueError(f"{where}: {type(self).__name__} is unsupervised; got targets y")
-        X = self._check_X(X, where)
-        self.n_features_in_ = self.x_dim
-        return X.astype(self.dtype, copy=False)
 
     # --- the protocol ---------------------------------------------------------------------
     def score_samples(self, X, k=1, rng=None, batch_size=None):
@@ -134,35 +110,14 @@ class LatentVariableModel(DeepModel):
         with self.inference():
             out = self._prior_decode(n, rng)
         if self.likelihood == "bernoulli":
-            p = 1.0 / (1.0 + np.exp(-out))
+            p = sigmoid(out)
             return p if mean else (rng.random(p.shape) < p).astype(np.float64)
         if mean:
             return out
         sd = np.exp(0.5 * np.maximum(self.log_var.numpy().astype(np.float64), MIN_LOG_VAR))
         return out + sd * rng.standard_normal(out.shape)
 
-    def transform(self, X):
-        """The mean of q(z | x) (of z1 for the hierarchical model): codes (n, code size)."""
-        where = f"{type(self).__name__}.transform"
-        check_fitted(self, "n_features_in_", where)
-        X = check_array(X, where, n_features=self.x_dim, min_samples=0)
-        with self.inference():
-            return batched(self._code_mean, X, self.dtype, self._code_size)
-
-    def inverse_transform(self, Z):
-        """The decoder's mean for codes Z: pixel probabilities (Bernoulli) or Gaussian means."""
-        where = f"{type(self).__name__}.inverse_transform"
-        check_fitted(self, "n_features_in_", where)
-        Z = check_array(Z, where, n_features=self._code_size, min_samples=0)
-        with self.inference():
-            out = self._decode_numpy(Z)
-        return 1.0 / (1.0 + np.exp(-out)) if self.likelihood == "bernoulli" else out
-
     # --- helpers for subclasses -------------------------------------------------------------
-    def _decode_numpy(self, z):
-        """Decoder outputs for NumPy codes (float64)."""
-        return batched(self.decode, z, self.dtype, self.x_dim)
-
     def _log_likelihood_numpy(self, x, out):
         """log p(x | z) (float64) for NumPy data x and decoder outputs ``out``."""
         return -self.nll(Tensor(x.astype(self.dtype)),
@@ -207,15 +162,15 @@ class VAE(LatentVariableModel):
         x = Tensor(batch)
         mu, logvar = self.encode(x)
         z = reparameterize(mu, logvar, self._rng)
-        kl = kl_standard_normal(mu, logvar)
+        kl = F.kl_normal(mu, logvar).sum(1)
         return (self.nll(x, self.decode(z)) + (kl if self.beta == 1 else self.beta * kl)).mean()
 
     def _log_weights(self, x, k, rng):
         mu, logvar = (t.numpy().astype(np.float64) for t in self.encode(Tensor(x.astype(self.dtype))))
         eps = rng.standard_normal((k,) + mu.shape)
         z = mu + np.exp(0.5 * logvar) * eps
-        log_q = -0.5 * np.sum(LOG_2PI + logvar + eps ** 2, axis=-1)
-        log_prior = -0.5 * np.sum(LOG_2PI + z ** 2, axis=-1)
+        log_q = gaussian_log_density(z, mu, logvar)
+        log_prior = gaussian_log_density(z, 0.0, 0.0)
         flat = z.reshape(-1, self.z_dim)
         x_rep = np.broadcast_to(x, (k,) + x.shape).reshape(-1, self.x_dim)
         log_lik = self._log_likelihood_numpy(x_rep, self._decode_numpy(flat)).reshape(k, len(x))
