@@ -120,7 +120,29 @@ def main():
         failed += not ok
         print(f"| {name} | {diff:.1e}{'' if ok else ' FAIL'} | {tol:.0e} | {t_cuda:.3f} | "
               f"{t_ref:.3f} | {t_ref / t_cuda:.1f}x |")
+    failed += nonfinite_check()
     sys.exit(1 if failed else 0)
+
+
+def nonfinite_check():
+    """NaN, +-inf and empty inputs through every CUDA kernel on the GPU: the cases of
+    tests/test_kernels_nonfinite.py (NumPy arrays, which numba-cuda copies to the device and
+    back).  Returns the number of failures."""
+    import os
+    import warnings
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    from test_kernels_nonfinite import assert_same, cases
+    failures = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")            # host-array transfers; NumPy's NaN notes
+        for name, (fn, dtype) in sorted(cases(small=True).items()):
+            try:
+                assert_same(fn("cuda"), fn("reference"), dtype)
+            except AssertionError as exc:
+                failures += 1
+                print(f"NaN/inf/empty case {name}: FAIL {str(exc)[:300]}")
+    print(f"NaN/inf/empty cases on the GPU: {failures} failed")
+    return failures
 
 
 if __name__ == "__main__":

@@ -27,9 +27,10 @@ import numpy as np
 from ._dispatch import _xp, check_float, choose, launch, lazy_cuda_jit, lazy_njit, prange, register
 
 cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
-CUDA_THREADS = 256
+CUDA_THREADS = 256     # 8 warps per block for the gathers; not measured (no GPU lent)
 for _name in ("conv2d", "conv2d_input_grad", "conv2d_weight_grad"):
-    register(_name, threshold=65_536)        # work = entries of the patch matrix
+    # work = patch entries; col2im's NumPy/Numba time ratio 1.0 at 37k, 1.5 at 147k
+    register(_name, threshold=65_536)
 
 
 def _pair(value, name, where, minimum):

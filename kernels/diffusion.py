@@ -15,10 +15,11 @@ import numpy as np
 from ._dispatch import _xp, both, choose, launch, lazy_cuda_jit, lazy_njit, prange, register
 
 cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
-CUDA_THREADS = 256
-BLOCK = 16_384         # elements per prange iteration in the Numba CPU kernels
+CUDA_THREADS = 256     # 8 warps per block for a memory-bound map; not measured (no GPU lent)
+BLOCK = 16_384         # elements per prange task (64-128 KiB per array): hides the task cost
 for _name in ("q_sample", "ddpm_step", "ddim_step"):
-    register(_name, threshold=65_536)        # work = elements
+    # work = elements; NumPy/Numba time ratio 0.82 at 16k, 1.5 at 65k
+    register(_name, threshold=65_536)
 
 
 def _check(where, x, arrays, coefs, clip=None):

@@ -25,14 +25,16 @@ from ._dispatch import _xp, choose, launch, lazy_cuda_jit, lazy_njit, prange, re
 
 cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
 _expn, _fmax = _math.exp_nonpositive_cpu, _math.fmax
-_lse_push_gpu, _lse_value_cpu, _lse_value_gpu = _math.lse_push_gpu, _math.lse_value_cpu, _math.lse_value_gpu
+_lse_push_gpu, _lse_value_cpu = _math.lse_push_gpu, _math.lse_value_cpu
+_lse_value_gpu = _math.lse_value_gpu
 _reciprocal_gpu = _math.reciprocal_gpu
 
-TILE = 512                    # data points per tile in the Numba CPU kernel
-ROWS = 4                      # queries per parallel block
+TILE = 512                    # points per tile: v (4 KiB) stays in L1
+ROWS = 4                      # queries per prange block: enough blocks for 2 threads at m >= 8
 SQRT2 = math.sqrt(2.0)
-CUDA_THREADS = 128
-register("log_kernel_sum", threshold=20_000)        # work = m * n pairs
+CUDA_THREADS = 128            # 4 warps per block; not measured (no GPU lent)
+# work = m * n pairs; NumPy/Numba time ratio 0.75 at 20k pairs, 2.7 at 80k
+register("log_kernel_sum", threshold=20_000)
 register("log_kernel_sum_grad", threshold=20_000)
 
 
