@@ -10,10 +10,12 @@ Prints Markdown tables:
     both libraries (same architecture, optimiser, schedule, batch, EMA), the sliced
     Wasserstein distance and MMD (Gaussian kernel, h = 0.1, 0.2, 0.5) between 10,000 samples
     and 10,000 held-out points; a second held-out draw gives the noise floor;
-  * digits: TinyUNet (16 channels) on the 8x8 digits scaled to [-1, 1], batch 64, lr 1e-3; sliced
-    Wasserstein of 1,000 samples (DDIM, 100 steps, x0 clipped to [-1, 1]) to the held-out
-    digits next to train-vs-held-out and a fitted Gaussian; the sample grid is saved under
-    --out.
+  * digits: issue 19's recipe (TinyUNet, 32 channels with GroupNorm, cosine schedule,
+    v-prediction, warm-up + cosine decay; ``models_ddpm_digits.RECIPE``) on the 8x8 digits
+    scaled to [-1, 1]; sliced Wasserstein of 1,000 samples (DDIM, 100 steps, x0 clipped to
+    [-1, 1]) to the held-out digits next to train-vs-held-out and a fitted Gaussian; the
+    sample grid is saved under --out. benchmarks/models_ddpm_digits.py runs the same model
+    in PyTorch over three seeds.
 ``--speed-only`` runs the first table alone. Thread counts follow the environment
 (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS for PyTorch, NUMBA_NUM_THREADS).
 """
@@ -27,9 +29,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(__file__))
 from _timing import interleaved, machine  # noqa: E402
 
-from minigen.data import load_digits, make_toy  # noqa: E402
+from minigen.data import make_toy  # noqa: E402
 from minigen.metrics import mmd2, sliced_wasserstein  # noqa: E402
-from minigen.models import DDPM, NoiseSchedule, TimeMLP, TinyUNet  # noqa: E402
+from minigen.models import DDPM, NoiseSchedule, TimeMLP  # noqa: E402
 from minigen.optim import Adam  # noqa: E402
 
 HIDDEN, DEPTH, EMB, BATCH, LR, EMA = 128, 3, 32, 1024, 2e-3, 0.995
@@ -160,20 +162,16 @@ def toy_rows(steps, n):
 
 
 def digits_rows(steps, out):
-    Xtr = load_digits("train")[0].reshape(-1, 1, 8, 8) / 8.0 - 1.0
-    Xte = load_digits("test")[0].reshape(-1, 1, 8, 8) / 8.0 - 1.0
+    import models_ddpm_digits as digits_bench
+    Xtr, Xte = digits_bench.digits()
+    recipe = dict(digits_bench.RECIPE, steps=steps, warmup=min(digits_bench.RECIPE["warmup"],
+                                                                 steps // 2))
     start = time.perf_counter()
-    model = DDPM(TinyUNet(1, channels=16, rng=0), NoiseSchedule(), rng=0)
-    model.fit(Xtr, steps=steps, batch_size=64, lr=1e-3, ema_decay=EMA)
-    S = model.sample(1000, steps=100, clip=1.0, rng=1)
+    _, (S, sw_ddpm) = digits_bench.run_minigen(recipe, 0, Xtr, Xte)
     seconds = time.perf_counter() - start
-    rng = np.random.default_rng(2)
-    flat = Xtr.reshape(len(Xtr), -1)
-    gauss = rng.multivariate_normal(flat.mean(0), np.cov(flat.T), 1000)
-    sw = lambda A: sliced_wasserstein(A, Xte, rng=0)
-    rows = [("DDPM samples (1,000)", sw(S)), ("train digits (1,437)", sw(Xtr)),
-            ("Gaussian fit, samples (1,000)", sw(gauss))]
-    _save_grid(S[:64], os.path.join(out, "ddpm_digits_grid.png"))
+    references = digits_bench.references()
+    rows = [("DDPM samples (1,000)", sw_ddpm)] + list(references.items())
+    _save_grid(S[:64].reshape(-1, 1, 8, 8), os.path.join(out, "ddpm_digits_grid.png"))
     return rows, seconds
 
 
@@ -215,7 +213,7 @@ def main():
     for name, (sa, ma), (sb, mb), (sf, mf), ta, tb in toy_rows(steps, n):
         print(f"| {name} | {sa:.4f} | {sb:.4f} | {sf:.4f} | {ma:.5f} | {mb:.5f} | {mf:.5f} | "
               f"{ta:.0f} | {tb:.0f} |", flush=True)
-    dsteps = 100 if args.quick else 2000
+    dsteps = 100 if args.quick else 700
     rows, seconds = digits_rows(dsteps, args.out)
     print(f"\n| digits ({dsteps} steps, {seconds:.0f} s) | SW to held-out |\n|---|---|")
     for name, sw in rows:

@@ -138,3 +138,43 @@ def text_panel(text, title=None, width=88):
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
+
+
+def image_strip(frames, labels, title=None, vmin=None, vmax=None):
+    """One column per frame (e.g. x_T ... x_0 of a reverse process): each frame (n, h, w), or
+    flat rows (n, side*side), stacked top to bottom, with ``labels`` under the columns."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(frames), figsize=(1.1 * len(frames), 1.1 * len(frames[0])
+                                                       / 1.6 + 0.6), squeeze=False)
+    for ax, frame, label in zip(axes[0], frames, labels):
+        ax.imshow(image_grid(frame, cols=1), cmap="gray_r", vmin=vmin, vmax=vmax,
+                  interpolation="nearest")
+        ax.set_xlabel(label, fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def histogram_overlays(panels, bins=60, title=None, curve=None):
+    """One panel per (label, {name: values}) pair, the named histograms overlaid (the first
+    filled, the others as outlines); ``curve`` = (name, callable x -> pdf) is drawn on every
+    panel."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.0), squeeze=False,
+                             sharey=True)
+    for ax, (label, series) in zip(axes[0], panels):
+        for k, (name, values) in enumerate(series.items()):
+            style = dict(alpha=0.5) if k == 0 else dict(histtype="step", lw=1.4)
+            ax.hist(np.ravel(values), bins=bins, density=True, label=name, **style)
+        if curve is not None:
+            x = np.linspace(*ax.get_xlim(), 300)
+            ax.plot(x, curve[1](x), "k--", lw=1, label=curve[0])
+        ax.set_title(label, fontsize=10)
+    axes[0][-1].legend(fontsize=7, loc="upper right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig

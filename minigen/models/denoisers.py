@@ -12,7 +12,7 @@ import numpy as np
 from .. import functional as F
 from ..autograd import Tensor
 from ..distribution import Configurable, register
-from ..nn import Conv2d, Linear, Module, ModuleList, init
+from ..nn import Conv2d, Identity, Linear, Module, ModuleList, Parameter, init
 from ..nn import activation as activation_module
 
 
@@ -84,19 +84,43 @@ class TimeMLP(Module, Configurable):
         return self.out(h)
 
 
-class _ResBlock(Module):
-    """h = conv(act(x)) + U e; out = skip(x) + conv(act(h)) (Ho et al. 2020, without norms)."""
+class GroupNorm(Module):
+    """y = (x - mean_g) / sqrt(var_g + eps) * weight_c + bias_c over each group g of C / G
+    channels (and all pixels) of x (n, C, H, W) (Wu & He 2018); G = gcd(groups, C)."""
 
-    def __init__(self, cin, cout, tdim, act, rng):
+    def __init__(self, channels, groups=8, eps=1e-5):
+        super().__init__()
+        self.groups, self.eps = math.gcd(groups, channels), eps
+        self.weight = Parameter(np.ones(channels, dtype=np.float32))
+        self.bias = Parameter(np.zeros(channels, dtype=np.float32))
+
+    def forward(self, x):
+        n, c, h, w = x.shape
+        g = x.reshape(n, self.groups, -1)
+        g = (g - g.mean(axis=-1, keepdims=True)) \
+            / (g.var(axis=-1, keepdims=True) + self.eps).sqrt()
+        return g.reshape(n, c, h, w) * self.weight.reshape(1, c, 1, 1) \
+            + self.bias.reshape(1, c, 1, 1)
+
+
+class _ResBlock(Module):
+    """h = conv(act(norm(x))); out = skip(x) + conv(act(norm(h) + U e)) (Ho et al. 2020,
+    appendix B; ``groups=0``: no norms). U e is added after the norm, which would otherwise
+    subtract the part of it shared within a group (all of it at one channel per group)."""
+
+    def __init__(self, cin, cout, tdim, act, groups, rng):
         super().__init__()
         self.act = act
+        self.norm1 = GroupNorm(cin, groups) if groups else Identity()
         self.conv1 = Conv2d(cin, cout, 3, padding=1, rng=rng)
         self.time = Linear(tdim, cout, rng=rng)
+        self.norm2 = GroupNorm(cout, groups) if groups else Identity()
         self.conv2 = Conv2d(cout, cout, 3, padding=1, rng=rng)
         self.skip = Conv2d(cin, cout, 1, rng=rng) if cin != cout else None
 
     def forward(self, x, temb):
-        h = self.conv1(self.act(x)) + self.time(temb).reshape(temb.shape[0], -1, 1, 1)
+        h = self.conv1(self.act(self.norm1(x)))
+        h = self.norm2(h) + self.time(temb).reshape(temb.shape[0], -1, 1, 1)
         h = self.conv2(self.act(h))
         return (x if self.skip is None else self.skip(x)) + h
 
@@ -105,26 +129,29 @@ class _ResBlock(Module):
 class TinyUNet(Module, Configurable):
     """A two-level U-Net for small images (n, C, H, W), H and W even (8x8 digits):
 
-    conv_in -> ResBlock (H x W, skip s) -> stride-2 conv -> ResBlock (H/2 x W/2)
-    -> nearest upsample + conv -> concat s -> ResBlock -> conv_out (zero-initialised),
-    with the time embedding act(Linear(e(t))) added inside every ResBlock
+    conv_in -> ResBlock (H x W, c channels, skip s) -> stride-2 conv -> ResBlock (H/2 x W/2,
+    2c) -> nearest upsample + conv -> concat s -> ResBlock (c) -> norm, act, conv_out
+    (zero-initialised), with the time embedding act(Linear(e(t))) projected into every
+    ResBlock and GroupNorm with ``groups`` groups before each convolution (0: none)
     (Ronneberger et al. 2015; Ho et al. 2020, appendix B).
     """
 
-    def __init__(self, in_channels=1, channels=32, emb_dim=32, activation="silu", rng=None):
+    def __init__(self, in_channels=1, channels=32, emb_dim=32, activation="silu", groups=8,
+                 rng=None):
         super().__init__()
         self.in_channels, self.channels, self.emb_dim = in_channels, channels, emb_dim
+        self.activation, self.groups, self.rng = activation, groups, rng
         c = channels
-        self.activation, self.rng = activation, rng
         self.act = act = activation_module(activation, "TinyUNet")
         tdim = 2 * c
         self.time = Linear(emb_dim, tdim, rng=rng)
         self.conv_in = Conv2d(in_channels, c, 3, padding=1, rng=rng)
-        self.down = _ResBlock(c, c, tdim, act, rng)
+        self.down = _ResBlock(c, c, tdim, act, groups, rng)
         self.downsample = Conv2d(c, 2 * c, 3, stride=2, padding=1, rng=rng)
-        self.mid = _ResBlock(2 * c, 2 * c, tdim, act, rng)
+        self.mid = _ResBlock(2 * c, 2 * c, tdim, act, groups, rng)
         self.upconv = Conv2d(2 * c, c, 3, padding=1, rng=rng)
-        self.up = _ResBlock(2 * c, c, tdim, act, rng)
+        self.up = _ResBlock(2 * c, c, tdim, act, groups, rng)
+        self.norm_out = GroupNorm(c, groups) if groups else Identity()
         self.conv_out = Conv2d(c, in_channels, 3, padding=1, rng=rng)
         init.zeros_(self.conv_out.weight)
         init.zeros_(self.conv_out.bias)
@@ -139,4 +166,4 @@ class TinyUNet(Module, Configurable):
         h = self.mid(self.downsample(skip), temb)
         h = self.upconv(F.upsample_nearest(h, 2))
         h = self.up(F.concatenate([h, skip], axis=1), temb)
-        return self.conv_out(self.act(h))
+        return self.conv_out(self.act(self.norm_out(h)))

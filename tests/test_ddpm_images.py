@@ -1,0 +1,217 @@
+"""DDPM on images: DDPM.for_data (the command line's model), flat rows diffused as images
+(``shape``), data mapped to [-1, 1] (``data_range``), and the TinyUNet's GroupNorm."""
+import numpy as np
+import pytest
+
+import minigen as mg
+from minigen import Tensor
+from minigen.data import load_digits
+from minigen.models import DDPM, NoiseSchedule, TimeMLP, TinyUNet
+from minigen.models.denoisers import GroupNorm
+from minigen.nn import Module
+
+Z = 4.0   # tolerance in standard errors
+
+
+def gaussian_eps(schedule, mu, sd):
+    """The exact E[eps | x_t] for data N(mu, sd^2) (per coordinate)."""
+    def eps_fn(x, t):
+        ab = schedule.alpha_bars[t].reshape((-1,) + (1,) * (x.ndim - 1))
+        return np.sqrt(1 - ab) * (x - np.sqrt(ab) * mu) / (ab * sd ** 2 + 1 - ab)
+    return eps_fn
+
+
+class Spy(Module):
+    """A denoiser that records the shapes and values it is given and predicts zero."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+        self.w = mg.nn.Parameter(np.zeros(1, dtype=np.float32))
+
+    def forward(self, x, t):
+        self.seen.append(x.numpy().copy())
+        return x * self.w
+
+
+# --- for_data ------------------------------------------------------------------------------
+def test_for_data_builds_a_time_mlp_for_rows():
+    model = DDPM.for_data(np.zeros((10, 3)), rng=0)
+    assert isinstance(model.denoiser, TimeMLP) and model.denoiser.dim == 3
+    assert model.schedule.kind == "linear" and model.schedule.T == 1000
+    assert model.data_range is None and model.shape is None and model.prediction == "eps"
+
+
+def test_for_data_builds_a_unet_on_flat_rows_in_their_range():
+    X = load_digits("train", scale="unit")[0][:50]
+    assert DDPM.for_data(X, image_shape=(1, 8, 8)).denoiser.channels == 16
+    model = DDPM.for_data(X, image_shape=(1, 8, 8), channels=8, rng=0)
+    assert isinstance(model.denoiser, TinyUNet) and model.denoiser.channels == 8
+    assert model.shape == (1, 8, 8) and model.data_range == (0.0, 1.0)
+    assert model.prediction == "v" and model.schedule.kind == "cosine"
+    model = DDPM.for_data(X, image_shape=(1, 8, 8), data_range=(-1, 2), prediction="eps")
+    assert model.data_range == (-1.0, 2.0) and model.prediction == "eps"
+    for shape in ((1, 4, 4), (8, 8)):
+        with pytest.raises(ValueError, match="DDPM.for_data: image_shape"):
+            DDPM.for_data(X, image_shape=shape)
+
+
+def test_for_data_image_model_trains_and_samples_rows_in_range():
+    X = load_digits("train", scale="unit")[0][:256]
+    model = DDPM.for_data(X, image_shape=(1, 8, 8), channels=8, schedule=NoiseSchedule(T=50),
+                          rng=0)
+    model.fit(X, steps=15, batch_size=32, lr=3e-3, rng=0)
+    S = model.sample(6, rng=0, steps=5)
+    # flat rows back, inside the data's range (x0_hat is clipped by default with data_range)
+    assert S.shape == (6, 64) and S.min() >= -1e-6 and S.max() <= 1 + 1e-6
+    # the loss starts at E[v^2] = 1 (the output layer starts at zero) and falls
+    se = np.sqrt(2 / (32 * 64))
+    assert abs(model.losses_[0] - 1) < Z * se and model.losses_[-3:].mean() < 1 - Z * se
+
+
+# --- shape: flat rows diffused as images ----------------------------------------------------
+def test_flat_rows_reach_the_denoiser_as_images_and_come_back_as_rows():
+    spy = Spy()
+    model = DDPM(spy, NoiseSchedule(T=10), shape=(1, 2, 3), rng=0)
+    X = np.arange(24, dtype=np.float64).reshape(4, 6) / 24
+    model.fit(X, steps=1, batch_size=4, ema_decay=None)
+    assert spy.seen[-1].shape == (4, 1, 2, 3) and model.shape_ == (6,)
+    assert model.sample(3, rng=0, steps=2).shape == (3, 6)
+    S, path = model.sample(2, rng=0, steps=3, return_trajectory=True)
+    assert S.shape == (2, 6) and path.shape == (4, 2, 6)
+    assert spy.seen[-1].shape == (2, 1, 2, 3)
+    assert model.log_prob(X, rng=0).shape == (4,)
+    with pytest.raises(ValueError, match="sample shape"):
+        model.log_prob(X.reshape(4, 1, 2, 3))
+    images = DDPM(Spy(), NoiseSchedule(T=10), shape=(1, 2, 3), rng=0)
+    images.fit(X.reshape(4, 1, 2, 3), steps=1, batch_size=4)
+    assert images.sample(3, rng=0, steps=2).shape == (3, 1, 2, 3)
+    unknown = DDPM(None, NoiseSchedule(T=10)).sample(4, rng=0, eps_fn=lambda x, t: 0 * x,
+                                                      shape=(2, 3))
+    assert unknown.shape == (4, 2, 3)
+    with pytest.raises(ValueError, match=r"DDPM.fit: X has sample shape \(5,\)"):
+        DDPM(Spy(), shape=(1, 2, 3)).fit(np.zeros((4, 5)), steps=1)
+
+
+# --- data_range: [lo, hi] -> [-1, 1] inside the model ----------------------------------------
+@pytest.mark.parametrize("lo,hi", [(0.0, 1.0), (-3.0, 5.0)])
+def test_training_data_is_scaled_to_the_unit_interval(lo, hi):
+    spy = Spy()
+    model = DDPM(spy, NoiseSchedule(T=10), data_range=(lo, hi), rng=0)
+    X = np.array([[lo], [hi], [(lo + hi) / 2]])
+    data = model._check_fit_data(X, None, "test")
+    np.testing.assert_allclose(data[:, 0], [-1, 1, 0], atol=1e-6)
+
+
+@pytest.mark.parametrize("lo,hi", [(0.0, 1.0), (-3.0, 5.0)])
+def test_samples_are_mapped_back_to_the_data_range(lo, hi):
+    """With the exact denoiser of N(0, 0.3^2) in the model's [-1, 1] space, fixed_large
+    ancestral samples are N(0, 0.3^2) there (test_ddpm checks the sampler), so in data space
+    their mean is (lo + hi) / 2 and their std 0.3 (hi - lo) / 2."""
+    s = NoiseSchedule(T=200)
+    model = DDPM(None, s, shape=(1,), data_range=(lo, hi))
+    S = model.sample(20000, rng=0, eps_fn=gaussian_eps(s, 0.0, 0.3), variance="fixed_large")
+    sd = 0.3 * (hi - lo) / 2
+    assert abs(S.mean() - (lo + hi) / 2) < Z * sd / np.sqrt(20000)
+    assert abs(S.std() - sd) < Z * sd / np.sqrt(40000) + 0.01 * sd
+
+
+def test_x0_is_clipped_to_the_data_range_by_default():
+    s = NoiseSchedule(T=50)
+    wide = gaussian_eps(s, 0.0, 3.0)       # the exact denoiser of N(0, 9): far outside [-1, 1]
+    S = DDPM(None, s, shape=(1,), data_range=(2, 4)).sample(2000, rng=0, eps_fn=wide)
+    assert S.min() >= 2 - 1e-9 and S.max() <= 4 + 1e-9 and S.std() > 0.5
+    free = DDPM(None, s, shape=(1,), data_range=(2, 4)).sample(2000, rng=0, eps_fn=wide,
+                                                               clip=np.inf)
+    assert free.min() < 2 and free.max() > 4
+
+
+def test_log_prob_adds_the_jacobian_of_the_scaling():
+    """log p_x(x) = log p_y(y) + d log(2 / (hi - lo)) for y = 2 (x - lo) / (hi - lo) - 1."""
+    s, lo, hi = NoiseSchedule(T=20), -1.0, 3.0
+    X = np.random.default_rng(0).uniform(lo, hi, size=(5, 3))
+    Y = 2 * (X - lo) / (hi - lo) - 1
+    eps_fn = gaussian_eps(s, 0.0, 0.5)
+    scaled = DDPM(None, s, shape=(3,), data_range=(lo, hi)).log_prob(X, eps_fn=eps_fn, rng=1)
+    plain = DDPM(None, s, shape=(3,)).log_prob(Y, eps_fn=eps_fn, rng=1)
+    np.testing.assert_allclose(scaled, plain + 3 * np.log(2 / (hi - lo)), rtol=1e-10)
+
+
+def test_image_model_round_trips_through_save_model(tmp_path):
+    X = load_digits("train", scale="unit")[0][:64]
+    model = DDPM.for_data(X, image_shape=(1, 8, 8), channels=4, schedule=NoiseSchedule(T=20),
+                          rng=0).fit(X, steps=2, batch_size=16, rng=0)
+    mg.save_model(model, tmp_path / "ddpm.npz")
+    loaded = mg.load_model(tmp_path / "ddpm.npz")
+    assert loaded.shape == (1, 8, 8) and loaded.data_range == (0.0, 1.0)
+    assert loaded.denoiser.groups == model.denoiser.groups
+    np.testing.assert_array_equal(loaded.sample(3, rng=0, steps=4), model.sample(3, rng=0, steps=4))
+
+
+@pytest.mark.parametrize("data_range,match", [((1, 1), "lo < hi"), ((0, np.inf), "finite"),
+                                              ("ab", "pair"), (3, "pair")])
+def test_bad_data_range_is_named(data_range, match):
+    with pytest.raises((TypeError, ValueError), match=f"DDPM: data_range.*{match}"):
+        DDPM(None, data_range=data_range)
+
+
+# --- GroupNorm ---------------------------------------------------------------------------------
+def test_group_norm_normalises_each_group_then_scales_each_channel():
+    x = np.random.default_rng(0).normal(2.0, 3.0, size=(2, 6, 3, 3))
+    norm = GroupNorm(6, groups=3).double()
+    norm.weight.data[:] = np.arange(1, 7)
+    norm.bias.data[:] = -np.arange(6)
+    y = norm(Tensor(x)).numpy()
+    g = x.reshape(2, 3, -1)
+    expected = ((g - g.mean(-1, keepdims=True)) / np.sqrt(g.var(-1, keepdims=True) + 1e-5))
+    expected = expected.reshape(x.shape) * np.arange(1, 7)[:, None, None] \
+        - np.arange(6)[:, None, None]
+    np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-10)
+    assert GroupNorm(12, groups=8).groups == 4         # gcd(8, 12)
+
+
+def test_group_norm_matches_pytorch():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(1).normal(size=(3, 8, 4, 4))
+    ours = GroupNorm(8, groups=4).double()
+    ours.weight.data[:] = np.linspace(0.5, 2, 8)
+    ours.bias.data[:] = np.linspace(-1, 1, 8)
+    theirs = torch.nn.GroupNorm(4, 8).double()
+    with torch.no_grad():
+        theirs.weight.copy_(torch.tensor(ours.weight.data))
+        theirs.bias.copy_(torch.tensor(ours.bias.data))
+    np.testing.assert_allclose(ours(Tensor(x)).numpy(),
+                               theirs(torch.tensor(x)).detach().numpy(), rtol=1e-9, atol=1e-9)
+
+
+# --- the diffusion examples on their --quick budgets ----------------------------------------
+def _example(name):
+    import importlib.util
+    import pathlib
+    path = pathlib.Path(__file__).parent.parent / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_noising_example_matches_the_closed_form(tmp_path):
+    pytest.importorskip("matplotlib")
+    result = _example("diffusion_noising").main(["--quick", "--out", str(tmp_path)])
+    assert (tmp_path / "diffusion_noising.png").stat().st_size > 0
+    for k in (100, 500, 999):
+        r = result[k]
+        # both are draws of one distribution: means within Z standard errors of 2,000 points
+        se = np.hypot(r["multi_std"], r["one_std"]) / np.sqrt(2000)
+        assert abs(r["multi_mean"] - r["one_mean"]) < Z * se
+    assert abs(result[999]["one_std"] - 1) < 0.05        # q(x_T | x_0) is nearly N(0, 1)
+
+
+def test_toys_example_writes_its_figures_and_numbers(tmp_path):
+    pytest.importorskip("matplotlib")
+    result = _example("diffusion_toys").main(["--quick", "--out", str(tmp_path)])
+    for key in ("toy_figure", "toy_reverse_figure", "digits_figure", "digits_reverse_figure"):
+        assert (tmp_path / result[key].split("/")[-1]).stat().st_size > 0
+    assert abs(result["digits_floor"] - 0.052) < 0.001    # the training digits vs held-out
+    for key in ("toy_sw_ancestral", "toy_sw_ddim", "digits_sw", "digits_gaussian"):
+        assert np.isfinite(result[key]) and result[key] > 0
