@@ -398,7 +398,7 @@ class InterruptAt:
                 raise KeyboardInterrupt
             import os
             import signal
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)      # to this thread, not any thread
 
     def state_dict(self):
         return {"calls": np.array(self.calls)}
@@ -429,7 +429,7 @@ class CtrlC(Noisy):
         import signal
         self.calls += 1
         if self.calls == self.at:
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)      # to this thread, not any thread
         return super().loss(batch)
 
 
