@@ -269,7 +269,9 @@ def lazy_cuda_jit(**options):
 def both(py_func):
     """A per-element formula written once: (CPU version, CUDA version), compiled on first use
     as ``njit(inline='always', fastmath=FASTMATH)`` and ``cuda.jit(device=True)``.  It may
-    call only ``math`` and other ``both`` helpers' matching halves."""
+    call ``math`` functions but no other helper (a helper's name would have to mean the CPU
+    half in one compilation and the CUDA half in the other).  Under the CUDA simulator the
+    CUDA half runs as Python: keep division by zero and ``math.log(0)`` out of its paths."""
     from ._math import FASTMATH
     return (_Lazy(py_func, "cpu", {"inline": "always", "fastmath": FASTMATH}),
             _Lazy(py_func, "cuda", {"device": True}))
