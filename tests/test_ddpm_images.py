@@ -49,6 +49,7 @@ def test_for_data_builds_a_unet_on_flat_rows_in_their_range():
     assert isinstance(model.denoiser, TinyUNet) and model.denoiser.channels == 8
     assert model.shape == (1, 8, 8) and model.data_range == (0.0, 1.0)
     assert model.prediction == "v" and model.schedule.kind == "cosine"
+    assert model.sample_steps == 100
     model = DDPM.for_data(X, image_shape=(1, 8, 8), data_range=(-1, 2), prediction="eps")
     assert model.data_range == (-1.0, 2.0) and model.prediction == "eps"
     for shape in ((1, 4, 4), (8, 8)):
@@ -67,6 +68,18 @@ def test_for_data_image_model_trains_and_samples_rows_in_range():
     # the loss starts at E[v^2] = 1 (the output layer starts at zero) and falls
     se = np.sqrt(2 / (32 * 64))
     assert abs(model.losses_[0] - 1) < Z * se and model.losses_[-3:].mean() < 1 - Z * se
+
+
+def test_sample_steps_is_the_default_number_of_sampler_steps():
+    s, eps_fn = NoiseSchedule(T=30), gaussian_eps(NoiseSchedule(T=30), 0.5, 0.2)
+    model = DDPM(None, s, shape=(2,), sample_steps=5)
+    S, path = model.sample(4, rng=0, eps_fn=eps_fn, return_trajectory=True)
+    assert len(path) == 6
+    np.testing.assert_array_equal(S, DDPM(None, s, shape=(2,)).sample(4, rng=0, steps=5,
+                                                                      eps_fn=eps_fn))
+    assert len(model.sample(4, rng=0, eps_fn=eps_fn, steps=30, return_trajectory=True)[1]) == 31
+    with pytest.raises(ValueError, match="steps must be an int in 1..30"):
+        DDPM(None, s, sample_steps=31)
 
 
 # --- shape: flat rows diffused as images ----------------------------------------------------

@@ -228,10 +228,12 @@ class DDPM(DeepModel):
     noise is at the data's scale (Ho et al. 2020, sec. 3.3); samples are mapped back, x0_hat
     is clipped to [-1, 1] by default (inside the range), and ``log_prob`` adds the Jacobian
     d log(2 / (hi - lo)). None: the data is diffused as given.
+    sample_steps: ``sample``'s default ``steps`` (None: all T, Algorithm 2; fewer: DDIM),
+    so a caller that passes none (the command line) gets the cheaper sampler.
     """
 
     def __init__(self, denoiser, schedule=None, prediction="eps", shape=None, data_range=None,
-                 rng=None):
+                 sample_steps=None, rng=None):
         super().__init__()
         if prediction not in PREDICTIONS:
             raise ValueError(f"DDPM: prediction must be one of {PREDICTIONS}, got {prediction!r}")
@@ -256,6 +258,9 @@ class DDPM(DeepModel):
         self.shape = None if shape is None else tuple(int(s) for s in shape)
         self.shape_ = self.shape
         self.data_range = data_range
+        if sample_steps is not None:
+            schedule.ddim_timesteps(sample_steps)          # checks 1 <= sample_steps <= T
+        self.sample_steps = sample_steps
         self.rng = as_rng(rng)
         self.ema_ = self.losses_ = None
 
@@ -289,7 +294,8 @@ class DDPM(DeepModel):
         """The DDPM the command line fits to X: for rows (n, d), DDPM(TimeMLP(d),
         NoiseSchedule()); with ``image_shape`` (C, H, W), a TinyUNet(C, channels) on the rows
         reshaped to it, with the cosine schedule, v-prediction and the data's range mapped to
-        [-1, 1] (``data_range`` = (X.min(), X.max()) unless given), as in issue 19's digits
+        [-1, 1] (``data_range`` = (X.min(), X.max()) unless given) and 100-step DDIM as
+        ``sample``'s default (``sample_steps``), as in issue 19's digits
         recipe (benchmarks/README.md, "DDPM on the digits"; 16 channels learn about as much
         per second of CPU as 32 there, at half the cost per step). ``params`` go to DDPM."""
         where = "DDPM.for_data"
@@ -306,6 +312,7 @@ class DDPM(DeepModel):
         params.setdefault("schedule", NoiseSchedule(kind="cosine"))
         params.setdefault("prediction", "v")
         params.setdefault("data_range", (float(X.min()), float(X.max())))
+        params.setdefault("sample_steps", min(100, params["schedule"].T))
         return cls(TinyUNet(image_shape[0], channels=channels, rng=rng), shape=image_shape,
                    rng=rng, **params)
 
@@ -430,6 +437,7 @@ class DDPM(DeepModel):
         if eta is not None and not eta >= 0:
             raise ValueError(f"{where}: eta must be >= 0, got {eta!r}")
         s = self.schedule
+        steps = self.sample_steps if steps is None else steps
         timesteps = s.ddim_timesteps(s.T if steps is None else steps)
         ddim = eta is not None or len(timesteps) < s.T
         eta = 0.0 if eta is None else float(eta)
