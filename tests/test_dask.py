@@ -1,4 +1,5 @@
-"""KDE, Gaussian mixtures and the sample metrics over Dask arrays (minigen.blockwise).
+"""KDE, Gaussian mixtures and the sample metrics over Dask arrays (minigen.blockwise and
+minigen.density._dask).
 
 Every block-wise result is compared with the in-memory one on data split into uneven chunks,
 on Dask's default threaded scheduler and on a distributed.LocalCluster of two worker processes
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from minigen import blockwise, metrics
-from minigen.density import KDE, GaussianMixture, KMeans
+from minigen.density import KDE, GaussianMixture, KMeans, _dask
 
 
 
@@ -132,6 +133,20 @@ def test_bad_input_is_named(da):
         metrics.mmd2(chunked(da, data()), np.zeros((4, 3)))
 
 
+@pytest.mark.parametrize("estimator", [KDE, lambda: KDE(1.0), lambda: GaussianMixture(2)])
+def test_extreme_magnitudes_are_refused_as_in_memory(da, estimator):
+    """``check_scale`` on the Dask path: the same error as in memory, before any other work."""
+    for scale, column in ((1e160, 0), (1e-160, 1)):      # squares overflow / underflow
+        X = data()
+        X[:, column] *= scale
+        with pytest.raises(ValueError) as memory:
+            estimator().fit(X)
+        with pytest.raises(ValueError) as lazy:
+            estimator().fit(chunked(da, X))
+        assert str(lazy.value) == str(memory.value)
+        assert "rescale X" in str(lazy.value)
+
+
 # ------------------------------------------------------------------ Gaussian mixtures
 INITS = {"full": np.stack([np.eye(2)] * 3), "tied": np.eye(2), "diag": np.ones((3, 2)),
          "spherical": np.ones(3)}
@@ -166,7 +181,7 @@ def test_gmm_weighted_on_a_cluster(scheduler, da):
 
 def test_kmeans_parallel_finds_the_clusters(da):
     X = data(600)
-    centres = blockwise.kmeans(chunked(da, X, (100, 333, 167)), 3, rng=0)
+    centres = _dask.kmeans(chunked(da, X, (100, 333, 167)), 3, rng=0)
     expected = KMeans(3, random_state=0).fit(X).cluster_centers_
     order = lambda C: C[np.lexsort(C.T[::-1])]
     np.testing.assert_allclose(order(centres), order(expected), atol=1e-10)

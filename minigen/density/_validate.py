@@ -27,20 +27,27 @@ def check_scale(X, where):
     """Raise a ValueError when the squares of X's entries overflow float64 or a column's
     (non-zero) variation is so small that its squares underflow (bounds in the module
     docstring). X is a finite, non-empty float64 (n, d) array."""
-    huge, small = np.sqrt(_INFO.max / (4 * X.size)), np.sqrt(4 * X.size * _INFO.tiny)
-    top = float(np.max(np.abs(X)))
+    check_extremes(float(np.max(np.abs(X))), X.min(axis=0), X.max(axis=0), X.shape, where)
+    return X
+
+
+def check_extremes(top, low, high, shape, where):
+    """``check_scale`` from the summaries of an (n, d) = ``shape`` array: top = max |x|, and
+    each column's min ``low`` and max ``high`` (the Dask path reduces these chunk by chunk).
+    The spread high - low is taken only once top is known not to overflow it."""
+    size = shape[0] * shape[1]
+    huge, small = np.sqrt(_INFO.max / (4 * size)), np.sqrt(4 * size * _INFO.tiny)
     if top > huge:
         raise ValueError(f"{where}: X has entries as large as {top:.3g} in magnitude; sums of "
-                         f"their squares overflow float64 (the limit for {X.shape[0]} x "
-                         f"{X.shape[1]} data is {huge:.3g}): rescale X, e.g. X / np.abs(X).max()")
-    spread = np.ptp(X, axis=0)
+                         f"their squares overflow float64 (the limit for {shape[0]} x "
+                         f"{shape[1]} data is {huge:.3g}): rescale X, e.g. X / np.abs(X).max()")
+    spread = high - low
     tiny = np.flatnonzero((spread > 0) & (spread < small))
     if len(tiny):
         j = int(tiny[0])
         raise ValueError(f"{where}: column {j} of X varies by only {spread[j]:.3g}; squared "
                          f"deviations below {small:.3g} underflow float64: rescale X, e.g. "
                          "(X - X.mean(axis=0)) / X.std(axis=0), or drop the column")
-    return X
 
 
 def exact_mean(X, weights=None):

@@ -16,7 +16,7 @@ import warnings
 import numpy as np
 
 from ..backend import as_rng
-from .. import blockwise
+from ..blockwise import is_dask
 from ..kernels import kde as kde_kernel
 from ..distribution import (Distribution, register, check_array, check_fitted, check_n_samples,
                             check_sample_weight)
@@ -32,16 +32,22 @@ def _rule_factor(rule, neff, d):
     return neff ** (-1.0 / (d + 4))
 
 
-def _data_cholesky(X, w, where):
-    """The Cholesky factor of Sigma = sum_j w_j (x_j - m)(x_j - m)^T / (1 - sum_j w_j^2).
-
-    Constant columns are centred exactly (their variance is 0, not rounding noise). With
-    d >= n, or a numerically singular Sigma (the factorisation fails, or a pivot L_ii^2 falls
-    below d eps max_j Sigma_jj), warn and fall back to diag(Sigma) with zero variances raised
-    to 1e-6 of the largest one. If every column is constant there is no scale at all: raise."""
+def _data_covariance(X, w):
+    """Sigma = sum_j w_j (x_j - m)(x_j - m)^T / (1 - sum_j w_j^2), m the weighted mean, with
+    constant columns centred exactly (their variance is 0, not rounding noise)."""
     Xc = X - exact_mean(X, w)
-    cov = (Xc.T * w) @ Xc / (1.0 - np.sum(w ** 2))
-    n, d = X.shape
+    return (Xc.T * w) @ Xc / (1.0 - np.sum(w ** 2))
+
+
+def _cholesky_or_diagonal(cov, n, where, stacklevel):
+    """The Cholesky factor of the data covariance Sigma (d, d) of n samples.
+
+    With d >= n, or a numerically singular Sigma (the factorisation fails, or a pivot L_ii^2
+    falls below d eps max_j Sigma_jj), warn and fall back to diag(Sigma) with zero variances
+    raised to 1e-6 of the largest one. If every column is constant there is no scale at all:
+    raise. The in-memory and the Dask fit (``density._dask``) both end here; ``stacklevel``
+    points the warning at the caller of ``KDE.fit``."""
+    d = len(cov)
     variances = np.diag(cov).copy()
     top = variances.max()
     if top == 0:
@@ -57,7 +63,7 @@ def _data_cholesky(X, w, where):
             pass
     floor = 1e-6 * top
     warnings.warn(f"{where}: the data covariance is singular (n={n}, d={d}); using its diagonal "
-                  f"with variances floored at {floor:.3g}", RuntimeWarning, stacklevel=4)
+                  f"with variances floored at {floor:.3g}", RuntimeWarning, stacklevel=stacklevel)
     variances = np.where(variances > floor, variances, floor)
     return np.diag(np.sqrt(variances))
 
@@ -97,8 +103,9 @@ class KDE(Distribution):
 
     def fit(self, X, y=None, sample_weight=None):
         """Store the data and weights and set H (``y`` is ignored: scikit-learn's signature)."""
-        if blockwise.is_dask(X, sample_weight):
-            return blockwise.kde_fit(self, X, sample_weight)
+        if is_dask(X, sample_weight):
+            from ._dask import kde_fit
+            return kde_fit(self, X, sample_weight)
         where = "KDE.fit"
         X = check_scale(check_array(X, where), where)
         n, d = X.shape
@@ -109,7 +116,7 @@ class KDE(Distribution):
             if n < 2 or np.count_nonzero(w) < 2:
                 raise ValueError(f"{where}: bandwidth={h!r} needs at least 2 samples with "
                                  f"positive weight, got {np.count_nonzero(w)}")
-            base = _data_cholesky(X, w, where)
+            base = _cholesky_or_diagonal(_data_covariance(X, w), n, where, stacklevel=3)
             factor = (self._cv_factor(X, w, base, _rule_factor("scott", neff, d))
                       if h == "cv" else _rule_factor(h, neff, d))
             self.bandwidth_, chol = factor, base * factor
@@ -143,8 +150,9 @@ class KDE(Distribution):
 
     def _loo_log_likelihood(self, X, w, chol, log_w):
         """sum_i w_i log[sum_{j != i} w_j N(x_i; x_j, L L^T) / (1 - w_i)] (zero-weight rows skipped)."""
-        if blockwise.is_dask(X):
-            return blockwise.kde_loo_log_likelihood(X, w, chol)
+        if is_dask(X):
+            from ._dask import kde_loo_log_likelihood
+            return kde_loo_log_likelihood(X, w, chol)
         loo = kde_kernel.log_kernel_sum(X, X, chol=chol, log_weights=log_w, exclude_self=True)
         keep = w > 0
         return float(np.sum(w[keep] * (loo[keep] - np.log1p(-w[keep]))))
@@ -181,8 +189,9 @@ class KDE(Distribution):
 
     def score_samples(self, X):
         """log p(x) = log sum_j w_j N(x; x_j, H) for each row of X."""
-        if blockwise.is_dask(X, getattr(self, "data_", None)):
-            return blockwise.kde_score_samples(self, X)
+        if is_dask(X, getattr(self, "data_", None)):
+            from ._dask import kde_score_samples
+            return kde_score_samples(self, X)
         X = self._checked(X, "KDE.score_samples")
         return kde_kernel.log_kernel_sum(X, self.data_, chol=self.cholesky_,
                                          log_weights=self._log_weights)
@@ -192,16 +201,18 @@ class KDE(Distribution):
 
     def score_function(self, Q):
         """grad_q log p(q) = H^-1 (sum_j r_j(q) x_j - q), r_j(q) the kernel responsibilities."""
-        if blockwise.is_dask(Q, getattr(self, "data_", None)):
-            return blockwise.kde_score_function(self, Q)
+        if is_dask(Q, getattr(self, "data_", None)):
+            from ._dask import kde_score_function
+            return kde_score_function(self, Q)
         Q = self._checked(Q, "KDE.score_function")
         return kde_kernel.log_kernel_sum_grad(Q, self.data_, chol=self.cholesky_,
                                               log_weights=self._log_weights)[1]
 
     def sample(self, n, rng=None):
         """Pick a data point j with probability w_j, add L u with u ~ N(0, I)."""
-        if blockwise.is_dask(getattr(self, "data_", None)):
-            return blockwise.sample(self, n, rng)
+        if is_dask(getattr(self, "data_", None)):
+            from ._dask import kde_sample
+            return kde_sample(self, n, rng)
         check_fitted(self, "cholesky_", "KDE.sample")
         n = check_n_samples(n, "KDE.sample")
         rng = as_rng(rng, name="KDE.sample: rng")

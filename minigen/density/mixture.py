@@ -17,8 +17,8 @@ import warnings
 
 import numpy as np
 
-from .. import blockwise
 from ..backend import as_rng
+from ..blockwise import is_dask
 from ..distribution import (ConvergenceWarning, Distribution, register, check_array, check_fitted,
                             check_n_samples, check_positive, check_sample_weight, logsumexp)
 from ._validate import check_number, check_scale
@@ -299,8 +299,9 @@ class GaussianMixture(Distribution):
     def fit(self, X, y=None, sample_weight=None):
         """Run EM ``n_init`` times and keep the run with the highest final lower bound
         (``y`` is ignored: scikit-learn's signature)."""
-        if blockwise.is_dask(X, sample_weight):
-            return blockwise.gmm_fit(self, X, sample_weight)
+        if is_dask(X, sample_weight):
+            from ._dask import gmm_fit
+            return gmm_fit(self, X, sample_weight)
         X = check_scale(check_array(X, "GaussianMixture.fit", min_samples=1), "GaussianMixture.fit")
         n, d = X.shape
         # The variance that rounding alone produces in data of this magnitude: a component
@@ -312,9 +313,16 @@ class GaussianMixture(Distribution):
         s = check_sample_weight(sample_weight, n, "GaussianMixture.fit") * n
         inits = self._check_inits(d)
         rng = as_rng(self.random_state, name="GaussianMixture.fit: random_state")
+        return self._keep_best(lambda: self._best_run(X, s, inits, rng, resolution), d,
+                               stacklevel=3)
+
+    def _keep_best(self, best_run, d, stacklevel):
+        """Store the state of ``best_run()`` (EM from every initialisation; the in-memory and
+        the Dask fit share this tail) and warn if EM did not converge. A collapsed component
+        (ValueError) leaves no half-fitted state."""
         try:
-            best = self._best_run(X, s, inits, rng, resolution)
-        except ValueError:                      # a collapsed component: leave no half-fitted state
+            best = best_run()
+        except ValueError:
             for name in [name for name in vars(self) if name.endswith("_")]:
                 delattr(self, name)
             raise
@@ -323,7 +331,7 @@ class GaussianMixture(Distribution):
         if not self.converged_ and self.max_iter > 0:
             warnings.warn(f"GaussianMixture.fit: EM did not converge in max_iter={self.max_iter} "
                           f"iterations (tol={self.tol}); increase max_iter or tol",
-                          ConvergenceWarning, stacklevel=2)
+                          ConvergenceWarning, stacklevel=stacklevel)
         self.n_features_in_ = d
         return self
 
@@ -350,8 +358,9 @@ class GaussianMixture(Distribution):
 
     def score_samples(self, X):
         """log p(x_i) = logsumexp_k (log pi_k + log N(x_i; mu_k, Sigma_k))."""
-        if blockwise.is_dask(X):
-            return blockwise.score_rows(self.score_samples, X, "GaussianMixture.score_samples")
+        if is_dask(X):
+            from ._dask import score_rows
+            return score_rows(self.score_samples, X, "GaussianMixture.score_samples")
         return logsumexp(self._log_joint(self._checked(X, "GaussianMixture.score_samples")), axis=1)
 
     def predict_proba(self, X):
