@@ -196,35 +196,3 @@ def test_group_norm_matches_pytorch():
     np.testing.assert_allclose(ours(Tensor(x)).numpy(),
                                theirs(torch.tensor(x)).detach().numpy(), rtol=1e-9, atol=1e-9)
 
-
-# --- the diffusion examples on their --quick budgets ----------------------------------------
-def _example(name):
-    import importlib.util
-    import pathlib
-    path = pathlib.Path(__file__).parent.parent / "examples" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_noising_example_matches_the_closed_form(tmp_path):
-    pytest.importorskip("matplotlib")
-    result = _example("diffusion_noising").main(["--quick", "--out", str(tmp_path)])
-    assert (tmp_path / "diffusion_noising.png").stat().st_size > 0
-    for k in (100, 500, 999):
-        r = result[k]
-        # both are draws of one distribution: means within Z standard errors of 2,000 points
-        se = np.hypot(r["multi_std"], r["one_std"]) / np.sqrt(2000)
-        assert abs(r["multi_mean"] - r["one_mean"]) < Z * se
-    assert abs(result[999]["one_std"] - 1) < 0.05        # q(x_T | x_0) is nearly N(0, 1)
-
-
-def test_toys_example_writes_its_figures_and_numbers(tmp_path):
-    pytest.importorskip("matplotlib")
-    result = _example("diffusion_toys").main(["--quick", "--out", str(tmp_path)])
-    for key in ("toy_figure", "toy_reverse_figure", "digits_figure", "digits_reverse_figure"):
-        assert (tmp_path / result[key].split("/")[-1]).stat().st_size > 0
-    assert abs(result["digits_floor"] - 0.052) < 0.001    # the training digits vs held-out
-    for key in ("toy_sw_ancestral", "toy_sw_ddim", "digits_sw", "digits_gaussian"):
-        assert np.isfinite(result[key]) and result[key] > 0

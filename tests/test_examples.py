@@ -10,12 +10,16 @@ pytest.importorskip("matplotlib")
 EXAMPLES = os.path.join(os.path.dirname(__file__), os.pardir, "examples")
 
 
+Z = 4.0
+
+
 def run(name, tmp_path, *argv):
     spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     result = module.main(["--quick", "--out", str(tmp_path), *argv])
-    figures = result.get("figures") or [result["figure"]]
+    figures = result.get("figures") or [v for k, v in result.items()
+                                        if isinstance(k, str) and k.endswith("figure")]
     for path in figures:
         assert os.path.dirname(path) == str(tmp_path) and open(path, "rb").read(4) == b"\x89PNG"
     return result
@@ -82,3 +86,20 @@ def test_vae_digits(tmp_path):
     for bound in result["bounds"].values():
         # each model beats independent pixels, and IWAE_k tightens the ELBO
         assert bound["iwae"] > bound["elbo"] and bound["iwae"] > result["independent_pixels"]
+
+
+def test_diffusion_noising(tmp_path):
+    result = run("diffusion_noising", tmp_path)
+    for k in (100, 500, 999):
+        r = result[k]
+        # both are draws of one distribution: means within Z standard errors of 2,000 points
+        se = np.hypot(r["multi_std"], r["one_std"]) / np.sqrt(2000)
+        assert abs(r["multi_mean"] - r["one_mean"]) < Z * se
+    assert abs(result[999]["one_std"] - 1) < 0.05        # q(x_T | x_0) is nearly N(0, 1)
+
+
+def test_diffusion_toys(tmp_path):
+    result = run("diffusion_toys", tmp_path)
+    assert abs(result["digits_floor"] - 0.052) < 0.001    # the training digits vs held-out
+    for key in ("toy_sw_ancestral", "toy_sw_ddim", "digits_sw", "digits_gaussian"):
+        assert np.isfinite(result[key]) and result[key] > 0
