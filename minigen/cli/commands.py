@@ -16,6 +16,7 @@ from .. import metrics
 from ..autograd import manual_seed
 from ..data import sources
 from ..data.text import split_text
+from ..data.tokenizers import CharTokenizer
 from ..distribution import NoDensityError, models
 from ..io import load_model, save_model
 
@@ -81,6 +82,16 @@ def budget(model, steps=None, epochs=None):
     if steps is None and epochs is None:
         steps = default
     return {"steps": steps} if epochs is None else {"epochs": epochs}
+
+
+def with_alphabet(name, options, corpus):
+    """A character-level model compared on held-out text needs the alphabet of all of it (the
+    characters only, no statistics): a CharTokenizer of ``corpus`` unless one is given."""
+    options = dict(options or {})
+    if sources.is_text(corpus) and "tokenizer" in model_class(name)._param_names():
+        text = corpus if isinstance(corpus, str) else "\n".join(corpus)
+        options.setdefault("tokenizer", CharTokenizer.train(text))
+    return options
 
 
 def fit_model(name, data, options=None, steps=None, epochs=None, quiet=False, seed=0,
@@ -181,6 +192,8 @@ def score(args, options):
     except NoDensityError as err:
         print(f"{args.model_file}: {err}")
         return 1
+    except ValueError as err:                       # e.g. data of the wrong shape or alphabet
+        raise UsageError(f"{args.model_file}: {err}") from None
     print(f"mean held-out log-likelihood (or the model's stated bound) of {args.data}: "
           f"{value:.4f} nats per sample")
     return 0
@@ -264,8 +277,9 @@ def compare(args, options):
         if y_train is None:
             labels_for(name, args.data)          # a clear error for a supervised model
         trained = getattr(model_class(name), "default_steps", None) is not None
-        model, seconds = fit_model(name, train, steps=args.steps if trained else None,
-                                   quiet=args.quiet, seed=args.seed, labels=y_train)
+        model, seconds = fit_model(name, train, with_alphabet(name, {}, data),
+                                   steps=args.steps if trained else None, quiet=args.quiet,
+                                   seed=args.seed, labels=y_train)
         result = evaluate(model, train, test, seed=args.seed)
         rows.append((name, result, seconds))
         print(f"  {name}: fitted in {seconds:.1f} s", flush=True)

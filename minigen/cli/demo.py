@@ -36,6 +36,7 @@ DIGITS = [
     ("SupervisedAutoEncoder(z=8)", "supervised-ae", {"z_dim": 8, "n_classes": 10}, (2000, 400)),
     ("SWAE(z=8, normal prior)", "swae", {"z_dim": 8}, (2000, 400)),
     ("GAN (conv)", "gan", {"image_shape": (1, 8, 8), "z_dim": 16}, (3000, 500)),
+    ("DDPM (TinyUNet, 100-step DDIM)", "ddpm", {"image_shape": (1, 8, 8)}, (400, 100)),
 ]
 BINARY_DIGITS = [
     ("VAE(z=16)", "vae", {"z_dim": 16}, (3000, 500)),
@@ -84,14 +85,15 @@ def engine_demo(quick, log, rng=0):
     return float((clf.predict(Xte / 16.0) == yte).mean()), len(yte)
 
 
-def run_models(entries, train_data, test, labels, quick, quiet, seed=0):
+def run_models(entries, train_data, test, labels, quick, quiet, seed=0, corpus=None):
     """Fit each entry and evaluate it on ``test``; rows (label, result, seconds) and the
-    fitted models by label."""
+    fitted models by label. ``corpus``: all the text, for the character models' alphabet."""
     rows, fitted = [], {}
     for label, name, options, steps in entries:
         budget = None if steps is None else steps[1 if quick else 0]
-        model, seconds = commands.fit_model(name, train_data, dict(options), budget,
-                                            quiet=quiet, seed=seed, labels=labels)
+        model, seconds = commands.fit_model(name, train_data,
+                                            commands.with_alphabet(name, options, corpus),
+                                            budget, quiet=quiet, seed=seed, labels=labels)
         result = commands.evaluate(model, train_data, test, seed=seed)
         rows.append((label, result, seconds))
         fitted[label] = model
@@ -161,8 +163,9 @@ def demo(args, options=None):
                      "different space); the AE, SWAE and GAN define no density."))
 
     _section("text: language models on Python's documentation")
-    text_train, text_test = commands.split(sources.load("pydoc")[:TEXT_CHARS[quick]])
-    rows, _ = run_models(TEXT, text_train, text_test[:20_000], None, quick, quiet)
+    corpus = sources.load("pydoc")[:TEXT_CHARS[quick]]
+    text_train, text_test = commands.split(corpus)
+    rows, _ = run_models(TEXT, text_train, text_test[:20_000], None, quick, quiet, corpus=corpus)
     table = commands.table(rows)
     excerpts = [f"[{label}]\n{r['samples'][0]}" for label, r, _ in rows]
     print(table)
