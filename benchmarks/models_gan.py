@@ -1,6 +1,7 @@
 """GAN and WGAN-GP on the 8- and 25-Gaussians toys: minigen next to the same WGAN-GP in PyTorch.
 
-    python benchmarks/models_gan.py [--steps 4000] [--seeds 0 1 2] [--hidden 128] [--quick]
+    python benchmarks/models_gan.py [--steps 4000] [--seeds 0 1 2] [--hidden 128] [--lr 1e-4]
+                                    [--quick]
 
 For each toy (noise sigma: 0.1 for 8 Gaussians, 0.05 for 25), model and seed, after a fixed
 budget of discriminator steps (batch 256; the generator moves every n_critic steps):
@@ -46,22 +47,23 @@ def quality(S, modes, sigma, held_out):
             "sw": float(sliced_wasserstein(S, held_out, rng=0))}
 
 
-def minigen_run(toy, model, steps, seed, hidden):
+def minigen_run(toy, model, steps, seed, hidden, lr):
     from minigen.models import GAN, WGANGP
     sample_fn, sigma, modes = TOYS[toy]
     X = sample_fn(20000, noise=sigma, rng=seed)
     cls = WGANGP if model == "wgan-gp" else GAN
     start = time.perf_counter()
-    m = cls.mlp(x_dim=2, z_dim=Z_DIM, hidden=hidden, rng=seed).fit(X, steps=steps,
-                                                                  batch_size=BATCH, rng=seed)
+    m = cls.mlp(x_dim=2, z_dim=Z_DIM, hidden=hidden, rng=seed).fit(
+        X, steps=steps, batch_size=BATCH, rng=seed, lr=lr)
     seconds = time.perf_counter() - start
     S = m.sample(N_EVAL, rng=seed + 100)
     return dict(quality(S, modes, sigma, sample_fn(N_EVAL, noise=sigma, rng=999)),
                 seconds=seconds)
 
 
-def torch_run(toy, steps, seed, hidden):
-    """The same WGAN-GP in PyTorch: Algorithm 1 of Gulrajani et al., lr 1e-4, betas (0.5, 0.9)."""
+def torch_run(toy, steps, seed, hidden, lr):
+    """The same WGAN-GP in PyTorch: Algorithm 1 of Gulrajani et al., betas (0.5, 0.9), the
+    generator's weights averaged with decay 0.999 (EMA warm-up as minigen's) for sampling."""
     import torch
     nn = torch.nn
     torch.manual_seed(seed)
@@ -75,8 +77,9 @@ def torch_run(toy, steps, seed, hidden):
         return nn.Sequential(*layers)
 
     G, D = mlp(Z_DIM, 2), mlp(2, 1)
-    opt_g = torch.optim.Adam(G.parameters(), lr=1e-4, betas=(0.5, 0.9))
-    opt_d = torch.optim.Adam(D.parameters(), lr=1e-4, betas=(0.5, 0.9))
+    opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=(0.5, 0.9))
+    ema = {k: v.detach().clone() for k, v in G.state_dict().items()}
     start = time.perf_counter()
     for step in range(1, steps + 1):
         real = X[torch.randint(0, len(X), (BATCH,))]
@@ -93,6 +96,11 @@ def torch_run(toy, steps, seed, hidden):
             opt_g.zero_grad()
             (-D(G(torch.randn(BATCH, Z_DIM))).mean()).backward()
             opt_g.step()
+        decay = min(0.999, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for k, v in G.state_dict().items():
+                ema[k].mul_(decay).add_(v, alpha=1 - decay)
+    G.load_state_dict(ema)
     seconds = time.perf_counter() - start
     with torch.no_grad():
         S = G(torch.randn(N_EVAL, Z_DIM)).numpy().astype(np.float64)
@@ -104,19 +112,20 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=4000)
     ap.add_argument("--hidden", type=int, default=128, help="units in each of 3 hidden layers")
+    ap.add_argument("--lr", type=float, default=1e-4, help="Adam's learning rate (both models)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--quick", action="store_true", help="500 steps, one seed")
-    ap.add_argument("--torch", nargs=4, metavar=("TOY", "STEPS", "SEED", "HIDDEN"),
+    ap.add_argument("--torch", nargs=5, metavar=("TOY", "STEPS", "SEED", "HIDDEN", "LR"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.torch:
-        toy, steps, seed, hidden = args.torch
-        print(json.dumps(torch_run(toy, int(steps), int(seed), (int(hidden),) * 3)))
+        toy, steps, seed, hidden, lr = args.torch
+        print(json.dumps(torch_run(toy, int(steps), int(seed), (int(hidden),) * 3, float(lr))))
         return
     steps, seeds = (500, [0]) if args.quick else (args.steps, args.seeds)
     hidden = (args.hidden,) * 3
     print(f"# GANs on 2-D toys, MLPs 3x{args.hidden}, {steps} discriminator steps, batch "
-          f"{BATCH}; {machine()}\n")
+          f"{BATCH}, Adam lr {args.lr}; {machine()}\n")
     print("| toy | model | seed | modes | high quality | SW | floor SW | seconds |")
     print("|---|---|---|---|---|---|---|---|")
     for toy, (sample_fn, sigma, modes) in TOYS.items():
@@ -126,11 +135,12 @@ def main():
             for seed in seeds:
                 if name.startswith("torch"):
                     out = subprocess.run([sys.executable, __file__, "--torch", toy, str(steps),
-                                          str(seed), str(args.hidden)], capture_output=True,
+                                          str(seed), str(args.hidden), str(args.lr)],
+                                         capture_output=True,
                                          text=True, check=True)
                     r = json.loads(out.stdout.strip().splitlines()[-1])
                 else:
-                    r = minigen_run(toy, name, steps, seed, hidden)
+                    r = minigen_run(toy, name, steps, seed, hidden, args.lr)
                 print(f"| {toy} | {name} | {seed} | {r['modes']}/{len(modes)} | "
                       f"{r['quality']:.1%} | {r['sw']:.4f} | {floor:.4f} | {r['seconds']:.0f} |",
                       flush=True)
