@@ -227,8 +227,8 @@ def test_demo_writes_its_tables_gallery_and_report(tmp_path, monkeypatch, capsys
     pytest.importorskip("matplotlib")
     Z = 4.0
     for name in ("MOONS", "DIGITS", "BINARY_DIGITS", "TEXT"):
-        monkeypatch.setattr(demo, name, [(label, model, opts, None if s is None else (3, 3))
-                                         for label, model, opts, s in getattr(demo, name)])
+        monkeypatch.setattr(demo, name, [(label, model, opts, None if s is None else (3, 3), fit)
+                                         for label, model, opts, s, fit in getattr(demo, name)])
     monkeypatch.setattr(demo, "engine_demo", lambda quick, log, rng=0: (0.5, 359))
     monkeypatch.setattr(demo, "TEXT_CHARS", (20_000, 20_000))
     assert run_cli("demo", "--quick", "--out", tmp_path, "--quiet") == 0

@@ -95,14 +95,15 @@ def with_alphabet(name, options, corpus):
 
 
 def fit_model(name, data, options=None, steps=None, epochs=None, quiet=False, seed=0,
-              labels=None):
-    """Build ``name`` for the data, fit it (with ``labels`` when it needs them); (model, s).
-    ``seed`` seeds minigen's default generator first, so initial weights repeat too."""
+              labels=None, **fit_options):
+    """Build ``name`` for the data, fit it (with ``labels`` when it needs them, and
+    ``fit_options`` such as lr or batch_size); (model, seconds). ``seed`` seeds minigen's
+    default generator first, so initial weights repeat too."""
     manual_seed(seed)
     model = build(name, data, options)
     extra = budget(model, steps, epochs)
     if extra:
-        extra.update(rng=seed, verbose=not quiet)
+        extra.update(rng=seed, verbose=not quiet, **fit_options)
     targets = (labels,) if getattr(model, "needs_labels", False) else ()
     start = time.perf_counter()
     try:

@@ -22,34 +22,37 @@ from ..data import load_digits, moons, sources
 from ..train import train
 from . import commands, report
 
-# (label, registry name, options for for_data, (steps, quick steps) or None for closed-form fits)
+# (label, registry name, options for for_data, (steps, quick steps) or None for closed-form
+# fits, options for fit)
 MOONS = [
-    ("KDE (Scott)", "kde", {}, None),
-    ("KDE (leave-one-out CV)", "kde", {"bandwidth": "cv"}, None),
-    ("GaussianMixture (12, full)", "gmm", {"n_components": 12, "random_state": 0}, None),
-    ("DDPM (TimeMLP 3x128, T=1000)", "ddpm", {}, (4000, 1000)),
-    ("WGAN-GP (MLP 3x256)", "wgan-gp", {"hidden": (256, 256, 256)}, (3000, 500)),
+    ("KDE (Scott)", "kde", {}, None, {}),
+    ("KDE (leave-one-out CV)", "kde", {"bandwidth": "cv"}, None, {}),
+    ("GaussianMixture (12, full)", "gmm", {"n_components": 12, "random_state": 0}, None, {}),
+    ("DDPM (TimeMLP 3x128, T=1000)", "ddpm", {}, (2000, 400), {"lr": 2e-3}),
+    ("WGAN-GP (MLP 3x128)", "wgan-gp", {}, (2000, 400), {"lr": 5e-4}),
 ]
 DIGITS = [
-    ("PCA(16) -> GaussianMixture(10)", "latent", {}, None),
-    ("AutoEncoder(z=8) + GMM on codes", "ae", {"z_dim": 8}, (2000, 400)),
-    ("SupervisedAutoEncoder(z=8)", "supervised-ae", {"z_dim": 8, "n_classes": 10}, (2000, 400)),
-    ("SWAE(z=8, normal prior)", "swae", {"z_dim": 8}, (2000, 400)),
-    ("GAN (conv)", "gan", {"image_shape": (1, 8, 8), "z_dim": 16}, (3000, 500)),
-    ("DDPM (TinyUNet, 100-step DDIM)", "ddpm", {"image_shape": (1, 8, 8)}, (400, 100)),
+    ("PCA(16) -> GaussianMixture(10)", "latent", {}, None, {}),
+    ("AutoEncoder(z=8) + GMM on codes", "ae", {"z_dim": 8}, (800, 200), {}),
+    ("SupervisedAutoEncoder(z=8)", "supervised-ae", {"z_dim": 8, "n_classes": 10}, (800, 200),
+     {}),
+    ("SWAE(z=8, normal prior)", "swae", {"z_dim": 8}, (800, 200), {}),
+    ("GAN (conv)", "gan", {"image_shape": (1, 8, 8), "z_dim": 16}, (1000, 200), {}),
+    ("DDPM (TinyUNet, 100-step DDIM)", "ddpm", {"image_shape": (1, 8, 8)}, (400, 100),
+     {"batch_size": 64, "lr": 3e-3}),
 ]
 BINARY_DIGITS = [
-    ("VAE(z=16)", "vae", {"z_dim": 16}, (3000, 500)),
-    ("HierarchicalVAE(z=16, 4)", "hvae", {}, (3000, 500)),
+    ("VAE(z=16)", "vae", {"z_dim": 16}, (1500, 300), {}),
+    ("HierarchicalVAE(z=16, 4)", "hvae", {}, (1500, 300), {}),
 ]
 TEXT = [
-    ("Bigram", "bigram", {}, (1000, 300)),
-    ("MLPLM (context 8)", "mlp-lm", {}, (1500, 300)),
+    ("Bigram", "bigram", {}, (600, 200), {}),
+    ("MLPLM (context 8)", "mlp-lm", {}, (800, 200), {}),
     ("TransformerLM (2 layers, 64 wide)", "transformer-lm",
-     {"n_layer": 2, "n_head": 4, "n_embd": 64, "block_size": 64}, (600, 120)),
+     {"n_layer": 2, "n_head": 4, "n_embd": 64, "block_size": 64}, (300, 80), {}),
 ]
 
-TEXT_CHARS = (600_000, 200_000)    # characters of the pydoc corpus used (full, quick)
+TEXT_CHARS = (300_000, 100_000)    # characters of the pydoc corpus used (full, quick)
 
 
 def _section(title):
@@ -89,11 +92,12 @@ def run_models(entries, train_data, test, labels, quick, quiet, seed=0, corpus=N
     """Fit each entry and evaluate it on ``test``; rows (label, result, seconds) and the
     fitted models by label. ``corpus``: all the text, for the character models' alphabet."""
     rows, fitted = [], {}
-    for label, name, options, steps in entries:
+    for label, name, options, steps, fit_options in entries:
         budget = None if steps is None else steps[1 if quick else 0]
         model, seconds = commands.fit_model(name, train_data,
                                             commands.with_alphabet(name, options, corpus),
-                                            budget, quiet=quiet, seed=seed, labels=labels)
+                                            budget, quiet=quiet, seed=seed, labels=labels,
+                                            **fit_options)
         result = commands.evaluate(model, train_data, test, seed=seed)
         rows.append((label, result, seconds))
         fitted[label] = model
