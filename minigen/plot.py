@@ -56,11 +56,21 @@ def image_grid(images, cols=10, side=None, pad=1):
     return grid
 
 
+def _panel_axes(n, width, height, per_row=5):
+    """A figure with n panels, at most ``per_row`` to a row; the axes in order (spares off)."""
+    rows, cols = -(-n // per_row), min(n, per_row)
+    fig, axes = pyplot().subplots(rows, cols, figsize=(width * cols, height * rows),
+                                  squeeze=False)
+    axes = list(axes.ravel())
+    for ax in axes[n:]:
+        ax.axis("off")
+    return fig, axes[:n]
+
+
 def image_panels(panels, cols=10, vmin=None, vmax=None, title=None):
-    """One image grid per (label, images) pair, side by side (e.g. data | samples)."""
-    plt = pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.4), squeeze=False)
-    for ax, (label, images) in zip(axes[0], panels):
+    """One image grid per (label, images) pair (e.g. data | samples), five to a row."""
+    fig, axes = _panel_axes(len(panels), 4.2, 4.4)
+    for ax, (label, images) in zip(axes, panels):
         ax.imshow(image_grid(images, cols), cmap="gray_r", vmin=vmin, vmax=vmax,
                   interpolation="nearest")
         ax.set_title(label)
@@ -72,15 +82,14 @@ def image_panels(panels, cols=10, vmin=None, vmax=None, title=None):
 
 
 def scatter_panels(panels, title=None, limits=None, size=2):
-    """One 2-D scatter per (label, points) pair, on shared axes limits."""
-    plt = pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.6), squeeze=False)
+    """One 2-D scatter per (label, points) pair, on shared axes limits, five to a row."""
+    fig, axes = _panel_axes(len(panels), 3.6, 3.6)
     if limits is None:
         allp = np.concatenate([np.asarray(p)[:, :2] for _, p in panels])
         lo, hi = np.percentile(allp, [0.5, 99.5], axis=0)
         margin = 0.1 * (hi - lo)
         limits = (lo - margin, hi + margin)
-    for ax, (label, points) in zip(axes[0], panels):
+    for ax, (label, points) in zip(axes, panels):
         points = np.asarray(points)
         ax.scatter(points[:, 0], points[:, 1], s=size, alpha=0.5, linewidths=0)
         ax.set_xlim(limits[0][0], limits[1][0])
