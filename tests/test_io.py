@@ -216,7 +216,7 @@ def test_save_model_round_trip_keeps_weights_dtype_fitted_state_and_rng(tmp_path
         np.testing.assert_array_equal(again.state_dict()[k], v)
     for k, v in model.ema_.shadow.items():
         np.testing.assert_array_equal(again.ema_.shadow[k], v)
-    assert again.rng.random() == model.rng.random()     # the training noise continues alike
+    assert again.rng_.random() == model.rng_.random()   # the training noise continues alike
     header = mg.io.from_json_array(mg.load(tmp_path / "m.npz")["__minigen_model__"])
     assert header["minigen"] == mg.__version__ and header["model"]["__class__"] == "DDPM"
 

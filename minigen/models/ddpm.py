@@ -262,7 +262,7 @@ class DDPM(DeepModel):
             schedule.ddim_timesteps(sample_steps)          # checks 1 <= sample_steps <= T
         self.sample_steps = sample_steps
         self.rng = rng                  # as given (a constructor argument)
-        self._rng = as_rng(rng)         # the generator that draws training batches and noise
+        self.rng_ = as_rng(rng)         # the working generator (training batches and noise), saved
         self.ema_ = self.losses_ = None
 
     def forward(self, x, t):
@@ -277,8 +277,8 @@ class DDPM(DeepModel):
             raise TypeError("DDPM.loss: this DDPM has no denoiser (DDPM(None, ...))")
         x0 = np.asarray(batch.data if isinstance(batch, Tensor) else batch, dtype=self.dtype)
         n = len(x0)
-        t = self._rng.integers(0, self.schedule.T, n)
-        eps = self._rng.standard_normal(x0.shape).astype(x0.dtype)
+        t = self.rng_.integers(0, self.schedule.T, n)
+        eps = self.rng_.standard_normal(x0.shape).astype(x0.dtype)
         xt = self.schedule.q_sample(x0, t, eps)
         if self.prediction == "eps":
             target = eps
@@ -326,9 +326,9 @@ class DDPM(DeepModel):
         if self.denoiser is None:
             raise TypeError("DDPM.fit: this DDPM has no denoiser (DDPM(None, ...))")
         if rng is not None:
-            self._rng = as_rng(rng)
+            self.rng_ = as_rng(rng)
         return super().fit(X, y, steps=steps, epochs=epochs, batch_size=batch_size, lr=lr,
-                           ema_decay=ema_decay, rng=self._rng, verbose=verbose, **train_options)
+                           ema_decay=ema_decay, rng=self.rng_, verbose=verbose, **train_options)
 
     def _check_fit_data(self, X, y, where):
         if self.shape is not None:
