@@ -433,7 +433,18 @@ class CtrlC(Noisy):
         return super().loss(batch)
 
 
-def test_ctrl_c_finishes_the_step_and_the_run_resumes_exactly(tmp_path, global_rng):
+@pytest.fixture
+def python_sigint_handler():
+    """Python's own SIGINT handler, as in a fresh interpreter (a library loaded by an earlier
+    test, e.g. distributed, may have installed its own, which train leaves alone)."""
+    import signal
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_finishes_the_step_and_the_run_resumes_exactly(tmp_path, global_rng,
+                                                             python_sigint_handler):
     options = dict(batch_size=32, lr=0.02, rng=3, ema_decay=0.9, log_every=10, verbose=False,
                    schedule=lambda o: optim.StepLR(o, 30, 0.5), checkpoint=tmp_path / "c.npz")
     global_rng.bit_generator.state = np.random.default_rng(7).bit_generator.state
