@@ -2,7 +2,7 @@
 table per data set, and a gallery (a figure per family and a self-contained report.html).
 
   * engine: an MLP classifier trained on the 8x8 digits (the autograd engine at work);
-  * two moons: KDE, Gaussian mixture, DDPM and WGAN-GP, scored on held-out points;
+  * two moons: KDE, Gaussian mixture, DDPM and a GAN, scored on held-out points;
   * digits (pixels scaled to [0, 1]): PCA -> Gaussian mixture, the auto-encoder family, VAE and
     hierarchical VAE (on binarised digits, where their Bernoulli bound applies) and a conv GAN,
     each compared with held-out digits by sliced Wasserstein distance and MMD (the digits DDPM
@@ -30,7 +30,7 @@ MOONS = [
     ("KDE (leave-one-out CV)", "kde", {"bandwidth": "cv"}, None, {}),
     ("GaussianMixture (12, full)", "gmm", {"n_components": 12, "random_state": 0}, None, {}),
     ("DDPM (TimeMLP 3x128, T=1000)", "ddpm", {}, (2000, 400), {"lr": 2e-3}),
-    ("WGAN-GP (MLP 3x128)", "wgan-gp", {}, (1500, 400), {"lr": 5e-4}),
+    ("GAN (MLP 3x128)", "gan", {}, (1500, 400), {"lr": 1e-3}),
 ]
 DIGITS = [
     ("PCA(16) -> GaussianMixture(10)", "latent", {}, None, {}),
@@ -38,14 +38,14 @@ DIGITS = [
     ("SupervisedAutoEncoder(z=8)", "supervised-ae", {"z_dim": 8, "n_classes": 10}, (800, 200),
      {}),
     ("SWAE(z=8, normal prior)", "swae", {"z_dim": 8}, (600, 200), {}),
-    ("GAN (conv)", "gan", {"image_shape": (1, 8, 8), "z_dim": 16}, (400, 100), {}),
+    ("GAN (conv)", "gan", {"image_shape": (1, 8, 8), "z_dim": 16}, (800, 100), {}),
 ]
 BINARY_DIGITS = [
     ("VAE(z=16)", "vae", {"z_dim": 16}, (1500, 300), {}),
     ("HierarchicalVAE(z=16, 4)", "hvae", {}, (1500, 300), {}),
 ]
 TEXT = [
-    ("Bigram", "bigram", {}, (600, 200), {}),
+    ("Bigram", "bigram", {}, (600, 200), {"lr": 3e-2}),
     ("MLPLM (context 8)", "mlp-lm", {}, (800, 200), {}),
     ("TransformerLM (2 layers, 64 wide)", "transformer-lm",
      {"n_layer": 2, "n_head": 4, "n_embd": 64, "block_size": 64}, (300, 80), {}),
