@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import metrics
 from ..autograd import manual_seed
+from ..backend import as_rng
 from ..data import sources
 from ..data.text import split_text
 from ..data.tokenizers import CharTokenizer
@@ -94,16 +95,16 @@ def with_alphabet(name, options, corpus):
     return options
 
 
-def fit_model(name, data, options=None, steps=None, epochs=None, quiet=False, seed=0,
+def fit_model(name, data, options=None, steps=None, epochs=None, quiet=False, rng=0,
               labels=None, **fit_options):
     """Build ``name`` for the data, fit it (with ``labels`` when it needs them, and
-    ``fit_options`` such as lr or batch_size); (model, seconds). ``seed`` seeds minigen's
+    ``fit_options`` such as lr or batch_size); (model, seconds). ``rng`` (an int) seeds minigen's
     default generator first, so initial weights repeat too."""
-    manual_seed(seed)
+    manual_seed(rng)
     model = build(name, data, options)
     extra = budget(model, steps, epochs)
     if extra:
-        extra.update(rng=seed, verbose=not quiet, **fit_options)
+        extra.update(rng=rng, verbose=not quiet, **fit_options)
     targets = (labels,) if getattr(model, "needs_labels", False) else ()
     start = time.perf_counter()
     try:
@@ -130,23 +131,23 @@ def load_data(spec, **kwargs):
         raise UsageError(str(err)) from None
 
 
-def split(data, held_out=0.2, seed=0):
+def split(data, held_out=0.2, rng=0):
     """(train, test): a text stream split into head and tail, documents and arrays by a
     seeded permutation."""
     if isinstance(data, str):
         return split_text(data, held_out)
-    order = np.random.default_rng(seed).permutation(len(data))
+    order = as_rng(rng).permutation(len(data))
     n_test = max(1, int(round(held_out * len(data))))
     if isinstance(data, list):
         return [data[i] for i in order[n_test:]], [data[i] for i in order[:n_test]]
     return data[order[n_test:]], data[order[:n_test]]
 
 
-def held_out_score(model, data, seed=0):
+def held_out_score(model, data, rng=0):
     """mean score_samples(data); a stochastic bound (one with an ``rng``) is drawn with
-    ``seed``, so the same checkpoint and data always give the same number."""
+    ``rng``, so the same checkpoint and data always give the same number."""
     seeded = "rng" in inspect.signature(model.score_samples).parameters
-    return model.score(data, **({"rng": seed} if seeded else {}))
+    return model.score(data, **({"rng": rng} if seeded else {}))
 
 
 # --- fit / sample / score ----------------------------------------------------------------------
@@ -201,19 +202,19 @@ def score(args, options):
 
 
 # --- compare --------------------------------------------------------------------------------------
-def evaluate(model, train, test, seed=0):
+def evaluate(model, train, test, rng=0):
     """Held-out score (None without a density), sliced Wasserstein and MMD of samples."""
     if sources.is_text(test):
         scores = model.evaluate(test)
         return {"log_p": -scores["loss"], "bits_per_char": scores.get("bits_per_char"),
                 "perplexity": scores["perplexity"], "sw": None, "mmd": None,
-                "samples": model.sample(3, rng=seed, max_new_tokens=200)}
+                "samples": model.sample(3, rng=rng, max_new_tokens=200)}
     try:
-        ll = held_out_score(model, test, seed)
+        ll = held_out_score(model, test, rng)
     except NoDensityError:
         ll = None
-    S = np.asarray(model.sample(len(test), rng=seed), dtype=np.float64).reshape(len(test), -1)
-    return {"log_p": ll, "sw": metrics.sliced_wasserstein(S, test, rng=seed),
+    S = np.asarray(model.sample(len(test), rng=rng), dtype=np.float64).reshape(len(test), -1)
+    return {"log_p": ll, "sw": metrics.sliced_wasserstein(S, test, rng=rng),
             "mmd": metrics.mmd(S, test), "samples": S}
 
 
@@ -280,8 +281,8 @@ def compare(args, options):
         trained = getattr(model_class(name), "default_steps", None) is not None
         model, seconds = fit_model(name, train, with_alphabet(name, {}, data),
                                    steps=args.steps if trained else None, quiet=args.quiet,
-                                   seed=args.seed, labels=y_train)
-        result = evaluate(model, train, test, seed=args.seed)
+                                   rng=args.seed, labels=y_train)
+        result = evaluate(model, train, test, rng=args.seed)
         rows.append((name, result, seconds))
         print(f"  {name}: fitted in {seconds:.1f} s", flush=True)
     reference = None if kind == "text" else {

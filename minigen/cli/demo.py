@@ -87,7 +87,7 @@ def engine_demo(quick, log, rng=0):
     return float((clf.predict(Xte / 16.0) == yte).mean()), len(yte)
 
 
-def run_models(entries, train_data, test, labels, quick, quiet, seed=0, corpus=None):
+def run_models(entries, train_data, test, labels, quick, quiet, rng=0, corpus=None):
     """Fit each entry and evaluate it on ``test``; rows (label, result, seconds) and the
     fitted models by label. ``corpus``: all the text, for the character models' alphabet."""
     rows, fitted = [], {}
@@ -95,9 +95,9 @@ def run_models(entries, train_data, test, labels, quick, quiet, seed=0, corpus=N
         budget = None if steps is None else steps[1 if quick else 0]
         model, seconds = commands.fit_model(name, train_data,
                                             commands.with_alphabet(name, options, corpus),
-                                            budget, quiet=quiet, seed=seed, labels=labels,
+                                            budget, quiet=quiet, rng=rng, labels=labels,
                                             **fit_options)
-        result = commands.evaluate(model, train_data, test, seed=seed)
+        result = commands.evaluate(model, train_data, test, rng=rng)
         rows.append((label, result, seconds))
         fitted[label] = model
         print(f"  {label}: fitted in {seconds:.1f} s", flush=True)
