@@ -225,3 +225,11 @@ def test_the_engine_imports_nothing_above_it():
     local = {node.module for node in ast.walk(tree)
              if isinstance(node, ast.ImportFrom) and node.level > 0}
     assert local <= {None, "backend"}, local
+
+
+@pytest.mark.parametrize("op, weight", [("conv2d", (0, 1, 3, 3)), ("conv2d", (2, 1, 0, 3)),
+                                        ("conv_transpose2d", (1, 0, 3, 3))])
+def test_functional_conv_with_an_empty_weight_is_a_clear_error(op, weight):
+    x = mg.tensor(np.zeros((1, 1, 5, 5), dtype=np.float32))
+    with pytest.raises(ValueError, match=f"{op}: the weight needs at least one channel"):
+        getattr(F, op)(x, mg.tensor(np.zeros(weight, dtype=np.float32)))

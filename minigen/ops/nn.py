@@ -196,6 +196,9 @@ def _check_conv(name, x, w, in_axis):
     if x.shape[1] != w.shape[in_axis]:
         raise ValueError(f"{name}: input has {x.shape[1]} channels but weight expects "
                          f"{w.shape[in_axis]} (weight shape {w.shape})")
+    if 0 in w.shape:
+        raise ValueError(f"{name}: the weight needs at least one channel in and out and a kernel "
+                         f"of at least 1 x 1, got shape {w.shape}")
 
 
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
