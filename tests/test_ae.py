@@ -17,9 +17,9 @@ from minigen.models import ae as ae_module
 from minigen.testing import gradcheck
 
 
-def gradcheck_loss(model, batch, seed=0):
+def gradcheck_loss(model, batch, rng=0):
     """gradcheck of model.loss(batch) with respect to every parameter, in float64, with the
-    model's noise (eps, prior draws, projections) redrawn from the same seed on every call."""
+    model's noise (eps, prior draws, projections) redrawn from the same seed ``rng`` on every call."""
     model.double().eval()
     slots = [(module, name) for _, module in model.named_modules() for name in module._parameters]
     originals = [getattr(module, name) for module, name in slots]
@@ -27,7 +27,7 @@ def gradcheck_loss(model, batch, seed=0):
     def loss(*params):
         for (module, name), p in zip(slots, params):
             object.__setattr__(module, name, p)     # the forward reads these Tensors
-        model._rng = np.random.default_rng(seed)
+        model._rng = np.random.default_rng(rng)
         try:
             return model.loss(batch)
         finally:

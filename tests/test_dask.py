@@ -65,8 +65,8 @@ def scheduler(request, da):
         yield request.param
 
 
-def data(n=300, d=2, seed=0):
-    rng = np.random.default_rng(seed)
+def data(n=300, d=2, rng=0):
+    rng = np.random.default_rng(rng)
     centres = np.array([[-4.0, 0.0], [0.0, 4.0], [4.0, 0.0]])[:, :d]
     return centres[rng.integers(3, size=n)] + rng.normal(size=(n, d))
 
@@ -81,7 +81,7 @@ def chunked(da, X, chunks=None):
 # ------------------------------------------------------------------ KDE
 @pytest.mark.parametrize("bandwidth", ["scott", [0.5, 1.0]])
 def test_kde_parity(scheduler, da, bandwidth):
-    X, Q = data(), data(120, seed=1)
+    X, Q = data(), data(120, rng=1)
     w = np.random.default_rng(2).uniform(size=len(X))
     memory = KDE(bandwidth).fit(X, sample_weight=w)
     lazy = KDE(bandwidth).fit(chunked(da, X), sample_weight=chunked(da, w))
@@ -201,7 +201,7 @@ def test_gmm_scalable_inits_reach_the_in_memory_optimum(da, init_params):
 
 # ------------------------------------------------------------------ metrics and sampling
 def test_metrics_parity(scheduler, da):
-    X, Y = data(700), data(450, seed=1) + 0.3           # n + m > 1000: the median subsamples
+    X, Y = data(700), data(450, rng=1) + 0.3           # n + m > 1000: the median subsamples
     Xd, Yd = chunked(da, X, (300, 111, 289)), chunked(da, Y, (200, 250))
     assert metrics.mmd2(Xd, Yd) == pytest.approx(metrics.mmd2(X, Y), rel=1e-10)
     assert metrics.mmd2(Xd, Y, bandwidth=[0.5, 2.0], unbiased=False) == pytest.approx(
@@ -252,7 +252,7 @@ def _always_die(block):
 
 def test_killed_worker_still_gives_the_right_answer(client, da, tmp_path):
     import dask
-    X, Q = data(), data(100, seed=1)
+    X, Q = data(), data(100, rng=1)
     marker = str(tmp_path / "killed")
     fragile = chunked(da, X).map_blocks(_die_once, marker, meta=np.empty((0, 0)))
     with dask.config.set(scheduler=client):
