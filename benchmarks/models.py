@@ -4,8 +4,9 @@
 
 Prints Markdown tables:
   * speed: one training step (batch 1024, TimeMLP 3x128 with a 32-d sinusoidal time
-    embedding, Adam) and 1000-step ancestral sampling of 10,000 points, minigen / PyTorch
-    (targets <= 1.3x and <= 1.0x);
+    embedding, Adam; best of 5 interleaved) and 1000-step ancestral sampling of 10,000
+    points (``--rounds`` alternations, median and range of the per-round ratios),
+    minigen / PyTorch (targets <= 1.3x and <= 0.8x);
   * quality on 2-D toys (swiss roll, moons, 8 gaussians): after the same training budget in
     both libraries (same architecture, optimiser, schedule, batch, EMA), the sliced
     Wasserstein distance and MMD (Gaussian kernel, h = 0.1, 0.2, 0.5) between 10,000 samples
@@ -111,10 +112,14 @@ def torch_fit(X, steps, seed):
 
 
 # --- speed ------------------------------------------------------------------------------------
-def speed_rows(quick):
+def speed_rows(quick, rounds):
+    """(name, minigen s, PyTorch s, per-round ratios, target) for the training step (best of
+    5 x ``steps`` steps, interleaved) and for sampling (``rounds`` alternations of one full
+    1000-step run each; the seconds are medians)."""
     import torch
     X = make_toy("swiss_roll", 20000, rng=0).astype(np.float32)
     model = DDPM(TimeMLP(2, HIDDEN, DEPTH, EMB, rng=0), NoiseSchedule(), shape=(2,), rng=0)
+    model.fit(X, steps=1, batch_size=BATCH, lr=LR)        # sample() needs a fitted model
     opt = Adam(list(model.parameters()), lr=LR)
     rng = np.random.default_rng(0)
 
@@ -134,9 +139,13 @@ def speed_rows(quick):
     steps = 50 if quick else 200
     n = 2000 if quick else 10000
     model_sample, torch_sample = (lambda: model.sample(n, rng=0)), (lambda: sample(n))
-    return [("training step, batch 1024", *interleaved(ours, theirs, repeat=5, number=steps, warmup=20), 1.3),
-            (f"1000-step sampling, {n:,} points",
-             *interleaved(model_sample, torch_sample, repeat=2, number=1, warmup=0), 1.0)]
+    t_step = interleaved(ours, theirs, repeat=5, number=steps, warmup=20)
+    model.sample(100, rng=0), sample(100)                 # warm-up (first calls, compiles)
+    t_sample = np.array([interleaved(model_sample, torch_sample, repeat=1, number=1, warmup=0)
+                         for _ in range(rounds)])
+    return [("training step, batch 1024", *t_step, [t_step[0] / t_step[1]], 1.3),
+            (f"1000-step sampling, {n:,} points", *np.median(t_sample, axis=0),
+             list(t_sample[:, 0] / t_sample[:, 1]), 0.8)]
 
 
 # --- quality ----------------------------------------------------------------------------------
@@ -197,13 +206,18 @@ def main():
     parser.add_argument("--quick", action="store_true", help="small budgets (a smoke run)")
     parser.add_argument("--out", default=os.path.join("out", "benchmarks"))
     parser.add_argument("--speed-only", action="store_true")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternations of minigen and PyTorch sampling (default 3)")
     args = parser.parse_args()
     import torch
     print(f"machine: {machine()}; torch {torch.__version__} ({torch.get_num_threads()} "
           f"threads)\n")
-    print("| DDPM speed | minigen s | PyTorch s | ratio | target |\n|---|---|---|---|---|")
-    for name, a, b, target in speed_rows(args.quick):
-        print(f"| {name} | {a:.4f} | {b:.4f} | {a / b:.2f}x | <= {target}x |", flush=True)
+    print("| DDPM speed | minigen s | PyTorch s | ratio, median [range] | target |\n"
+          "|---|---|---|---|---|")
+    for name, a, b, ratios, target in speed_rows(args.quick, args.rounds):
+        spread = f" [{min(ratios):.2f}-{max(ratios):.2f}]" if len(ratios) > 1 else ""
+        print(f"| {name} | {a:.4f} | {b:.4f} | {np.median(ratios):.2f}x{spread} | "
+              f"<= {target}x |", flush=True)
     if args.speed_only:
         return
     steps, n = (300, 2000) if args.quick else (3000, 10000)

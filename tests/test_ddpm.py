@@ -327,6 +327,39 @@ def test_denoisers_embed_equal_and_mixed_timesteps_alike(net, shape):
                                                                  np.full(3, 900)).numpy())
 
 
+@pytest.mark.parametrize("t", [np.full(7, 40), np.array([0, 3, 3, 99, 40, 7, 1])])
+def test_the_sampling_runner_is_the_time_mlp_forward_exactly(t):
+    """_TimeMLPRunner (buffers, in-place ReLU, no graph) computes TimeMLP.forward's numbers,
+    for a shared and for per-sample timesteps, and again on a second call (reused buffers)."""
+    from minigen.models.ddpm import _TimeMLPRunner
+    net = TimeMLP(3, hidden=16, depth=3, rng=0)
+    for p in net.parameters():                      # biases too, so that ReLU clips some
+        init.normal_(p, std=0.5, rng=1)
+    runner, rng = _TimeMLPRunner(net, 7), np.random.default_rng(0)
+    for _ in range(2):
+        x = rng.normal(size=(7, 3)).astype(np.float32)
+        expected = net(Tensor(x), t).numpy()
+        assert np.array_equal(runner(x, t), expected)
+    x[2, 1] = np.nan                                # NaN reaches the output as in the graph
+    assert np.array_equal(np.isnan(runner(x, t)), np.isnan(net(Tensor(x), t).numpy()))
+
+
+def test_sampling_and_the_bound_take_the_runner_with_the_same_numbers():
+    """sample and log_prob of a ReLU TimeMLP run through _TimeMLPRunner and give what the
+    graph path (predict_eps) gives; a SiLU TimeMLP keeps the graph path."""
+    X = make_toy("moons", 256, rng=0)
+    model = DDPM(TimeMLP(2, hidden=16, rng=0), NoiseSchedule(T=30), rng=0)
+    model.fit(X, steps=20, batch_size=64, ema_decay=0.9)
+    assert model._eps_predictor(5) is not model.predict_eps
+    fast = model.sample(50, rng=3), model.log_prob(X[:20], rng=4)
+    model._eps_predictor = lambda n: model.predict_eps
+    slow = model.sample(50, rng=3), model.log_prob(X[:20], rng=4)
+    for a, b in zip(fast, slow):
+        np.testing.assert_array_equal(a, b)
+    silu = DDPM(TimeMLP(2, hidden=8, activation="silu", rng=0), NoiseSchedule(T=5), rng=0)
+    assert silu._eps_predictor(5) == silu.predict_eps
+
+
 def mmd2_null_sd(A, B, bandwidth, reps=20, rng=0):
     """The standard deviation of mmd2(A, B) if A and B came from one distribution: the spread
     of mmd2 over random splits of the pooled sample (a permutation null)."""
