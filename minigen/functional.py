@@ -1,7 +1,8 @@
 """minigen.functional (``F``): every differentiable op, in one namespace.
 
-The ops live in ``minigen/ops/`` grouped by kind (math, shape, reduce, nn, losses); this module
-gathers them and gives Tensor its operators and methods (``x + y``, ``x @ w``, ``x.sum()``).
+The ops live in ``minigen/ops/`` grouped by kind (math, shape, reduce, nn, norm, losses); this
+module gathers them and gives Tensor its operators and methods (``x + y``, ``x @ w``,
+``x.sum()``).
 """
 import operator
 
@@ -12,8 +13,9 @@ from .ops.losses import (binary_cross_entropy_with_logits, cross_entropy, gaussi
 from .ops.math import (abs, add, clip, cos, div, erf, exp, gelu, leaky_relu, log, matmul,
                        maximum, minimum, mul, neg, pow, relu, sigmoid, silu, sin, softplus, sqrt,
                        sub, tanh, where)
-from .ops.nn import (avg_pool2d, conv2d, conv_transpose2d, dropout, embedding, layer_norm,
-                     log_softmax, max_pool2d, one_hot, softmax, upsample_nearest)
+from .ops.nn import (avg_pool2d, conv2d, conv_transpose2d, dropout, embedding, log_softmax,
+                     max_pool2d, one_hot, softmax, upsample_nearest)
+from .ops.norm import group_norm, layer_norm
 from .ops.reduce import logsumexp, max, mean, min, prod, std, sum, var
 from .ops.shape import (cat, concatenate, cumsum, expand, flatten, flip, getitem, pad, permute,
                         reshape, sort, split, squeeze, stack, transpose, unsqueeze)

@@ -130,11 +130,57 @@ def test_unary(name, x):
 
 
 @pytest.mark.parametrize("name", ["exp", "log", "sqrt", "sin", "tanh", "sigmoid", "gelu",
-                                  "silu", "softplus"])
+                                  "gelu_tanh", "silu", "softplus"])
 @given(x=arrays(shapes(max_dims=2, max_side=4), -2.0, 2.0))
 def test_unary_second_derivative(name, x):
     op, _, transform = UNARY[name]
     gradgradcheck(op, [transform(x) if transform else x])
+
+
+@pytest.mark.parametrize("name", ["silu", "gelu", "gelu_tanh"])
+def test_fused_activation_third_derivative(name):
+    """silu and gelu are one Function whose backward is one ActivationGrad; the gradient of
+    a function of its gradient (WGAN-GP's shape) is still exact."""
+    op = UNARY[name][0]
+
+    def gradient_norm(t):
+        g = mg.grad((op(t) * mg.tensor(np.cos(np.arange(t.size)))).sum(), t, create_graph=True)
+        return (g * g * op(t)).sum()
+
+    gradgradcheck(gradient_norm, [np.linspace(-3, 3, 13)])
+
+
+@pytest.mark.parametrize("name, torch_name, kw", [("silu", "silu", {}), ("gelu", "gelu", {}),
+                                                  ("gelu_tanh", "gelu", {"approximate": "tanh"}),
+                                                  ("sigmoid", "sigmoid", {})])
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-12), (np.float32, 2e-6)])
+def test_activations_match_pytorch_on_finite_and_non_finite_inputs(name, torch_name, kw,
+                                                                   dtype, rtol):
+    torch = pytest.importorskip("torch")
+    x = np.concatenate([np.linspace(-30, 30, 61), [-1e4, 1e4, np.inf, -np.inf, np.nan]])
+    x = x.astype(dtype)
+    ours = mg.tensor(x, dtype=dtype, requires_grad=True)
+    with np.errstate(invalid="ignore"):
+        out = UNARY[name][0](ours)
+        out.sum().backward()
+    theirs = torch.tensor(x, requires_grad=True)
+    ref = getattr(torch.nn.functional, torch_name)(theirs, **kw)
+    ref.sum().backward()
+    assert out.dtype == dtype and ours.grad.dtype == dtype
+    ref = ref.detach().numpy()
+    if name == "gelu":   # PyTorch's float32 CPU kernel gives gelu(inf) = NaN; the limit is inf
+        assert out.numpy()[x == np.inf] == np.inf
+        ref = np.where(x == np.inf, np.inf, ref)
+    np.testing.assert_allclose(out.numpy(), ref, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=rtol,
+                               atol=10 * rtol)
+
+
+def test_activations_of_empty_tensors():
+    for name in ("silu", "gelu", "gelu_tanh", "sigmoid"):
+        t = mg.tensor(np.zeros((0, 3)), requires_grad=True)
+        UNARY[name][0](t).sum().backward()
+        assert t.grad.shape == (0, 3)
 
 
 def test_sigmoid_and_softplus_do_not_overflow():

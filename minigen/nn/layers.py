@@ -1,4 +1,5 @@
-"""Layers: Linear, convolutions, Embedding, normalisation, Dropout, activations, MLP."""
+"""Layers: Linear, convolutions, Embedding, normalisation (LayerNorm, GroupNorm, BatchNorm),
+Dropout, activations, MLP."""
 import math
 
 import numpy as np
@@ -106,6 +107,31 @@ class LayerNorm(Module):
 
     def forward(self, x):
         return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+
+class GroupNorm(Module):
+    """y = (x - mean_g) / sqrt(var_g + eps) * weight_c + bias_c over each of ``num_groups``
+    groups of channels of x (N, C, *) (Wu & He 2018), as torch.nn.GroupNorm."""
+
+    def __init__(self, num_groups, num_channels, eps=1e-5, affine=True):
+        super().__init__()
+        _check_sizes("GroupNorm", num_groups=num_groups, num_channels=num_channels)
+        if num_channels % num_groups:
+            raise ValueError(f"GroupNorm: num_groups ({num_groups}) must divide num_channels "
+                             f"({num_channels})")
+        self.num_groups, self.num_channels, self.eps = num_groups, num_channels, eps
+        if affine:
+            self.weight = init.ones_(_empty(num_channels))
+            self.bias = _empty(num_channels)
+        else:
+            self.weight = self.bias = None
+
+    def forward(self, x):
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self):
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, " \
+            f"affine={self.weight is not None}"
 
 
 class _BatchNorm(Module):

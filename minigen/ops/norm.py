@@ -1,0 +1,198 @@
+"""Normalisation as single Functions: group_norm (Wu & He 2018) and layer_norm (Ba et al. 2016).
+
+Both view x as (N, G, K, S): G groups of K channels of S entries each (layer_norm: one group
+of one "channel" holding the normalized_shape). Over each group g of M = K S entries
+
+    mu = mean_g(x),   r = 1 / sqrt(var_g(x) + eps)   (the biased variance),
+    x_hat = (x - mu) r,   y = x_hat w + b,
+
+with w and b per channel (group_norm: shape (C,)) or per entry (layer_norm: normalized_shape).
+One forward pass saves x_hat and r; the backward is closed-form. With h = gy w and
+P(v) = r (v - mean_g(v) - x_hat mean_g(x_hat v)) (the Jacobian of x_hat, which is symmetric),
+
+    gx = P(h),   gw = sum gy x_hat,   gb = sum gy   (sums over every axis w broadcasts along).
+
+``NormBackward`` computes these on raw arrays; its own backward is written in Tensor ops (see
+its docstring), so gradients of gradients (WGAN-GP's penalty) are exact to every order.
+"""
+import math
+
+import numpy as np
+
+from ..autograd import Function, cast
+from ..backend import xp
+from .math import floating, result_dtype
+
+_STATS = (2, 3)  # the axes of a group in the (N, G, K, S) view
+
+
+class Norm(Function):
+    """y = x_hat w + b on the (N, G, K, S) ``view`` of x; w and b (each optional, flagged by
+    ``affine``) on the broadcastable ``wview``, of shape ``pshape``."""
+
+    def forward(self, x, *params, view, wview, pshape, affine, eps):
+        self.meta = dict(view=view, wview=wview, pshape=pshape, affine=affine, eps=eps)
+        x4 = x.reshape(view)
+        if x.size == 0:
+            self.xhat = self.rstd = x4
+            return x.copy()
+        xhat = x4 - x4.mean(axis=_STATS, keepdims=True)
+        rstd = 1 / xp(x).sqrt(_group_dot(xhat, xhat) / (view[2] * view[3]) + eps)
+        xhat *= rstd
+        self.xhat, self.rstd = xhat, rstd
+        params = iter(params)
+        y = xhat * next(params).reshape(wview) if affine[0] else xhat.copy()
+        if affine[1]:
+            y += next(params).reshape(wview)
+        return y.reshape(x.shape)
+
+    def backward(self, gy):
+        x, *params = self.inputs
+        weight = params[:1] if self.meta["affine"][0] else []
+        return NormBackward.apply(x, gy, *weight, xhat=self.xhat, rstd=self.rstd, **self.meta)
+
+
+class NormBackward(Function):
+    """(x, gy[, w]) -> (gx[, gw][, gb]), the vector-Jacobian product of ``Norm``.
+
+    Its backward, for cotangents a (of gx), q (of gw) and p (of gb), broadcast to the view,
+    with per-group sums S_a = sum a x_hat, S_h = sum h x_hat and
+    C = sum a h - M mean(a) mean(h):
+
+        d/dgy = w P(a) + q x_hat + p,    d/dw = sum gy P(a),
+        d/dx  = P(q gy) - (r / M) (S_h P(a) + S_a P(h)) - (r^2 / M) x_hat (C - S_a S_h / M)
+
+    (from dx_hat = P dx, dr = -(r^2 / M) <x_hat, dx> and the symmetry of P), built from x_hat
+    and r recomputed in Tensor ops, so it differentiates again.
+    """
+
+    def forward(self, x, gy, *weight, xhat, rstd, view, wview, pshape, affine, eps):
+        self.meta = dict(view=view, wview=wview, pshape=pshape, affine=affine, eps=eps)
+        gy4 = gy.reshape(view)
+        sum_axes = tuple(i for i, s in enumerate(wview) if s == 1)
+        if x.size == 0:
+            grads = [gy.copy()]
+        else:
+            h = gy4 * weight[0].reshape(wview) if affine[0] else gy4.copy()
+            m = view[2] * view[3]
+            h_mean, hx_mean = h.mean(axis=_STATS, keepdims=True), _group_dot(h, xhat) / m
+            h -= h_mean
+            h -= xhat * hx_mean
+            h *= rstd
+            grads = [h.reshape(x.shape)]
+        if affine[0]:
+            grads.append((gy4 * xhat).sum(axis=sum_axes).reshape(pshape))
+        if affine[1]:
+            grads.append(gy4.sum(axis=sum_axes).reshape(pshape))
+        return tuple(grads) if len(grads) > 1 else grads[0]
+
+    def backward(self, ggx, *gg_params):
+        x, gy, *weight = self.inputs
+        view, wview, pshape, affine, eps = (self.meta[k] for k in
+                                            ("view", "wview", "pshape", "affine", "eps"))
+        sum_axes = tuple(i for i, s in enumerate(wview) if s == 1)
+        m = view[2] * view[3]
+        gg = iter(gg_params)
+        ggw = next(gg) if affine[0] else None
+        ggb = next(gg) if affine[1] else None
+        x4, gy4 = x.reshape(view), gy.reshape(view)
+        w4 = weight[0].reshape(wview) if weight else None
+
+        def mean_g(v):
+            return v.mean(axis=_STATS, keepdims=True)
+
+        def sum_g(v):
+            return v.sum(axis=_STATS, keepdims=True)
+
+        d = x4 - mean_g(x4)
+        r = 1 / (mean_g(d * d) + eps).sqrt()
+        xhat = d * r
+
+        def jac(v):  # P(v), the symmetric Jacobian of x_hat
+            return r * (v - mean_g(v) - xhat * mean_g(xhat * v))
+
+        g_x = g_gy = g_w = None
+        if ggx is not None:
+            a = ggx.reshape(view)
+            h = gy4 * w4 if w4 is not None else gy4
+            pa = jac(a)
+            s_a, s_h = sum_g(a * xhat), sum_g(h * xhat)
+            c = sum_g(a * h) - m * mean_g(a) * mean_g(h)
+            g_x = -(r / m) * (s_h * pa + s_a * jac(h)) - (r * r / m) * xhat * (c - s_a * s_h / m)
+            g_gy = pa * w4 if w4 is not None else pa
+            if w4 is not None:
+                g_w = (gy4 * pa).sum(axis=sum_axes).reshape(pshape)
+        if ggw is not None:
+            q = ggw.reshape(wview)
+            g_gy = _plus(g_gy, q * xhat)
+            g_x = _plus(g_x, jac(q * gy4))
+        if ggb is not None:
+            g_gy = _plus(g_gy, ggb.reshape(wview).expand(view))
+        grads = (None if g_x is None else g_x.reshape(x.shape),
+                 None if g_gy is None else g_gy.reshape(gy.shape))
+        return grads + (g_w,) if weight else grads
+
+
+def _group_dot(a, b):
+    """sum over each group of a * b, shape (N, G, 1, 1), without an (N, G, K, S) temporary."""
+    n, g = a.shape[:2]
+    return xp(a).einsum("ngm,ngm->ng", a.reshape(n, g, -1), b.reshape(n, g, -1)) \
+        .reshape(n, g, 1, 1)
+
+
+def _plus(a, b):
+    return b if a is None else a + b
+
+
+def _check_eps(eps, where):
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)) \
+            or not (math.isfinite(eps) and eps >= 0):
+        raise ValueError(f"{where}: eps must be a finite number >= 0, got {eps!r}")
+
+
+def _normalize(where, x, weight, bias, view, wview, pshape, eps):
+    """Check the affine parameters' shapes, give x, weight and bias one floating dtype, apply
+    ``Norm``."""
+    _check_eps(eps, where)
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and tuple(p.shape) != pshape:
+            raise ValueError(f"{where}: {name} must have shape {pshape}, got {tuple(p.shape)}")
+    params = [p for p in (weight, bias) if p is not None]
+    dtype = result_dtype(floating(x), *params)
+    x, *params = (cast(t, dtype) for t in (x, *params))
+    return Norm.apply(x, *params, view=view, wview=wview, pshape=pshape,
+                      affine=(weight is not None, bias is not None), eps=float(eps))
+
+
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
+    """Group normalisation of x (N, C, *) over each of ``num_groups`` groups of C / G
+    channels (and every trailing entry), then y = x_hat weight_c + bias_c (Wu & He 2018),
+    as torch.nn.functional.group_norm."""
+    if x.ndim < 2:
+        raise ValueError(f"group_norm: expected input (N, C, *) with at least 2 dims, got "
+                         f"shape {x.shape}")
+    n, c = x.shape[:2]
+    if isinstance(num_groups, bool) or not isinstance(num_groups, (int, np.integer)) \
+            or num_groups < 1 or c % num_groups:
+        raise ValueError(f"group_norm: num_groups must be a positive int dividing the {c} "
+                         f"channels of input {x.shape}, got {num_groups!r}")
+    g = int(num_groups)
+    view = (n, g, c // g, math.prod(x.shape[2:]))
+    return _normalize("group_norm", x, weight, bias, view, (1, g, c // g, 1), (c,), eps)
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Layer normalisation over the trailing ``normalized_shape`` of x (Ba et al. 2016):
+    y = (x - mean) / sqrt(var + eps) weight + bias, as torch.nn.functional.layer_norm."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) \
+        else tuple(normalized_shape)
+    k = len(shape)
+    if k == 0 or k > x.ndim or tuple(x.shape[x.ndim - k:]) != shape:
+        raise ValueError(f"layer_norm: input shape {x.shape} does not end with normalized_shape "
+                         f"{shape}")
+    d = math.prod(shape)
+    view = (math.prod(x.shape[:x.ndim - k]), 1, 1, d)
+    return _normalize("layer_norm", x, weight, bias, view, (1, 1, 1, d), shape, eps)
+
+
+__all__ = ["group_norm", "layer_norm"]
