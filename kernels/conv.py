@@ -16,21 +16,40 @@ The output size is Ho = (H + 2 ph - dh (kh - 1) - 1) // sh + 1 (likewise Wo).
 ``conv2d_input_grad`` takes the input shape explicitly, so a caller can pick an output size
 (conv_transpose2d's output_padding).
 
-Implementations (pick one with ``impl=``): ``reference_im2col/col2im`` (strided views and
-slice adds, NumPy/CuPy); Numba CPU: col2im as one prange iteration per (n, c) plane (about
-2x the reference's kh*kw strided adds), while im2col keeps NumPy's strided copy, which a
-Numba gather did not beat (measured 1.5-3x slower); CUDA: one thread per element for both
-(col2im gathers, so no atomics).
+Implementations (pick one with ``impl=``): ``'reference'`` is the textbook route above
+(``reference_im2col/col2im``: strided views and slice adds, NumPy/CuPy); CUDA: one thread per
+element for both gathers (col2im gathers, so no atomics).  The default on NumPy arrays (and
+``impl='numba'``) computes the same sums with a faster memory layout where it pays, chosen by
+shape (``NHWC_MIN_CHANNELS``, ``FLIP_MIN_CHANNELS``; measured in benchmarks/README.md):
+
+* channels-last patches: with x moved to NHWC (one pass over x), each patch row
+  cols_nhwc[(n, ho, wo), (i, j, c)] is kh runs of kw*C contiguous numbers, so the copy runs
+  near memcpy speed (the channel-major copy moves runs of Wo numbers, 8 for an 8x8 image);
+  then Y^T = cols_nhwc @ W2'^T, a tall-skinny GEMM, with W2' = w laid out (O, kh kw C);
+* the input gradient of a stride-1 convolution as a forward convolution of gy with the
+  flipped, transposed kernel, padding d (k - 1) - p (the transposed convolution of stride 1
+  is a convolution), which replaces col2im's kh*kw scatter-adds by one more GEMM;
+* else col2im runs on Numba when installed: one prange iteration per (n, c) plane.
+All routes compute the same sums in a different order: they agree to rounding.
 """
 import numpy as np
 
-from ._dispatch import _xp, check_float, choose, launch, lazy_cuda_jit, lazy_njit, prange, register
+from ._dispatch import (_forced, _is_cupy, _xp, check_float, choose, launch, lazy_cuda_jit,
+                        lazy_njit, prange, register)
 
 cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
 CUDA_THREADS = 256     # 8 warps per block for the gathers; not measured (no GPU lent)
 for _name in ("conv2d", "conv2d_input_grad", "conv2d_weight_grad"):
     # work = patch entries; col2im's NumPy/Numba time ratio 1.0 at 37k, 1.5 at 147k
     register(_name, threshold=65_536)
+# Channels-last patches from 8 input channels on: at 3 (kw*C = 9-number runs) the two layouts
+# tied, at 8 channels-last was 1.2x faster, at 32 (the TinyUNet) 1.6x, and at 1 channel 6x
+# slower (3-number runs, and a (N Ho Wo, O) result to transpose back).
+NHWC_MIN_CHANNELS = 8
+# The flipped-kernel input gradient from 32 input channels on (its GEMM's output has C
+# columns): 1.9x faster than col2im at C = O = 32 (8x8), 3x at C = 64, a tie at C = 16 (16x16)
+# and 4x slower at C = 3.
+FLIP_MIN_CHANNELS = 32
 
 
 def _pair(value, name, where, minimum):
@@ -183,18 +202,56 @@ _IM2COL = {"reference": reference_im2col, "numba": reference_im2col, "cuda": cud
 _COL2IM = {"reference": reference_col2im, "numba": numba_col2im, "cuda": cuda_col2im}
 
 
+# ------------------------------------------------------------------ layouts (NumPy)
+def _fast_layouts(path, impl, array):
+    """Whether the layouts below may run: NumPy arrays, unless the caller asked for the
+    reference route (``impl='reference'`` or ``MINIGEN_KERNELS=reference``)."""
+    textbook = impl == "reference" or (impl is None and _forced() == "reference")
+    return path != "cuda" and not textbook and not _is_cupy(array)
+
+
+def nhwc_im2col(x, g):
+    """cols (N Ho Wo, kh kw C): row (n, ho, wo) is the patch under output pixel (ho, wo),
+    read from a zero-padded channels-last copy of x (inner runs of kw*C numbers)."""
+    N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo = g
+    xpad = np.zeros((N, H + 2 * ph, W + 2 * pw, C), x.dtype)
+    xpad[:, ph:ph + H, pw:pw + W] = x.transpose(0, 2, 3, 1)
+    sN, sH, sW, sC = xpad.strides
+    windows = np.lib.stride_tricks.as_strided(
+        xpad, (N, Ho, Wo, kh, kw, C), (sN, sh * sH, sw * sW, dh * sH, dw * sW, sC))
+    return np.ascontiguousarray(windows).reshape(N * Ho * Wo, kh * kw * C)
+
+
+def _weights_last(w):
+    """w (O, C, kh, kw) laid out (O, kh kw C), to match nhwc_im2col's columns."""
+    return w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
+
+
 # ------------------------------------------------------------------ public API
-def conv2d(x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), impl=None):
-    """y (N, O, Ho, Wo) = the cross-correlation of x (N, C, H, W) with w (O, C, kh, kw)."""
+def conv2d(x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), impl=None, *,
+           return_patches=False):
+    """y (N, O, Ho, Wo) = the cross-correlation of x (N, C, H, W) with w (O, C, kh, kw).
+
+    ``return_patches=True`` returns (y, patches): the channels-last patch matrix when that
+    route ran (else None), which ``conv2d_weight_grad(..., patches=)`` reuses instead of
+    building it again."""
     where = "conv2d"
     check_float(where, x=x, w=w)
     g = _geometry(where, x.shape, w.shape, stride, padding, dilation)
     N, O, Ho, Wo = g[0], g[4], g[13], g[14]
     if x.dtype != w.dtype:
         raise TypeError(f"{where}: x and w must have the same dtype, got {x.dtype} and {w.dtype}")
-    cols = _IM2COL[choose(where, x, N * w[0].size * Ho * Wo, impl)](x, g)
-    Y = w.reshape(O, -1) @ cols
-    return _xp(x).ascontiguousarray(Y.reshape(O, N, Ho, Wo).transpose(1, 0, 2, 3))
+    path = choose(where, x, N * w[0].size * Ho * Wo, impl)
+    patches = None
+    if _fast_layouts(path, impl, x) and g[1] >= NHWC_MIN_CHANNELS:
+        patches = nhwc_im2col(x, g)
+        Y = patches @ _weights_last(w).T                     # (N Ho Wo, O)
+        y = np.ascontiguousarray(Y.reshape(N, Ho * Wo, O).transpose(0, 2, 1)) \
+            .reshape(N, O, Ho, Wo)
+    else:
+        Y = w.reshape(O, -1) @ _IM2COL[path](x, g)           # (O, N Ho Wo)
+        y = _xp(x).ascontiguousarray(Y.reshape(O, N, Ho, Wo).transpose(1, 0, 2, 3))
+    return (y, patches) if return_patches else y
 
 
 def conv2d_input_grad(gy, w, x_shape, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
@@ -207,21 +264,36 @@ def conv2d_input_grad(gy, w, x_shape, stride=(1, 1), padding=(0, 0), dilation=(1
     if tuple(gy.shape) != (N, O, Ho, Wo):
         raise ValueError(f"{where}: gy must have shape {(N, O, Ho, Wo)} for x_shape "
                          f"{tuple(x_shape)}, got {tuple(gy.shape)}")
+    kh, kw, (sh, sw), (ph, pw), (dh, dw) = g[5], g[6], g[7:9], g[9:11], g[11:13]
+    path = choose(where, gy, N * g[1] * kh * kw * Ho * Wo, impl)
+    if _fast_layouts(path, impl, gy) and (sh, sw) == (1, 1) and gy.dtype == w.dtype and \
+            g[1] >= FLIP_MIN_CHANNELS and ph <= dh * (kh - 1) and pw <= dw * (kw - 1) and \
+            np.isfinite(w).all():
+        # gx[n, c] = sum_{o,i,j} gy_pad[n, o, h + i d, w + j d] w[o, c, k-1-i, k-1-j]; a
+        # non-finite w would meet gy's zero padding (0 * inf = nan), which col2im never does
+        flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+        return conv2d(gy, flipped, (1, 1), (dh * (kh - 1) - ph, dw * (kw - 1) - pw), (dh, dw),
+                      impl=impl)
     G = gy.reshape(N, O, Ho * Wo).transpose(1, 0, 2).reshape(O, N * Ho * Wo)
-    cols = w.reshape(O, -1).T @ G
-    return _COL2IM[choose(where, gy, cols.size, impl)](cols, g)
+    return _COL2IM[path](w.reshape(O, -1).T @ G, g)
 
 
 def conv2d_weight_grad(x, gy, w_shape, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
-                       impl=None):
-    """gw (w_shape) = sum_n gy[n] @ cols[n]^T, the gradient of conv2d in w."""
+                       impl=None, *, patches=None):
+    """gw (w_shape) = sum_n gy[n] @ cols[n]^T, the gradient of conv2d in w (``patches``: the
+    matrix ``conv2d(x, ..., return_patches=True)`` returned for this x, to reuse)."""
     where = "conv2d_weight_grad"
     check_float(where, x=x, gy=gy)
     g = _geometry(where, x.shape, w_shape, stride, padding, dilation)
     N, O, Ho, Wo = g[0], g[4], g[13], g[14]
     if tuple(gy.shape) != (N, O, Ho, Wo):
         raise ValueError(f"{where}: gy must have shape {(N, O, Ho, Wo)}, got {tuple(gy.shape)}")
-    cols = _IM2COL[choose(where, x, N * int(np.prod(w_shape[1:])) * Ho * Wo, impl)](x, g)
+    path = choose(where, x, N * int(np.prod(w_shape[1:])) * Ho * Wo, impl)
     G = gy.reshape(N, O, Ho * Wo).transpose(1, 0, 2).reshape(O, N * Ho * Wo)
-    gw = G @ cols.T
+    if _fast_layouts(path, impl, x) and g[1] >= NHWC_MIN_CHANNELS:
+        if patches is None or patches.shape != (N * Ho * Wo, g[1] * g[5] * g[6]):
+            patches = nhwc_im2col(x, g)
+        gw = (G @ patches).reshape(O, g[5], g[6], g[1]).transpose(0, 3, 1, 2)
+        return np.ascontiguousarray(gw, dtype=x.dtype)
+    gw = G @ _IM2COL[path](x, g).T
     return gw.reshape(tuple(w_shape)).astype(x.dtype, copy=False)

@@ -1,4 +1,6 @@
 """kernels.conv: conv2d and its two gradients against the reference, torch and the adjoint."""
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -18,6 +20,19 @@ geometries = st.fixed_dictionaries({
     "extra": st.tuples(st.integers(0, 2), st.integers(0, 2))})
 
 
+@contextlib.contextmanager
+def layouts(name):
+    """Force the default route's layout choice: 'channels-first' (channel-major patches and
+    col2im everywhere) or 'channels-last' (NHWC patches and the flipped-kernel input
+    gradient wherever they apply), whatever the channel counts."""
+    saved = conv.NHWC_MIN_CHANNELS, conv.FLIP_MIN_CHANNELS
+    conv.NHWC_MIN_CHANNELS = conv.FLIP_MIN_CHANNELS = 1 if name == "channels-last" else 10 ** 9
+    try:
+        yield
+    finally:
+        conv.NHWC_MIN_CHANNELS, conv.FLIP_MIN_CHANNELS = saved
+
+
 def _sizes(g):
     (sh, sw), (ph, pw), (dh, dw) = g["stride"], g["padding"], g["dilation"]
     Ho = (g["H"] + 2 * ph - dh * (g["kh"] - 1) - 1) // sh + 1
@@ -25,10 +40,10 @@ def _sizes(g):
     return Ho, Wo
 
 
-@settings(max_examples=30)
+@settings(max_examples=60)
 @given(g=geometries, dtype=st.sampled_from([np.float32, np.float64]),
-       seed=st.integers(0, 2 ** 16))
-def test_numba_matches_reference_and_adjoint(g, dtype, seed):
+       seed=st.integers(0, 2 ** 16), layout=st.sampled_from(["channels-first", "channels-last"]))
+def test_numba_matches_reference_and_adjoint(g, dtype, seed, layout):
     Ho, Wo = _sizes(g)
     if Ho < 1 or Wo < 1:
         return
@@ -39,13 +54,15 @@ def test_numba_matches_reference_and_adjoint(g, dtype, seed):
     gy = rng.normal(size=(g["N"], g["O"], Ho, Wo)).astype(dtype)
     tol = TOL[dtype]
     y = conv.conv2d(x, w, *geo, impl="reference")
-    np.testing.assert_allclose(conv.conv2d(x, w, *geo, impl="numba"), y, **tol)
     gx = conv.conv2d_input_grad(gy, w, x.shape, *geo, impl="reference")
-    np.testing.assert_allclose(conv.conv2d_input_grad(gy, w, x.shape, *geo, impl="numba"),
-                               gx, **tol)
     gw = conv.conv2d_weight_grad(x, gy, w.shape, *geo, impl="reference")
-    np.testing.assert_allclose(conv.conv2d_weight_grad(x, gy, w.shape, *geo, impl="numba"),
-                               gw, **tol)
+    with layouts(layout):
+        for impl in ("numba", None):
+            np.testing.assert_allclose(conv.conv2d(x, w, *geo, impl=impl), y, **tol)
+            np.testing.assert_allclose(conv.conv2d_input_grad(gy, w, x.shape, *geo, impl=impl),
+                                       gx, **tol)
+            np.testing.assert_allclose(conv.conv2d_weight_grad(x, gy, w.shape, *geo, impl=impl),
+                                       gw, **tol)
     assert y.dtype == gx.dtype == gw.dtype == dtype
     # <conv(x, w), gy> = <x, gx> = <w, gw>: both gradients are adjoints of the forward map
     inner = float((y.astype(float) * gy).sum())
@@ -70,13 +87,14 @@ def test_matches_torch_including_output_padding(g, seed):
     yt = F.conv2d(xt, wt, stride=geo[0], padding=geo[1], dilation=geo[2])
     gy = rng.normal(size=tuple(yt.shape))
     yt.backward(torch.tensor(gy))
-    for impl in ("reference", "numba"):
-        np.testing.assert_allclose(conv.conv2d(x, w, *geo, impl=impl), yt.detach().numpy(),
-                                   rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(conv.conv2d_input_grad(gy, w, x.shape, *geo, impl=impl),
-                                   xt.grad.numpy(), rtol=1e-10, atol=1e-12)
-        np.testing.assert_allclose(conv.conv2d_weight_grad(x, gy, w.shape, *geo, impl=impl),
-                                   wt.grad.numpy(), rtol=1e-10, atol=1e-12)
+    for impl, layout in ROUTES:
+        with layouts(layout):
+            np.testing.assert_allclose(conv.conv2d(x, w, *geo, impl=impl), yt.detach().numpy(),
+                                       rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(conv.conv2d_input_grad(gy, w, x.shape, *geo, impl=impl),
+                                       xt.grad.numpy(), rtol=1e-10, atol=1e-12)
+            np.testing.assert_allclose(conv.conv2d_weight_grad(x, gy, w.shape, *geo, impl=impl),
+                                       wt.grad.numpy(), rtol=1e-10, atol=1e-12)
     # conv_transpose2d(gy) with output_padding = the input gradient on a larger x_shape
     op = tuple(min(e, s - 1) for e, s in zip(g["extra"], g["stride"]))
     size = [(i - 1) * s - 2 * p + d * (k - 1) + o + 1 for i, s, p, d, k, o in
@@ -85,9 +103,38 @@ def test_matches_torch_including_output_padding(g, seed):
         return
     ref = F.conv_transpose2d(torch.tensor(gy), wt.detach(), stride=geo[0], padding=geo[1],
                              dilation=geo[2], output_padding=op).numpy()
-    for impl in ("reference", "numba"):
-        got = conv.conv2d_input_grad(gy, w, ref.shape, *geo, impl=impl)
+    for impl, layout in ROUTES:
+        with layouts(layout):
+            got = conv.conv2d_input_grad(gy, w, ref.shape, *geo, impl=impl)
         np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12)
+
+
+ROUTES = [("reference", None), ("numba", "channels-first"), ("numba", "channels-last"),
+          (None, "channels-last")]
+
+
+@pytest.mark.parametrize("layout", ["channels-first", "channels-last"])
+@pytest.mark.parametrize("stride", [(1, 1), (2, 1)])
+def test_layouts_agree_with_the_reference_on_nan_inf_and_empty(layout, stride):
+    rng = np.random.default_rng(1)
+    x, w = rng.normal(size=(2, 3, 6, 5)), rng.normal(size=(4, 3, 3, 3))
+    x[0, 1, 2, 3], x[1, 0, 0, 0], x[1, 2, 5, 4], w[2, 1, 0, 2] = np.nan, np.inf, -np.inf, np.nan
+    geo = (stride, (1, 1), (1, 1))
+    gy = rng.normal(size=conv.conv2d(x, w, *geo, impl="reference").shape)
+    gy[0, 1, 1, 1], gy[1, 3, 2, 0] = np.inf, np.nan
+    calls = {"conv2d": lambda impl: conv.conv2d(x, w, *geo, impl=impl),
+             "input_grad": lambda impl: conv.conv2d_input_grad(gy, w, x.shape, *geo, impl=impl),
+             "weight_grad": lambda impl: conv.conv2d_weight_grad(x, gy, w.shape, *geo, impl=impl),
+             "empty": lambda impl: conv.conv2d(x[:0], w, *geo, impl=impl),
+             "empty_grad": lambda impl: conv.conv2d_weight_grad(x[:0], gy[:0], w.shape, *geo,
+                                                                impl=impl)}
+    for name, call in calls.items():
+        ref = call("reference")
+        with layouts(layout), np.errstate(invalid="ignore"):
+            got = call(None)
+        assert got.shape == ref.shape and got.dtype == ref.dtype, name
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref), err_msg=name)
+        np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12, err_msg=name)
 
 
 def test_bad_inputs_raise():
@@ -102,3 +149,35 @@ def test_bad_inputs_raise():
         conv.conv2d_input_grad(np.zeros((1, 3, 4, 4)), w, x.shape, (1, 1), (0, 0), (1, 1))
     with pytest.raises(TypeError, match="same dtype"):
         conv.conv2d(x.astype(np.float32), w, (1, 1), (0, 0), (1, 1))
+
+
+def test_patches_from_the_forward_give_the_weight_gradient():
+    rng = np.random.default_rng(2)
+    x, w = rng.normal(size=(3, 9, 7, 6)), rng.normal(size=(5, 9, 3, 2))
+    geo = ((2, 1), (1, 0), (1, 2))
+    y, patches = conv.conv2d(x, w, *geo, return_patches=True)
+    assert patches is not None and patches.shape == (3 * y.shape[2] * y.shape[3], 9 * 3 * 2)
+    gy = rng.normal(size=y.shape)
+    ref = conv.conv2d_weight_grad(x, gy, w.shape, *geo, impl="reference")
+    np.testing.assert_allclose(conv.conv2d_weight_grad(x, gy, w.shape, *geo, patches=patches),
+                               ref, rtol=1e-10, atol=1e-12)
+    # patches of another geometry are not used
+    np.testing.assert_allclose(conv.conv2d_weight_grad(x, gy, w.shape, *geo, patches=patches[1:]),
+                               ref, rtol=1e-10, atol=1e-12)
+    with layouts("channels-first"):
+        assert conv.conv2d(x, w, *geo, return_patches=True)[1] is None
+
+
+def test_autograd_conv_with_many_channels_matches_torch():
+    torch = pytest.importorskip("torch")
+    from minigen import functional as F
+    from minigen import tensor
+    rng = np.random.default_rng(3)
+    x, w, b = rng.normal(size=(2, 40, 6, 5)), rng.normal(size=(12, 40, 3, 3)), rng.normal(size=12)
+    gy = rng.normal(size=(2, 12, 6, 5))
+    xs, ws, bs = (tensor(a, requires_grad=True) for a in (x, w, b))
+    F.conv2d(xs, ws, bs, padding=1).backward(tensor(gy))
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    torch.nn.functional.conv2d(xt, wt, bt, padding=1).backward(torch.tensor(gy))
+    for ours, theirs in ((xs, xt), (ws, wt), (bs, bt)):
+        np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=1e-10, atol=1e-10)

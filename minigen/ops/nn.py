@@ -148,15 +148,21 @@ class Conv2d(Function):
 
     def forward(self, x, w, geometry):
         self.geometry = geometry
-        return kconv.conv2d(x, w, *geometry)
+        # the patch matrix of x, kept for the weight gradient (freed with the graph)
+        y, self.patches = kconv.conv2d(x, w, *geometry, return_patches=True)
+        return y
 
     def backward(self, g):
         x, w = self.inputs
         gx = ConvInputGrad.apply(g, w, x_shape=x.shape, geometry=self.geometry) \
             if x.requires_grad else None
-        gw = ConvWeightGrad.apply(x, g, w_shape=w.shape, geometry=self.geometry) \
-            if w.requires_grad else None
+        gw = ConvWeightGrad.apply(x, g, w_shape=w.shape, geometry=self.geometry,
+                                  patches=self.patches) if w.requires_grad else None
         return gx, gw
+
+    def release(self):
+        super().release()
+        self.patches = None
 
 
 class ConvInputGrad(Function):
@@ -177,9 +183,9 @@ class ConvInputGrad(Function):
 class ConvWeightGrad(Function):
     """The weight gradient of conv2d: <G, W(x, gy)> = <conv2d(x, G), gy>."""
 
-    def forward(self, x, gy, w_shape, geometry):
+    def forward(self, x, gy, w_shape, geometry, patches=None):
         self.geometry = geometry
-        return kconv.conv2d_weight_grad(x, gy, w_shape, *geometry)
+        return kconv.conv2d_weight_grad(x, gy, w_shape, *geometry, patches=patches)
 
     def backward(self, g):
         x, gy = self.inputs
