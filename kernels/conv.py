@@ -20,7 +20,7 @@ Implementations (pick one with ``impl=``): ``'reference'`` is the textbook route
 (``reference_im2col/col2im``: strided views and slice adds, NumPy/CuPy); CUDA: one thread per
 element for both gathers (col2im gathers, so no atomics).  The default on NumPy arrays (and
 ``impl='numba'``) computes the same sums with a faster memory layout where it pays, chosen by
-shape (``NHWC_MIN_CHANNELS``, ``FLIP_MIN_CHANNELS``; measured in benchmarks/README.md):
+shape (``NHWC_MIN_CHANNELS``, ``FLIP_MIN_CHANNELS``; timed by benchmarks/conv_layouts.py):
 
 * channels-last patches: with x moved to NHWC (one pass over x), each patch row
   cols_nhwc[(n, ho, wo), (i, j, c)] is kh runs of kw*C contiguous numbers, so the copy runs
