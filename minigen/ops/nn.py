@@ -13,7 +13,6 @@ from ..backend import xp
 from ..kernels import conv as kconv
 from ..kernels import softmax as ksoftmax
 from .math import floating, where
-from .reduce import mean, var
 from .shape import getitem, pad, reshape
 
 
@@ -306,21 +305,6 @@ def dropout(x, p=0.5, training=True, rng=None):
     return x * Tensor((keep / (1 - p)).astype(x.dtype))
 
 
-def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
-    """(x - mean) / sqrt(var + eps) * weight + bias over the trailing ``normalized_shape``."""
-    normalized_shape = (normalized_shape,) if isinstance(normalized_shape, int) \
-        else tuple(normalized_shape)
-    k = len(normalized_shape)
-    if x.shape[x.ndim - k:] != normalized_shape:
-        raise ValueError(f"layer_norm: input shape {x.shape} does not end with normalized_shape "
-                         f"{normalized_shape}")
-    axes = tuple(range(x.ndim - k, x.ndim))
-    y = (x - mean(x, axes, keepdims=True)) / (var(x, axes, keepdims=True) + eps).sqrt()
-    if weight is not None:
-        y = y * weight
-    return y if bias is None else y + bias
-
-
 def embedding(indices, weight):
     """Rows of ``weight`` (num_embeddings, dim) at integer ``indices``; backward scatter-adds."""
     idx = indices.data if isinstance(indices, Tensor) else xp(weight.data).asarray(indices)
@@ -333,4 +317,4 @@ def embedding(indices, weight):
 
 
 __all__ = ["softmax", "log_softmax", "one_hot", "conv2d", "conv_transpose2d", "max_pool2d",
-           "avg_pool2d", "upsample_nearest", "dropout", "layer_norm", "embedding", "where"]
+           "avg_pool2d", "upsample_nearest", "dropout", "embedding", "where"]
