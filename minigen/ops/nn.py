@@ -1,5 +1,5 @@
 """Neural-network ops: softmax family and convolutions (backed by ``minigen.kernels``),
-pooling, upsampling, dropout, normalisation, embedding.
+pooling, upsampling, dropout, embedding (the normalisations are in ops/norm.py).
 
 The kernel-backed ops keep second derivatives exact by pairing each fused kernel with a
 Function whose own backward is written in Tensor ops (softmax) or in the other kernels
