@@ -32,6 +32,9 @@ _reciprocal_gpu = _math.reciprocal_gpu
 TILE = 512                    # points per tile: v (4 KiB) stays in L1
 ROWS = 4                      # queries per prange block: enough blocks for 2 threads at m >= 8
 SQRT2 = math.sqrt(2.0)
+PRODUCT_MIN_D = 4             # the product form below from d = 4 (d = 2: the direct form is
+                              # as cheap, a subtraction and an FMA per dimension)
+PRODUCT_LIMIT = 2.0 ** 12     # ||qs||^2 + ||xs||^2 bound for the product form: error < 1e-12
 CUDA_THREADS = 128            # 4 warps per block; not measured (no GPU lent)
 # work = m * n pairs; NumPy/Numba time ratio 0.75 at 20k pairs, 2.7 at 80k
 register("log_kernel_sum", threshold=20_000)
@@ -147,6 +150,31 @@ def _dist_pass(v, XsT, logw, Qs, i, k, t0, t, first, two):
 
 
 @lazy_njit(inline="always", fastmath=_math.FASTMATH)
+def _dot_pass(v, XsT, B, Qs, i, k, t0, t, first, c):
+    """One pass of the product form over four dimensions k..k+3: v_j (= B_j + c if ``first``)
+    += 2 sum_k qs_ik xs_kj.  Four FMAs per point and no subtraction: half the direct form's
+    arithmetic."""
+    q0, q1, q2, q3 = 2.0 * Qs[i, k], 2.0 * Qs[i, k + 1], 2.0 * Qs[i, k + 2], 2.0 * Qs[i, k + 3]
+    if first:
+        for j in range(t):
+            v[j] = (B[t0 + j] + c + q0 * XsT[k, t0 + j] + q1 * XsT[k + 1, t0 + j]
+                    + q2 * XsT[k + 2, t0 + j] + q3 * XsT[k + 3, t0 + j])
+    else:
+        for j in range(t):
+            v[j] = (v[j] + q0 * XsT[k, t0 + j] + q1 * XsT[k + 1, t0 + j]
+                    + q2 * XsT[k + 2, t0 + j] + q3 * XsT[k + 3, t0 + j])
+
+
+@lazy_njit(inline="always", fastmath=_math.FASTMATH)
+def _clamp_pass(v, logw, t0, t):
+    """v_j = min(v_j, logw_j): a squared distance from the product form is clamped at 0
+    (rounding can leave it slightly negative); a NaN v_j stays NaN."""
+    for j in range(t):
+        lw = logw[t0 + j]
+        v[j] = lw if v[j] > lw else v[j]
+
+
+@lazy_njit(inline="always", fastmath=_math.FASTMATH)
 def _tile_max(v, t):
     """max(v[:t]) ignoring NaN, in four independent chains: without fast-math nnan LLVM does
     not vectorise a max reduction, but it packs these chains (measured 1.5x faster on the
@@ -162,20 +190,49 @@ def _tile_max(v, t):
     return _fmax(_fmax(m0, m1), _fmax(m2, m3))
 
 
+@lazy_njit(inline="always", fastmath=_math.FASTMATH)
+def _exp_sum(v, e32, t, M, f32):
+    """sum_j exp(v_j - M), leaving the terms in v (float64) or, with ``f32``, in e32: the
+    argument v_j - M is formed in float64, rounded to float32 for an 8-lane float32 exp, and
+    the terms are summed in float64.  A NaN v_j (not the max) reaches the sum here."""
+    s = 0.0
+    if f32:
+        for j in range(t):
+            e32[j] = np.float32(v[j] - M)
+        for j in range(t):
+            e32[j] = _expn(e32[j])
+        for j in range(t):
+            s += np.float64(e32[j])
+    else:
+        for j in range(t):
+            e = _expn(v[j] - M)
+            v[j] = e
+            s += e
+    return s
+
+
 @lazy_njit(parallel=True, cache=True, fastmath=_math.FASTMATH)
-def _numba_core(Qs, XsT, logw, skip_self, want_grad, out, grad):
+def _numba_core(Qs, XsT, logw, d, skip_self, want_grad, f32, B, xx_tile, qq, out, grad):
     """Per query i, per tile of TILE points: v_j = logw_j - ||qs_i - xs_j||^2 (coordinates
-    scaled by sqrt(1/2); XsT is (d, n)) in vectorised passes of two dimensions (one first if
-    d is odd), the tile max, the rescale S *= exp(M_old - M), then S += sum_j exp(v_j - M)
-    with the polynomial exp (and acc += sum_j exp(v_j - M) xs_j for the gradient, returned as
-    sqrt(2) (acc / S - qs_i)).  As in the reference, a NaN v_ij makes out_i NaN (through the
-    sum, or found by a scan of a tile whose max, which ignores NaN, is -inf or +inf), a +inf
-    one (and no NaN) makes it +inf, and the gradient of a non-finite out_i is NaN.
+    scaled by sqrt(1/2) and centred; XsT is (d_pad, n), d true dimensions) in vectorised
+    passes, the tile max, the rescale S *= exp(M_old - M), then S += sum_j exp(v_j - M) with
+    the polynomial exp (float32 with ``f32``; ``_exp_sum``), and acc += sum_j exp(v_j - M) xs_j
+    for the gradient, returned as sqrt(2) (acc / S - qs_i).
+
+    Distances: the direct form (two dimensions per pass, one first if d is odd), or, where
+    ``qq[i] + xx_tile[tile] <= PRODUCT_LIMIT``, the product form v_j = B_j - ||qs_i||^2 +
+    2 qs_i . xs_j with B_j = logw_j - ||xs_j||^2, clamped at v_j <= logw_j (``qq`` is -1 where
+    it is not to be used: d < PRODUCT_MIN_D, or non-finite data).  Its rounding error is at
+    most a few eps (||qs_i||^2 + ||xs_j||^2), below 1e-12 under the limit.
+    As in the reference, a NaN v_ij makes out_i NaN (through the sum, or found by a scan of a
+    tile whose max, which ignores NaN, is -inf or +inf), a +inf one (and no NaN) makes it
+    +inf, and the gradient of a non-finite out_i is NaN.
     """
-    m, d, n = Qs.shape[0], XsT.shape[0], XsT.shape[1]
+    m, d_pad, n = Qs.shape[0], XsT.shape[0], XsT.shape[1]
     rows = ROWS
     for blk in prange((m + rows - 1) // rows):
         v = np.empty(TILE)
+        e32 = np.empty(TILE, dtype=np.float32)
         acc = np.zeros(d)
         for i in range(blk * rows, min(m, blk * rows + rows)):
             skip = i if skip_self else -1
@@ -184,12 +241,17 @@ def _numba_core(Qs, XsT, logw, skip_self, want_grad, out, grad):
             acc[:] = 0.0
             for t0 in range(0, n, TILE):
                 t = min(n, t0 + TILE) - t0
-                k = d % 2
-                if k == 1:
-                    _dist_pass(v, XsT, logw, Qs, i, 0, t0, t, True, False)
-                while k < d:
-                    _dist_pass(v, XsT, logw, Qs, i, k, t0, t, k == 0, True)
-                    k += 2
+                if 0.0 <= qq[i] and qq[i] + xx_tile[t0 // TILE] <= PRODUCT_LIMIT:
+                    for k in range(0, d_pad, 4):
+                        _dot_pass(v, XsT, B, Qs, i, k, t0, t, k == 0, -qq[i])
+                    _clamp_pass(v, logw, t0, t)
+                else:
+                    k = d % 2
+                    if k == 1:
+                        _dist_pass(v, XsT, logw, Qs, i, 0, t0, t, True, False)
+                    while k < d:
+                        _dist_pass(v, XsT, logw, Qs, i, k, t0, t, k == 0, True)
+                        k += 2
                 if t0 <= skip < t0 + t:               # leave-one-out: one tile per query
                     v[skip - t0] = -np.inf
                 tmax = _tile_max(v, t)
@@ -204,17 +266,16 @@ def _numba_core(Qs, XsT, logw, skip_self, want_grad, out, grad):
                     for k in range(d):
                         acc[k] *= scale
                     M = tmax
-                s = 0.0
-                for j in range(t):
-                    e = _expn(v[j] - M)                # NaN in v (not the max) reaches s here
-                    v[j] = e
-                    s += e
-                S += s
+                S += _exp_sum(v, e32, t, M, f32)
                 if want_grad:
                     for k in range(d):
                         a = 0.0
-                        for j in range(t):
-                            a += v[j] * XsT[k, t0 + j]
+                        if f32:
+                            for j in range(t):
+                                a += np.float64(e32[j]) * XsT[k, t0 + j]
+                        else:
+                            for j in range(t):
+                                a += v[j] * XsT[k, t0 + j]
                         acc[k] += a
             out[i] = np.nan if nan else (np.inf if posinf else _lse_value_cpu(M, S))
             if want_grad:
@@ -223,17 +284,43 @@ def _numba_core(Qs, XsT, logw, skip_self, want_grad, out, grad):
                                   else np.nan)
 
 
-def numba_core(Qw, Xw, logw, exclude_self, want_grad):
-    """The Numba CPU version of ``reference_core`` (same arguments and results)."""
+def numba_core(Qw, Xw, logw, exclude_self, want_grad, f32=False):
+    """The Numba CPU version of ``reference_core`` (same arguments and results); ``f32``: the
+    exps in float32 (``log_kernel_sum``'s ``precision='float32'``).
+
+    Both point sets are centred on the data's mean first (finite data only; distances and
+    gradients do not change, and the product form's norms stay small) and scaled by
+    sqrt(1/2); with d >= PRODUCT_MIN_D they are padded with zero coordinates to a multiple of
+    4 for the product form, which needs ||xs_j||^2 (B_j) and the largest per tile.
+    """
     m, d = Qw.shape
+    n, d_out = Xw.shape[0], d
     out = np.empty(m)
     grad = np.empty((m, max(d, 1)))
     if d == 0:                      # every distance is 0: one zero coordinate says the same
-        Qw, Xw = np.zeros((m, 1)), np.zeros((Xw.shape[0], 1))
+        Qw, Xw, d = np.zeros((m, 1)), np.zeros((n, 1)), 1
+    finite = bool(np.isfinite(Xw).all())
+    centre = Xw.mean(axis=0) if finite and n else np.zeros(d)
+    product = finite and d >= PRODUCT_MIN_D
+    d_pad = -(-d // 4) * 4 if product else d
     c = math.sqrt(0.5)
-    launch("numba", _numba_core, None, m, None, Qw * c, np.ascontiguousarray(Xw.T * c), logw,
-           bool(exclude_self), bool(want_grad), out, grad)
-    return out, (grad[:, :d] if want_grad else None)
+    Qs = np.zeros((m, d_pad))
+    Qs[:, :d] = (Qw - centre) * c
+    XsT = np.zeros((d_pad, n))
+    XsT[:d] = (Xw - centre).T * c
+    n_tiles = max(1, -(-n // TILE))
+    if product:
+        xx = np.einsum("kj,kj->j", XsT, XsT)
+        B = logw - xx
+        xx_tile = np.full(n_tiles * TILE, -np.inf)
+        xx_tile[:n] = xx
+        xx_tile = xx_tile.reshape(n_tiles, TILE).max(axis=1)
+        qq = np.einsum("ik,ik->i", Qs, Qs)           # NaN or inf: the direct form
+    else:
+        B, xx_tile, qq = logw, np.zeros(n_tiles), np.full(m, -1.0)
+    launch("numba", _numba_core, None, m, None, Qs, XsT, logw, d, bool(exclude_self),
+           bool(want_grad), bool(f32), B, xx_tile, qq, out, grad)
+    return out, (grad[:, :d_out] if want_grad else None)
 
 
 # ------------------------------------------------------------------ Numba CUDA
@@ -285,17 +372,35 @@ def cuda_core(Qw, Xw, logw, exclude_self, want_grad):
 
 
 _CORES = {"reference": reference_core, "numba": numba_core, "cuda": cuda_core}
+PRECISIONS = ("float64", "float32")
+
+
+def _run_core(path, Qw, Xw, logw, exclude_self, want_grad, precision, where):
+    if precision not in PRECISIONS:
+        raise ValueError(f"{where}: precision must be one of {PRECISIONS}, got {precision!r}")
+    if path == "numba":
+        return numba_core(Qw, Xw, logw, exclude_self, want_grad, f32=precision == "float32")
+    return _CORES[path](Qw, Xw, logw, exclude_self, want_grad)
 
 
 # ------------------------------------------------------------------ public API
 def log_kernel_sum(Q, X, chol=None, log_weights=None, exclude_self=False, normalize=True,
-                   impl=None):
+                   impl=None, *, precision="float64"):
     """out_i = log sum_j w_j N(q_i; x_j, L L^T), float64 (m,).
 
     ``chol``: None (identity), a scalar h (h I), a (d,) diagonal or a (d, d) lower-triangular
     Cholesky factor L.  ``log_weights`` (n,) or None (all zero: a plain sum; normalise the
     weights yourself).  ``exclude_self=True`` (Q and X the same points) drops the j = i term
     (leave-one-out).  ``normalize=False`` leaves out -d/2 log(2 pi) - log|det L|.
+
+    ``precision='float32'`` (opt-in) lets the Numba CPU kernel evaluate each exp(a_ij),
+    a_ij = v_ij - M_i <= 0, in float32 (8 lanes instead of 4) while distances, shifts and
+    sums stay float64.  Rounding a_ij to float32 and the float32 exp perturb each term by a
+    relative |a_ij| u + 2 u (u = 2^-24), so the absolute error of out_i is at most
+    u (2 + sum_j r_ij |a_ij|) with r_ij the kernel responsibilities: about 1e-7 near the data
+    and never above 90 u = 5.4e-6 (terms below exp(-87) are dropped, as float32 flushes them),
+    i.e. a relative error of p(q_i) of order 1e-6.  The NumPy/CuPy reference and the CUDA
+    kernel compute in float64 whatever the precision.
     """
     where = "log_kernel_sum"
     if exclude_self and Q.shape[0] != X.shape[0]:
@@ -303,22 +408,23 @@ def log_kernel_sum(Q, X, chol=None, log_weights=None, exclude_self=False, normal
                          f"got {Q.shape[0]} queries and {X.shape[0]} data points")
     Qw, Xw, logw, _, logdet = _prepare(Q, X, chol, log_weights, where)
     path = choose(where, Qw, Qw.shape[0] * Xw.shape[0], impl)
-    out, _ = _CORES[path](Qw, Xw, logw, exclude_self, False)
+    out, _ = _run_core(path, Qw, Xw, logw, exclude_self, False, precision, where)
     return out + _constant(X.shape[1], logdet, normalize)
 
 
-def log_kernel_sum_grad(Q, X, chol=None, log_weights=None, impl=None):
+def log_kernel_sum_grad(Q, X, chol=None, log_weights=None, impl=None, *, precision="float64"):
     """(out, grad): out as ``log_kernel_sum`` (normalised) and grad_i = d out_i / d q_i,
 
         grad_i = (L L^T)^-1 (sum_j r_ij x_j - q_i),  r_ij = softmax_j(logw_j - 0.5 ||L^-1(q_i - x_j)||^2),
 
     computed in whitened coordinates as L^-T (sum_j r_ij xw_j - qw_i): the score function of the
-    KDE, used by Langevin sampling and by autograd through a KDE.
+    KDE, used by Langevin sampling and by autograd through a KDE.  ``precision`` as in
+    ``log_kernel_sum`` (the responsibilities r_ij then carry the same relative error).
     """
     where = "log_kernel_sum_grad"
     Qw, Xw, logw, L, logdet = _prepare(Q, X, chol, log_weights, where)
     path = choose(where, Qw, Qw.shape[0] * Xw.shape[0], impl)
-    out, grad_w = _CORES[path](Qw, Xw, logw, False, True)
+    out, grad_w = _run_core(path, Qw, Xw, logw, False, True, precision, where)
     if L is not None:
         grad_w = grad_w @ _xp(grad_w).asarray(np.linalg.inv(L))    # rows of L^-T g
     return out + _constant(X.shape[1], logdet, True), grad_w

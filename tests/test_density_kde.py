@@ -41,6 +41,29 @@ def test_matches_scipy_above_the_kernel_dispatch_threshold():
     np.testing.assert_allclose(ours, stats.gaussian_kde(X.T, weights=w).logpdf(X.T), rtol=1e-10)
 
 
+def test_float32_precision_is_an_opt_in_within_its_bound_and_saved(tmp_path):
+    """KDE(precision='float32') scores within the kernel's worst-case bound 90 u (u = 2^-24)
+    of the float64 KDE above the dispatch threshold, is a constructor parameter (get_params,
+    save/load) and keeps the fit (the bandwidth) in float64."""
+    pytest.importorskip("numba")
+    from minigen.io import load_model, save_model
+    X, Q = _data(9, 600, 2), _data(10, 300, 2)
+    exact = KDE("cv").fit(X)
+    fast = KDE("cv", precision="float32").fit(X)
+    assert fast.bandwidth_ == exact.bandwidth_ and fast.get_params()["precision"] == "float32"
+    diff = np.abs(fast.score_samples(Q) - exact.score_samples(Q))
+    assert 0 < diff.max() <= 90 * 2.0 ** -24
+    np.testing.assert_allclose(fast.score_function(Q), exact.score_function(Q), rtol=1e-4,
+                               atol=1e-6)
+    save_model(fast, tmp_path / "kde.npz")
+    loaded = load_model(tmp_path / "kde.npz")
+    assert loaded.precision == "float32"
+    np.testing.assert_array_equal(loaded.score_samples(Q), fast.score_samples(Q))
+    assert KDE().precision == "float64"
+    with pytest.raises(ValueError, match="KDE: precision must be one of"):
+        KDE(precision="half")
+
+
 def test_zero_weights_equal_dropping_the_points():
     X = _data(8, 300, 2)
     w = np.random.default_rng(8).uniform(0.1, 1.0, len(X)) * (np.arange(len(X)) % 5 > 0)

@@ -43,7 +43,7 @@ def _chol_matrix(chol, d):
 
 @settings(max_examples=20)
 @given(m=st.sampled_from([0, 1, 3, 37]), n=st.sampled_from([0, 1, 2, 511, 513, 1100]),
-       d=st.integers(1, 4), kind=st.sampled_from(["none", "scalar", "diag", "full"]),
+       d=st.integers(1, 9), kind=st.sampled_from(["none", "scalar", "diag", "full"]),
        weighted=st.booleans(), dtype=st.sampled_from([np.float32, np.float64]),
        seed=st.integers(0, 2 ** 16))
 def test_numba_matches_reference(m, n, d, kind, weighted, dtype, seed):
@@ -118,6 +118,96 @@ def test_far_queries_stay_finite_and_exact(impl):
     v = -0.5 * ((Q[:, None, :] - X[None]) ** 2).sum(-1)
     r = np.exp(v - v.max(1, keepdims=True))
     np.testing.assert_allclose(grad, (r / r.sum(1, keepdims=True)) @ X - Q, rtol=1e-9, atol=1e-9)
+
+
+U32 = 2.0 ** -24
+
+
+def _float32_bound(Q, X, chol, logw):
+    """The error bound of precision='float32' per query, u (2 + sum_j r_ij |a_ij|), from the
+    float64 terms a_ij = v_ij - max_j v_ij and responsibilities r_ij = softmax_j(v_ij): the
+    argument a_ij rounded to float32 moves the term by a relative |a_ij| u, the float32 exp
+    adds at most 1.52 u (measured over [-87, 0]), float64 sums add nothing at this scale."""
+    d = X.shape[1]
+    L = _chol_matrix(1.0 if chol is None else chol, d)
+    z = np.linalg.solve(L, (Q[:, None, :] - X[None, :, :]).reshape(-1, d).T).T
+    v = logw[None, :] - 0.5 * (z.reshape(len(Q), len(X), d) ** 2).sum(-1)
+    a = v - v.max(1, keepdims=True)
+    r = np.exp(a)
+    r /= r.sum(1, keepdims=True)
+    return U32 * (2 + (r * np.abs(np.where(r > 0, a, 0.0))).sum(1))
+
+
+@settings(max_examples=15)
+@given(n=st.sampled_from([1, 5, 513, 1100]), d=st.integers(1, 8),
+       kind=st.sampled_from(["none", "diag", "full"]), spread=st.sampled_from([0.3, 3.0, 30.0]),
+       seed=st.integers(0, 2 ** 16))
+def test_float32_precision_is_within_its_derived_bound(n, d, kind, spread, seed):
+    """precision='float32' against float64, per query, within u (2 + sum_j r_ij |a_ij|) (plus
+    float64 rounding), for queries near and far (spread) from the data; the gradient too."""
+    rng = np.random.default_rng(seed)
+    X, Q = rng.normal(size=(n, d)), spread * rng.normal(size=(23, d))
+    chol, logw = _chol(kind, d, rng), np.log(rng.dirichlet(np.ones(n)))
+    ref = kde.log_kernel_sum(Q, X, chol, logw, impl="reference")
+    got = kde.log_kernel_sum(Q, X, chol, logw, impl="numba", precision="float32")
+    bound = _float32_bound(Q, X, chol, logw) + 1e-12 * (1 + np.abs(ref))
+    assert np.all(np.abs(got - ref) <= bound)
+    assert bound.max() < 90 * U32 + 1e-12 * (1 + np.abs(ref).max())
+    out, grad = kde.log_kernel_sum_grad(Q, X, chol, logw, impl="numba", precision="float32")
+    ref_out, ref_grad = kde.log_kernel_sum_grad(Q, X, chol, logw, impl="reference")
+    np.testing.assert_array_equal(out, got)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-4 * max(1.0, spread))
+
+
+@pytest.mark.parametrize("precision", ["float64", "float32"])
+@pytest.mark.parametrize("d", [2, 5])
+def test_nan_inf_and_empty_agree_with_the_reference_in_both_precisions(precision, d):
+    """Also where the Numba path centres the data and (d >= 4) uses the product form: an
+    infinite data coordinate (chol=None: no whitening to spread it) is a point infinitely
+    far away, as in the reference, not a NaN centre."""
+    rng = np.random.default_rng(6)
+    X, Q = rng.normal(size=(700, d)), rng.normal(size=(6, d))
+    Q[0, 0], Q[1, 1], Q[2, 0] = np.nan, np.inf, -np.inf
+    Xnan, Xinf = X.copy(), X.copy()
+    Xnan[600, 1], Xinf[600, 1] = np.nan, np.inf
+    logw = np.full(700, -np.log(700))
+    lw_inf = logw.copy()
+    lw_inf[3] = np.inf
+    for args in ((Q, X, 0.5, logw), (Q[3:], Xnan, 0.5, logw), (Q[3:], Xinf, None, logw),
+                 (Q[3:], X, 0.5, lw_inf), (Q[3:], X, 0.5, np.full(700, -np.inf)),
+                 (Q[:0], X, 0.5, logw), (Q[3:], X[:0], 0.5, None)):
+        ref = kde.log_kernel_sum(*args, impl="reference")
+        got = kde.log_kernel_sum(*args, impl="numba", precision=precision)
+        assert got.shape == ref.shape
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(ref))
+        np.testing.assert_allclose(got[np.isfinite(ref)], ref[np.isfinite(ref)], atol=1e-5)
+    with pytest.raises(ValueError, match="precision must be one of"):
+        kde.log_kernel_sum(Q, X, 0.5, precision="float16")
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e3, 1e6])
+def test_product_form_distances_stay_exact_far_from_the_origin_and_the_data(offset):
+    """d >= 4 uses ||q||^2 + ||x||^2 - 2 q.x where it is safe (centred data, the sum of
+    squared norms bounded) and the direct form where it would cancel: queries far from the
+    data, or near a far-off data point."""
+    rng = np.random.default_rng(7)
+    X = offset + rng.normal(size=(1100, 6))
+    X[5] += 3000.0                                   # one far-off data point (tile 0)
+    Q = np.concatenate([offset + rng.normal(size=(20, 6)), offset + 1e4 * rng.normal(size=(5, 6)),
+                        X[5] + 0.1 * rng.normal(size=(3, 6))])
+    logw = np.log(rng.dirichlet(np.ones(1100)))
+    for chol in (0.3, None):
+        ref = kde.log_kernel_sum(Q, X, chol, logw, impl="reference")
+        np.testing.assert_allclose(kde.log_kernel_sum(Q, X, chol, logw, impl="numba"), ref,
+                                   rtol=1e-11, atol=1e-11)
+    # queries on data points (tile 1, product form) with a narrow kernel: their own kernel,
+    # log w_i - d/2 log(2 pi h^2), is nearly all of the sum
+    h, on = 0.05, slice(600, 650)
+    got = kde.log_kernel_sum(X[on], X, h, logw, impl="numba")
+    np.testing.assert_allclose(got, kde.log_kernel_sum(X[on], X, h, logw, impl="reference"),
+                               rtol=1e-12)
+    np.testing.assert_allclose(got, logw[on] - 3 * math.log(2 * math.pi * h * h), rtol=1e-11)
 
 
 @pytest.mark.parametrize("impl", ["reference", "numba"])

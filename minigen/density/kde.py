@@ -93,12 +93,21 @@ class KDE(Distribution):
     bandwidth: 'scott' | 'silverman' (the factor f of H = f^2 Sigma, exactly as SciPy),
     'cv' (f by leave-one-out likelihood), a number h (isotropic H = h^2 I), a (d,) array of
     per-dimension standard deviations (H = diag(h^2)), or a (d, d) covariance matrix H.
+    precision: 'float64' (default) or 'float32', an opt-in for ``score_samples`` and
+    ``score_function``: the Numba kernel then evaluates its exps in float32 (distances and
+    sums stay float64), about 1.5x faster on the pairwise sum, with an absolute error of
+    log p of about 1e-7 near the data and at most 5.4e-6 anywhere (a relative error of p of
+    that size; ``minigen.kernels.kde.log_kernel_sum`` derives the bound). Fitting ('cv') and
+    the reference/CUDA paths stay float64.
     Fitted: ``bandwidth_`` (f for the rules, else the given value), ``covariance_`` (H),
     ``cholesky_`` (L with L L^T = H), ``neff_``, ``weights_``, ``data_``, ``n_features_in_``.
     """
 
-    def __init__(self, bandwidth="scott"):
-        self.bandwidth = bandwidth
+    def __init__(self, bandwidth="scott", *, precision="float64"):
+        if precision not in kde_kernel.PRECISIONS:
+            raise ValueError(f"KDE: precision must be one of {kde_kernel.PRECISIONS}, "
+                             f"got {precision!r}")
+        self.bandwidth, self.precision = bandwidth, precision
         self._bandwidth = _check_bandwidth(bandwidth)
 
     def fit(self, X, y=None, sample_weight=None):
@@ -194,7 +203,8 @@ class KDE(Distribution):
             return kde_score_samples(self, X)
         X = self._checked(X, "KDE.score_samples")
         return kde_kernel.log_kernel_sum(X, self.data_, chol=self.cholesky_,
-                                         log_weights=self._log_weights)
+                                         log_weights=self._log_weights,
+                                         precision=self.precision)
 
     def pdf(self, X):
         return np.exp(self.score_samples(X))
@@ -206,7 +216,8 @@ class KDE(Distribution):
             return kde_score_function(self, Q)
         Q = self._checked(Q, "KDE.score_function")
         return kde_kernel.log_kernel_sum_grad(Q, self.data_, chol=self.cholesky_,
-                                              log_weights=self._log_weights)[1]
+                                              log_weights=self._log_weights,
+                                              precision=self.precision)[1]
 
     def sample(self, n, rng=None):
         """Pick a data point j with probability w_j, add L u with u ~ N(0, I)."""
