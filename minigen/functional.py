@@ -10,9 +10,9 @@ from .autograd import Tensor, sum_to, to_device
 from .backend import check_axis
 from .ops.losses import (binary_cross_entropy_with_logits, cross_entropy, gaussian_nll,
                          kl_normal, l1_loss, mse_loss)
-from .ops.math import (abs, add, clip, cos, div, erf, exp, gelu, leaky_relu, log, matmul,
-                       maximum, minimum, mul, neg, pow, relu, sigmoid, silu, sin, softplus, sqrt,
-                       sub, tanh, where)
+from .ops.math import (abs, add, clip, cos, div, erf, exp, gelu, leaky_relu, linear, log,
+                       matmul, maximum, minimum, mul, neg, pow, relu, sigmoid, silu, sin, softplus,
+                       sqrt, sub, tanh, where)
 from .ops.nn import (avg_pool2d, conv2d, conv_transpose2d, dropout, embedding, log_softmax,
                      max_pool2d, one_hot, softmax, upsample_nearest)
 from .ops.norm import group_norm, layer_norm

@@ -196,6 +196,7 @@ class Adam(Optimizer):
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+        self._buffers = {}   # scratch space of the update, one array per (dtype, array type)
 
     def _check(self, group):
         where = type(self).__name__
@@ -218,18 +219,30 @@ class Adam(Optimizer):
                 g = g + group["weight_decay"] * p
         if "m" not in state:
             state["m"], state["v"] = xp(p).zeros_like(p), xp(p).zeros_like(p)
-        m, v = state["m"], state["v"]
-        m *= b1
-        m += (1 - b1) * g
-        v *= b2
-        v += (1 - b2) * (g * g)
-        t = self.step_count
-        update = xp(p).sqrt(v)          # in place from here: one temporary per step
-        update *= 1 / math.sqrt(1 - b2 ** t)
-        update += group["eps"]
-        xp(p).divide(m, update, out=update)
-        update *= lr / (1 - b1 ** t)
-        p -= update
+        m, v, t, mod = state["m"], state["v"], self.step_count, xp(p)
+        tmp = self._scratch(p)          # every pass below writes in place: no fresh arrays
+        mod.subtract(g, m, out=tmp)     # m <- m + (1 - b1) (g - m)   (torch's lerp)
+        tmp *= 1 - b1
+        m += tmp
+        v *= b2                         # v <- b2 v + (1 - b2) g^2
+        mod.multiply(g, g, out=tmp)
+        tmp *= 1 - b2
+        v += tmp
+        mod.sqrt(v, out=tmp)            # p <- p - lr/(1 - b1^t) m / (sqrt(v / (1 - b2^t)) + eps)
+        tmp *= 1 / math.sqrt(1 - b2 ** t)
+        tmp += group["eps"]
+        mod.divide(m, tmp, out=tmp)
+        tmp *= lr / (1 - b1 ** t)
+        p -= tmp
+
+    def _scratch(self, p):
+        """A buffer shaped like ``p``: a view into one array per dtype and array type, kept
+        between steps, so no step allocates (and page-faults) fresh multi-MB temporaries."""
+        key = (p.dtype, type(p))
+        buf = self._buffers.get(key)
+        if buf is None or buf.size < p.size:
+            buf = self._buffers[key] = xp(p).empty(p.size, p.dtype)
+        return buf[:p.size].reshape(p.shape)
 
 
 class AdamW(Adam):

@@ -293,3 +293,40 @@ def test_matmul_with_transposed_operands_keeps_the_leaf_gradient_layout():
     (mg.tensor(x) @ W.T).sum().backward()
     assert W.grad.data.flags.c_contiguous
     np.testing.assert_allclose(W.grad.numpy(), np.ones((5, 3)).T @ x)
+
+
+# --- linear --------------------------------------------------------------------------------
+@given(data=st.data(), bias=st.booleans())
+def test_linear_matches_numpy_first_and_second_order(data, bias):
+    lead = data.draw(shapes(min_dims=0, max_dims=2, max_side=3))
+    n_in, n_out = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
+    x, w = data.draw(arrays(lead + (n_in,))), data.draw(arrays((n_out, n_in)))
+    b = data.draw(arrays((n_out,)))
+    params = [w, b] if bias else [w]
+    ref = x @ w.T + (b if bias else 0)
+    np.testing.assert_allclose(F.linear(mg.tensor(x), *map(mg.tensor, params)).numpy(), ref,
+                               rtol=1e-12, atol=1e-14)
+    gradcheck(F.linear, [x] + params)
+    gradgradcheck(lambda *ts: F.linear(*ts) * F.linear(*ts), [x] + params)
+
+
+def test_linear_gradient_of_a_constant_input_is_not_computed_and_errors():
+    x = mg.tensor(np.ones((4, 3)))
+    w, b = mg.tensor(np.ones((2, 3)), requires_grad=True), mg.tensor(np.ones(2))
+    F.linear(x, w, b).sum().backward()
+    assert x.grad is None and b.grad is None
+    assert w.grad.data.flags.c_contiguous
+    np.testing.assert_allclose(w.grad.numpy(), np.full((2, 3), 4.0))
+    out = F.linear(mg.tensor(np.ones((4, 3)), dtype=np.float32), w, b)   # mixed: promoted
+    assert out.dtype == np.float64
+    for bad in [(np.ones((4, 2)), np.ones((2, 3)), None), (np.ones((4, 3)), np.ones(3), None),
+                (np.ones((4, 3)), np.ones((2, 3)), np.ones(3))]:
+        with pytest.raises(ValueError, match=r"linear: expected x \(\.\.\., in\)"):
+            F.linear(*[None if a is None else mg.tensor(a) for a in bad])
+
+
+def test_relu_gradient_is_differentiable_in_the_upstream_gradient():
+    """relu's backward is Masked(g): its own derivative with respect to g is the mask again."""
+    x = np.linspace(-2, 2, 8)               # no entry at the kinks 0 and +-1
+    gradgradcheck(lambda t: F.relu(t) * t, [x])
+    gradgradcheck(lambda t: F.relu(t * t - 1) * t, [x])

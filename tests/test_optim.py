@@ -396,3 +396,27 @@ def test_group_values_keep_their_own_types_through_a_round_trip():
     assert adam.param_groups[0]["betas"] == (0.5, 0.6)
     adam.load_state_dict(adam.state_dict())
     assert adam.param_groups[0]["betas"] == (0.5, 0.6)
+
+
+def test_adam_scratch_buffer_serves_parameters_of_every_size_and_dtype():
+    """Adam's update runs in one reused buffer per dtype: parameters of growing sizes and two
+    dtypes in one optimiser still follow the formula, step by step."""
+    rng = np.random.default_rng(3)
+    arrays = [rng.standard_normal(s).astype(d) for s, d in
+              [((2,), np.float32), ((5, 3), np.float32), ((3, 4), np.float64), ((1,), np.float64)]]
+    params = [mg.tensor(a, requires_grad=True) for a in arrays]
+    opt = optim.Adam(params, lr=0.1, betas=(0.8, 0.9), eps=1e-3)
+    ref = [a.astype(np.float64) for a in arrays]
+    m, v = [np.zeros_like(a) for a in ref], [np.zeros_like(a) for a in ref]
+    for t in range(1, 4):
+        opt.zero_grad()
+        sum((p * p * p).sum() for p in params).backward()
+        opt.step()
+        for i, p in enumerate(ref):
+            g = 3 * p * p
+            m[i] = 0.8 * m[i] + 0.2 * g
+            v[i] = 0.9 * v[i] + 0.1 * g * g
+            p -= 0.1 * (m[i] / (1 - 0.8 ** t)) / (np.sqrt(v[i] / (1 - 0.9 ** t)) + 1e-3)
+        for p, r in zip(params, ref):
+            np.testing.assert_allclose(p.numpy(), r, rtol=2e-5 if p.dtype == np.float32
+                                       else 1e-12)

@@ -93,16 +93,19 @@ class Sub(Function):
         return a - b
 
     def backward(self, g):
-        return g, -g
+        return g, -g if self.inputs[1].requires_grad else None
 
 
 class Mul(Function):
+    """a * b; a gradient is computed only for an input that requires one (a constant
+    target, mask or scale costs no pass)."""
+
     def forward(self, a, b):
         return a * b
 
     def backward(self, g):
         a, b = self.inputs
-        return g * b, g * a
+        return g * b if a.requires_grad else None, g * a if b.requires_grad else None
 
 
 class Div(Function):
@@ -112,7 +115,7 @@ class Div(Function):
     def backward(self, g):
         a, b = self.inputs
         ga = g / b
-        return ga, -ga * a / b
+        return ga, -ga * a / b if b.requires_grad else None
 
 
 class Pow(Function):
@@ -267,7 +270,19 @@ class Relu(Function):
         return xp(a).maximum(a, 0)
 
     def backward(self, g):
-        return g * Tensor(self.inputs[0].data > 0)
+        return Masked.apply(g, mask=self.inputs[0].data > 0)
+
+
+class Masked(Function):
+    """g * mask for a constant boolean mask, in one pass; linear in g, so its backward is
+    itself (relu's gradient, and every derivative of it)."""
+
+    def forward(self, g, mask):
+        self.mask = mask
+        return g * mask
+
+    def backward(self, gg):
+        return Masked.apply(gg, mask=self.mask)
 
 
 class LeakyRelu(Function):
@@ -553,6 +568,40 @@ def _transposed(t):
     steps). Same product, same cost."""
     d = t.data
     return d.ndim == 2 and d.flags.f_contiguous and not d.flags.c_contiguous
+
+
+class Linear(Function):
+    """y = x W^T + b (W of shape (out, in)): one GEMM with the bias added in place. The
+    backward is in Tensor ops (gx = g W, gW = g^T x, gb = g summed over rows), so it
+    differentiates again."""
+
+    def forward(self, x, w, *bias):
+        y = x @ w.T
+        if bias:
+            y += bias[0]
+        return y
+
+    def backward(self, g):
+        x, w, *bias = self.inputs
+        rows = g.reshape(-1, g.shape[-1])
+        gx = g @ w if x.requires_grad else None
+        gw = rows.T @ x.reshape(-1, x.shape[-1]) if w.requires_grad else None
+        gb = rows.sum(0) if bias and bias[0].requires_grad else None
+        return gx, gw, gb
+
+
+def linear(x, weight, bias=None):
+    """x W^T + b over the last axis of x, as torch.nn.functional.linear; W (out, in), b (out,)."""
+    if weight.ndim != 2 or x.ndim < 1 or x.shape[-1] != weight.shape[1] \
+            or (bias is not None and tuple(bias.shape) != (weight.shape[0],)):
+        raise ValueError(f"linear: expected x (..., in), weight (out, in) and bias (out,), got "
+                         f"shapes {x.shape}, {weight.shape} and "
+                         f"{None if bias is None else bias.shape}")
+    params = (weight,) if bias is None else (weight, bias)
+    if any(p.dtype != x.dtype for p in params) or x.dtype.kind != "f":
+        out = x @ weight.T          # mixed dtypes: the ops' own type promotion
+        return out if bias is None else out + bias
+    return Linear.apply(x, *params)
 
 
 def matmul(a, b):
