@@ -3,12 +3,15 @@
     python benchmarks/kernels.py            # the sizes of issue 3
     python benchmarks/kernels.py --quick    # smaller sizes, a smoke run
 
-* KDE log density, float64, d=2 n=m=10k and 50k, d=8 n=m=20k: the Numba kernel against
+* KDE log density, d=2 n=m=10k and 50k, d=8 n=m=20k (``--kde-sizes`` to choose): the Numba
+  kernel, float64 and ``precision='float32'``, against
   scipy ``gaussian_kde(...).logpdf`` (same bandwidth matrix), scikit-learn
   ``KernelDensity(rtol=0)`` (exact; on whitened data, since it takes a scalar bandwidth), the
   NumPy reference, and the exp-throughput bound: the same polynomial exp in a bare parallel
   loop, one exp per pair, i.e. the speed of a kernel that did nothing but its exps.
-  Slow baselines run on a subset of the queries; all rates are pairs per second.
+  Slow baselines run on a subset of the queries; all rates are pairs per second. Then the
+  whole call a user makes, ``KDE(precision=...).fit(X).score_samples(Q)`` at d=2
+  n=m=10,000, against scipy's ``gaussian_kde(X.T).logpdf(Q.T)`` over all 10,000 queries.
 * softmax and log_softmax, 4096 x 4096 float32, forward + backward, against PyTorch autograd.
 * the engine benchmark's conv layers (128x1x28x28; conv 1->32 3x3 pad 1; conv 32->64 3x3
   stride 2 pad 1), forward + both gradients, against PyTorch autograd.
@@ -58,11 +61,13 @@ def exp_bound_rate(tile=512):
     return rows * cols / best_time(lambda: bound(rows, cols), 3)
 
 
-def bench_kde(quick):
+def bench_kde(quick, sizes=None):
     from scipy.stats import gaussian_kde
     from sklearn.neighbors import KernelDensity
+    from minigen.density import KDE
     rows = []
-    cases = [(2, 2000), (8, 2000)] if quick else [(2, 10_000), (2, 50_000), (8, 20_000)]
+    cases = sizes or ([(2, 2000), (8, 2000)] if quick else [(2, 10_000), (2, 50_000), (8, 20_000)])
+    bound = exp_bound_rate()
     for d, n in cases:
         rng = np.random.default_rng(0)
         X, Q = rng.normal(size=(n, d)), rng.normal(size=(n, d))
@@ -71,26 +76,43 @@ def bench_kde(quick):
         logw = np.full(n, -math.log(n))
         sub = min(n, 1000)
 
-        def ours():
-            return kde.log_kernel_sum(Q, X, L, logw, impl="numba")
+        def ours(precision):
+            return lambda: kde.log_kernel_sum(Q, X, L, logw, impl="numba", precision=precision)
 
-        t_ours = best_time(ours, 3)
+        repeat = 3 if n <= 20_000 else 1
+        t64, t32 = (best_time(ours(p), repeat) for p in ("float64", "float32"))
         t_ref = best_time(lambda: kde.log_kernel_sum(Q[:sub], X, L, logw, impl="reference"), 2)
         t_scipy = best_time(lambda: ref.logpdf(Q[:sub].T), 2)
         Xw, Qw = np.linalg.solve(L, X.T).T, np.linalg.solve(L, Q[:sub].T).T
         skl = KernelDensity(bandwidth=1.0, rtol=0).fit(Xw)
         t_skl = best_time(lambda: skl.score_samples(Qw), 1)
-        np.testing.assert_allclose(ours()[:sub], ref.logpdf(Q[:sub].T), rtol=1e-9)
-        rate = n * n / t_ours
-        bound = exp_bound_rate()
-        rows.append((f"KDE d={d} n=m={n}", rate / 1e6, sub * n / t_scipy / 1e6,
-                     sub * n / t_skl / 1e6, sub * n / t_ref / 1e6, bound / 1e6))
-    print("\n| KDE float64 | minigen Mpairs/s | scipy | sklearn rtol=0 | NumPy ref | exp bound "
-          "| x scipy | x sklearn | x ref | of bound |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, ours, sp, sk, rf, bd in rows:
-        print(f"| {name} | {ours:.0f} | {sp:.1f} | {sk:.1f} | {rf:.1f} | {bd:.0f} | "
-              f"{ours / sp:.1f}x | {ours / sk:.1f}x | {ours / rf:.1f}x | {ours / bd:.0%} |")
+        np.testing.assert_allclose(ours("float64")()[:sub], ref.logpdf(Q[:sub].T), rtol=1e-9)
+        assert np.abs(ours("float32")()[:sub] - ref.logpdf(Q[:sub].T)).max() < 90 * 2.0 ** -24
+        pairs = sub * n / 1e6
+        rows.append((f"KDE d={d} n=m={n}", n * n / t64 / 1e6, n * n / t32 / 1e6, pairs / t_scipy,
+                     pairs / t_skl, pairs / t_ref, bound / 1e6))
+    print("\n| KDE, Mpairs/s | minigen float64 | minigen float32 | scipy | sklearn rtol=0 | NumPy ref "
+          "| exp bound | x scipy (float64) | x scipy (float32) | x sklearn | x ref | of bound "
+          "(float64) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, r64, r32, sp, sk, rf, bd in rows:
+        print(f"| {name} | {r64:.0f} | {r32:.0f} | {sp:.1f} | {sk:.1f} | {rf:.1f} | {bd:.0f} | "
+              f"{r64 / sp:.1f}x | {r32 / sp:.1f}x | {r64 / sk:.1f}x | {r64 / rf:.1f}x | "
+              f"{r64 / bd:.0%} |")
+    if quick:
+        return
+    # The whole call as a user makes it: KDE(...).fit(X) once, then score_samples(Q), against
+    # scipy's gaussian_kde(X.T).logpdf(Q.T) over all the queries (one call).
+    n = 10_000
+    rng = np.random.default_rng(0)
+    X, Q = rng.normal(size=(n, 2)), rng.normal(size=(n, 2))
+    t_scipy = best_time(lambda: gaussian_kde(X.T).logpdf(Q.T), 1, warmup=0)
+    print(f"\n| KDE.score_samples, d=2 n=m={n:,} | minigen s | scipy logpdf s | x scipy |\n"
+          "|---|---|---|---|")
+    for precision in ("float64", "float32"):
+        model = KDE(precision=precision).fit(X)
+        t = best_time(lambda: model.score_samples(Q), 3)
+        print(f"| precision={precision!r} | {t:.4f} | {t_scipy:.3f} | {t_scipy / t:.1f}x |")
 
 
 def _softmax_inputs(quick):
@@ -229,6 +251,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
     parser.add_argument("--only", choices=["kde", "softmax", "conv", "diffusion", "compile"])
     parser.add_argument("--torch", choices=["softmax", "conv"], help=argparse.SUPPRESS)
+    parser.add_argument("--kde-sizes", help="KDE cases as d x n, e.g. 2x10000,8x20000")
     args = parser.parse_args()
     if args.torch:
         print(json.dumps(torch_times(args.torch, args.quick)))
@@ -236,8 +259,10 @@ def main():
     import numba
     print(f"machine: {machine()}; numba {numba.__version__}")
     start = time.perf_counter()
-    for name, bench in (("kde", bench_kde), ("softmax", bench_softmax), ("conv", bench_conv),
-                        ("diffusion", bench_diffusion)):
+    sizes = ([tuple(int(v) for v in case.split("x")) for case in args.kde_sizes.split(",")]
+             if args.kde_sizes else None)
+    for name, bench in (("kde", lambda quick: bench_kde(quick, sizes)), ("softmax", bench_softmax),
+                        ("conv", bench_conv), ("diffusion", bench_diffusion)):
         if args.only in (None, name):
             bench(args.quick)
     if args.only in (None, "compile"):
