@@ -35,7 +35,7 @@ def _fitted():
 # ------------------------------------------------------------------ parameters
 def test_get_params_returns_the_constructor_arguments_and_set_params_rebuilds():
     kde = KDE("silverman")
-    assert kde.get_params() == {"bandwidth": "silverman"}
+    assert kde.get_params() == {"bandwidth": "silverman", "precision": "float64"}
     assert kde.set_params(bandwidth=0.5) is kde
     np.testing.assert_allclose(kde.fit(_blobs()).covariance_, 0.25 * np.eye(2))   # _bandwidth rebuilt
     latent = LatentDensity(PCA(1), KDE())
