@@ -1,14 +1,17 @@
 """Engine benchmark: minigen vs PyTorch CPU (or a hand-written NumPy baseline without torch).
 
-    python benchmarks/engine.py
+    python benchmarks/engine.py [--rounds 5]
 
-Prints, for each workload, minigen's time, the baseline's time and their ratio (lower is
-better; the issue's target for the MLP step is <= 1.1x PyTorch):
+Each round times PyTorch in a process of its own, then minigen here (best of k calls each);
+prints, for each workload, the medians of both times over the rounds and the median and range
+of the per-round ratio minigen / baseline (lower is better; issue 15's target for the MLP
+step is <= 0.85x PyTorch):
   * per-op overhead: a + b, a * b, exp, sum on 4-element tensors, forward+backward;
   * MLP 784-512-512-784, batch 256, float32: forward + MSE + backward + Adam step;
   * conv net conv(1->32, 3x3, pad 1) + relu + conv(32->64, 3x3, stride 2, pad 1) + relu on
     128x1x28x28: forward + backward.
 """
+import argparse
 import importlib.util
 import json
 import os
@@ -165,29 +168,51 @@ def inputs():
     return x, y, weights, xc
 
 
+def minigen_times(x, y, weights, xc):
+    return {"tiny": best_time(minigen_tiny(), repeat=5, number=2000),
+            "mlp": best_time(minigen_mlp(x, y, weights), repeat=7),
+            "numpy": best_time(numpy_mlp(x, y, weights), repeat=7),
+            "conv": best_time(minigen_conv(xc), repeat=5)}
+
+
+ROWS = [("tiny", "tiny graph (4 ops) fwd+bwd, us", 1e6),
+        ("mlp", "MLP 784-512-512-784 b256 step, ms", 1e3),
+        ("numpy", "  hand-written NumPy step, ms", 1e3),
+        ("conv", "conv net 128x1x28x28 fwd+bwd, ms", 1e3)]
+
+
 def main():
-    if sys.argv[1:] == ["--torch-only"]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.torch_only:
         print(json.dumps(torch_times(*inputs())))
         return
-    x, y, weights, xc = inputs()
-    base = {}
-    if importlib.util.find_spec("torch") is not None:
-        done = subprocess.run([sys.executable, __file__, "--torch-only"], capture_output=True,
-                              text=True, check=True)
-        base = json.loads(done.stdout.strip().splitlines()[-1])
-    t_np = best_time(numpy_mlp(x, y, weights), repeat=7)
-    rows = [("tiny graph (4 ops) fwd+bwd, us", 1e6,
-             best_time(minigen_tiny(), repeat=5, number=2000), base.get("tiny", float("nan"))),
-            ("MLP 784-512-512-784 b256 step, ms", 1e3,
-             best_time(minigen_mlp(x, y, weights), repeat=7), base.get("mlp", t_np)),
-            ("  hand-written NumPy step, ms", 1e3, t_np, base.get("mlp", t_np)),
-            ("conv net 128x1x28x28 fwd+bwd, ms", 1e3,
-             best_time(minigen_conv(xc), repeat=5), base.get("conv", float("nan")))]
-    print(f"machine: {machine()}")
-    print(f"| workload | minigen | {'PyTorch' if base else 'NumPy'} | ratio |")
+    data = inputs()
+    have_torch = importlib.util.find_spec("torch") is not None
+    ours, theirs = [], []
+    for _ in range(args.rounds):
+        if have_torch:
+            done = subprocess.run([sys.executable, os.path.abspath(__file__), "--torch-only"],
+                                  capture_output=True, text=True, check=True)
+            base = json.loads(done.stdout.strip().splitlines()[-1])
+        times = minigen_times(*data)
+        if not have_torch:   # the hand-written NumPy step is the baseline of every row
+            base = {k: times["numpy"] if k in ("mlp", "numpy") else float("nan") for k in times}
+        base["numpy"] = base["mlp"]
+        ours.append(times)
+        theirs.append(base)
+    baseline = "PyTorch (own process)" if have_torch else "hand-written NumPy"
+    print(f"machine: {machine()}; medians of {args.rounds} rounds")
+    print(f"| workload | minigen | {baseline} | ratio, median [range] |")
     print("|---|---:|---:|---:|")
-    for name, unit, a, b in rows:
-        print(f"| {name} | {a * unit:.2f} | {b * unit:.2f} | {a / b:.2f}x |")
+    for key, name, unit in ROWS:
+        a = np.array([t[key] for t in ours])
+        b = np.array([t[key] for t in theirs])
+        ratios = a / b
+        print(f"| {name} | {np.median(a) * unit:.2f} | {np.median(b) * unit:.2f} | "
+              f"{np.median(ratios):.2f}x [{ratios.min():.2f}-{ratios.max():.2f}] |")
 
 
 if __name__ == "__main__":
