@@ -32,9 +32,6 @@ _reciprocal_gpu = _math.reciprocal_gpu
 TILE = 512                    # points per tile: v (4 KiB) stays in L1
 ROWS = 4                      # queries per prange block: enough blocks for 2 threads at m >= 8
 SQRT2 = math.sqrt(2.0)
-PRODUCT_MIN_D = 4             # the product form below from d = 4 (d = 2: the direct form is
-                              # as cheap, a subtraction and an FMA per dimension)
-PRODUCT_LIMIT = 2.0 ** 12     # ||qs||^2 + ||xs||^2 bound for the product form: error < 1e-12
 CUDA_THREADS = 128            # 4 warps per block; not measured (no GPU lent)
 # work = m * n pairs; NumPy/Numba time ratio 0.75 at 20k pairs, 2.7 at 80k
 register("log_kernel_sum", threshold=20_000)
@@ -150,28 +147,6 @@ def _dist_pass(v, x0, x1, lw, q0, q1, t, first, two):
 
 
 @lazy_njit(inline="always", fastmath=_math.FASTMATH)
-def _dot_pass(v, x0, x1, x2, x3, b, q0, q1, q2, q3, t, first):
-    """One pass of the product form over four dimensions: v_j (= b_j if ``first``) +=
-    q0 x0_j + q1 x1_j + q2 x2_j + q3 x3_j (the q already doubled).  Four FMAs per point and
-    no subtraction: half the direct form's arithmetic."""
-    if first:
-        for j in range(t):
-            v[j] = b[j] + q0 * x0[j] + q1 * x1[j] + q2 * x2[j] + q3 * x3[j]
-    else:
-        for j in range(t):
-            v[j] = v[j] + q0 * x0[j] + q1 * x1[j] + q2 * x2[j] + q3 * x3[j]
-
-
-@lazy_njit(inline="always", fastmath=_math.FASTMATH)
-def _clamp_pass(v, lw, c, t):
-    """v_j = min(v_j + c, lw_j): the product form's -||qs_i||^2 added, and its squared
-    distance clamped at 0 (rounding can leave it slightly negative); NaN stays NaN."""
-    for j in range(t):
-        x = v[j] + c
-        v[j] = lw[j] if x > lw[j] else x
-
-
-@lazy_njit(inline="always", fastmath=_math.FASTMATH)
 def _tile_max(v, t):
     """max(v[:t]) ignoring NaN, in four independent chains: without fast-math nnan LLVM does
     not vectorise a max reduction, but it packs these chains (measured 1.5x faster on the
@@ -209,24 +184,17 @@ def _exp_sum(v, e32, t, M, f32):
 
 
 @lazy_njit(parallel=True, cache=True, fastmath=_math.FASTMATH)
-def _numba_core(Qs, XsT, logw, d, skip_self, want_grad, f32, B, xx_tile, qq, out, grad):
+def _numba_core(Qs, XsT, logw, skip_self, want_grad, f32, out, grad):
     """Per query i, per tile of TILE points: v_j = logw_j - ||qs_i - xs_j||^2 (coordinates
-    scaled by sqrt(1/2) and centred; XsT is (d_pad, n), d true dimensions) in vectorised
-    passes, the tile max, the rescale S *= exp(M_old - M), then S += sum_j exp(v_j - M) with
-    the polynomial exp (float32 with ``f32``; ``_exp_sum``), and acc += sum_j exp(v_j - M) xs_j
-    for the gradient, returned as sqrt(2) (acc / S - qs_i).
-
-    Distances: the direct form (two dimensions per pass, one first if d is odd), or, where
-    ``qq[i] + xx_tile[tile] <= PRODUCT_LIMIT``, the product form v_j = B_j - ||qs_i||^2 +
-    2 qs_i . xs_j with B_j = logw_j - ||xs_j||^2, clamped at v_j <= logw_j (``qq`` is -1 where
-    it is not to be used: d < PRODUCT_MIN_D, or non-finite data; NaN or inf for a non-finite
-    query, which fails the test too).  Its rounding error is at
-    most a few eps (||qs_i||^2 + ||xs_j||^2), below 1e-12 under the limit.
-    As in the reference, a NaN v_ij makes out_i NaN (through the sum, or found by a scan of a
-    tile whose max, which ignores NaN, is -inf or +inf), a +inf one (and no NaN) makes it
-    +inf, and the gradient of a non-finite out_i is NaN.
+    scaled by sqrt(1/2); XsT is (d, n)) in vectorised passes of two dimensions (one first if
+    d is odd), the tile max, the rescale S *= exp(M_old - M), then S += sum_j exp(v_j - M)
+    with the polynomial exp (in float32 with ``f32``: ``_exp_sum``), and acc += sum_j
+    exp(v_j - M) xs_j for the gradient, returned as sqrt(2) (acc / S - qs_i).  As in the
+    reference, a NaN v_ij makes out_i NaN (through the sum, or found by a scan of a tile whose
+    max, which ignores NaN, is -inf or +inf), a +inf one (and no NaN) makes it +inf, and the
+    gradient of a non-finite out_i is NaN.
     """
-    m, d_pad, n = Qs.shape[0], XsT.shape[0], XsT.shape[1]
+    m, d, n = Qs.shape[0], XsT.shape[0], XsT.shape[1]
     rows = ROWS
     for blk in prange((m + rows - 1) // rows):
         v = np.empty(TILE)
@@ -240,22 +208,14 @@ def _numba_core(Qs, XsT, logw, d, skip_self, want_grad, f32, B, xx_tile, qq, out
             for t0 in range(0, n, TILE):
                 t = min(n, t0 + TILE) - t0
                 lw = logw[t0:t0 + t]
-                if 0.0 <= qq[i] and qq[i] + xx_tile[t0 // TILE] <= PRODUCT_LIMIT:
-                    for k in range(0, d_pad, 4):
-                        _dot_pass(v, XsT[k, t0:t0 + t], XsT[k + 1, t0:t0 + t],
-                                  XsT[k + 2, t0:t0 + t], XsT[k + 3, t0:t0 + t],
-                                  B[t0:t0 + t], 2.0 * Qs[i, k], 2.0 * Qs[i, k + 1],
-                                  2.0 * Qs[i, k + 2], 2.0 * Qs[i, k + 3], t, k == 0)
-                    _clamp_pass(v, lw, -qq[i], t)
-                else:
-                    k = d % 2
-                    if k == 1:
-                        _dist_pass(v, XsT[0, t0:t0 + t], XsT[0, t0:t0 + t], lw, Qs[i, 0],
-                                   0.0, t, True, False)
-                    while k < d:
-                        _dist_pass(v, XsT[k, t0:t0 + t], XsT[k + 1, t0:t0 + t], lw, Qs[i, k],
-                                   Qs[i, k + 1], t, k == 0, True)
-                        k += 2
+                k = d % 2
+                if k == 1:
+                    _dist_pass(v, XsT[0, t0:t0 + t], XsT[0, t0:t0 + t], lw, Qs[i, 0], 0.0, t,
+                               True, False)
+                while k < d:
+                    _dist_pass(v, XsT[k, t0:t0 + t], XsT[k + 1, t0:t0 + t], lw, Qs[i, k],
+                               Qs[i, k + 1], t, k == 0, True)
+                    k += 2
                 if t0 <= skip < t0 + t:               # leave-one-out: one tile per query
                     v[skip - t0] = -np.inf
                 tmax = _tile_max(v, t)
@@ -292,39 +252,22 @@ def numba_core(Qw, Xw, logw, exclude_self, want_grad, f32=False):
     """The Numba CPU version of ``reference_core`` (same arguments and results); ``f32``: the
     exps in float32 (``log_kernel_sum``'s ``precision='float32'``).
 
-    Both point sets are centred on the data's mean first (finite data only; distances and
-    gradients do not change, and the product form's norms stay small) and scaled by
-    sqrt(1/2); with d >= PRODUCT_MIN_D they are padded with zero coordinates to a multiple of
-    4 for the product form, which needs ||xs_j||^2 (B_j) and the largest per tile.
-    """
+    Both point sets are centred on the data's mean (when it is finite) before the scaling by
+    sqrt(1/2): scaled coordinates far from the origin (data around 10^6 bandwidths, say) each
+    round to eps |x|, which shifted log densities by 1e-9 where centred ones agree with the
+    reference to 1e-11 (tested)."""
     m, d = Qw.shape
-    n, d_out = Xw.shape[0], d
     out = np.empty(m)
     grad = np.empty((m, max(d, 1)))
     if d == 0:                      # every distance is 0: one zero coordinate says the same
-        Qw, Xw, d = np.zeros((m, 1)), np.zeros((n, 1)), 1
-    finite = bool(np.isfinite(Xw).all())
-    centre = Xw.mean(axis=0) if finite and n else np.zeros(d)
-    product = finite and d >= PRODUCT_MIN_D
-    d_pad = -(-d // 4) * 4 if product else d
+        Qw, Xw = np.zeros((m, 1)), np.zeros((Xw.shape[0], 1))
+    centre = Xw.mean(axis=0) if len(Xw) else 0.0
+    centre = centre if np.all(np.isfinite(centre)) else 0.0
     c = math.sqrt(0.5)
-    Qs = np.zeros((m, d_pad))
-    Qs[:, :d] = (Qw - centre) * c
-    XsT = np.zeros((d_pad, n))
-    XsT[:d] = (Xw - centre).T * c
-    n_tiles = max(1, -(-n // TILE))
-    if product:
-        xx = np.einsum("kj,kj->j", XsT, XsT)
-        B = logw - xx
-        xx_tile = np.full(n_tiles * TILE, -np.inf)
-        xx_tile[:n] = xx
-        xx_tile = xx_tile.reshape(n_tiles, TILE).max(axis=1)
-        qq = np.einsum("ik,ik->i", Qs, Qs)           # NaN or inf: the direct form
-    else:
-        B, xx_tile, qq = logw, np.zeros(n_tiles), np.full(m, -1.0)
-    launch("numba", _numba_core, None, m, None, Qs, XsT, logw, d, bool(exclude_self),
-           bool(want_grad), bool(f32), B, xx_tile, qq, out, grad)
-    return out, (grad[:, :d_out] if want_grad else None)
+    launch("numba", _numba_core, None, m, None, (Qw - centre) * c,
+           np.ascontiguousarray((Xw - centre).T * c), logw, bool(exclude_self), bool(want_grad),
+           bool(f32), out, grad)
+    return out, (grad[:, :d] if want_grad else None)
 
 
 # ------------------------------------------------------------------ Numba CUDA

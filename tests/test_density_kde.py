@@ -47,12 +47,15 @@ def test_float32_precision_is_an_opt_in_within_its_bound_and_saved(tmp_path):
     save/load) and keeps the fit (the bandwidth) in float64."""
     pytest.importorskip("numba")
     from minigen.io import load_model, save_model
+    from minigen.kernels._dispatch import choose
     X, Q = _data(9, 600, 2), _data(10, 300, 2)
     exact = KDE("cv").fit(X)
     fast = KDE("cv", precision="float32").fit(X)
     assert fast.bandwidth_ == exact.bandwidth_ and fast.get_params()["precision"] == "float32"
     diff = np.abs(fast.score_samples(Q) - exact.score_samples(Q))
-    assert 0 < diff.max() <= 90 * 2.0 ** -24
+    assert diff.max() <= 90 * 2.0 ** -24
+    if choose("log_kernel_sum", Q, len(Q) * len(X)) == "numba":   # the reference is float64
+        assert diff.max() > 0
     np.testing.assert_allclose(fast.score_function(Q), exact.score_function(Q), rtol=1e-4,
                                atol=1e-6)
     save_model(fast, tmp_path / "kde.npz")
