@@ -95,7 +95,8 @@ class KDE(Distribution):
     per-dimension standard deviations (H = diag(h^2)), or a (d, d) covariance matrix H.
     precision: 'float64' (default) or 'float32', an opt-in for ``score_samples`` and
     ``score_function``: the Numba kernel then evaluates its exps in float32 (distances and
-    sums stay float64), about 1.5x faster on the pairwise sum, with an absolute error of
+    sums stay float64), 1.1-1.5x faster on the pairwise sum (d = 2 and 8, measured on a
+    shared 2-core Xeon; benchmarks/kernels.py), with an absolute error of
     log p of about 1e-7 near the data and at most 5.4e-6 anywhere (a relative error of p of
     that size; ``minigen.kernels.kde.log_kernel_sum`` derives the bound). Fitting ('cv') and
     the reference/CUDA paths stay float64.
