@@ -356,15 +356,22 @@ class SumTo(Function):
         lead = a.ndim - len(shape)
         axes = tuple(range(lead)) + tuple(i + lead for i, s in enumerate(shape)
                                           if s == 1 and a.shape[i + lead] != 1)
-        if len(axes) > 1 and axes[0] == 0:
-            # the outer axis first, as whole-slice adds: a bias gradient (N, C, H, W) ->
-            # (1, C, 1, 1) then sums contiguous rows, 4x faster than one reduce over (0, 2, 3)
-            a, axes = a.sum(axis=0, keepdims=True), axes[1:]
-        out = a.sum(axis=axes, keepdims=True) if axes else a
-        return out.reshape(shape)
+        return (sum_axes(a, axes, keepdims=True) if axes else a).reshape(shape)
 
     def backward(self, g):
         return Expand.apply(g, shape=self.in_shape)
+
+
+def sum_axes(a, axes, keepdims=False):
+    """a.sum(axis=axes) for a raw array, the outer axis first when it is summed: whole-slice
+    adds, after which the rest are contiguous rows (a bias gradient (N, C, H, W) -> (C,) runs
+    4x faster than one NumPy reduce over (0, 2, 3))."""
+    axes = tuple(axes)
+    if len(axes) > 1 and axes[0] == 0:
+        out = a.sum(axis=0, keepdims=True).sum(axis=axes[1:], keepdims=True)
+        return out if keepdims else out.reshape([d for i, d in enumerate(a.shape)
+                                                 if i not in axes])
+    return a.sum(axis=axes, keepdims=keepdims)
 
 
 def sum_to(a, shape):

@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from ..autograd import Function, cast
+from ..autograd import Function, cast, sum_axes
 from ..backend import xp
 from .math import floating, result_dtype
 
@@ -69,7 +69,7 @@ class NormBackward(Function):
     def forward(self, x, gy, *weight, xhat, rstd, view, wview, pshape, affine, eps):
         self.meta = dict(view=view, wview=wview, pshape=pshape, affine=affine, eps=eps)
         gy4 = gy.reshape(view)
-        sum_axes = tuple(i for i, s in enumerate(wview) if s == 1)
+        axes = tuple(i for i, s in enumerate(wview) if s == 1)
         if x.size == 0:
             grads = [gy.copy()]
         else:
@@ -81,16 +81,16 @@ class NormBackward(Function):
             h *= rstd
             grads = [h.reshape(x.shape)]
         if affine[0]:
-            grads.append((gy4 * xhat).sum(axis=sum_axes).reshape(pshape))
+            grads.append(sum_axes(gy4 * xhat, axes).reshape(pshape))
         if affine[1]:
-            grads.append(gy4.sum(axis=sum_axes).reshape(pshape))
+            grads.append(sum_axes(gy4, axes).reshape(pshape))
         return tuple(grads) if len(grads) > 1 else grads[0]
 
     def backward(self, ggx, *gg_params):
         x, gy, *weight = self.inputs
         view, wview, pshape, affine, eps = (self.meta[k] for k in
                                             ("view", "wview", "pshape", "affine", "eps"))
-        sum_axes = tuple(i for i, s in enumerate(wview) if s == 1)
+        axes = tuple(i for i, s in enumerate(wview) if s == 1)
         m = view[2] * view[3]
         gg = iter(gg_params)
         ggw = next(gg) if affine[0] else None
@@ -121,7 +121,7 @@ class NormBackward(Function):
             g_x = -(r / m) * (s_h * pa + s_a * jac(h)) - (r * r / m) * xhat * (c - s_a * s_h / m)
             g_gy = pa * w4 if w4 is not None else pa
             if w4 is not None:
-                g_w = (gy4 * pa).sum(axis=sum_axes).reshape(pshape)
+                g_w = (gy4 * pa).sum(axis=axes).reshape(pshape)
         if ggw is not None:
             q = ggw.reshape(wview)
             g_gy = _plus(g_gy, q * xhat)
