@@ -7,7 +7,7 @@ import minigen as mg
 from minigen import Tensor
 from minigen.data import load_digits
 from minigen.models import DDPM, NoiseSchedule, TimeMLP, TinyUNet
-from minigen.models.denoisers import GroupNorm
+from minigen.models.denoisers import group_norm
 from minigen.nn import Module
 
 Z = 4.0   # tolerance in standard errors
@@ -171,7 +171,7 @@ def test_bad_data_range_is_named(data_range, match):
 # --- GroupNorm ---------------------------------------------------------------------------------
 def test_group_norm_normalises_each_group_then_scales_each_channel():
     x = np.random.default_rng(0).normal(2.0, 3.0, size=(2, 6, 3, 3))
-    norm = GroupNorm(6, groups=3).double()
+    norm = group_norm(6, groups=3).double()
     norm.weight.data[:] = np.arange(1, 7)
     norm.bias.data[:] = -np.arange(6)
     y = norm(Tensor(x)).numpy()
@@ -180,13 +180,14 @@ def test_group_norm_normalises_each_group_then_scales_each_channel():
     expected = expected.reshape(x.shape) * np.arange(1, 7)[:, None, None] \
         - np.arange(6)[:, None, None]
     np.testing.assert_allclose(y, expected, rtol=1e-10, atol=1e-10)
-    assert GroupNorm(12, groups=8).groups == 4         # gcd(8, 12)
+    assert group_norm(12, groups=8).num_groups == 4    # gcd(8, 12)
+    assert group_norm(12, groups=0).num_parameters() == 0  # no norm
 
 
 def test_group_norm_matches_pytorch():
     torch = pytest.importorskip("torch")
     x = np.random.default_rng(1).normal(size=(3, 8, 4, 4))
-    ours = GroupNorm(8, groups=4).double()
+    ours = group_norm(8, groups=4).double()
     ours.weight.data[:] = np.linspace(0.5, 2, 8)
     ours.bias.data[:] = np.linspace(-1, 1, 8)
     theirs = torch.nn.GroupNorm(4, 8).double()

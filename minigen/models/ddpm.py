@@ -29,7 +29,7 @@ from ..distribution import Configurable, NotFittedError, check_n_samples, regist
 from ..kernels import diffusion as kd
 from ..nn import Module
 from .base import DeepModel
-from .denoisers import TimeMLP, TinyUNet, _time_features
+from .denoisers import TimeMLP, TinyUNet
 
 VARIANCES = ("fixed_small", "fixed_large")
 PREDICTIONS = ("eps", "x0", "v")
@@ -199,36 +199,6 @@ class NoiseSchedule(Configurable):
         dir_coef = np.sqrt(np.maximum(1 - ab_prev - sigma ** 2, 0.0))
         return kd.ddim_step(xt, eps_hat, noise, np.sqrt(ab), np.sqrt(1 - ab), np.sqrt(ab_prev),
                             dir_coef, sigma, clip=clip)
-
-
-class _TimeMLPRunner:
-    """A ReLU ``TimeMLP``'s forward on float32 arrays for a loop of calls on n samples:
-
-        h_k = relu(h_{k-1} W_k^T + (b_k + U_k e(t))),  output h_depth W_out^T + b_out,
-
-    the same operations in the same order as ``TimeMLP.forward`` (so the same numbers), with
-    each (n, hidden) product written into one of two buffers kept across calls
-    (``np.matmul(out=)``), the row b_k + U_k e(t) added and the ReLU applied in place.  No
-    graph and no fresh multi-MB array per layer and call: at n = 10,000 those were
-    page-faulted anew on every sampling step.  Weights are read at each call, so an EMA
-    swapped in (``EMA.applied``) is used."""
-
-    def __init__(self, net, n):
-        self.net = net
-        self.buffers = [np.empty((n, net.hidden), np.float32) for _ in range(min(net.depth, 2))]
-
-    def __call__(self, x, t):
-        net = self.net
-        if x.dtype != np.float32 or x.shape != (len(self.buffers[0]), net.dim):
-            return net(Tensor(x), t).data
-        e = _time_features(t, len(x), net.emb_dim, x.dtype, "TimeMLP").data
-        h = x
-        for k, (layer, proj) in enumerate(zip(net.layers, net.time)):
-            row = layer.bias.data + e @ proj.weight.data.T
-            h = np.matmul(h, layer.weight.data.T, out=self.buffers[k % 2])
-            h += row
-            np.maximum(h, 0, out=h)
-        return h @ net.out.weight.data.T + net.out.bias.data
 
 
 def _gauss_kl(mean1, var1, mean2, var2):
@@ -441,12 +411,12 @@ class DDPM(DeepModel):
 
     def _eps_predictor(self, n):
         """``predict_eps`` for a loop of denoiser calls on n samples (a sampler, the bound):
-        a ReLU TimeMLP runs as ``_TimeMLPRunner`` (no graph, buffers reused across calls),
-        any other denoiser through ``predict_eps``."""
-        net = self.denoiser
-        if type(net) is not TimeMLP or net.activation != "relu" or self.dtype != np.float32:
+        a denoiser with a ``runner(n)`` (a ReLU TimeMLP: no graph, buffers reused across
+        calls) runs through it, any other through ``predict_eps``."""
+        make = getattr(self.denoiser, "runner", None)
+        runner = make(n) if make is not None and self.dtype == np.float32 else None
+        if runner is None:
             return self.predict_eps
-        runner = _TimeMLPRunner(net, n)
         return lambda xt, t: self._as_eps(xt, t, runner(xt, t))
 
     # --- sampling (Algorithm 2, DDIM) ----------------------------------------------------

@@ -12,7 +12,7 @@ import numpy as np
 from .. import functional as F
 from ..autograd import Tensor
 from ..distribution import Configurable, register
-from ..nn import Conv2d, Identity, Linear, Module, ModuleList, Parameter, init
+from ..nn import Conv2d, GroupNorm, Identity, Linear, Module, ModuleList, init
 from ..nn import activation as activation_module
 
 
@@ -83,20 +83,48 @@ class TimeMLP(Module, Configurable):
             h = self.act(h @ layer.weight.T + (layer.bias + proj(e)))
         return self.out(h)
 
+    def runner(self, n):
+        """A graph-free forward for a loop of calls on n float32 samples (a sampler), the same
+        numbers as ``forward`` (``_TimeMLPRunner``); None unless the activation is ReLU (and
+        ``forward`` is this class's own)."""
+        plain = self.activation == "relu" and type(self).forward is TimeMLP.forward
+        return _TimeMLPRunner(self, n) if plain else None
 
-class GroupNorm(Module):
-    """y = (x - mean_g) / sqrt(var_g + eps) * weight_c + bias_c over each group g of C / G
-    channels (and all pixels) of x (n, C, H, W) (Wu & He 2018); G = gcd(groups, C). One fused
-    op (``F.group_norm``); the parameters keep their names of the first version."""
 
-    def __init__(self, channels, groups=8, eps=1e-5):
-        super().__init__()
-        self.groups, self.eps = math.gcd(groups, channels), eps
-        self.weight = Parameter(np.ones(channels, dtype=np.float32))
-        self.bias = Parameter(np.zeros(channels, dtype=np.float32))
+class _TimeMLPRunner:
+    """A ReLU ``TimeMLP``'s forward on float32 arrays for a loop of calls on n samples:
 
-    def forward(self, x):
-        return F.group_norm(x, self.groups, self.weight, self.bias, self.eps)
+        h_k = relu(h_{k-1} W_k^T + (b_k + U_k e(t))),  output h_depth W_out^T + b_out,
+
+    the same operations in the same order as ``TimeMLP.forward`` (so the same numbers), with
+    each (n, hidden) product written into one of two buffers kept across calls
+    (``np.matmul(out=)``), the row b_k + U_k e(t) added and the ReLU applied in place.  No
+    graph and no fresh multi-MB array per layer and call: at n = 10,000 those were
+    page-faulted anew on every sampling step.  Weights are read at each call, so an EMA
+    swapped in (``EMA.applied``) is used."""
+
+    def __init__(self, net, n):
+        self.net = net
+        self.buffers = [np.empty((n, net.hidden), np.float32) for _ in range(min(net.depth, 2))]
+
+    def __call__(self, x, t):
+        net = self.net
+        if x.dtype != np.float32 or x.shape != (len(self.buffers[0]), net.dim):
+            return net(Tensor(x), t).data
+        e = _time_features(t, len(x), net.emb_dim, x.dtype, "TimeMLP").data
+        h = x
+        for k, (layer, proj) in enumerate(zip(net.layers, net.time)):
+            row = layer.bias.data + e @ proj.weight.data.T
+            h = np.matmul(h, layer.weight.data.T, out=self.buffers[k % 2])
+            h += row
+            np.maximum(h, 0, out=h)
+        return h @ net.out.weight.data.T + net.out.bias.data
+
+
+def group_norm(channels, groups):
+    """The TinyUNet's norm before each convolution: nn.GroupNorm with G = gcd(groups, C)
+    groups (so any channel count works), or none (``groups=0``)."""
+    return GroupNorm(math.gcd(groups, channels), channels) if groups else Identity()
 
 
 class _ResBlock(Module):
@@ -107,10 +135,10 @@ class _ResBlock(Module):
     def __init__(self, cin, cout, tdim, act, groups, rng):
         super().__init__()
         self.act = act
-        self.norm1 = GroupNorm(cin, groups) if groups else Identity()
+        self.norm1 = group_norm(cin, groups)
         self.conv1 = Conv2d(cin, cout, 3, padding=1, rng=rng)
         self.time = Linear(tdim, cout, rng=rng)
-        self.norm2 = GroupNorm(cout, groups) if groups else Identity()
+        self.norm2 = group_norm(cout, groups)
         self.conv2 = Conv2d(cout, cout, 3, padding=1, rng=rng)
         self.skip = Conv2d(cin, cout, 1, rng=rng) if cin != cout else None
 
@@ -147,7 +175,7 @@ class TinyUNet(Module, Configurable):
         self.mid = _ResBlock(2 * c, 2 * c, tdim, act, groups, rng)
         self.upconv = Conv2d(2 * c, c, 3, padding=1, rng=rng)
         self.up = _ResBlock(2 * c, c, tdim, act, groups, rng)
-        self.norm_out = GroupNorm(c, groups) if groups else Identity()
+        self.norm_out = group_norm(c, groups)
         self.conv_out = Conv2d(c, in_channels, 3, padding=1, rng=rng)
         init.zeros_(self.conv_out.weight)
         init.zeros_(self.conv_out.bias)
