@@ -5,8 +5,9 @@
 Prints Markdown tables:
   * speed: one training step (batch 1024, TimeMLP 3x128 with a 32-d sinusoidal time
     embedding, Adam; best of 5 interleaved) and 1000-step ancestral sampling of 10,000
-    points (``--rounds`` alternations, median and range of the per-round ratios),
-    minigen / PyTorch (targets <= 1.3x and <= 0.8x);
+    points (``--rounds`` alternations, median and range of the per-round ratios), and the
+    digits DDPM's TinyUNet training step (benchmarks/models_speed.py: PyTorch in its own
+    process each round), minigen / PyTorch (targets <= 1.3x, <= 0.8x and <= 1.2x);
   * quality on 2-D toys (swiss roll, moons, 8 gaussians): after the same training budget in
     both libraries (same architecture, optimiser, schedule, batch, EMA), the sliced
     Wasserstein distance and MMD (Gaussian kernel, h = 0.1, 0.2, 0.5) between 10,000 samples
@@ -143,9 +144,13 @@ def speed_rows(quick, rounds):
     model.sample(100, rng=0), sample(100)                 # warm-up (first calls, compiles)
     t_sample = np.array([interleaved(model_sample, torch_sample, repeat=1, number=1, warmup=0)
                          for _ in range(rounds)])
+    import models_speed      # the digits DDPM's TinyUNet step, PyTorch in its own process
+    t_unet, r_unet = models_speed.rounds_of(rounds, 5 if quick else 10)
     return [("training step, batch 1024", *t_step, [t_step[0] / t_step[1]], 1.3),
             (f"1000-step sampling, {n:,} points", *np.median(t_sample, axis=0),
-             list(t_sample[:, 0] / t_sample[:, 1]), 0.8)]
+             list(t_sample[:, 0] / t_sample[:, 1]), 0.8),
+            ("TinyUNet training step (digits, batch 64, 32 ch)",
+             *np.median(np.array(t_unet), axis=0), r_unet, 1.2)]
 
 
 # --- quality ----------------------------------------------------------------------------------

@@ -110,6 +110,20 @@ def torch_time(steps):
     return best_time(torch_step(), repeat=3, number=steps, warmup=3)
 
 
+def rounds_of(rounds, steps):
+    """[(minigen s, PyTorch s)] per round and the per-round ratios; PyTorch in a fresh
+    process each round, the two alternating."""
+    ours = minigen_step()
+    times = []
+    for _ in range(rounds):
+        done = subprocess.run([sys.executable, os.path.abspath(__file__), "--torch-only",
+                               "--steps", str(steps)], capture_output=True, text=True,
+                              check=True)
+        t_torch = json.loads(done.stdout.strip().splitlines()[-1])
+        times.append((best_time(ours, repeat=3, number=steps, warmup=3), t_torch))
+    return times, [a / b for a, b in times]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -119,16 +133,7 @@ def main():
     if args.torch_only:
         print(json.dumps(torch_time(args.steps)))
         return
-    ours = minigen_step()
-    ratios, times = [], []
-    for _ in range(args.rounds):
-        done = subprocess.run([sys.executable, os.path.abspath(__file__), "--torch-only",
-                               "--steps", str(args.steps)], capture_output=True, text=True,
-                              check=True)
-        t_torch = json.loads(done.stdout.strip().splitlines()[-1])
-        t_ours = best_time(ours, repeat=3, number=args.steps, warmup=3)
-        ratios.append(t_ours / t_torch)
-        times.append((t_ours, t_torch))
+    times, ratios = rounds_of(args.rounds, args.steps)
     med = float(np.median(ratios))
     print(f"machine: {machine()}")
     print(f"TinyUNet training step, batch {BATCH}, {SIZE}x{SIZE}: "
