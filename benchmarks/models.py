@@ -12,9 +12,9 @@ Prints Markdown tables:
     both libraries (same architecture, optimiser, schedule, batch, EMA), the sliced
     Wasserstein distance and MMD (Gaussian kernel, h = 0.1, 0.2, 0.5) between 10,000 samples
     and 10,000 held-out points; a second held-out draw gives the noise floor;
-  * digits: issue 19's recipe (TinyUNet, 32 channels with GroupNorm, cosine schedule,
-    v-prediction, warm-up + cosine decay; ``models_ddpm_digits.RECIPE``) on the 8x8 digits
-    scaled to [-1, 1]; sliced Wasserstein of 1,000 samples (DDIM, 100 steps, x0 clipped to
+  * digits: issue 19's recipe (TinyUNet with GroupNorm, cosine schedule, v-prediction,
+    warm-up + cosine decay; ``models_ddpm_digits.RECIPE``) on the 8x8 digits scaled to
+    [-1, 1]; sliced Wasserstein of 1,000 samples (the recipe's DDIM, x0 clipped to
     [-1, 1]) to the held-out digits next to train-vs-held-out and a fitted Gaussian; the
     sample grid is saved under --out. benchmarks/models_ddpm_digits.py runs the same model
     in PyTorch over three seeds.
@@ -232,7 +232,8 @@ def main():
     for name, (sa, ma), (sb, mb), (sf, mf), ta, tb in toy_rows(steps, n):
         print(f"| {name} | {sa:.4f} | {sb:.4f} | {sf:.4f} | {ma:.5f} | {mb:.5f} | {mf:.5f} | "
               f"{ta:.0f} | {tb:.0f} |", flush=True)
-    dsteps = 100 if args.quick else 700
+    import models_ddpm_digits
+    dsteps = 100 if args.quick else models_ddpm_digits.RECIPE["steps"]
     rows, seconds = digits_rows(dsteps, args.out)
     print(f"\n| digits ({dsteps} steps, {seconds:.0f} s) | SW to held-out |\n|---|---|")
     for name, sw in rows:
