@@ -18,6 +18,9 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import best_time  # noqa: E402
+
 from minigen.kernels import conv  # noqa: E402
 
 # (N, C, H, O, stride): the TinyUNet's convolutions (batch 64, 8x8 digits), the conv net of
@@ -26,16 +29,6 @@ SHAPES = [(64, 1, 8, 32, 1), (64, 32, 8, 32, 1), (64, 64, 8, 32, 1), (64, 64, 4,
           (64, 32, 8, 64, 2), (128, 1, 28, 32, 1), (128, 32, 28, 64, 2), (64, 3, 16, 32, 1),
           (64, 8, 16, 32, 1), (64, 16, 16, 32, 1)]
 LAYOUTS = {"channel-major": (10 ** 9, 10 ** 9), "channels-last": (1, 1)}
-
-
-def best(fn, clock, repeat):
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = clock()
-        fn()
-        times.append(clock() - start)
-    return min(times)
 
 
 def calls(N, C, H, O, s, rng):
@@ -64,7 +57,7 @@ def main(argv=None):
                 ms = {}
                 for name, limits in LAYOUTS.items():
                     conv.NHWC_MIN_CHANNELS, conv.FLIP_MIN_CHANNELS = limits
-                    ms[name] = best(fn, clock, args.repeat) * 1e3
+                    ms[name] = best_time(fn, repeat=args.repeat, clock=clock) * 1e3
                 conv.NHWC_MIN_CHANNELS, conv.FLIP_MIN_CHANNELS = default
                 if op == "input grad":
                     picked = s == 1 and C >= conv.FLIP_MIN_CHANNELS

@@ -19,18 +19,9 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import best_time  # noqa: E402
+
 NUMBER = {"convnet": 3, "unet": 10}
-
-
-def cpu_time(step, number, repeat=5):
-    step()
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.process_time()
-        for _ in range(number):
-            step()
-        best = min(best, (time.process_time() - start) / number)
-    return best
 
 
 def steps(lib):
@@ -46,7 +37,8 @@ def steps(lib):
 
 def main():
     if sys.argv[1:2] == ["--lib"]:
-        times = {k: cpu_time(f, NUMBER[k]) for k, f in steps(sys.argv[2]).items()}
+        times = {k: best_time(f, number=NUMBER[k], clock=time.process_time)
+                 for k, f in steps(sys.argv[2]).items()}
         print(json.dumps(times))
         return
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5

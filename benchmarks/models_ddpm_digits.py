@@ -74,6 +74,23 @@ def run_minigen(r, seed, Xtr, Xte):
 
 
 # --- the same network and training loop in PyTorch ----------------------------------------
+def _embed(freqs, t):
+    """timestep_embedding in torch: [sin(t w), cos(t w)], computed in float64 as minigen does."""
+    import torch
+    args = t.double()[:, None] * freqs.double()
+    return torch.cat([torch.sin(args), torch.cos(args)], 1).float()
+
+
+def _with_weights(module, net, where):
+    """``module`` with a copy of the minigen ``net``'s weights (same names; 'freqs' is its own)."""
+    import torch
+    state = {k: torch.tensor(np.asarray(v)) for k, v in net.state_dict().items()}
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if unexpected or set(missing) != {"freqs"}:
+        raise RuntimeError(f"{where}: names differ: {missing}, {unexpected}")
+    return module
+
+
 def torch_tinyunet(net):
     """A PyTorch module equal to the minigen TinyUNet ``net``, holding a copy of its weights."""
     import torch
@@ -113,8 +130,7 @@ def torch_tinyunet(net):
             self.register_buffer("freqs", torch.exp(-np.log(1e4) * torch.arange(half) / half))
 
         def forward(self, x, t):
-            args = t.double()[:, None] * self.freqs.double()
-            e = torch.cat([torch.sin(args), torch.cos(args)], 1).float()
+            e = _embed(self.freqs, t)
             temb = nn.functional.silu(self.time(e))
             skip = self.down(self.conv_in(x), temb)
             h = self.mid(self.downsample(skip), temb)
@@ -122,12 +138,7 @@ def torch_tinyunet(net):
             h = self.up(torch.cat([h, skip], 1), temb)
             return self.conv_out(nn.functional.silu(self.norm_out(h)))
 
-    module = UNet()
-    state = {k: torch.tensor(np.asarray(v)) for k, v in net.state_dict().items()}
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    if unexpected or set(missing) != {"freqs"}:
-        raise RuntimeError(f"torch_tinyunet: names differ: {missing}, {unexpected}")
-    return module
+    return _with_weights(UNet(), net, "torch_tinyunet")
 
 
 def torch_timemlp(net):
@@ -147,18 +158,12 @@ def torch_timemlp(net):
             self.register_buffer("freqs", torch.exp(-np.log(1e4) * torch.arange(half) / half))
 
         def forward(self, x, t):
-            args = t.double()[:, None] * self.freqs.double()
-            e = torch.cat([torch.sin(args), torch.cos(args)], 1).float()
+            e = _embed(self.freqs, t)
             for layer, proj in zip(self.layers, self.time):
                 x = torch.relu(layer(x) + proj(e))
             return self.out(x)
 
-    module = MLP()
-    state = {k: torch.tensor(np.asarray(v)) for k, v in net.state_dict().items()}
-    missing, unexpected = module.load_state_dict(state, strict=False)
-    if unexpected or set(missing) != {"freqs"}:
-        raise RuntimeError(f"torch_timemlp: names differ: {missing}, {unexpected}")
-    return module
+    return _with_weights(MLP(), net, "torch_timemlp")
 
 
 def run_torch(r, seed, Xtr, Xte):
