@@ -15,6 +15,7 @@ changed values, and an in-place change of a tensor that is part of a graph raise
 """
 import contextlib
 import functools
+import threading
 import weakref
 
 import numpy as np
@@ -22,24 +23,35 @@ import numpy as np
 from . import backend
 from .backend import xp
 
-_grad_enabled = True
+
+
+class _Mode(threading.local):
+    """Per-thread state, as in PyTorch: one thread's backward (which runs under no_grad) or
+    inference must not switch graph building off in another thread's forward."""
+    grad_enabled = True
+
+
+_mode = _Mode()
 
 
 def is_grad_enabled():
-    return _grad_enabled
+    return _mode.grad_enabled
 
 
 class _GradMode(contextlib.ContextDecorator):
     def __init__(self, enabled):
         self.enabled = enabled
 
+    def _recreate_cm(self):
+        # a fresh instance per decorated call, so recursive or concurrent calls of a function
+        # decorated with @no_grad() each restore their own previous mode
+        return type(self)(self.enabled)
+
     def __enter__(self):
-        global _grad_enabled
-        self.prev, _grad_enabled = _grad_enabled, self.enabled
+        self.prev, _mode.grad_enabled = _mode.grad_enabled, self.enabled
 
     def __exit__(self, *exc):
-        global _grad_enabled
-        _grad_enabled = self.prev
+        _mode.grad_enabled = self.prev
 
 
 def no_grad():
@@ -146,7 +158,7 @@ class Tensor:
 
     # --- in-place changes (not differentiable; tracked by the version counter) ----------
     def _check_inplace(self, op, other=None):
-        if not _grad_enabled:
+        if not _mode.grad_enabled:
             return
         if self.requires_grad and self.is_leaf:
             raise RuntimeError(f"Tensor.{op}: in-place change of a leaf that requires grad; "
@@ -277,7 +289,7 @@ class Function:
         outs = fn.forward(*[t.data for t in tensors], **kwargs)
         multi = isinstance(outs, tuple)
         outs = outs if multi else (outs,)
-        needs = _grad_enabled and any(t.requires_grad for t in tensors)
+        needs = _mode.grad_enabled and any(t.requires_grad for t in tensors)
         if not needs:
             results = tuple(Tensor(o) for o in outs)
         else:

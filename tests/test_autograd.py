@@ -116,6 +116,39 @@ def test_grad_mode_is_restored_after_an_exception():
     assert mg.is_grad_enabled()
 
 
+def test_a_decorated_no_grad_called_recursively_restores_the_mode_of_its_caller():
+    @mg.no_grad()
+    def f(depth):
+        if depth:
+            f(depth - 1)
+        return mg.is_grad_enabled()
+
+    assert not f(2)
+    assert mg.is_grad_enabled()
+
+
+def test_grad_mode_is_per_thread():
+    """One thread inside no_grad (as every backward is) leaves another thread's graph on."""
+    import threading
+    inside, done, seen = threading.Event(), threading.Event(), {}
+
+    def worker():
+        with mg.no_grad():
+            inside.set()
+            done.wait(5)
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    inside.wait(5)
+    try:
+        seen["mode"] = mg.is_grad_enabled()
+        seen["graph"] = (leaf([1.0]) * 2)._ctx is not None
+    finally:
+        done.set()
+        thread.join()
+    assert seen == {"mode": True, "graph": True}
+
+
 def test_in_place_change_of_a_saved_tensor_is_detected():
     x = leaf([1.0, 2.0])
     a = x * 2
