@@ -28,6 +28,7 @@ to the key (``source_hash``), so any edit to any kernel file recompiles.
 import hashlib
 import importlib.util
 import os
+import threading
 
 import numpy as np
 
@@ -35,6 +36,9 @@ IMPLS = ("reference", "numba", "cuda")
 _REGISTRY = {}          # kernel name -> work threshold for the Numba CPU path
 _state = {}
 _BUILDING = object()
+_BUILD_LOCK = threading.RLock()     # one compilation at a time; other threads wait for it
+_LAUNCH_LOCK = threading.Lock()     # parallel CPU kernels take turns under 'workqueue'
+_THREADSAFE_LAYERS = ("tbb", "omp", "safe", "threadsafe")
 prange = range          # kernels import this; materialize(..., 'cpu') swaps in numba.prange
 
 
@@ -63,9 +67,17 @@ def check_float(where, **arrays):
 
 def launch(path, cpu_kernel, cuda_kernel, size, threads, *args):
     """Run ``cpu_kernel(*args)`` (path 'numba') or ``cuda_kernel`` over ceil(size / threads)
-    blocks of ``threads`` (path 'cuda'; nothing when size is 0), compiling it on first use."""
+    blocks of ``threads`` (path 'cuda'; nothing when size is 0), compiling it on first use.
+    CPU kernels launched from several Python threads take turns unless the user chose a
+    thread-safe Numba threading layer (Numba's default here, 'workqueue', aborts the process
+    on a concurrent launch)."""
     if path == "numba":
-        _compiled(cpu_kernel)(*args)
+        kernel = _compiled(cpu_kernel)
+        if os.environ.get("NUMBA_THREADING_LAYER", "").lower() in _THREADSAFE_LAYERS:
+            kernel(*args)
+        else:
+            with _LAUNCH_LOCK:
+                kernel(*args)
     elif size:
         _compiled(cuda_kernel)[(size + threads - 1) // threads, threads](*args)
 
@@ -139,6 +151,11 @@ def materialize(namespace, target):
     Also binds the names kernels use: ``prange`` (numba.prange) for 'cpu', ``cuda``
     (numba.cuda) for 'cuda'.  Idempotent and cheap once built.
     """
+    with _BUILD_LOCK:
+        _materialize(namespace, target)
+
+
+def _materialize(namespace, target):
     if target == "cpu":
         import numba
         _prefer_workqueue(numba)
@@ -176,8 +193,9 @@ def _prefer_workqueue(numba):
     The kernels alternate with BLAS calls (conv's matrix products).  Under the 'omp' layer,
     idle OpenMP workers spin after each parallel loop and starve OpenBLAS's threads: on 2 cores
     a conv2d's matmul measured 10-20x slower right after a Numba kernel.  The workqueue layer's
-    workers sleep.  It does not support launching kernels from several Python threads at once:
-    set NUMBA_THREADING_LAYER=omp (or tbb) for that.  No effect once Numba's threads started.
+    workers sleep.  It aborts the process when kernels are launched from several Python
+    threads at once, so ``launch`` makes them take turns; with NUMBA_THREADING_LAYER=omp (or
+    tbb) they run concurrently.  No effect once Numba's threads started.
     """
     if "layer" not in _state:
         _state["layer"] = True
@@ -241,19 +259,24 @@ class _Lazy:
         self.built = None
 
     def build(self):
-        if self.built is None:
-            self.built = _BUILDING
-            if self.builder is not None:
-                self.built = self.builder()
-                return self.built
-            materialize(self.py_func.__globals__, self.target)
-            if self.target == "cpu":
-                import numba
-                self.built = numba.njit(**self.options)(self.py_func)
-            else:
-                from numba import cuda
-                self.built = cuda.jit(**self.options)(self.py_func)
+        if self.built is None or self.built is _BUILDING:
+            with _BUILD_LOCK:       # reentrant: the building thread gets _BUILDING back
+                if self.built is None:
+                    self._build()
         return self.built
+
+    def _build(self):
+        self.built = _BUILDING
+        if self.builder is not None:
+            self.built = self.builder()
+            return
+        materialize(self.py_func.__globals__, self.target)
+        if self.target == "cpu":
+            import numba
+            self.built = numba.njit(**self.options)(self.py_func)
+        else:
+            from numba import cuda
+            self.built = cuda.jit(**self.options)(self.py_func)
 
 
 def lazy_njit(**options):

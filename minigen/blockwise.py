@@ -23,7 +23,6 @@ rounding.
   children of one ``SeedSequence`` (``SeedSequence.spawn``), rebuilt identically if a lost
   worker's block is recomputed.
 """
-import threading
 
 import numpy as np
 
@@ -31,7 +30,6 @@ from .backend import as_rng
 from .distribution import check_n_samples
 from .kernels import kde as kde_kernel
 
-_KERNEL_LOCK = threading.Lock()      # Numba's workqueue layer aborts on concurrent launches
 _PROJECTION_FLOATS = 1 << 24         # projected values one sliced-Wasserstein task sorts
 
 
@@ -113,14 +111,13 @@ def _pair_block(q, x, w, chol, normalize, want_grad, same, block_id=None):
     q, x = q[:, 0], x[0]
     with np.errstate(divide="ignore"):
         logw = np.log(w[0, :, 0])
-    with _KERNEL_LOCK:
-        if want_grad:
-            out, grad = kde_kernel.log_kernel_sum_grad(q, x, chol=chol, log_weights=logw)
-        else:
-            exclude = same and block_id[0] == block_id[1]
-            out = kde_kernel.log_kernel_sum(q, x, chol=chol, log_weights=logw,
-                                            exclude_self=exclude, normalize=normalize)
-            grad = np.empty((len(q), 0))
+    if want_grad:       # Dask's threads may call this at once: kernels' launch serialises
+        out, grad = kde_kernel.log_kernel_sum_grad(q, x, chol=chol, log_weights=logw)
+    else:
+        exclude = same and block_id[0] == block_id[1]
+        out = kde_kernel.log_kernel_sum(q, x, chol=chol, log_weights=logw,
+                                        exclude_self=exclude, normalize=normalize)
+        grad = np.empty((len(q), 0))
     columns = [out[:, None], np.full((len(q), 1), float(len(x))), np.ones((len(q), 1)), grad]
     return np.concatenate(columns, axis=1)[:, None, :]
 

@@ -146,3 +146,29 @@ def test_source_hash_sees_every_kernel_file(tmp_path):
     with open(tmp_path / "_math.py", "a") as f:
         f.write("# edited\n")
     assert _dispatch.source_hash(str(tmp_path)) != before
+
+
+def test_kernels_called_from_several_threads_at_once(tmp_path):
+    """Threads that call a parallel Numba kernel at once, from its first (compiling) call on,
+    all get the single-thread answer; under the workqueue layer a concurrent launch used to
+    abort the process, and a thread arriving during the compilation called a placeholder."""
+    pytest.importorskip("numba")
+    code = ("import threading\n"
+            "import numpy as np\n"
+            "from minigen.kernels import kde\n"
+            "rng = np.random.default_rng(0)\n"
+            "q, x = rng.standard_normal((3000, 2)), rng.standard_normal((3000, 2))\n"
+            "out = {}\n"
+            "def work(k):\n"
+            "    out[k] = [kde.log_kernel_sum(q, x, impl='numba') for _ in range(15)]\n"
+            "threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]\n"
+            "[t.start() for t in threads]\n"
+            "[t.join() for t in threads]\n"
+            "want = kde.log_kernel_sum(q, x, impl='numba')\n"
+            "print(sorted(out) == [0, 1, 2, 3] and all(np.array_equal(a, want)\n"
+            "      for runs in out.values() for a in runs))\n")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_THREADING_LAYER"}
+    env["NUMBA_CACHE_DIR"] = str(tmp_path)
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.split() == ["True"], run.stderr[-2000:]
