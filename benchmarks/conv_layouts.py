@@ -23,11 +23,13 @@ from _timing import best_time  # noqa: E402
 
 from minigen.kernels import conv  # noqa: E402
 
-# (N, C, H, O, stride): the TinyUNet's convolutions (batch 64, 8x8 digits), the conv net of
-# benchmarks/engine.py (128 x 28 x 28), and channel counts around the thresholds
+# (N, C, H, O, stride): the TinyUNet's convolutions (batch 64, 8x8 digits) at 32 channels
+# and at 16 (the digits recipe's), the conv net of benchmarks/engine.py (128 x 28 x 28), and
+# channel counts around the thresholds
 SHAPES = [(64, 1, 8, 32, 1), (64, 32, 8, 32, 1), (64, 64, 8, 32, 1), (64, 64, 4, 64, 1),
-          (64, 32, 8, 64, 2), (128, 1, 28, 32, 1), (128, 32, 28, 64, 2), (64, 3, 16, 32, 1),
-          (64, 8, 16, 32, 1), (64, 16, 16, 32, 1)]
+          (64, 32, 8, 64, 2), (64, 16, 8, 16, 1), (64, 32, 8, 16, 1), (64, 32, 4, 32, 1),
+          (64, 16, 8, 32, 2), (128, 1, 28, 32, 1), (128, 32, 28, 64, 2), (64, 3, 16, 32, 1),
+          (64, 8, 16, 32, 1), (64, 16, 16, 32, 1), (64, 16, 16, 16, 1)]
 LAYOUTS = {"channel-major": (10 ** 9, 10 ** 9), "channels-last": (1, 1)}
 
 

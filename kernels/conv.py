@@ -29,7 +29,7 @@ shape (``NHWC_MIN_CHANNELS``, ``FLIP_MIN_CHANNELS``; timed by benchmarks/conv_la
 * the input gradient of a stride-1 convolution as a forward convolution of gy with the
   flipped, transposed kernel, padding d (k - 1) - p (the transposed convolution of stride 1
   is a convolution), which replaces col2im's kh*kw scatter-adds by one more GEMM;
-* else col2im runs on Numba when installed: one prange iteration per (n, c) plane.
+* else col2im runs on Numba when installed: one prange iteration per channel.
 All routes compute the same sums in a different order: they agree to rounding.
 """
 import numpy as np
@@ -46,10 +46,11 @@ for _name in ("conv2d", "conv2d_input_grad", "conv2d_weight_grad"):
 # tied, at 8 channels-last was 1.2x faster, at 32 (the TinyUNet) 1.6x, and at 1 channel 6x
 # slower (3-number runs, and a (N Ho Wo, O) result to transpose back).
 NHWC_MIN_CHANNELS = 8
-# The flipped-kernel input gradient from 32 input channels on (its GEMM's output has C
-# columns): 1.9x faster than col2im at C = O = 32 (8x8), 3x at C = 64, a tie at C = 16 (16x16)
-# and 4x slower at C = 3.
-FLIP_MIN_CHANNELS = 32
+# The flipped-kernel input gradient from 16 input channels on (its GEMM's output has C
+# columns): 1.6-3.3x faster than col2im at C = 32 and 64 (8x8 and 4x4), 1.9-2.5x at C = O = 16
+# (8x8 and 16x16), 1.0-1.1x at C = 16, O = 32 (16x16); at C = 8 it won or lost by up to 1.6x
+# between runs, at C = 3 it was 3-4x slower.
+FLIP_MIN_CHANNELS = 16
 
 
 def _pair(value, name, where, minimum):
