@@ -55,7 +55,8 @@ class _GradMode(contextlib.ContextDecorator):
 
 
 def no_grad():
-    """Context manager / decorator: ops inside build no graph."""
+    """Context manager / decorator: ops inside build no graph. The mode is per thread (as in
+    PyTorch): it holds in the thread that entered it, and a new thread starts with grad on."""
     return _GradMode(False)
 
 
