@@ -155,7 +155,7 @@ def test_float32_precision_is_within_its_derived_bound(n, d, kind, spread, seed)
     assert bound.max() < 90 * U32 + 1e-12 * (1 + np.abs(ref).max())
     out, grad = kde.log_kernel_sum_grad(Q, X, chol, logw, impl="numba", precision="float32")
     ref_out, ref_grad = kde.log_kernel_sum_grad(Q, X, chol, logw, impl="reference")
-    np.testing.assert_array_equal(out, got)
+    assert np.all(np.abs(out - ref) <= bound)     # the direct form (got: the product form, d >= 4)
     np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-4 * max(1.0, spread))
 
 
@@ -203,6 +203,57 @@ def test_distances_stay_exact_far_from_the_origin_and_the_data(offset):
                 np.testing.assert_allclose(got, ref, rtol=1e-11, atol=1e-11)
             else:                       # within the bound of the float32 exps: 90 u at most
                 assert np.all(np.abs(got - ref) <= 90 * U32 + 1e-11 * np.abs(ref))
+
+
+def _product_bound(d, logw):
+    """The product form's error on each v_ij, hence on out_i: (d + 2) u (|log w_j| +
+    2 (||xs_j||^2 + ||qs_i||^2)) with the norms at most PRODUCT_MAX_NORM2 (u = 2^-53)."""
+    finite = np.abs(logw[np.isfinite(logw)])
+    return (d + 2) * 2.0 ** -53 * (finite.max(initial=0) + 2 * kde.PRODUCT_MAX_NORM2)
+
+
+@pytest.mark.parametrize("d", [4, 7, 8, 12])
+def test_product_form_agrees_with_the_reference(d, monkeypatch):
+    """From d = 4, with finite coordinates of moderate norm, the value-only kernel runs the
+    product form (the direct core is never called): leave-one-out over several tiles, zero
+    weights, query counts that are not multiples of 4, and float32 exps within their bound."""
+    rng = np.random.default_rng(d)
+    n = 1300
+    X, Q = rng.normal(size=(n, d)), 1.5 * rng.normal(size=(37, d))
+    logw = np.log(rng.dirichlet(np.ones(n)))
+    logw[::7] = -np.inf
+    monkeypatch.setattr(kde, "_numba_core", None)         # calling it would raise
+    bound = _product_bound(d, logw)
+    loo = kde.log_kernel_sum(X, X, 0.6, logw, exclude_self=True, impl="numba")
+    ref = kde.log_kernel_sum(X, X, 0.6, logw, exclude_self=True, impl="reference")
+    np.testing.assert_allclose(loo, ref, rtol=1e-13, atol=bound)
+    for m, precision in ((37, "float64"), (34, "float32")):
+        got = kde.log_kernel_sum(Q[:m], X, 0.6, logw, impl="numba", precision=precision)
+        ref = kde.log_kernel_sum(Q[:m], X, 0.6, logw, impl="reference")
+        f32 = _float32_bound(Q[:m], X, 0.6, logw) if precision == "float32" else 0.0
+        assert got.shape == (m,) and np.all(np.abs(got - ref) <= f32 + bound + 1e-13 * np.abs(ref))
+    with pytest.raises(TypeError):                       # the gradient needs the direct core
+        kde.log_kernel_sum_grad(Q, X, 0.6, logw, impl="numba")
+
+
+def test_product_form_only_where_it_keeps_its_digits():
+    """The product form's inputs are refused (None: the direct form runs) for d < 4, an empty
+    side, a non-finite coordinate (inf - inf in the expansion) and norms past
+    PRODUCT_MAX_NORM2; otherwise they hold 2 qs and xs^T zero-padded to multiples of 4."""
+    rng = np.random.default_rng(8)
+    Qs, Xs, logw = rng.normal(size=(5, 6)), rng.normal(size=(9, 6)), np.zeros(9)
+    Q2, XsT, c, qq = kde._product_inputs(Qs, Xs, logw)
+    assert Q2.shape == (8, 8) and XsT.shape == (8, 9) and c.shape == (9,) and qq.shape == (8,)
+    np.testing.assert_array_equal(Q2[:5, :6], 2 * Qs)
+    assert not Q2[5:].any() and not Q2[:, 6:].any() and not XsT[6:].any() and not qq[5:].any()
+    np.testing.assert_allclose(c, -(Xs ** 2).sum(1))
+    far = Xs.copy()
+    far[0] = np.sqrt(kde.PRODUCT_MAX_NORM2 / 6)
+    for bad in (far, np.where(np.eye(9, 6, dtype=bool), np.inf, Xs),
+                np.where(np.eye(9, 6, dtype=bool), np.nan, Xs)):
+        assert kde._product_inputs(Qs, bad, logw) is None
+    assert kde._product_inputs(Qs[:, :3], Xs[:, :3], logw) is None
+    assert kde._product_inputs(Qs[:0], Xs, logw) is None
 
 
 @pytest.mark.parametrize("impl", ["reference", "numba"])
