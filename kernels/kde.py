@@ -13,8 +13,8 @@ so memory stays O(m + n) and queries far from every data point keep a finite, ex
 
 Implementations (pick one with ``impl=``): ``reference_core`` (vectorised NumPy/CuPy, row
 chunks, the truth for tests), ``numba_core`` (``njit(parallel=True)`` over blocks of queries,
-tiles of ``TILE`` points, the polynomial exp of ``_math``; without the gradient and from d = 4,
-distances in the product form c_j + 2 q.x_j - ||q||^2 with 4 queries per pass over a tile,
+tiles of ``TILE`` points, the polynomial exp of ``_math``; from d = 4, distances in the
+product form c_j + 2 q.x_j - ||q||^2 with 4 queries per pass over a tile,
 where the coordinates are finite and small enough to keep ~1e-12), ``cuda_core`` (one thread
 per query).  All three take the whitened points and return float64.
 """
@@ -35,8 +35,9 @@ TILE = 512                    # points per tile: v (4 KiB) stays in L1
 ROWS = 4                      # queries per prange block: enough blocks for 2 threads at m >= 8
 # The product form (``_numba_core_product``) from 4 dimensions on, 4 queries per block
 # sharing each load of a tile's coordinates: 1.17x the direct form at d = 4, 1.23x at 6,
-# 1.55x at 8 and 12, 1.85x at 16 (n = m = 20,000, 2 threads, median of 5); below 4 the direct
-# form's one or two passes are all there is to save.
+# 1.3-1.55x at 8, 1.85-2.2x at 16 (n = m = 20,000, 2 threads, medians of 5 in several runs);
+# with the gradient 1.1-1.4x at d = 4-16. Below 4 the direct form's one or two passes are all
+# there is to save.
 PRODUCT_MIN_D = 4
 # ...and while max ||xs_j||^2 + max ||qs_i||^2 <= 2^10 (scaled, centred coordinates): each
 # v_ij then carries an absolute error of a few u 2^10 ~ 1e-12 at most (u = 2^-53), where the
@@ -221,6 +222,21 @@ def _scan(v, t):
     return nan, posinf
 
 
+@lazy_njit(inline="always", fastmath=_math.FASTMATH)
+def _accumulate(acc, XsT, t0, t, v, e32, f32):
+    """acc_k += sum_j e_j xs_kj over the tile, e_j = exp(v_j - M) as ``_fold_tile`` left it
+    (in v, or in e32 with ``f32``): the gradient's weighted sum of data points."""
+    for k in range(acc.shape[0]):
+        x, a = XsT[k, t0:t0 + t], 0.0
+        if f32:
+            for j in range(t):
+                a += np.float64(e32[j]) * x[j]
+        else:
+            for j in range(t):
+                a += v[j] * x[j]
+        acc[k] += a
+
+
 @lazy_njit(parallel=True, cache=True, fastmath=_math.FASTMATH)
 def _numba_core(Qs, XsT, logw, skip_self, want_grad, f32, out, grad):
     """Per query i, per tile of TILE points: v_j = logw_j - ||qs_i - xs_j||^2 (coordinates
@@ -265,15 +281,7 @@ def _numba_core(Qs, XsT, logw, skip_self, want_grad, f32, out, grad):
                     for k in range(d):
                         acc[k] *= scale
                 if want_grad:
-                    for k in range(d):
-                        x, a = XsT[k, t0:t0 + t], 0.0
-                        if f32:
-                            for j in range(t):
-                                a += np.float64(e32[j]) * x[j]
-                        else:
-                            for j in range(t):
-                                a += v[j] * x[j]
-                        acc[k] += a
+                    _accumulate(acc, XsT, t0, t, v, e32, f32)
             out[i] = np.nan if nan else (np.inf if posinf else _lse_value_cpu(M, S))
             if want_grad:
                 for k in range(d):
@@ -306,18 +314,20 @@ def _dot_pass(v0, v1, v2, v3, x0, x1, x2, x3, c, q, k, t, first):
 
 
 @lazy_njit(parallel=True, cache=True, fastmath=_math.FASTMATH)
-def _numba_core_product(Q2, XsT, c, qq, skip_self, f32, out):
-    """``_numba_core`` without the gradient, in the product form
+def _numba_core_product(Q2, XsT, c, qq, skip_self, want_grad, f32, out, grad):
+    """``_numba_core`` in the product form
     v_ij = logw_j - ||qs_i - xs_j||^2 = c_j + 2 qs_i . xs_j - ||qs_i||^2,  c_j = logw_j - ||xs_j||^2:
     per block of 4 queries (Q2 = 2 qs, rows and columns zero-padded to multiples of 4) and
-    tile, d/4 passes of ``_dot_pass``, then per query the tile fold of the direct form on
-    c_j + 2 qs_i . xs_j (the constant -||qs_i||^2 = -qq_i is added to out_i at the end).
-    Callers check that every coordinate is finite and the norms small (``PRODUCT_MAX_NORM2``).
+    tile, d/4 passes of ``_dot_pass``, then per query the direct form's tile fold and gradient
+    sum on c_j + 2 qs_i . xs_j (the constant -||qs_i||^2 = -qq_i is added to out_i at the
+    end; it cancels from the responsibilities). Callers check that every coordinate is
+    finite and the norms small (``PRODUCT_MAX_NORM2``).
     """
     m, d, n = Q2.shape[0], XsT.shape[0], XsT.shape[1]
     for blk in prange(m // 4):
         v = np.empty((4, TILE))
         e32 = np.empty(TILE, dtype=np.float32)
+        acc = np.zeros((4, d))
         M, S = np.full(4, -np.inf), np.zeros(4)
         nan, posinf = np.zeros(4, dtype=np.bool_), np.zeros(4, dtype=np.bool_)
         q = Q2[4 * blk:4 * blk + 4]
@@ -331,15 +341,24 @@ def _numba_core_product(Q2, XsT, c, qq, skip_self, f32, out):
                 i, vr = 4 * blk + r, v[r]
                 if skip_self and t0 <= i < t0 + t:
                     vr[i - t0] = -np.inf
-                M[r], S[r], _, skipped = _fold_tile(vr, e32, t, M[r], S[r], f32)
+                M[r], S[r], scale, skipped = _fold_tile(vr, e32, t, M[r], S[r], f32)
                 if skipped:
                     a, b = _scan(vr, t)
                     nan[r], posinf[r] = nan[r] | a, posinf[r] | b
+                elif want_grad:
+                    if scale != 1.0:
+                        for k in range(d):
+                            acc[r, k] *= scale
+                    _accumulate(acc[r], XsT, t0, t, vr, e32, f32)
         for r in range(4):
             i = 4 * blk + r
             if i < out.shape[0]:
                 out[i] = np.nan if nan[r] else (np.inf if posinf[r] else
                                                 _lse_value_cpu(M[r], S[r]) - qq[i])
+                if want_grad:
+                    for k in range(d):
+                        grad[i, k] = ((acc[r, k] / S[r] - 0.5 * q[r, k]) * SQRT2
+                                      if math.isfinite(out[i]) else np.nan)
 
 
 def _product_inputs(Qs, Xs, logw):
@@ -375,11 +394,12 @@ def numba_core(Qw, Xw, logw, exclude_self, want_grad, f32=False):
     centre = centre if np.all(np.isfinite(centre)) else 0.0
     c = math.sqrt(0.5)
     Qs, Xs = (Qw - centre) * c, (Xw - centre) * c
-    product = None if want_grad else _product_inputs(Qs, Xs, logw)
+    product = _product_inputs(Qs, Xs, logw)
     if product is not None:
+        grad = np.empty(product[0].shape) if want_grad else np.empty((1, 1))
         launch("numba", _numba_core_product, None, m, None, *product, bool(exclude_self),
-               bool(f32), out)
-        return out, None
+               bool(want_grad), bool(f32), out, grad)
+        return out, (grad[:m, :d] if want_grad else None)
     launch("numba", _numba_core, None, m, None, Qs, np.ascontiguousarray(Xs.T), logw,
            bool(exclude_self), bool(want_grad), bool(f32), out, grad)
     return out, (grad[:, :d] if want_grad else None)

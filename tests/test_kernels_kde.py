@@ -214,9 +214,9 @@ def _product_bound(d, logw):
 
 @pytest.mark.parametrize("d", [4, 7, 8, 12])
 def test_product_form_agrees_with_the_reference(d, monkeypatch):
-    """From d = 4, with finite coordinates of moderate norm, the value-only kernel runs the
-    product form (the direct core is never called): leave-one-out over several tiles, zero
-    weights, query counts that are not multiples of 4, and float32 exps within their bound."""
+    """From d = 4, with finite coordinates of moderate norm, the kernel runs the product form
+    (the direct core is never called): leave-one-out over several tiles, zero weights, query
+    counts that are not multiples of 4, float32 exps within their bound, and the gradient."""
     rng = np.random.default_rng(d)
     n = 1300
     X, Q = rng.normal(size=(n, d)), 1.5 * rng.normal(size=(37, d))
@@ -232,8 +232,10 @@ def test_product_form_agrees_with_the_reference(d, monkeypatch):
         ref = kde.log_kernel_sum(Q[:m], X, 0.6, logw, impl="reference")
         f32 = _float32_bound(Q[:m], X, 0.6, logw) if precision == "float32" else 0.0
         assert got.shape == (m,) and np.all(np.abs(got - ref) <= f32 + bound + 1e-13 * np.abs(ref))
-    with pytest.raises(TypeError):                       # the gradient needs the direct core
-        kde.log_kernel_sum_grad(Q, X, 0.6, logw, impl="numba")
+    out, grad = kde.log_kernel_sum_grad(Q, X, 0.6, logw, impl="numba")
+    ref_out, ref_grad = kde.log_kernel_sum_grad(Q, X, 0.6, logw, impl="reference")
+    np.testing.assert_allclose(out, ref_out, rtol=1e-13, atol=bound)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-9, atol=1e-10 * np.abs(ref_grad).max())
 
 
 def test_product_form_only_where_it_keeps_its_digits():
