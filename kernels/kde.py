@@ -14,9 +14,9 @@ so memory stays O(m + n) and queries far from every data point keep a finite, ex
 Implementations (pick one with ``impl=``): ``reference_core`` (vectorised NumPy/CuPy, row
 chunks, the truth for tests), ``numba_core`` (``njit(parallel=True)`` over blocks of queries,
 tiles of ``TILE`` points, the polynomial exp of ``_math``; from d = 4, distances in the
-product form c_j + 2 q.x_j - ||q||^2 with 4 queries per pass over a tile,
-where the coordinates are finite and small enough to keep ~1e-12), ``cuda_core`` (one thread
-per query).  All three take the whitened points and return float64.
+product form c_j + 2 q.x_j - ||q||^2 with 4 queries per pass over a tile, where the
+coordinates are finite and their norms bounded, ``PRODUCT_MAX_NORM2``), ``cuda_core`` (one
+thread per query).  All three take the whitened points and return float64.
 """
 import math
 
@@ -40,8 +40,8 @@ ROWS = 4                      # queries per prange block: enough blocks for 2 th
 # there is to save.
 PRODUCT_MIN_D = 4
 # ...and while max ||xs_j||^2 + max ||qs_i||^2 <= 2^10 (scaled, centred coordinates): each
-# v_ij then carries an absolute error of a few u 2^10 ~ 1e-12 at most (u = 2^-53), where the
-# direct form's error is relative to the distance itself.
+# v_ij then carries an absolute error of at most (d + 2) u (|log w_j| + 2^11), u = 2^-53
+# (2e-12 at d = 8), where the direct form's error is relative to the distance itself.
 PRODUCT_MAX_NORM2 = 2.0 ** 10
 SQRT2 = math.sqrt(2.0)
 CUDA_THREADS = 128            # 4 warps per block; not measured (no GPU lent)
