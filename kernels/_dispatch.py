@@ -72,12 +72,12 @@ def launch(path, cpu_kernel, cuda_kernel, size, threads, *args):
     thread-safe Numba threading layer (Numba's default here, 'workqueue', aborts the process
     on a concurrent launch)."""
     if path == "numba":
-        kernel = _compiled(cpu_kernel)
-        if os.environ.get("NUMBA_THREADING_LAYER", "").lower() in _THREADSAFE_LAYERS:
-            kernel(*args)
-        else:
+        kernel = _compiled(cpu_kernel)      # materialize set _state["serialise"]
+        if _state["serialise"]:
             with _LAUNCH_LOCK:
                 kernel(*args)
+        else:
+            kernel(*args)
     elif size:
         _compiled(cuda_kernel)[(size + threads - 1) // threads, threads](*args)
 
@@ -199,7 +199,9 @@ def _prefer_workqueue(numba):
     """
     if "layer" not in _state:
         _state["layer"] = True
-        if not os.environ.get("NUMBA_THREADING_LAYER"):
+        chosen = os.environ.get("NUMBA_THREADING_LAYER", "")
+        _state["serialise"] = chosen.lower() not in _THREADSAFE_LAYERS
+        if not chosen:
             numba.config.THREADING_LAYER = "workqueue"
 
 

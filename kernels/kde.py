@@ -387,7 +387,6 @@ def numba_core(Qw, Xw, logw, exclude_self, want_grad, f32=False):
     reference to 1e-11 (tested)."""
     m, d = Qw.shape
     out = np.empty(m)
-    grad = np.empty((m, max(d, 1)))
     if d == 0:                      # every distance is 0: one zero coordinate says the same
         Qw, Xw = np.zeros((m, 1)), np.zeros((Xw.shape[0], 1))
     centre = Xw.mean(axis=0) if len(Xw) else 0.0
@@ -400,6 +399,7 @@ def numba_core(Qw, Xw, logw, exclude_self, want_grad, f32=False):
         launch("numba", _numba_core_product, None, m, None, *product, bool(exclude_self),
                bool(want_grad), bool(f32), out, grad)
         return out, (grad[:m, :d] if want_grad else None)
+    grad = np.empty(Qs.shape)
     launch("numba", _numba_core, None, m, None, Qs, np.ascontiguousarray(Xs.T), logw,
            bool(exclude_self), bool(want_grad), bool(f32), out, grad)
     return out, (grad[:, :d] if want_grad else None)

@@ -24,7 +24,6 @@ from . import backend
 from .backend import xp
 
 
-
 class _Mode(threading.local):
     """Per-thread state, as in PyTorch: one thread's backward (which runs under no_grad) or
     inference must not switch graph building off in another thread's forward."""
