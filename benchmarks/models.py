@@ -12,7 +12,7 @@ Prints Markdown tables:
     both libraries (same architecture, optimiser, schedule, batch, EMA), the sliced
     Wasserstein distance and MMD (Gaussian kernel, h = 0.1, 0.2, 0.5) between 10,000 samples
     and 10,000 held-out points; a second held-out draw gives the noise floor;
-  * digits: issue 19's recipe (TinyUNet with GroupNorm, cosine schedule, v-prediction,
+  * digits: the digits recipe (TinyUNet with GroupNorm, cosine schedule, v-prediction,
     warm-up + cosine decay; ``models_ddpm_digits.RECIPE``) on the 8x8 digits scaled to
     [-1, 1]; sliced Wasserstein of 1,000 samples (the recipe's DDIM, x0 clipped to
     [-1, 1]) to the held-out digits next to train-vs-held-out and a fitted Gaussian; the

