@@ -40,11 +40,12 @@ BLOCK = 16_384         # elements per prange task: amortises the task's start-up
 TASKS = 64             # at most this many backward tasks, each with a (C,) float64 partial gb
 INV_SQRT2, INV_SQRT_2PI = 1 / math.sqrt(2), 1 / math.sqrt(2 * math.pi)
 TANH_C, TANH_K = math.sqrt(2 / math.pi), 0.044715
-for _name in ("bias_act", "bias_act_backward"):
-    # work = elements; measured by benchmarks/fused.py on the shared 2-core machine (gelu,
-    # float32, C = 512): NumPy/Numba time ratio 1.1 at 16k, 2.2 at 65k, 3.1 at 1M.  Re-measure
-    # on a quiet machine.
-    register(_name, threshold=16_384)
+# work = elements.  ``benchmarks/fused.py --sweep`` on the 2-core machine shared with other jobs
+# (bias + gelu, float32, C = 512), NumPy/Numba time ratio at 16k / 65k / 262k / 1M elements:
+# forward 0.32 / 0.92 / 1.07 / 1.36, backward 0.21 / 0.62 / 0.82 / 0.98 (Numba's scalar erf,
+# exp and tanh do not vectorise).  Re-measure on a quiet machine.
+register("bias_act", threshold=262_144)
+register("bias_act_backward", threshold=1_048_576)
 
 
 def _check(where, x, bias, kind, gy=None):

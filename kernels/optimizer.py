@@ -30,10 +30,10 @@ cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
 CUDA_THREADS = 256     # 8 warps per block for a memory-bound map; not measured (no GPU lent)
 BLOCK = 16_384         # elements per prange task: amortises the task's start-up cost
 for _name in ("sgd_step", "adam_step"):
-    # work = elements; measured by benchmarks/fused.py on the shared 2-core machine (Adam,
-    # float32): NumPy/Numba time ratio 1.3 at 16k, 3.5 at 262k, 4.6 at 1M.  Re-measure on a
-    # quiet machine.
-    register(_name, threshold=16_384)
+    # work = elements.  ``benchmarks/fused.py --sweep`` on the 2-core machine shared with
+    # other jobs (AdamW, float32), NumPy/Numba time ratio 0.50 at 16k, 0.81 at 65k, 1.23 at
+    # 262k, 1.65 at 1M.  Re-measure on a quiet machine.
+    register(_name, threshold=262_144)
 
 
 def _check(where, p, buffers, **scalars):
