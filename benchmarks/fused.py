@@ -1,0 +1,95 @@
+"""The fused element-wise kernels (kernels/elementwise.py, norm.py, optimizer.py) against
+their NumPy references, as time ratios (reference / Numba: above 1 the kernel is faster).
+
+    python benchmarks/fused.py            # TransformerLM shapes, 5 rounds
+    python benchmarks/fused.py --quick    # small shapes, 2 rounds (a smoke run)
+    python benchmarks/fused.py --sweep    # ratios at a few sizes, for the dispatch thresholds
+
+Shapes (float32, the TransformerLM's): bias + GELU (both forms) on the 32x128x512 hidden
+layer, LayerNorm on 4096x128, an Adam/AdamW step over 1M parameters.  Each round times the
+reference and the kernel in turn (interleaved), so load from other jobs hits both alike; the
+medians over rounds are printed.  Thresholds in the kernel files came from ``--sweep``.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from minigen.kernels import elementwise as ew  # noqa: E402
+from minigen.kernels import norm  # noqa: E402
+from minigen.kernels import optimizer as ko  # noqa: E402
+
+
+def cases(rows, hidden, ln_rows, width, params, seed=0):
+    """{name: (reference call, Numba call)} at the given sizes."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, hidden)).astype(np.float32)
+    b, gy = rng.normal(size=hidden).astype(np.float32), rng.normal(size=x.shape).astype(np.float32)
+    h = rng.normal(size=(ln_rows, width)).astype(np.float32)
+    w, lb = rng.normal(size=width).astype(np.float32), rng.normal(size=width).astype(np.float32)
+    hg = rng.normal(size=h.shape).astype(np.float32)
+    _, mu, r = norm.layer_norm(h, w, lb, impl="reference")
+    p, g = (rng.normal(size=params).astype(np.float32) for _ in range(2))
+    m, v = np.zeros_like(p), np.zeros_like(p)
+    out = {}
+    for kind in ("gelu", "gelu_tanh", "silu"):
+        out[f"bias+{kind} fwd"] = tuple(
+            (lambda i=impl, k=kind: ew.bias_act(x, b, k, impl=i)) for impl in ("reference", "numba"))
+        out[f"bias+{kind} bwd"] = tuple(
+            (lambda i=impl, k=kind: ew.bias_act_backward(x, gy, b, k, impl=i))
+            for impl in ("reference", "numba"))
+    out["layer_norm fwd"] = tuple((lambda i=impl: norm.layer_norm(h, w, lb, impl=i))
+                                  for impl in ("reference", "numba"))
+    out["layer_norm bwd"] = tuple((lambda i=impl: norm.layer_norm_backward(h, hg, mu, r, w, impl=i))
+                                  for impl in ("reference", "numba"))
+    out["adamw step"] = tuple((lambda i=impl: ko.adam_step(p, g, m, v, 10, 1e-4, 0.9, 0.999, 1e-8,
+                                                           0.01, True, impl=i))
+                              for impl in ("reference", "numba"))
+    return out
+
+
+def timed(fn, number):
+    start = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - start) / number
+
+
+def measure(calls, rounds, number):
+    """Median over ``rounds`` of (reference time, kernel time), taken in turns."""
+    for fn in calls:
+        fn()                                        # compile / warm up
+    times = [[timed(fn, number) for fn in calls] for _ in range(rounds)]
+    return [statistics.median(t[i] for t in times) for i in range(len(calls))]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--sweep", action="store_true")
+    args = ap.parse_args()
+    if args.sweep:
+        for n in (4_096, 16_384, 65_536, 262_144, 1_048_576):
+            res = cases(max(1, n // 512), 512, max(1, n // 128), 128, n)
+            line = [f"{name}: {ref / fast:.2f}"
+                    for name, (ref, fast) in ((k, measure(c, 3, 5)) for k, c in res.items()
+                                              if k in ("bias+gelu fwd", "bias+gelu bwd",
+                                                       "layer_norm fwd", "layer_norm bwd",
+                                                       "adamw step"))]
+            print(f"{n:>9} elements  " + "  ".join(line), flush=True)
+        return
+    sizes = (64, 512, 64, 128, 16_384) if args.quick else (32 * 128, 512, 4096, 128, 1_000_000)
+    rounds, number = (2, 1) if args.quick else (5, 3)
+    print(f"{'kernel':<20} {'NumPy ms':>9} {'Numba ms':>9} {'ratio':>6}")
+    for name, calls in cases(*sizes).items():
+        ref, fast = measure(calls, rounds, number)
+        print(f"{name:<20} {1e3 * ref:9.2f} {1e3 * fast:9.2f} {ref / fast:6.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

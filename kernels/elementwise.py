@@ -1,0 +1,247 @@
+"""Bias add fused with a pointwise activation, forward and backward.
+
+x has shape (..., C); ``bias`` (optional) has shape (C,) and broadcasts over the leading axes:
+
+    a = x + b,   y = f(a),
+    gx = gy f'(a),   gb = sum over the leading axes of gx.
+
+Activations (``kind``):
+
+* ``'relu'``: f = max(a, 0), f' = [a > 0] (NaN stays NaN forward, gets gradient 0);
+* ``'silu'``: f = a s, s = sigmoid(a), f' = s (1 + a (1 - s))   (Elfwing et al. 2018);
+* ``'gelu'``: f = a Phi(a), Phi(a) = (1 + erf(a / sqrt 2)) / 2, f' = Phi(a) + a phi(a),
+  phi the standard normal density                                (Hendrycks & Gimpel 2016);
+* ``'gelu_tanh'``: f = a (1 + t) / 2, t = tanh(u), u = c (a + k a^3), c = sqrt(2/pi),
+  k = 0.044715, f' = (1 + t) / 2 + a (1 - t^2) u' / 2, u' = c (1 + 3 k a^2)  (GPT-2's form).
+
+The backward recomputes a = x + b instead of saving it (one read of x is cheaper than a
+write and a read of a saved array), so the forward reads x once and writes y once.
+
+Implementations (pick one with ``impl=``): ``reference_*`` (NumPy/CuPy, the engine's
+composite in ``minigen.ops.math``: ``x + b`` then ``Relu``/``Silu``/``Gelu``/``GeluTanh`` and
+their ``ActivationGrad``), the Numba CPU kernels ``_numba_*`` (a prange task per block of
+rows; the backward's gb accumulates per task in float64, then the tasks' partial sums are
+added) and the CUDA kernels ``_cuda_*`` (one thread per element; gb by the array library's
+sum).  Both compiled paths evaluate the same per-element functions, compiled by ``both``.
+Under the simulator the sigmoid takes exp of non-positive arguments only (no overflow).
+"""
+import math
+
+import numpy as np
+
+from . import _math
+from ._dispatch import _xp, both, check_float, choose, launch, lazy_cuda_jit, lazy_njit, prange, register
+
+cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
+KINDS = ("relu", "silu", "gelu", "gelu_tanh")
+RELU, SILU, GELU, GELU_TANH = range(4)
+CUDA_THREADS = 256     # 8 warps per block for a memory-bound map; not measured (no GPU lent)
+BLOCK = 16_384         # elements per prange task: amortises the task's start-up cost
+TASKS = 64             # at most this many backward tasks, each with a (C,) float64 partial gb
+INV_SQRT2, INV_SQRT_2PI = 1 / math.sqrt(2), 1 / math.sqrt(2 * math.pi)
+TANH_C, TANH_K = math.sqrt(2 / math.pi), 0.044715
+# work = elements.  ``benchmarks/fused.py --sweep`` on the 2-core machine shared with other jobs
+# (bias + gelu, float32, C = 512), NumPy/Numba time ratio at 16k / 65k / 262k / 1M elements:
+# forward 0.32 / 0.92 / 1.07 / 1.36, backward 0.21 / 0.62 / 0.82 / 0.98 (Numba's scalar erf,
+# exp and tanh do not vectorise).  Re-measure on a quiet machine.
+register("bias_act", threshold=262_144)
+register("bias_act_backward", threshold=1_048_576)
+
+
+def _check(where, x, bias, kind, gy=None):
+    check_float(where, x=x)
+    if kind not in KINDS:
+        raise ValueError(f"{where}: kind must be one of {', '.join(map(repr, KINDS))}, "
+                         f"got {kind!r}")
+    if bias is not None:
+        check_float(where, bias=bias)
+        if bias.shape != x.shape[-1:]:
+            raise ValueError(f"{where}: bias must have shape {x.shape[-1:]} (x's last axis), "
+                             f"got {bias.shape}")
+    if gy is not None:
+        check_float(where, gy=gy)
+        if gy.shape != x.shape:
+            raise ValueError(f"{where}: gy must have x's shape {x.shape}, got {gy.shape}")
+
+
+def _dtype(x, bias, gy=None):
+    return np.result_type(*(a for a in (x, bias, gy) if a is not None))
+
+
+# ------------------------------------------------------------------ reference (NumPy/CuPy)
+def _preactivation(x, bias):
+    return x.copy() if bias is None else x + bias
+
+
+def reference_bias_act(x, bias=None, kind="gelu"):
+    xp, a = _xp(x), _preactivation(x, bias)
+    if kind == "relu":
+        return xp.maximum(a, 0)
+    if kind == "silu":
+        with np.errstate(over="ignore"):
+            return a * (1 / (1 + xp.exp(-a)))
+    if kind == "gelu":
+        return a * (0.5 * (1 + _erf(a * INV_SQRT2)))
+    t = xp.tanh(TANH_C * (a + TANH_K * a * a * a))
+    return 0.5 * a * (1 + t)
+
+
+def reference_bias_act_backward(x, gy, bias=None, kind="gelu"):
+    """(gx, gb): gx = gy f'(x + b), gb = gx summed over the leading axes (None without b)."""
+    xp, a = _xp(x), _preactivation(x, bias)
+    if kind == "relu":
+        gx = gy * (a > 0)
+    elif kind == "silu":
+        with np.errstate(over="ignore"):
+            s = 1 / (1 + xp.exp(-a))
+        gx = gy * (s * (1 + a * (1 - s)))
+    elif kind == "gelu":
+        gx = gy * (0.5 * (1 + _erf(a * INV_SQRT2)) + a * xp.exp(-0.5 * a * a) * INV_SQRT_2PI)
+    else:
+        t = xp.tanh(TANH_C * (a + TANH_K * a * a * a))
+        du = TANH_C * (1 + 3 * TANH_K * a * a)
+        gx = gy * (0.5 * (1 + t) + 0.5 * a * (1 - t * t) * du)
+    gx = gx.astype(_dtype(x, bias, gy), copy=False)
+    return gx, None if bias is None else gx.reshape(math.prod(x.shape[:-1]), x.shape[-1]).sum(axis=0)
+
+
+def _erf(a):
+    """erf elementwise in a's dtype (scipy/cupyx when installed, else math.erf per entry)."""
+    if _xp(a) is not np:
+        from cupyx.scipy.special import erf
+        return erf(a)
+    try:
+        from scipy.special import erf
+    except ImportError:
+        return np.frompyfunc(math.erf, 1, 1)(a).astype(a.dtype)
+    return erf(a)
+
+
+# ------------------------------------------------------------------ per-element formulas
+def activation_element(a, kind):
+    if kind == RELU:
+        return a if not a <= 0 else 0.0             # NaN is not <= 0: NaN stays NaN
+    if kind == SILU:
+        e = math.exp(-a) if a >= 0 else math.exp(a)
+        return a / (1.0 + e) if a >= 0 else a * e / (1.0 + e)
+    if kind == GELU:
+        return a * (0.5 * (1.0 + math.erf(a * INV_SQRT2)))
+    t = math.tanh(TANH_C * (a + TANH_K * a * a * a))
+    return 0.5 * a * (1.0 + t)
+
+
+def activation_grad_element(a, g, kind):
+    if kind == RELU:
+        return g * (1.0 if a > 0 else 0.0)           # a product: inf * 0 is NaN, as in NumPy
+    if kind == SILU:
+        e = math.exp(-a) if a >= 0 else math.exp(a)
+        s = 1.0 / (1.0 + e) if a >= 0 else e / (1.0 + e)
+        return g * (s * (1.0 + a * (1.0 - s)))
+    if kind == GELU:
+        cdf = 0.5 * (1.0 + math.erf(a * INV_SQRT2))
+        return g * (cdf + a * math.exp(-0.5 * a * a) * INV_SQRT_2PI)
+    t = math.tanh(TANH_C * (a + TANH_K * a * a * a))
+    du = TANH_C * (1.0 + 3.0 * TANH_K * a * a)
+    return g * (0.5 * (1.0 + t) + 0.5 * a * (1.0 - t * t) * du)
+
+
+_act_cpu, _act_gpu = both(activation_element)
+_act_grad_cpu, _act_grad_gpu = both(activation_grad_element)
+
+
+# ------------------------------------------------------------------ Numba CPU
+# x, gy and out are (R, C); b is (C,) (zeros without a bias).
+@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=_math.FASTMATH)
+def _numba_bias_act(x, b, kind, out):
+    R, C = x.shape
+    rows = max(1, BLOCK // C)
+    for task in prange((R + rows - 1) // rows):
+        for r in range(task * rows, min(R, task * rows + rows)):
+            for c in range(C):
+                out[r, c] = _act_cpu(x[r, c] + b[c], kind)
+
+
+@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=_math.FASTMATH)
+def _numba_bias_act_backward(x, gy, b, kind, out, partial):
+    """out = gy f'(x + b); partial[task] = the sum of out over the task's rows (float64)."""
+    R, C = x.shape
+    tasks = partial.shape[0]
+    rows = (R + tasks - 1) // tasks
+    for task in prange(tasks):
+        acc = partial[task]
+        for c in range(C):
+            acc[c] = 0.0
+        for r in range(task * rows, min(R, task * rows + rows)):
+            for c in range(C):
+                out[r, c] = _act_grad_cpu(x[r, c] + b[c], gy[r, c], kind)
+                acc[c] += out[r, c]
+
+
+# ------------------------------------------------------------------ Numba CUDA
+@lazy_cuda_jit()
+def _cuda_bias_act(x, b, kind, out):
+    i = cuda.grid(1)
+    C = x.shape[1]
+    if i < x.shape[0] * C:
+        r, c = i // C, i % C
+        out[r, c] = _act_gpu(x[r, c] + b[c], kind)
+
+
+@lazy_cuda_jit()
+def _cuda_bias_act_backward(x, gy, b, kind, out):
+    i = cuda.grid(1)
+    C = x.shape[1]
+    if i < x.shape[0] * C:
+        r, c = i // C, i % C
+        out[r, c] = _act_grad_gpu(x[r, c] + b[c], gy[r, c], kind)
+
+
+# ------------------------------------------------------------------ public API
+def _flat(x, dtype):
+    """x as a contiguous (rows, C) array of ``dtype``."""
+    return _xp(x).ascontiguousarray(x, dtype=dtype).reshape(math.prod(x.shape[:-1]), x.shape[-1])
+
+
+def _bias_or_zeros(x, bias, dtype):
+    xp = _xp(x)
+    return xp.zeros(x.shape[-1], dtype) if bias is None else xp.ascontiguousarray(bias, dtype)
+
+
+def bias_act(x, bias=None, kind="gelu", impl=None):
+    """y = f(x + bias) for the activation ``kind`` (see the module docstring), bias over the
+    last axis; the output has the dtype of x + bias."""
+    _check("bias_act", x, bias, kind)
+    path = choose("bias_act", x, x.size, impl)
+    if path == "reference":
+        return reference_bias_act(x, bias, kind)
+    dtype = _dtype(x, bias)
+    out = _xp(x).empty(x.shape, dtype)
+    if x.size:
+        fx = _flat(x, dtype)
+        launch(path, _numba_bias_act, _cuda_bias_act, x.size, CUDA_THREADS, fx,
+               _bias_or_zeros(x, bias, dtype), KINDS.index(kind), out.reshape(fx.shape))
+    return out
+
+
+def bias_act_backward(x, gy, bias=None, kind="gelu", impl=None):
+    """(gx, gb) of y = f(x + bias): gx = gy f'(x + bias), gb = gx summed over the leading
+    axes (None when bias is None)."""
+    _check("bias_act_backward", x, bias, kind, gy)
+    path = choose("bias_act_backward", x, x.size, impl)
+    if path == "reference":
+        return reference_bias_act_backward(x, gy, bias, kind)
+    xp, dtype = _xp(x), _dtype(x, bias, gy)
+    out = xp.empty(x.shape, dtype)
+    fx, fg, fb = _flat(x, dtype), _flat(gy, dtype), _bias_or_zeros(x, bias, dtype)
+    fo = out.reshape(fx.shape)
+    if path == "numba":
+        partial = np.zeros((max(1, min(TASKS, fx.shape[0])), fx.shape[1]))
+        if x.size:
+            launch(path, _numba_bias_act_backward, None, x.size, 0, fx, fg, fb,
+                   KINDS.index(kind), fo, partial)
+        gb = partial.sum(axis=0).astype(dtype)
+    else:
+        launch(path, None, _cuda_bias_act_backward, x.size, CUDA_THREADS, fx, fg, fb,
+               KINDS.index(kind), fo)
+        gb = fo.sum(axis=0)
+    return out, None if bias is None else gb

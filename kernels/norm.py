@@ -1,0 +1,334 @@
+"""Layer normalisation (Ba et al. 2016) and group normalisation (Wu & He 2018), forward and
+backward, with their statistics accumulated in float64.
+
+Both view x as (N, G, K, S): G groups of K channels of S entries (layer_norm over the last
+axis of length D: (rows, 1, 1, D); group_norm of x (N, C, *): (N, G, C / G, prod(*))).  Over
+each group of M = K S entries
+
+    mu = mean(x),   r = 1 / sqrt(mean((x - mu)^2) + eps),   x_hat = (x - mu) r,
+    y = x_hat w + b,
+
+with w and b per entry of the last axis (layer_norm, shape (D,)) or per channel (group_norm,
+shape (C,)), each optional.  The backward, with h = gy w (gy without w), is
+
+    gx = r (h - mean(h) - x_hat mean(h x_hat)),   gw = sum gy x_hat,   gb = sum gy,
+
+the sums running over every axis w broadcasts along.  The forward returns (y, mu, r); the
+backward recomputes x_hat from x, mu and r (no saved (N, D) array).
+
+Implementations (pick one with ``impl=``): ``reference_*`` (NumPy/CuPy, the arithmetic of the
+engine's ``Norm``/``NormBackward`` in ``minigen.ops.norm``), the Numba CPU kernels
+``_numba_*`` (a prange task per block of groups; gw and gb accumulate per task in float64
+and the tasks' partial sums are added) and the CUDA kernels ``_cuda_*`` (one thread per
+group; gw and gb by a second kernel, one thread per parameter entry).  The per-element maps
+are written once and compiled for both by ``both``.
+"""
+import math
+
+import numpy as np
+
+from . import _math
+from ._dispatch import _xp, both, check_float, choose, launch, lazy_cuda_jit, lazy_njit, prange, register
+
+cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
+CUDA_THREADS = 128     # 4 warps per block; not measured (no GPU lent)
+TASKS = 64             # at most this many backward tasks, each with float64 partial gw, gb
+for _name in ("layer_norm", "layer_norm_backward", "group_norm", "group_norm_backward"):
+    # work = elements.  ``benchmarks/fused.py --sweep`` on the 2-core machine shared with
+    # other jobs (layer norm, float32, D = 128), NumPy/Numba time ratio at 16k / 65k / 262k /
+    # 1M elements: forward 0.79 / 1.15 / 1.84 / 2.15, backward 0.72 / 0.34 / 1.55 / 1.72.
+    # Re-measure on a quiet machine.
+    register(_name, threshold=262_144)
+
+
+def _check(where, x, weight, bias, pshape, eps, gy=None, stats=()):
+    check_float(where, x=x)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)) \
+            or not (math.isfinite(eps) and eps >= 0):
+        raise ValueError(f"{where}: eps must be a finite number >= 0, got {eps!r}")
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None:
+            check_float(where, **{name: p})
+            if p.shape != pshape:
+                raise ValueError(f"{where}: {name} must have shape {pshape}, got {p.shape}")
+    if gy is not None:
+        check_float(where, gy=gy)
+        if gy.shape != x.shape:
+            raise ValueError(f"{where}: gy must have x's shape {x.shape}, got {gy.shape}")
+    for name, s, shape in stats:
+        if getattr(s, "shape", None) != shape:
+            raise ValueError(f"{where}: {name} must have shape {shape}, "
+                             f"got {getattr(s, 'shape', None)}")
+
+
+def _groups(where, x, num_groups):
+    if x.ndim < 2:
+        raise ValueError(f"{where}: x must be (N, C, *) with at least 2 axes, got shape "
+                         f"{x.shape}")
+    c = x.shape[1]
+    if isinstance(num_groups, bool) or not isinstance(num_groups, (int, np.integer)) \
+            or num_groups < 1 or c % num_groups:
+        raise ValueError(f"{where}: num_groups must be a positive int dividing the {c} "
+                         f"channels of x {x.shape}, got {num_groups!r}")
+    g = int(num_groups)
+    return (x.shape[0], g, c // g, math.prod(x.shape[2:]))
+
+
+# ------------------------------------------------------------------ reference (NumPy/CuPy)
+def reference_norm(x, view, wview, weight=None, bias=None, eps=1e-5):
+    """(y, mu, r) on the (N, G, K, S) ``view``; w and b on the broadcastable ``wview``."""
+    xp, x4 = _xp(x), x.reshape(view)
+    if not x.size:
+        empty = xp.zeros(view[:2], x.dtype)
+        return x.copy(), empty, empty.copy()
+    mu = x4.mean(axis=(2, 3), keepdims=True)
+    xhat = x4 - mu
+    r = 1 / xp.sqrt((xhat * xhat).sum(axis=(2, 3), keepdims=True) / (view[2] * view[3]) + eps)
+    xhat *= r
+    y = xhat * weight.reshape(wview) if weight is not None else xhat
+    if bias is not None:
+        y = y + bias.reshape(wview)
+    return y.reshape(x.shape), mu.reshape(view[:2]), r.reshape(view[:2])
+
+
+def reference_norm_backward(x, gy, mu, r, view, wview, weight=None):
+    """(gx, gw, gb) on the view (gw, gb of shape prod(wview), whether or not w, b exist)."""
+    x4, gy4 = x.reshape(view), gy.reshape(view)
+    axes = tuple(i for i, s in enumerate(wview) if s == 1)
+    if not x.size:
+        zeros = _xp(x).zeros(math.prod(wview), x.dtype)
+        return gy.copy(), zeros, zeros.copy()
+    mu, r = mu.reshape(view[:2] + (1, 1)), r.reshape(view[:2] + (1, 1))
+    xhat = (x4 - mu) * r
+    h = gy4 * weight.reshape(wview) if weight is not None else gy4
+    m = view[2] * view[3]
+    gx = r * (h - h.mean(axis=(2, 3), keepdims=True)
+              - xhat * ((h * xhat).sum(axis=(2, 3), keepdims=True) / m))
+    gw, gb = (gy4 * xhat).sum(axis=axes), gy4.sum(axis=axes)
+    return gx.reshape(x.shape), gw.reshape(-1), gb.reshape(-1)
+
+
+# ------------------------------------------------------------------ per-element maps
+def normalize_element(x, mu, r, w, b):
+    return (x - mu) * r * w + b
+
+
+def norm_grad_element(x, gy, mu, r, w, mean_h, mean_hx):
+    return r * (gy * w - mean_h - (x - mu) * r * mean_hx)
+
+
+_norm_cpu, _norm_gpu = both(normalize_element)
+_norm_grad_cpu, _norm_grad_gpu = both(norm_grad_element)
+
+
+# ------------------------------------------------------------------ Numba CPU
+# x, gy, out: (Q, K, S) with Q = N G groups; w, b: (G, K, Sw), Sw = S (per entry) or 1
+# (per channel); entry s of channel k uses w[g, k, s * step], step = 1 if Sw == S else 0.
+@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=_math.FASTMATH)
+def _numba_norm(x, w, b, eps, out, mu, rstd):
+    Q, K, S = x.shape
+    G, step = w.shape[0], 1 if w.shape[2] == S else 0
+    for q in prange(Q):
+        g = q % G
+        total = 0.0
+        for k in range(K):
+            for s in range(S):
+                total += x[q, k, s]
+        mean = total / (K * S)
+        sq = 0.0
+        for k in range(K):
+            for s in range(S):
+                d = x[q, k, s] - mean
+                sq += d * d
+        r = 1.0 / math.sqrt(sq / (K * S) + eps)
+        mu[q], rstd[q] = mean, r
+        m, rr = mu[q], rstd[q]              # the stored (rounded) values, as the backward sees
+        for k in range(K):
+            for s in range(S):
+                out[q, k, s] = _norm_cpu(x[q, k, s], m, rr, w[g, k, s * step], b[g, k, s * step])
+
+
+@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=_math.FASTMATH)
+def _numba_norm_backward(x, gy, mu, rstd, w, out, gw, gb):
+    """out = gx; gw[task], gb[task] = the task's float64 partial sums of gy x_hat and gy."""
+    Q, K, S = x.shape
+    G, step = w.shape[0], 1 if w.shape[2] == S else 0
+    tasks = gw.shape[0]
+    per = (Q + tasks - 1) // tasks
+    for task in prange(tasks):
+        pw, pb = gw[task], gb[task]
+        pw[:] = 0.0
+        pb[:] = 0.0
+        for q in range(task * per, min(Q, task * per + per)):
+            g, m, r = q % G, mu[q], rstd[q]
+            sh, shx = 0.0, 0.0
+            for k in range(K):
+                for s in range(S):
+                    xh = (x[q, k, s] - m) * r
+                    h = gy[q, k, s] * w[g, k, s * step]
+                    sh += h
+                    shx += h * xh
+                    pw[g, k, s * step] += gy[q, k, s] * xh
+                    pb[g, k, s * step] += gy[q, k, s]
+            mh, mhx = sh / (K * S), shx / (K * S)
+            for k in range(K):
+                for s in range(S):
+                    out[q, k, s] = _norm_grad_cpu(x[q, k, s], gy[q, k, s], m, r,
+                                                  w[g, k, s * step], mh, mhx)
+
+
+# ------------------------------------------------------------------ Numba CUDA
+@lazy_cuda_jit()
+def _cuda_norm(x, w, b, eps, out, mu, rstd):
+    q = cuda.grid(1)
+    Q, K, S = x.shape
+    if q < Q:
+        g, step = q % w.shape[0], 1 if w.shape[2] == S else 0
+        total = 0.0
+        for k in range(K):
+            for s in range(S):
+                total += x[q, k, s]
+        mean = total / (K * S)
+        sq = 0.0
+        for k in range(K):
+            for s in range(S):
+                d = x[q, k, s] - mean
+                sq += d * d
+        mu[q], rstd[q] = mean, 1.0 / math.sqrt(sq / (K * S) + eps)
+        m, rr = mu[q], rstd[q]
+        for k in range(K):
+            for s in range(S):
+                out[q, k, s] = _norm_gpu(x[q, k, s], m, rr, w[g, k, s * step], b[g, k, s * step])
+
+
+@lazy_cuda_jit()
+def _cuda_norm_backward(x, gy, mu, rstd, w, out):
+    q = cuda.grid(1)
+    Q, K, S = x.shape
+    if q < Q:
+        g, step = q % w.shape[0], 1 if w.shape[2] == S else 0
+        m, r = mu[q], rstd[q]
+        sh, shx = 0.0, 0.0
+        for k in range(K):
+            for s in range(S):
+                h = gy[q, k, s] * w[g, k, s * step]
+                sh += h
+                shx += h * (x[q, k, s] - m) * r
+        mh, mhx = sh / (K * S), shx / (K * S)
+        for k in range(K):
+            for s in range(S):
+                out[q, k, s] = _norm_grad_gpu(x[q, k, s], gy[q, k, s], m, r, w[g, k, s * step],
+                                              mh, mhx)
+
+
+@lazy_cuda_jit()
+def _cuda_norm_param_grads(x, gy, mu, rstd, gw, gb):
+    """gw[g, k, j], gb[g, k, j]: sums over the batch (and over s when Sw = 1)."""
+    i = cuda.grid(1)
+    Q, K, S = x.shape
+    G, Sw = gw.shape[0], gw.shape[2]
+    if i < G * K * Sw:
+        g, k, j = i // (K * Sw), (i // Sw) % K, i % Sw
+        s0, s1 = (j, j + 1) if Sw == S else (0, S)
+        sw, sb = 0.0, 0.0
+        for q in range(g, Q, G):
+            m, r = mu[q], rstd[q]
+            for s in range(s0, s1):
+                sw += gy[q, k, s] * (x[q, k, s] - m) * r
+                sb += gy[q, k, s]
+        gw[g, k, j], gb[g, k, j] = sw, sb
+
+
+# ------------------------------------------------------------------ drivers
+def _params(xp, view, wview, weight, bias, dtype):
+    """w, b as contiguous (G, K, Sw) arrays of ``dtype`` (ones, zeros where absent)."""
+    shape = wview[1:]
+    w = xp.ones(shape, dtype) if weight is None else weight.astype(dtype).reshape(shape)
+    b = xp.zeros(shape, dtype) if bias is None else bias.astype(dtype).reshape(shape)
+    return xp.ascontiguousarray(w), xp.ascontiguousarray(b)
+
+
+def _forward(where, x, view, wview, weight, bias, eps, impl):
+    path = choose(where, x, x.size, impl)
+    if path == "reference":
+        return reference_norm(x, view, wview, weight, bias, eps)
+    xp = _xp(x)
+    dtype = np.result_type(*(a for a in (x, weight, bias) if a is not None))
+    x = x.astype(dtype, copy=False)
+    out = xp.empty(x.shape, dtype)
+    mu, rstd = xp.zeros(view[:2], dtype), xp.zeros(view[:2], dtype)
+    if x.size:
+        q = view[0] * view[1]
+        w, b = _params(xp, view, wview, weight, bias, dtype)
+        launch(path, _numba_norm, _cuda_norm, q, CUDA_THREADS,
+               xp.ascontiguousarray(x).reshape(q, view[2], view[3]), w, b, dtype.type(eps),
+               out.reshape(q, view[2], view[3]), mu.reshape(q), rstd.reshape(q))
+    return out, mu, rstd
+
+
+def _backward(where, x, gy, mu, rstd, view, wview, weight, impl):
+    path = choose(where, x, x.size, impl)
+    if path == "reference":
+        return reference_norm_backward(x, gy, mu, rstd, view, wview, weight)
+    xp = _xp(x)
+    dtype = np.result_type(*(a for a in (x, gy, weight) if a is not None))
+    q, pshape = view[0] * view[1], wview[1:]
+    out = xp.empty(x.shape, dtype)
+    args = [xp.ascontiguousarray(a, dtype=dtype).reshape(q, view[2], view[3]) for a in (x, gy)]
+    args += [xp.ascontiguousarray(a, dtype=dtype).reshape(q) for a in (mu, rstd)]
+    w = _params(xp, view, wview, weight, None, dtype)[0]
+    fo = out.reshape(q, view[2], view[3])
+    if path == "numba":
+        tasks = max(1, min(TASKS, q))
+        gw, gb = np.zeros((tasks,) + pshape), np.zeros((tasks,) + pshape)
+        if x.size:
+            launch(path, _numba_norm_backward, None, q, 0, *args, w, fo, gw, gb)
+        gw, gb = gw.sum(axis=0).astype(dtype), gb.sum(axis=0).astype(dtype)
+    else:
+        gw, gb = xp.zeros(pshape, dtype), xp.zeros(pshape, dtype)
+        if x.size:
+            launch(path, None, _cuda_norm_backward, q, CUDA_THREADS, *args, w, fo)
+            launch(path, None, _cuda_norm_param_grads, gw.size, CUDA_THREADS, *args, gw, gb)
+    return out, gw.reshape(-1), gb.reshape(-1)
+
+
+# ------------------------------------------------------------------ public API
+def _layer_view(x):
+    return (math.prod(x.shape[:-1]), 1, 1, x.shape[-1]), (1, 1, 1, x.shape[-1])
+
+
+def layer_norm(x, weight=None, bias=None, eps=1e-5, impl=None):
+    """(y, mu, r) of layer normalisation over x's last axis (D): y = (x - mu) r w + b,
+    r = 1 / sqrt(var + eps) (biased variance); mu and r have shape x.shape[:-1]."""
+    _check("layer_norm", x, weight, bias, x.shape[-1:], eps)
+    view, wview = _layer_view(x)
+    y, mu, r = _forward("layer_norm", x, view, wview, weight, bias, eps, impl)
+    return y, mu.reshape(x.shape[:-1]), r.reshape(x.shape[:-1])
+
+
+def layer_norm_backward(x, gy, mu, rstd, weight=None, impl=None):
+    """(gx, gw, gb) of ``layer_norm`` at x (mu, rstd from its forward): gx = r (h - mean(h)
+    - x_hat mean(h x_hat)), h = gy w; gw = sum gy x_hat, gb = sum gy over the leading axes."""
+    lead = x.shape[:-1]
+    _check("layer_norm_backward", x, weight, None, x.shape[-1:], 0.0, gy,
+           (("mu", mu, lead), ("rstd", rstd, lead)))
+    view, wview = _layer_view(x)
+    return _backward("layer_norm_backward", x, gy, mu, rstd, view, wview, weight, impl)
+
+
+def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5, impl=None):
+    """(y, mu, r) of group normalisation of x (N, C, *) over ``num_groups`` groups of C / G
+    channels: y = (x - mu_g) r_g w_c + b_c; mu and r have shape (N, G)."""
+    view = _groups("group_norm", x, num_groups)
+    _check("group_norm", x, weight, bias, x.shape[1:2], eps)
+    return _forward("group_norm", x, view, (1,) + view[1:3] + (1,), weight, bias, eps, impl)
+
+
+def group_norm_backward(x, gy, mu, rstd, num_groups, weight=None, impl=None):
+    """(gx, gw, gb) of ``group_norm`` at x: gx as for ``layer_norm_backward`` per group,
+    gw_c = sum gy x_hat and gb_c = sum gy over the batch and the entries of channel c."""
+    view = _groups("group_norm_backward", x, num_groups)
+    _check("group_norm_backward", x, weight, None, x.shape[1:2], 0.0, gy,
+           (("mu", mu, view[:2]), ("rstd", rstd, view[:2])))
+    return _backward("group_norm_backward", x, gy, mu, rstd, view, (1,) + view[1:3] + (1,),
+                     weight, impl)

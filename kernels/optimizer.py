@@ -1,0 +1,191 @@
+"""Optimiser updates in place over one flat buffer of parameters, gradients and moments.
+
+p, g and the moment buffers are 1-D contiguous arrays of one dtype (float32 or float64), e.g.
+every parameter of a model laid end to end; one call updates all of them.  With t the step
+count (from 1) and the order of operations of ``torch.optim`` (and ``minigen.optim``):
+
+* SGD with momentum (Sutskever et al. 2013): g <- g + wd p;  v <- g on the first step,
+  else v <- mu v + g;  d = g + mu v (Nesterov) or v (mu = 0: d = g);  p <- p - lr d.
+* Adam (Kingma & Ba 2015): g <- g + wd p (coupled L2);  m <- m + (1 - b1)(g - m);
+  v <- b2 v + (1 - b2) g^2;  p <- p - (lr / (1 - b1^t)) m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+* AdamW (Loshchilov & Hutter 2019): p <- p (1 - lr wd) first, then Adam's update without
+  the L2 term.
+
+The scalars (lr / (1 - b1^t), 1 / sqrt(1 - b2^t), ...) are computed once in float64 and cast
+to the buffer's dtype, as NumPy does when a Python float scales a float32 array.
+
+Implementations (pick one with ``impl=``): ``reference_*`` (NumPy/CuPy, the passes of
+``minigen.optim``), the Numba CPU kernels ``_numba_*`` (one fused pass, a prange task per
+BLOCK elements) and the CUDA kernels ``_cuda_*`` (one thread per element), both from the
+per-element functions compiled by ``both``.
+"""
+import math
+
+import numpy as np
+
+from . import _math
+from ._dispatch import _xp, both, check_float, choose, launch, lazy_cuda_jit, lazy_njit, prange, register
+
+cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
+CUDA_THREADS = 256     # 8 warps per block for a memory-bound map; not measured (no GPU lent)
+BLOCK = 16_384         # elements per prange task: amortises the task's start-up cost
+for _name in ("sgd_step", "adam_step"):
+    # work = elements.  ``benchmarks/fused.py --sweep`` on the 2-core machine shared with
+    # other jobs (AdamW, float32), NumPy/Numba time ratio 0.50 at 16k, 0.81 at 65k, 1.23 at
+    # 262k, 1.65 at 1M.  Re-measure on a quiet machine.
+    register(_name, threshold=262_144)
+
+
+def _check(where, p, buffers, **scalars):
+    check_float(where, p=p)
+    if p.ndim != 1 or not p.flags.c_contiguous:
+        raise ValueError(f"{where}: p must be a 1-D contiguous array, got shape {p.shape}")
+    for name, a in buffers.items():
+        check_float(where, **{name: a})
+        if a.shape != p.shape or a.dtype != p.dtype or not a.flags.c_contiguous:
+            raise ValueError(f"{where}: {name} must be a contiguous {p.dtype} array of shape "
+                             f"{p.shape}, got {a.dtype} {a.shape}")
+    for name, (value, low, low_open, high) in scalars.items():
+        ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer,
+                                                               np.floating))
+        ok = ok and math.isfinite(value) and (value > low if low_open else value >= low)
+        ok = ok and (high is None or value < high)
+        if not ok:
+            bounds = f"{'(' if low_open else '['}{low}, {'inf' if high is None else high})"
+            raise ValueError(f"{where}: {name} must be a finite number in {bounds}, "
+                             f"got {value!r}")
+
+
+def _adam_scalars(step, lr, beta1, beta2, weight_decay, decoupled, dtype):
+    """(decay, coupled wd, 1 - b1, b2, 1 - b2, 1 / sqrt(1 - b2^t), lr / (1 - b1^t)) in dtype."""
+    decay = 1 - lr * weight_decay if decoupled else 1.0
+    wd = 0.0 if decoupled else weight_decay
+    return tuple(dtype.type(s) for s in (decay, wd, 1 - beta1, beta2, 1 - beta2,
+                                         1 / math.sqrt(1 - beta2 ** step),
+                                         lr / (1 - beta1 ** step)))
+
+
+# ------------------------------------------------------------------ reference (NumPy/CuPy)
+def reference_sgd_step(p, g, v, lr, momentum=0.0, weight_decay=0.0, nesterov=False,
+                       first=False):
+    if weight_decay:
+        g = g + weight_decay * p
+    if momentum:
+        if first:
+            v[...] = g
+        else:
+            v *= momentum
+            v += g
+        g = g + momentum * v if nesterov else v
+    p -= lr * g
+
+
+def reference_adam_step(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8,
+                        weight_decay=0.0, decoupled=False):
+    xp = _xp(p)
+    if weight_decay:
+        if decoupled:
+            p *= 1 - lr * weight_decay
+        else:
+            g = g + weight_decay * p
+    m += (1 - beta1) * (g - m)
+    v *= beta2
+    v += (1 - beta2) * (g * g)
+    denom = xp.sqrt(v)
+    denom *= 1 / math.sqrt(1 - beta2 ** step)
+    denom += eps
+    p -= (m / denom) * (lr / (1 - beta1 ** step))
+
+
+# ------------------------------------------------------------------ per-element formulas
+def sgd_element(p, g, v, lr, momentum, wd, nesterov, first):
+    """(p, v) after one SGD step; v is returned unchanged when momentum is 0."""
+    g = g + wd * p
+    if momentum != 0:
+        v = g if first else momentum * v + g
+        g = g + momentum * v if nesterov else v
+    return p - lr * g, v
+
+
+def adam_element(p, g, m, v, decay, wd, one_b1, b2, one_b2, inv_bc2, step_size, eps):
+    """(p, m, v) after one Adam/AdamW step (decay = 1 - lr wd for AdamW, else 1)."""
+    p = p * decay
+    g = g + wd * p
+    m = m + one_b1 * (g - m)
+    v = b2 * v + one_b2 * (g * g)
+    return p - (m / (math.sqrt(v) * inv_bc2 + eps)) * step_size, m, v
+
+
+_sgd_cpu, _sgd_gpu = both(sgd_element)
+_adam_cpu, _adam_gpu = both(adam_element)
+
+
+# ------------------------------------------------------------------ Numba CPU
+@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=_math.FASTMATH)
+def _numba_sgd(p, g, v, lr, momentum, wd, nesterov, first):
+    n = p.shape[0]
+    for task in prange((n + BLOCK - 1) // BLOCK):
+        for i in range(task * BLOCK, min(n, task * BLOCK + BLOCK)):
+            p[i], v[i] = _sgd_cpu(p[i], g[i], v[i], lr, momentum, wd, nesterov, first)
+
+
+@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=_math.FASTMATH)
+def _numba_adam(p, g, m, v, decay, wd, one_b1, b2, one_b2, inv_bc2, step_size, eps):
+    n = p.shape[0]
+    for task in prange((n + BLOCK - 1) // BLOCK):
+        for i in range(task * BLOCK, min(n, task * BLOCK + BLOCK)):
+            p[i], m[i], v[i] = _adam_cpu(p[i], g[i], m[i], v[i], decay, wd, one_b1, b2,
+                                         one_b2, inv_bc2, step_size, eps)
+
+
+# ------------------------------------------------------------------ Numba CUDA
+@lazy_cuda_jit()
+def _cuda_sgd(p, g, v, lr, momentum, wd, nesterov, first):
+    i = cuda.grid(1)
+    if i < p.shape[0]:
+        p[i], v[i] = _sgd_gpu(p[i], g[i], v[i], lr, momentum, wd, nesterov, first)
+
+
+@lazy_cuda_jit()
+def _cuda_adam(p, g, m, v, decay, wd, one_b1, b2, one_b2, inv_bc2, step_size, eps):
+    i = cuda.grid(1)
+    if i < p.shape[0]:
+        p[i], m[i], v[i] = _adam_gpu(p[i], g[i], m[i], v[i], decay, wd, one_b1, b2, one_b2,
+                                     inv_bc2, step_size, eps)
+
+
+# ------------------------------------------------------------------ public API
+def sgd_step(p, g, v, lr, momentum=0.0, weight_decay=0.0, nesterov=False, first=False,
+             impl=None):
+    """One SGD step in place on p (and on the velocity v when momentum > 0); ``first``
+    marks the first step with momentum (v <- g)."""
+    where = "sgd_step"
+    _check(where, p, {"g": g, "v": v}, lr=(lr, 0, True, None), momentum=(momentum, 0, False, None),
+           weight_decay=(weight_decay, 0, False, None))
+    if nesterov and not momentum > 0:
+        raise ValueError(f"{where}: nesterov must be False when momentum is 0, got True")
+    path = choose(where, p, p.size, impl)
+    if path == "reference":
+        return reference_sgd_step(p, g, v, lr, momentum, weight_decay, nesterov, first)
+    t = p.dtype.type
+    launch(path, _numba_sgd, _cuda_sgd, p.size, CUDA_THREADS, p, g, v, t(lr), t(momentum),
+           t(weight_decay), bool(nesterov), bool(first))
+
+
+def adam_step(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+              decoupled=False, impl=None):
+    """One Adam step (AdamW when ``decoupled``) in place on p, m and v; ``step`` counts from 1
+    and sets the bias corrections 1 - b1^t and 1 - b2^t."""
+    where = "adam_step"
+    _check(where, p, {"g": g, "m": m, "v": v}, lr=(lr, 0, True, None),
+           beta1=(beta1, 0, False, 1), beta2=(beta2, 0, False, 1), eps=(eps, 0, True, None),
+           weight_decay=(weight_decay, 0, False, None))
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+        raise ValueError(f"{where}: step must be an int >= 1, got {step!r}")
+    path = choose(where, p, p.size, impl)
+    if path == "reference":
+        return reference_adam_step(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay,
+                                   decoupled)
+    scalars = _adam_scalars(int(step), lr, beta1, beta2, weight_decay, decoupled, p.dtype)
+    launch(path, _numba_adam, _cuda_adam, p.size, CUDA_THREADS, p, g, m, v, *scalars,
+           p.dtype.type(eps))

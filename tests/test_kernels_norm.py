@@ -1,0 +1,154 @@
+"""kernels.norm: layer and group normalisation forward and backward against the engine's
+``Norm``/``NormBackward`` and across the kernel paths, NaN, inf and empty included."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import minigen as mg
+from minigen import functional as F
+from minigen.kernels import norm
+
+UNDER_SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+sim = pytest.mark.skipif(not UNDER_SIM, reason="runs in the simulator subprocess")
+EPS = {np.float32: float(np.finfo(np.float32).eps), np.float64: float(np.finfo(np.float64).eps)}
+
+
+def assert_close(got, want, dtype, scale):
+    """Equal NaN pattern and non-finite values; finite values within 64 ulp of ``scale``.
+    The reference accumulates the statistics in the input's dtype, the kernels in float64: in
+    float32 the reference's mean and variance of M entries err by up to ~sqrt(M) ulp (pairwise
+    sums), which x_hat and the gradients carry, times the magnitudes the callers pass."""
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    finite = np.isfinite(want)
+    assert np.array_equal(got[~finite], want[~finite], equal_nan=True)
+    np.testing.assert_allclose(got[finite], want[finite], rtol=64 * EPS[dtype],
+                               atol=64 * EPS[dtype] * scale)
+
+
+def data(shape, channels, dtype, seed, nonfinite):
+    rng = np.random.default_rng(seed)
+    x = (3 * rng.normal(size=shape) + 2).astype(dtype)
+    w, b = (rng.normal(size=channels).astype(dtype) for _ in range(2))
+    gy = rng.normal(size=shape).astype(dtype)
+    if nonfinite and x.size >= 3:
+        x.reshape(-1)[rng.choice(x.size, 2, replace=False)] = [np.nan, np.inf]
+    return x, w, b, gy
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm_reference_equals_engine(affine):
+    x, w, b, gy = data((3, 4, 9), 9, np.float64, 0, False)
+    xt, wt, bt = (mg.tensor(a, requires_grad=True) for a in (x, w, b))
+    y = F.layer_norm(xt, 9, wt if affine else None, bt if affine else None, eps=1e-3)
+    grads = mg.grad(y, [xt, wt, bt], grad_outputs=mg.tensor(gy), allow_unused=True)
+    want_y, mu, r = norm.reference_norm(x, (12, 1, 1, 9), (1, 1, 1, 9), w if affine else None,
+                                        b if affine else None, eps=1e-3)
+    np.testing.assert_allclose(want_y, y.data, rtol=1e-13, atol=1e-13)
+    got = norm.reference_norm_backward(x, gy, mu, r, (12, 1, 1, 9), (1, 1, 1, 9),
+                                       w if affine else None)
+    for g, want in zip(got, grads if affine else grads[:1]):
+        np.testing.assert_allclose(g, want.data, rtol=1e-12, atol=1e-12)
+
+
+def test_group_norm_reference_equals_engine():
+    x, w, b, gy = data((2, 6, 3, 5), 6, np.float64, 1, False)
+    xt, wt, bt = (mg.tensor(a, requires_grad=True) for a in (x, w, b))
+    y = F.group_norm(xt, 3, wt, bt, eps=1e-4)
+    grads = mg.grad(y, [xt, wt, bt], grad_outputs=mg.tensor(gy))
+    got_y, mu, r = norm.group_norm(x, 3, w, b, eps=1e-4, impl="reference")
+    np.testing.assert_allclose(got_y, y.data, rtol=1e-13, atol=1e-13)
+    for g, want in zip(norm.group_norm_backward(x, gy, mu, r, 3, w, impl="reference"), grads):
+        np.testing.assert_allclose(g, want.data, rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=25)
+@given(shape=st.sampled_from([(0, 7), (4, 1), (5, 33), (2, 3, 127), (70, 129)]),
+       dtype=st.sampled_from([np.float32, np.float64]), affine=st.booleans(),
+       nonfinite=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_layer_norm_numba_matches_reference(shape, dtype, affine, nonfinite, seed):
+    pytest.importorskip("numba")
+    x, w, b, gy = data(shape, shape[-1], dtype, seed, nonfinite)
+    w, b = (w, b) if affine else (None, None)
+    with np.errstate(invalid="ignore"):
+        want = norm.layer_norm(x, w, b, impl="reference")
+        got = norm.layer_norm(x, w, b, impl="numba")
+        for g, v in zip(got, want):
+            assert_close(g, v, dtype, 4.0)       # |x_hat w + b| stays within a few units
+        want_g = norm.layer_norm_backward(x, gy, *want[1:], w, impl="reference")
+        got_g = norm.layer_norm_backward(x, gy, *want[1:], w, impl="numba")
+    rows = max(1, x.size // max(1, shape[-1]))
+    for g, v, scale in zip(got_g, want_g, (4.0, 4.0 * rows, 4.0 * rows)):   # gw, gb: row sums
+        assert_close(g, v, dtype, scale)
+
+
+@settings(max_examples=25)
+@given(shape=st.sampled_from([(0, 4, 3), (1, 4), (3, 6, 5), (2, 8, 3, 7), (5, 4, 300)]),
+       groups=st.sampled_from([1, 2, 4]), dtype=st.sampled_from([np.float32, np.float64]),
+       affine=st.booleans(), nonfinite=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_group_norm_numba_matches_reference(shape, groups, dtype, affine, nonfinite, seed):
+    pytest.importorskip("numba")
+    if shape[1] % groups:
+        groups = 1
+    x, w, b, gy = data(shape, shape[1], dtype, seed, nonfinite)
+    w, b = (w, b) if affine else (None, None)
+    with np.errstate(invalid="ignore"):
+        want = norm.group_norm(x, groups, w, b, impl="reference")
+        got = norm.group_norm(x, groups, w, b, impl="numba")
+        for g, v in zip(got, want):
+            assert_close(g, v, dtype, 4.0)
+        want_g = norm.group_norm_backward(x, gy, *want[1:], groups, w, impl="reference")
+        got_g = norm.group_norm_backward(x, gy, *want[1:], groups, w, impl="numba")
+    per_channel = max(1, x.size // max(1, shape[1]))
+    for g, v, scale in zip(got_g, want_g, (4.0, 4.0 * per_channel, 4.0 * per_channel)):
+        assert_close(g, v, dtype, scale)
+
+
+def test_bad_arguments_raise():
+    x = np.zeros((2, 4, 3))
+    with pytest.raises(ValueError, match="group_norm: num_groups must be a positive int"):
+        norm.group_norm(x, 3)
+    with pytest.raises(ValueError, match=r"layer_norm: weight must have shape \(3,\)"):
+        norm.layer_norm(x, np.ones(4))
+    with pytest.raises(ValueError, match="layer_norm: eps must be a finite number >= 0"):
+        norm.layer_norm(x, eps=-1.0)
+    with pytest.raises(ValueError, match=r"layer_norm_backward: rstd must have shape \(2, 4\)"):
+        norm.layer_norm_backward(x, x, np.zeros((2, 4)), np.zeros(2))
+
+
+def test_cuda_under_simulator():
+    if UNDER_SIM:
+        pytest.skip("this is the simulator subprocess")
+    pytest.importorskip("numba.cuda")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "-k", "sim_", __file__], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and "failed" not in done.stdout
+
+
+@sim
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_sim_norms(dtype):
+    for seed, (shape, groups) in enumerate([((0, 2, 3), 1), ((3, 4, 5), 2), ((2, 2, 7), 1)]):
+        x, w, b, gy = data(shape, shape[1], dtype, seed, nonfinite=seed == 2)
+        want = norm.group_norm(x, groups, w, b, impl="reference")
+        for g, v in zip(norm.group_norm(x, groups, w, b, impl="cuda"), want):
+            assert_close(g, v, dtype, 4.0)
+        for g, v in zip(norm.group_norm_backward(x, gy, *want[1:], groups, w, impl="cuda"),
+                        norm.group_norm_backward(x, gy, *want[1:], groups, w, impl="reference")):
+            assert_close(g, v, dtype, 4.0 * 15)
+        lw, lb = w[:1].repeat(shape[-1]), b[:1].repeat(shape[-1])
+        want = norm.layer_norm(x, lw, lb, impl="reference")
+        for g, v in zip(norm.layer_norm(x, lw, lb, impl="cuda"), want):
+            assert_close(g, v, dtype, 4.0)
+        for g, v in zip(norm.layer_norm_backward(x, gy, *want[1:], lw, impl="cuda"),
+                        norm.layer_norm_backward(x, gy, *want[1:], lw, impl="reference")):
+            assert_close(g, v, dtype, 4.0 * 6)
