@@ -9,8 +9,8 @@ from minigen import functional as F
 from minigen.data import CharTokenizer, load_names, load_pydoc
 from minigen.data.tokenizers import BOS_ID, EOS_ID, PAD_ID
 from minigen.distribution import NotFittedError
-from minigen.models.lm import Bigram, Block, MLPLM, TransformerLM, _causal_bias
-from minigen.models.sampling import next_token_probs, sample_next
+from minigen.models.lm import MLPLM, Bigram, Block, TransformerLM
+from minigen.models.lm.sampling import next_token_probs, sample_next
 from minigen.testing import gradcheck
 
 V = 11
@@ -85,7 +85,8 @@ def test_forward_errors():
         model(np.zeros((1, 2)))
     with pytest.raises(ValueError, match="layers are not built"):
         TransformerLM(block_size=4)(np.zeros((1, 2), dtype=int))
-    with pytest.raises(ValueError, match="smaller than the tokenizer's"):
+    with pytest.raises(ValueError, match="vocab_size must be None or the tokenizer's "
+                                         "vocab_size 6"):
         TransformerLM(5, tokenizer=CharTokenizer("abc"))
 
 
@@ -111,10 +112,9 @@ def test_attention_block_gradcheck():
         block = Block(n_embd=4, n_head=2, rng=0)
     finally:
         mg.set_default_dtype(np.float32)
-    pad = np.array([[True, False, False], [False, False, False]])
-    bias = _causal_bias(3, 3, pad, np.float64)
-    x = np.random.default_rng(0).standard_normal((6, 4))     # (B * T, C)
-    assert gradcheck(lambda t: block(t, (2, 3), bias), [x])
+    pad = np.array([[True, False, False], [False, False, True]])
+    x = np.random.default_rng(0).standard_normal((2, 3, 4))     # (B, T, C)
+    assert gradcheck(lambda t: block(t, pad), [x])
 
 
 # --- the key/value cache ----------------------------------------------------------------------
@@ -189,9 +189,9 @@ def test_top_p_nucleus_and_frequencies():
 def test_sampling_argument_errors():
     with pytest.raises(ValueError, match="temperature must be a finite number >= 0"):
         sample_next(np.zeros(3), temperature=-1)
-    with pytest.raises(ValueError, match="top_k must be None or an int >= 1"):
+    with pytest.raises(ValueError, match="top_k must be a positive int, got 0"):
         next_token_probs(np.zeros(3), top_k=0)
-    with pytest.raises(ValueError, match=r"top_p must be None or a number in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"top_p must be a finite number in \(0, 1\]"):
         next_token_probs(np.zeros(3), top_p=1.5)
 
 

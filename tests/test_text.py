@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from minigen.data import (BPETokenizer, CharTokenizer, Tokenizer, load_names, load_pydoc,
-                          pad_sequences, split_text)
+                          load_text, pad_sequences, split_text)
 from minigen.data.tokenizers import _CHUNK, BOS_ID, EOS_ID, PAD_ID, _merge
 
 hypothesis = pytest.importorskip("hypothesis")
@@ -70,9 +70,9 @@ def test_bpe_compresses_and_encodes_like_training():
 def test_bpe_errors():
     with pytest.raises(ValueError, match="vocab_size must be an int >= 259"):
         BPETokenizer.train("abc", 100)
-    with pytest.raises(ValueError, match="merge 0 must be a pair of earlier ids"):
+    with pytest.raises(ValueError, match=r"merges\[0\] must be a pair of earlier ids"):
         BPETokenizer([[3, 259]])
-    with pytest.raises(ValueError, match=r"ids must lie in \[0, 320\)"):
+    with pytest.raises(ValueError, match=r"ids must be ints in \[0, 320\), got 320"):
         BPE.decode([320])
 
 
@@ -150,3 +150,10 @@ def test_pad_sequences(side):
     np.testing.assert_array_equal(mask, np.asarray(expected) == 0)
     with pytest.raises(ValueError, match="more than length=2"):
         pad_sequences([[1, 2, 3]], length=2)
+
+
+def test_load_text_names_a_file_that_is_not_utf8(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("café".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"load_text: '.*latin1.txt' is not utf-8 text \(byte 3"):
+        load_text(str(path))

@@ -6,14 +6,22 @@
   in the spirit of the names data of Karpathy's makemore.
 - ``load_text(path)``: any text file.
 
-``pad_sequences`` turns sequences of ids of different lengths into one (n, length) array and a
-boolean ``key_padding_mask``, True where a position is padding (the convention of
-``nn.MultiheadAttention`` and PyTorch).
+Windows for next-token training, where a row of ``length`` ids holds ``length - 1`` targets
+(every id but the first):
+
+- ``stream_windows(ids, length)``: every window of one long stream (each target in up to
+  ``length - 1`` rows, each with a different history).
+- ``document_pieces(ids, length)``: one document cut into pieces that overlap by one id, so
+  every position 1 .. n-1 of the document is a target exactly once.
+- ``pad_sequences``: sequences of different lengths as one (n, length) array and a boolean
+  ``key_padding_mask``, True where a position is padding (the convention of
+  ``nn.MultiheadAttention`` and PyTorch).
 """
 import os
 
 import numpy as np
 
+from .._checks import choice, integer, positive_int, real
 from .tokenizers import PAD_ID
 
 _NAMES_PATH = os.path.join(os.path.dirname(__file__), "names.txt")
@@ -36,17 +44,42 @@ def load_text(path, encoding="utf-8"):
     """The contents of the text file at ``path``."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"load_text: no such file {path!r}")
-    with open(path, encoding=encoding) as f:
-        return f.read()
+    try:
+        with open(path, encoding=encoding) as f:
+            return f.read()
+    except UnicodeDecodeError as err:
+        raise ValueError(f"load_text: {path!r} is not {encoding} text (byte {err.start}: "
+                         f"{err.reason})") from None
 
 
 def split_text(text, held_out=0.1):
     """(train, held-out): the last ``held_out`` fraction of ``text`` is held out (a contiguous
     tail, so no sentence is on both sides except the one that is cut)."""
-    if not 0 < held_out < 1:
-        raise ValueError(f"split_text: held_out must lie in (0, 1), got {held_out}")
+    held_out = real(held_out, "held_out", "split_text", 0, 1, low_open=True, high_open=True)
     cut = int(round(len(text) * (1 - held_out)))
     return text[:cut], text[cut:]
+
+
+def stream_windows(ids, length, stride=1):
+    """Rows ``ids[s : s + length]`` for s = 0, stride, 2 stride, ... <= len(ids) - length: a
+    read-only (n, length) view of the 1-D ``ids``, no copy."""
+    length = positive_int(length, "length", "stream_windows")
+    stride = positive_int(stride, "stride", "stream_windows")
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or len(ids) < length:
+        raise ValueError(f"stream_windows: ids must be 1-D with at least length = {length} "
+                         f"ids, got shape {ids.shape}")
+    return np.lib.stride_tricks.sliding_window_view(ids, length)[::stride]
+
+
+def document_pieces(ids, length):
+    """``ids`` cut into pieces ``ids[s : s + length]``, s = 0, length - 1, 2 (length - 1), ...
+    while a target is left: consecutive pieces share one id (the last of one is the first of
+    the next), so every position 1 .. n-1 is a target of exactly one piece. A document of
+    fewer than 2 ids has no target and gives no piece."""
+    length = integer(length, "length", "document_pieces", low=2)
+    ids = np.asarray(ids).reshape(-1)
+    return [ids[s:s + length] for s in range(0, len(ids) - 1, length - 1)]
 
 
 def pad_sequences(sequences, pad_id=PAD_ID, length=None, side="right"):
@@ -56,8 +89,7 @@ def pad_sequences(sequences, pad_id=PAD_ID, length=None, side="right"):
     ``pad_id``; key_padding_mask: bool (n, length), True at the padding. ``length`` defaults to
     the longest sequence; a longer sequence is an error (cut it first: padding never drops data).
     """
-    if side not in ("right", "left"):
-        raise ValueError(f"pad_sequences: side must be 'right' or 'left', got {side!r}")
+    side = choice(side, "side", "pad_sequences", ("right", "left"))
     seqs = [np.asarray(s, dtype=np.int64).reshape(-1) for s in sequences]
     longest = max((len(s) for s in seqs), default=0)
     length = longest if length is None else length

@@ -20,7 +20,9 @@ A tokenizer is defined by its constructor arguments alone (the alphabet, the mer
 import json
 import re
 from collections import Counter
+from numbers import Integral
 
+from .._checks import excerpt, int_tuple, integer
 from ..distribution import Configurable, register
 
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>")
@@ -46,25 +48,45 @@ class Tokenizer(Configurable):
 
     def decode(self, ids):
         """The text of ``ids`` (any iterable of ints); special tokens are left out."""
-        ids = [int(i) for i in ids]
-        bad = [i for i in ids if not 0 <= i < self.vocab_size]
-        if bad:
-            raise ValueError(f"{type(self).__name__}.decode: ids must lie in "
-                             f"[0, {self.vocab_size}), got {bad[0]}")
-        return self._decode([i for i in ids if i >= N_SPECIAL])
+        where = f"{type(self).__name__}.decode"
+        if isinstance(ids, (str, bytes)) or not hasattr(ids, "__iter__"):
+            raise TypeError(f"{where}: ids must be an iterable of ints, got {excerpt(ids)}")
+        ids = list(ids)
+        for i in ids:
+            if isinstance(i, bool) or not isinstance(i, Integral) or \
+                    not 0 <= i < self.vocab_size:
+                raise ValueError(f"{where}: ids must be ints in [0, {self.vocab_size}), got "
+                                 f"{excerpt(i)}")
+        return self._decode([int(i) for i in ids if i >= N_SPECIAL])
 
     def to_json(self):
         return json.dumps({"type": type(self).__name__, "params": self.get_params(deep=False)})
 
     @staticmethod
     def from_json(text):
-        """Rebuild a tokenizer from ``to_json``'s string (only minigen's own classes)."""
-        spec = json.loads(text)
+        """Rebuild a tokenizer from ``to_json``'s string, {"type": <class name>, "params":
+        {<constructor argument>: <value>}} (only minigen's own classes)."""
+        where = "Tokenizer.from_json"
+        if not isinstance(text, (str, bytes)):
+            raise TypeError(f"{where}: text must be a str, got {type(text).__name__}")
+        try:
+            spec = json.loads(text)
+        except (ValueError, RecursionError) as err:
+            reason = "nested too deeply" if isinstance(err, RecursionError) else str(err)
+            raise ValueError(f"{where}: not a tokenizer's JSON ({reason}): "
+                             f"{excerpt(text)}") from None
         kinds = {cls.__name__: cls for cls in (CharTokenizer, BPETokenizer)}
-        if not isinstance(spec, dict) or spec.get("type") not in kinds:
-            raise ValueError(f"Tokenizer.from_json: expected a JSON object whose 'type' is one of "
-                             f"{sorted(kinds)}")
-        return kinds[spec["type"]](**spec["params"])
+        if not isinstance(spec, dict) or spec.get("type") not in kinds \
+                or not isinstance(spec.get("params"), dict):
+            raise ValueError(f"{where}: expected a JSON object whose 'type' is one of "
+                             f"{sorted(kinds)} and whose 'params' is an object, got "
+                             f"{excerpt(text)}")
+        cls, params = kinds[spec["type"]], spec["params"]
+        expected = set(cls._param_names())
+        if set(params) != expected:
+            raise ValueError(f"{where}: a {cls.__name__}'s params are {sorted(expected)}, "
+                             f"got {excerpt(sorted(params))}")
+        return cls(**params)
 
     def save(self, path):
         """Write ``to_json()`` to ``path`` atomically (``minigen.io.atomic_write``), so a crash
@@ -74,8 +96,17 @@ class Tokenizer(Configurable):
 
     @staticmethod
     def load(path):
-        with open(path, encoding="utf-8") as f:
-            return Tokenizer.from_json(f.read())
+        """The tokenizer ``save`` wrote to ``path``."""
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except UnicodeDecodeError as err:
+            raise ValueError(f"Tokenizer.load: {str(path)!r} is not UTF-8 text (byte "
+                             f"{err.start}: {err.reason})") from None
+        try:
+            return Tokenizer.from_json(text)
+        except ValueError as err:
+            raise ValueError(f"Tokenizer.load: {str(path)!r}: {err}") from None
 
     def __eq__(self, other):
         return type(self) is type(other) and self.get_params() == other.get_params()
@@ -93,14 +124,16 @@ class CharTokenizer(Tokenizer):
 
     def __init__(self, chars):
         if not isinstance(chars, str) or len(set(chars)) != len(chars):
-            raise ValueError("CharTokenizer: chars must be a string of distinct characters")
+            raise ValueError(f"CharTokenizer: chars must be a string of distinct characters, "
+                             f"got {excerpt(chars)}")
         self.chars = chars
         self._index = {c: N_SPECIAL + i for i, c in enumerate(chars)}
 
     @classmethod
     def train(cls, text):
         if not isinstance(text, str) or not text:
-            raise ValueError("CharTokenizer.train: text must be a non-empty str")
+            raise ValueError(f"CharTokenizer.train: text must be a non-empty str, got "
+                             f"{excerpt(text)}")
         return cls("".join(sorted(set(text))))
 
     def _n_tokens(self):
@@ -153,14 +186,17 @@ class BPETokenizer(Tokenizer):
     """
 
     def __init__(self, merges=()):
-        self.merges = merges
+        if not isinstance(merges, (list, tuple)):
+            raise ValueError(f"BPETokenizer: merges must be a list of pairs of ids, got "
+                             f"{excerpt(merges)}")
+        self.merges = [list(int_tuple(pair, f"merges[{i}]", "BPETokenizer", low=_BYTE0,
+                                      length=2)) for i, pair in enumerate(merges)]
         self._ranks, self._bytes = {}, [bytes([b]) for b in range(256)]
-        for i, pair in enumerate(merges):
+        for i, (a, b) in enumerate(self.merges):
             new_id = _FIRST_MERGE + i
-            if len(pair) != 2 or not all(_BYTE0 <= int(t) < new_id for t in pair):
-                raise ValueError(f"BPETokenizer: merge {i} must be a pair of earlier ids in "
-                                 f"[{_BYTE0}, {new_id}), got {pair!r}")
-            a, b = int(pair[0]), int(pair[1])
+            if max(a, b) >= new_id:
+                raise ValueError(f"BPETokenizer: merges[{i}] must be a pair of earlier ids in "
+                                 f"[{_BYTE0}, {new_id}), got {merges[i]!r}")
             self._ranks[(a, b)] = new_id
             self._bytes.append(self._bytes[a - _BYTE0] + self._bytes[b - _BYTE0])
         self._cache = {}
@@ -172,10 +208,7 @@ class BPETokenizer(Tokenizer):
         that contain the merged pair."""
         if not isinstance(text, str):
             raise TypeError(f"BPETokenizer.train: text must be a str, got {type(text).__name__}")
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) \
-                or vocab_size < _FIRST_MERGE:
-            raise ValueError(f"BPETokenizer.train: vocab_size must be an int >= {_FIRST_MERGE} "
-                             f"(3 special tokens + 256 bytes), got {vocab_size!r}")
+        integer(vocab_size, "vocab_size", "BPETokenizer.train", low=_FIRST_MERGE)
         chunks = Counter(_CHUNK.findall(text))
         words = [[_BYTE0 + b for b in w.encode("utf-8", "surrogatepass")] for w in chunks]
         freqs = list(chunks.values())

@@ -14,21 +14,16 @@ Everything here runs on NumPy arrays outside the autograd graph, in float64.
 """
 import numpy as np
 
-from ..backend import as_rng
+from ..._checks import positive_int, real
+from ...backend import as_rng
 
 
 def check_sampling_args(temperature, top_k, top_p, where):
-    """Clear errors for the three decoding arguments, before any work."""
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float, np.number)) \
-            or not 0 <= temperature < np.inf:
-        raise ValueError(f"{where}: temperature must be a finite number >= 0 (0 is greedy), "
-                         f"got {temperature!r}")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, (int, np.integer))
-                              or top_k < 1):
-        raise ValueError(f"{where}: top_k must be None or an int >= 1, got {top_k!r}")
-    if top_p is not None and not (isinstance(top_p, (int, float, np.number))
-                                  and 0 < top_p <= 1):
-        raise ValueError(f"{where}: top_p must be None or a number in (0, 1], got {top_p!r}")
+    """Clear errors for the three decoding arguments, before any work: temperature a finite
+    number >= 0 (0 is greedy), top_k None or an int >= 1, top_p None or a number in (0, 1]."""
+    real(temperature, "temperature", where, low=0)
+    positive_int(top_k, "top_k", where, optional=True)
+    real(top_p, "top_p", where, low=0, high=1, low_open=True, optional=True)
 
 
 def next_token_probs(logits, temperature=1.0, top_k=None, top_p=None):

@@ -1,116 +1,40 @@
-"""Autoregressive language models: p(x_1 .. x_n) = prod_i p(x_i | x_<i).
+"""What every language model shares: p(x_1 .. x_n) = prod_i p(x_i | x_<i).
 
-Each model maps token ids (B, T) to next-token logits (B, T, V): the logits at position t are
-a distribution over x_{t+1} that depends on x_1 .. x_t only. Training minimises the
-cross-entropy of the true next token (ignoring padding); ``log_prob`` sums
-log p(x_i | x_<i) over a sequence, so a language model is a density on strings like any other
-minigen distribution.
+A model maps token ids (B, T) to next-token logits (B, T, V): the logits at position t are a
+distribution over x_{t+1} that depends on x_1 .. x_t only. Training minimises the
+cross-entropy of the true next token (ignoring padding); ``log_prob`` sums log p(x_i | x_<i)
+over a sequence, so a language model is a density on strings like any other minigen
+distribution.
 
-    Bigram          p(x_{t+1} | x_t) = softmax(W[x_t]): a V x V table of logits
-    MLPLM           Bengio et al. 2003, "A Neural Probabilistic Language Model": the embeddings
-                    of the last ``context`` tokens, concatenated, through a tanh hidden layer
-                    (without the paper's optional direct input-output connections)
-    TransformerLM   a GPT (Radford et al. 2018, 2019; after Karpathy's nanoGPT): learned token
-                    and position embeddings, ``n_layer`` pre-LayerNorm blocks
-                        x <- x + Attn(LN(x)),   x <- x + MLP(LN(x)),   MLP = W2 GELU(W1 x),
-                    causal multi-head self-attention softmax(Q K^T / sqrt(d) + mask) V
-                    (Vaswani et al. 2017), a final LayerNorm, and output logits x W_te^T that
-                    reuse the token embedding (weight tying; Press & Wolf 2017).
-                    A key/value cache makes each generated token cost one position.
-
-Data: ``fit(text)`` trains on one stream (every window of block_size + 1 tokens is a row);
-``fit([doc, doc, ...])`` trains on documents, each <bos> + text + <eos>, padded with <pad>
-(``key_padding_mask`` True there) and cut into pieces of at most block_size + 1 tokens. Without
-a tokenizer a model fits token ids: a 1-D array is a stream, a 2-D array holds rows, and id 0
-is padding (the layout of ``minigen.data.tokenizers``: 0 <pad>, 1 <bos>, 2 <eos>).
+Data: ``fit(text)`` trains on one stream (every window of block_size + 1 tokens is a row,
+``data.text.stream_windows``); ``fit([doc, doc, ...])`` trains on documents, each
+<bos> + text + <eos>, cut into pieces of at most block_size + 1 tokens that overlap by one
+(``data.text.document_pieces``: every target once) and padded with <pad>
+(``key_padding_mask`` True there). Without a tokenizer a model fits token ids: a 1-D array is
+a stream, a 2-D array holds rows, and id 0 is padding (the layout of
+``minigen.data.tokenizers``: 0 <pad>, 1 <bos>, 2 <eos>).
 """
 import math
 
 import numpy as np
 
-from .. import functional as F
-from ..autograd import Tensor
-from ..backend import as_rng
-from ..data.tokenizers import BOS_ID, EOS_ID, PAD_ID, CharTokenizer, Tokenizer
-from ..data.text import pad_sequences
-from ..distribution import check_fitted, check_n_samples, register
-from ..nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, init
-from ..optim import AdamW, CosineWarmup
-from .base import DeepModel
+from ... import functional as F
+from ..._checks import integer, positive_int, real
+from ...autograd import Tensor
+from ...backend import as_rng
+from ...data.text import document_pieces, pad_sequences, stream_windows
+from ...data.tokenizers import BOS_ID, EOS_ID, PAD_ID, CharTokenizer, Tokenizer
+from ...distribution import check_fitted, check_n_samples
+from ...optim import AdamW, CosineWarmup
+from ..base import DeepModel
 from .sampling import check_sampling_args, sample_next
 
-# --- configuration ----------------------------------------------------------------------------
-INIT_STD = 0.02           # N(0, 0.02^2) for every weight matrix and embedding (GPT-2)
+# --- training configuration (GPT-2 / nanoGPT) ------------------------------------------------
 WEIGHT_DECAY = 0.1        # AdamW decay, on matrices and embeddings only
 BETAS = (0.9, 0.95)
 WARMUP = 0.05             # warm-up fraction of the steps, then cosine decay ...
 MIN_LR = 0.1              # ... to this fraction of lr
 CLIP_GRAD = 1.0           # global gradient-norm clip
-MASKED = -1e9             # attention score added where attention is forbidden
-
-
-def _causal_bias(t, length, key_padding_mask, dtype):
-    """Additive attention bias (B or 1, 1, t, length): MASKED where key j comes after query i
-    (queries are the last t of ``length`` positions) or where key j is padding, except that
-    every position may attend to itself: a padding query then has one key left (its output
-    is never used), so no row is fully masked and exp(MASKED - max) is exactly 0 everywhere."""
-    forbidden = np.triu(np.ones((t, length), dtype=bool), k=1 + length - t)[None, None]
-    if key_padding_mask is not None:
-        forbidden = forbidden | key_padding_mask[:, None, None, :]
-        forbidden[..., np.arange(t), np.arange(length - t, length)] = False
-    return Tensor(np.where(forbidden, MASKED, 0.0).astype(dtype))
-
-
-class CausalSelfAttention(Module):
-    """Multi-head causal self-attention with one fused q, k, v projection and an optional
-    key/value cache: with ``cache`` (a dict kept between calls), the keys and values of the
-    new positions are appended to the cached ones and the new queries attend over all of
-    them, so decoding one token costs O(T d), not a pass over the whole prefix."""
-
-    def __init__(self, n_embd, n_head, dropout=0.0, rng=None):
-        super().__init__()
-        if n_embd % n_head:
-            raise ValueError(f"CausalSelfAttention: n_embd {n_embd} is not divisible by "
-                             f"n_head {n_head}")
-        self.n_head = n_head
-        self.qkv = Linear(n_embd, 3 * n_embd, rng=rng)
-        self.proj = Linear(n_embd, n_embd, rng=rng)
-        self.attn_drop = Dropout(dropout, rng)
-        self.resid_drop = Dropout(dropout, rng)
-
-    def forward(self, x, shape, bias, cache=None):
-        """x: (B * T, C) (rows in batch-major order), shape: (B, T)."""
-        (b, t), c = shape, x.shape[-1]
-        q, k, v = (z.reshape(b, t, self.n_head, -1).transpose(1, 2)
-                   for z in F.split(self.qkv(x), 3, axis=-1))
-        if cache is not None:
-            if "k" in cache:
-                k = F.cat([Tensor(cache["k"]), k], axis=2)
-                v = F.cat([Tensor(cache["v"]), v], axis=2)
-            cache["k"], cache["v"] = k.data, v.data
-        scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1) + bias
-        y = self.attn_drop(scores.softmax(-1)) @ v
-        return self.resid_drop(self.proj(y.transpose(1, 2).reshape(b * t, c)))
-
-
-class Block(Module):
-    """Pre-LayerNorm transformer block: x + Attn(LN1(x)), then + MLP(LN2(x)), with
-    MLP(h) = Dropout(W2 GELU(W1 h)), W1: n_embd -> 4 n_embd. GELU is the tanh form
-    0.5 h (1 + tanh(sqrt(2/pi) (h + 0.044715 h^3))) (Hendrycks & Gimpel 2016), as GPT-2."""
-
-    def __init__(self, n_embd, n_head, dropout=0.0, rng=None):
-        super().__init__()
-        self.ln1 = LayerNorm(n_embd)
-        self.attn = CausalSelfAttention(n_embd, n_head, dropout, rng)
-        self.ln2 = LayerNorm(n_embd)
-        self.fc = Linear(n_embd, 4 * n_embd, rng=rng)
-        self.fc_out = Linear(4 * n_embd, n_embd, rng=rng)
-        self.drop = Dropout(dropout, rng)
-
-    def forward(self, x, shape, bias, cache=None):
-        """x: (B * T, n_embd), shape: (B, T)."""
-        x = x + self.attn(self.ln1(x), shape, bias, cache)
-        return x + self.drop(self.fc_out(F.gelu(self.fc(self.ln2(x)), approximate="tanh")))
 
 
 # --- the shared part: data, loss, scoring, generation ------------------------------------------
@@ -130,21 +54,16 @@ class LanguageModel(DeepModel):
     _vocab_param = None    # a weight whose first axis is the vocabulary size
 
     def _setup(self, vocab_size, tokenizer, block_size, rng):
+        """Check the shared arguments, then build the layers if the vocabulary is known."""
         name = type(self).__name__
         if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
             raise TypeError(f"{name}: tokenizer must be a minigen Tokenizer or None, got "
                             f"{type(tokenizer).__name__}")
-        if vocab_size is not None and (isinstance(vocab_size, bool) or
-                                       not isinstance(vocab_size, (int, np.integer)) or
-                                       vocab_size < 1):
-            raise ValueError(f"{name}: vocab_size must be None or a positive int, "
-                             f"got {vocab_size!r}")
-        if tokenizer is not None and vocab_size is not None and vocab_size < tokenizer.vocab_size:
-            raise ValueError(f"{name}: vocab_size {vocab_size} is smaller than the tokenizer's "
-                             f"{tokenizer.vocab_size}")
-        if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) \
-                or block_size < 1:
-            raise ValueError(f"{name}: block_size must be a positive int, got {block_size!r}")
+        vocab_size = positive_int(vocab_size, "vocab_size", name, optional=True)
+        if tokenizer is not None and vocab_size not in (None, tokenizer.vocab_size):
+            raise ValueError(f"{name}: vocab_size must be None or the tokenizer's vocab_size "
+                             f"{tokenizer.vocab_size} (every id must decode), got {vocab_size}")
+        positive_int(block_size, "block_size", name)
         self._rng = as_rng(rng)
         self._vocab = None
         size = vocab_size if vocab_size is not None else \
@@ -200,7 +119,7 @@ class LanguageModel(DeepModel):
         if len(stream) < self.block_size + 1:
             raise ValueError(f"{where}: the text has {len(stream)} tokens, fewer than "
                              f"block_size + 1 = {self.block_size + 1}")
-        rows = np.lib.stride_tricks.sliding_window_view(stream, self.block_size + 1)[::stride]
+        rows = stream_windows(stream, self.block_size + 1, stride)
         return rows, False, np.bincount(stream, minlength=self._vocab) / len(stream)
 
     def _tokenizer_for(self, text, where):
@@ -210,20 +129,26 @@ class LanguageModel(DeepModel):
             tok = CharTokenizer.train(text)
         if self._vocab is None:
             self._build_vocab(tok.vocab_size)
+        elif tok.vocab_size != self._vocab:
+            raise ValueError(f"{where}: the model has vocab_size {self._vocab} but the "
+                             f"{type(tok).__name__} of this text has {tok.vocab_size} ids; "
+                             "give vocab_size=None or a tokenizer of that size")
         self.tokenizer_ = tok
         return tok
 
     def _document_rows(self, docs, where):
-        """Documents cut into pieces of block_size + 1 ids that overlap by one (so each target
-        is predicted once), padded with PAD_ID on the right."""
+        """Documents cut into pieces of at most block_size + 1 ids that overlap by one (each
+        target once: ``document_pieces``), padded with PAD_ID on the right."""
         if self._vocab is None:
             raise ValueError(f"{where}: fitting token ids needs vocab_size or a tokenizer")
         pieces = []
         for doc in docs:
             doc = self._check_ids(np.asarray(doc, dtype=np.int64), where)
-            pieces += [doc[i:i + self.block_size + 1]
-                       for i in range(0, max(len(doc) - 1, 1), self.block_size)]
-        return pad_sequences(pieces, PAD_ID, length=max(max(map(len, pieces)), 2))[0]
+            pieces += document_pieces(doc, self.block_size + 1)
+        if not pieces:
+            raise ValueError(f"{where}: no document has a token to predict (each needs at "
+                             "least 2 ids)")
+        return pad_sequences(pieces, PAD_ID)[0]
 
     def _check_ids(self, ids, where):
         if ids.size and (ids.min() < 0 or ids.max() >= self._vocab):
@@ -258,6 +183,8 @@ class LanguageModel(DeepModel):
         (for a stream, every window start). ``validation`` rows of a stream are the windows
         that start every block_size tokens (each target once, as ``evaluate`` scores it)."""
         where = f"{type(self).__name__}.fit"
+        warmup = real(warmup, "warmup", where, low=0, high=1)
+        batch_size = positive_int(batch_size, "batch_size", where)
         rows, documents, unigram = self._rows(X, where)
         if validation is not None:
             validation = self._rows(validation, f"{where} (validation)", self.block_size)[0]
@@ -315,9 +242,9 @@ class LanguageModel(DeepModel):
         block_size + 1 ids overlapping by one, as in training; padding targets are dropped."""
         pieces, owner = [], []
         for n, s in enumerate(seqs):
-            for i in range(0, len(s) - 1, self.block_size):
-                pieces.append(s[i:i + self.block_size + 1])
-                owner.append(n)
+            cut = document_pieces(s, self.block_size + 1)
+            pieces += cut
+            owner += [n] * len(cut)
         if not pieces:
             return np.zeros(0, dtype=np.int64), np.zeros(0), np.zeros(0, dtype=np.int64)
         rows = pad_sequences(pieces, PAD_ID)[0]
@@ -380,10 +307,7 @@ class LanguageModel(DeepModel):
         """
         where = f"{type(self).__name__}.generate"
         check_sampling_args(temperature, top_k, top_p, where)
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) \
-                or max_new_tokens < 0:
-            raise ValueError(f"{where}: max_new_tokens must be an int >= 0, got "
-                             f"{max_new_tokens!r}")
+        max_new_tokens = integer(max_new_tokens, "max_new_tokens", where, low=0)
         documents = getattr(self, "documents_", False)
         if isinstance(prompt, str):
             tok = self._tokenizer()
@@ -428,40 +352,43 @@ class LanguageModel(DeepModel):
                     break
         return ids
 
-    def _cached_step(self, ids, cache):
-        """Logits for the next token, feeding only the newest token through a key/value cache;
-        when the cache holds block_size positions, it restarts from the last block_size // 2
-        tokens (the positions are learned, so the window cannot slide one token at a time)."""
-        if cache is not None and cache["pos"] < self.block_size:
-            return self(ids[:, -1:], cache=cache), cache
-        keep = self.block_size if cache is None else max(self.block_size // 2, 1)
-        cache = self.new_cache()
-        return self(ids[:, -keep:], cache=cache), cache
-
     def sample(self, n, rng=None, *, max_new_tokens=None, temperature=1.0, top_k=None,
                top_p=None):
-        """n generated texts (a list of str; lists of ids for a model without a tokenizer).
+        """n generated texts (a list of str; a list of int64 id arrays for a model without a
+        tokenizer).
 
-        A model fitted on documents starts each from <bos> and stops at <eos> (or after
-        ``max_new_tokens``, default block_size); one fitted on a stream starts from a token
-        drawn from the stream's token frequencies and makes ``max_new_tokens`` tokens in all.
+        A model fitted on documents starts each from <bos> and stops before <eos> (or after
+        ``max_new_tokens``, default block_size); <bos> and <eos> are not part of a sample. One
+        fitted on a stream draws its first token from the stream's token frequencies and makes
+        ``max_new_tokens`` tokens in all (0 gives empty samples).
         """
         where = f"{type(self).__name__}.sample"
         n = check_n_samples(n, where)
         check_fitted(self, "documents_", where)
         check_sampling_args(temperature, top_k, top_p, where)
+        new = integer(max_new_tokens, "max_new_tokens", where, low=0, optional=True)
+        new = self.block_size if new is None else new
         rng = as_rng(rng)
-        new = self.block_size if max_new_tokens is None else max_new_tokens
         if self.documents_:
             start = np.full((n, 1), BOS_ID, dtype=np.int64)
-        else:
+        elif new > 0:
             start = rng.choice(self._vocab, size=(n, 1), p=self.unigram_)
             new -= 1
-        ids = self._generate_ids(start, max(new, 0), temperature, top_k, top_p, rng, True)
+        else:
+            start = np.zeros((n, 0), dtype=np.int64)
+        ids = self._generate_ids(start, new, temperature, top_k, top_p, rng, True) \
+            if n and start.shape[1] else start
+        rows = [self._content(row) for row in ids]
         tok = self._tokenizer()
-        if tok is None:
-            return [row for row in ids]
-        return [self._decode_row(row, tok) for row in ids]
+        return rows if tok is None else [tok.decode(row) for row in rows]
+
+    def _content(self, row):
+        """A generated row without <bos> in front and from the first <eos> on (documents)."""
+        if not self.documents_:
+            return row
+        row = row[1:]
+        ends = np.flatnonzero(row == EOS_ID)
+        return row[:ends[0]] if len(ends) else row
 
     # --- checkpoints -----------------------------------------------------------------------
     _unsaved = DeepModel._unsaved + ("tokenizer_",)
@@ -488,136 +415,3 @@ class LanguageModel(DeepModel):
             if self._vocab is None:
                 self._build_vocab(self.tokenizer_.vocab_size)
         super()._set_fitted_state(state)
-
-
-# --- the models -------------------------------------------------------------------------------
-@register("bigram")
-class Bigram(LanguageModel):
-    """p(x_{t+1} | x_t) = softmax(W[x_t]), W a V x V table of logits starting at zero
-    (uniform). Trained without weight decay, its probabilities converge to the normalised
-    bigram counts: the maximum-likelihood estimate."""
-
-    window = 1
-    _vocab_param = "table.weight"
-
-    def __init__(self, vocab_size=None, block_size=128, tokenizer=None, rng=None):
-        super().__init__()
-        self.vocab_size, self.block_size, self.tokenizer, self.rng = \
-            vocab_size, block_size, tokenizer, rng
-        self._setup(vocab_size, tokenizer, block_size, rng)
-
-    def _build(self, vocab_size):
-        self.table = Embedding(vocab_size, vocab_size)
-        init.zeros_(self.table.weight)
-
-    def forward(self, idx, key_padding_mask=None):
-        return self.table(self._check_idx(idx))
-
-    def configure_optimizers(self, lr):
-        """AdamW without weight decay (decay on the table would smooth the counts)."""
-        return AdamW(self.parameters(), lr=lr, betas=BETAS, weight_decay=0.0)
-
-
-@register("mlp-lm")
-class MLPLM(LanguageModel):
-    """Bengio et al. 2003: h = tanh(H [e(x_{t-n+1}); ...; e(x_t)] + d), logits = U h + b,
-    with n = ``context``. Positions before the start of a row, and padding, read a learned
-    "nothing here" embedding (row V of the table), so padding never changes a prediction."""
-
-    _vocab_param = "out.bias"
-
-    def __init__(self, vocab_size=None, context=8, n_embd=32, n_hidden=256, block_size=128,
-                 dropout=0.0, tokenizer=None, rng=None):
-        super().__init__()
-        self.vocab_size, self.context, self.n_embd, self.n_hidden = \
-            vocab_size, context, n_embd, n_hidden
-        self.block_size, self.dropout, self.tokenizer, self.rng = \
-            block_size, dropout, tokenizer, rng
-        self._setup(vocab_size, tokenizer, block_size, rng)
-
-    @property
-    def window(self):
-        return self.context
-
-    def _build(self, vocab_size):
-        self.wte = Embedding(vocab_size + 1, self.n_embd, rng=self._rng)
-        self.hidden = Linear(self.context * self.n_embd, self.n_hidden, rng=self._rng)
-        self.drop = Dropout(self.dropout, self._rng)
-        self.out = Linear(self.n_hidden, vocab_size, rng=self._rng)
-
-    def forward(self, idx, key_padding_mask=None):
-        idx = self._check_idx(idx)
-        b, t = idx.shape
-        if key_padding_mask is not None:
-            idx = np.where(key_padding_mask, self._vocab, idx)
-        padded = np.pad(idx, ((0, 0), (self.context - 1, 0)), constant_values=self._vocab)
-        windows = np.lib.stride_tricks.sliding_window_view(padded, self.context, axis=1)
-        e = self.wte(windows).reshape(b * t, self.context * self.n_embd)
-        return self.out(self.drop(self.hidden(e).tanh())).reshape(b, t, -1)
-
-
-@register("transformer-lm")
-class TransformerLM(LanguageModel):
-    """GPT (see the module docstring): vocab_size, block_size (context length), n_layer
-    blocks of n_head heads over n_embd features, dropout on the embeddings, the attention
-    weights and each residual branch. Weights N(0, 0.02^2), the residual projections
-    N(0, (0.02 / sqrt(2 n_layer))^2) (GPT-2), biases 0."""
-
-    _vocab_param = "wte.weight"
-
-    def __init__(self, vocab_size=None, block_size=128, n_layer=4, n_head=4, n_embd=128,
-                 dropout=0.0, tokenizer=None, rng=None):
-        super().__init__()
-        self.vocab_size, self.block_size, self.n_layer, self.n_head, self.n_embd = \
-            vocab_size, block_size, n_layer, n_head, n_embd
-        self.dropout, self.tokenizer, self.rng = dropout, tokenizer, rng
-        self._setup(vocab_size, tokenizer, block_size, rng)
-
-    @property
-    def max_context(self):
-        return self.block_size
-
-    def _build(self, vocab_size):
-        rng = self._rng
-        self.wte = Embedding(vocab_size, self.n_embd, rng=rng)
-        self.wpe = Embedding(self.block_size, self.n_embd, rng=rng)
-        self.drop = Dropout(self.dropout, rng)
-        self.blocks = ModuleList([Block(self.n_embd, self.n_head, self.dropout, rng)
-                                  for _ in range(self.n_layer)])
-        self.ln_f = LayerNorm(self.n_embd)
-        for name, p in self.named_parameters():
-            if name.endswith(("proj.weight", "fc_out.weight")):
-                init.normal_(p, 0.0, INIT_STD / math.sqrt(2 * self.n_layer), rng)
-            elif p.ndim == 2:
-                init.normal_(p, 0.0, INIT_STD, rng)
-            elif name.endswith("bias"):
-                init.zeros_(p)
-
-    def new_cache(self):
-        """An empty key/value cache for ``forward(..., cache=...)``."""
-        return {"pos": 0, "pad": None, "layers": [{} for _ in self.blocks]}
-
-    def forward(self, idx, key_padding_mask=None, cache=None):
-        """Logits (B, T, V). With ``cache``, idx holds the positions after the cached ones."""
-        idx = self._check_idx(idx)
-        b, t = idx.shape
-        start = cache["pos"] if cache is not None else 0
-        if start + t > self.block_size:
-            raise ValueError(f"TransformerLM.forward: {start + t} positions exceed "
-                             f"block_size {self.block_size}")
-        pad = None if key_padding_mask is None else np.asarray(key_padding_mask, dtype=bool)
-        if pad is not None and pad.shape != (b, t):
-            raise ValueError(f"TransformerLM.forward: key_padding_mask must have shape "
-                             f"{(b, t)}, got {pad.shape}")
-        if cache is not None:
-            if cache["pad"] is not None or pad is not None:
-                old = cache["pad"] if cache["pad"] is not None else np.zeros((b, start), bool)
-                pad = np.concatenate([old, pad if pad is not None else np.zeros((b, t), bool)], 1)
-                cache["pad"] = pad
-            cache["pos"] = start + t
-        x = self.drop(self.wte(idx) + self.wpe(np.arange(start, start + t)))
-        x = x.reshape(b * t, self.n_embd)   # 2-D, so every Linear is one BLAS matrix product
-        bias = _causal_bias(t, start + t, pad, x.dtype)
-        for i, block in enumerate(self.blocks):
-            x = block(x, (b, t), bias, None if cache is None else cache["layers"][i])
-        return (self.ln_f(x) @ self.wte.weight.T).reshape(b, t, -1)
