@@ -12,9 +12,6 @@ import os
 import numpy as np
 
 _PATH = os.path.join(os.path.dirname(__file__), "digits.npz")
-N_DIGITS = 1797
-
-
 SCALES = (None, "unit", "binary")
 
 
