@@ -173,12 +173,15 @@ def test_bench_quick_prints_ratios(capsys):
     assert len(rows) >= 4 and all(line.rstrip(" |").endswith("x") for line in rows[1:])
 
 
-def test_fit_is_reproducible_with_a_seed(tmp_path):
-    for run in ("a", "b"):
+def test_fit_seed_reproduces_and_different_seeds_differ(tmp_path):
+    """One --seed gives the same weights twice; another seed gives other initial weights
+    (so other samples through the same sampling seed)."""
+    for run, seed in (("a", 5), ("b", 5), ("c", 6)):
         assert run_cli("fit", "gan", "--data", "moons", "--steps", 2, "--hidden", "(4,)",
-                       "--seed", 5, "-o", tmp_path / f"{run}.npz", "--quiet") == 0
-    a, b = (mg.load_model(tmp_path / f"{run}.npz") for run in ("a", "b"))
+                       "--seed", seed, "-o", tmp_path / f"{run}.npz", "--quiet") == 0
+    a, b, c = (mg.load_model(tmp_path / f"{run}.npz") for run in ("a", "b", "c"))
     np.testing.assert_array_equal(a.sample(20, rng=0), b.sample(20, rng=0))
+    assert not np.allclose(a.sample(20, rng=0), c.sample(20, rng=0))
 
 
 def test_a_model_that_rejects_the_data_is_a_one_line_error(tmp_path, capsys):

@@ -253,7 +253,7 @@ def score(args, options):
     except (TypeError, ValueError) as err:          # e.g. data of the wrong width or alphabet
         raise UsageError(f"{args.model_file}: {err}") from None
     what = describe(data, args.data, "test")
-    note = "" if sources.has_split(args.data) else " (a file has no split: use one fit never saw)"
+    note = "" if sources.has_split(args.data) else " (a file has no held-out split: score one fit never saw)"
     print(f"mean log-likelihood (or the model's stated bound) of {what}{note}: "
           f"{value:.4f} nats per sample")
     return 0
