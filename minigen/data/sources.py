@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from .._checks import excerpt
+from .._checks import choice, excerpt
 from .digits import load_digits
 from .text import load_names, load_pydoc, load_text, split_text
 from .toy import TOY_DATASETS, make_toy
@@ -52,8 +52,7 @@ def load(spec, n=2000, rng=0, split=None):
     (``split_text``); a seeded fifth of the names. A file has no split: every split is all of
     it (``has_split``).
     """
-    if split not in (None, "train", "test"):
-        raise ValueError(f"load: split must be None, 'train' or 'test', got {split!r}")
+    choice(split, "split", "load", (None, "train", "test"))
     key = _ALIASES.get(spec, spec)
     if key in TOY_DATASETS:
         if split == "test":
