@@ -7,8 +7,8 @@ al. 2014) minimises E softplus(-D(G(z))) for G while D classifies real from gene
 (Gulrajani et al. 2017) trains a critic to estimate the Wasserstein distance,
 E D(x) - E D(G(z)), keeping it 1-Lipschitz with the penalty lambda E (||grad D(xh)|| - 1)^2 on
 interpolates xh, a second derivative computed by minigen's double backward. The figure shows
-both models on the 8-Gaussians and 25-Gaussians toys (data in grey), and digits from a small
-conv GAN; the printed numbers are the modes covered and the sliced Wasserstein distance to
+held-out data beside both models on the 8-Gaussians and 25-Gaussians toys, and digits from a
+small conv GAN; the printed numbers are the modes covered and the sliced Wasserstein distance to
 held-out data.
 """
 import argparse
@@ -63,12 +63,12 @@ def main(argv=None):
     (D, _), (D_test, _) = load_digits("train"), load_digits("test")
     gan = GAN.conv(image_shape=(1, 8, 8), z_dim=16, rng=0)
     gan.fit(D / 16.0, steps=40 if args.quick else 3000, batch_size=64, rng=0)
-    digits = np.clip(gan.sample(60, rng=0), 0, 1)
+    digits = np.clip(gan.sample(64, rng=0), 0, 1)
     results["digits sliced W"] = sliced_wasserstein(gan.sample(len(D_test), rng=1),
                                                     D_test / 16.0, rng=0)
     print(f"conv GAN on digits: sliced W to held-out {results['digits sliced W']:.3f} "
           f"(training digits: {sliced_wasserstein(D[:len(D_test)] / 16, D_test / 16, rng=0):.3f})")
-    digits_path = plot.save(plot.image_panels([("held-out digits", D_test[:60] / 16.0),
+    digits_path = plot.save(plot.image_panels([("held-out digits", D_test[:64] / 16.0),
                                                ("conv GAN samples", digits)], vmin=0, vmax=1),
                             os.path.join(args.out, "gan_digits.png"))
     print(f"saved {path} and {digits_path}")

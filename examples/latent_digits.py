@@ -40,8 +40,8 @@ def main(argv=None):
     print(f"held-out log-likelihood per image: PPCA(k={args.components}) {ppca.score(X_test):.1f}, "
           f"PCA + GaussianMixture(K={args.mixtures}) {model.score(X_test):.1f}")
 
-    samples = np.clip(model.sample(60, rng=args.seed, residual=args.residual), 0.0, 16.0)
-    fig = plot.image_panels([("real (test split)", X_test[:60]),
+    samples = np.clip(model.sample(64, rng=args.seed, residual=args.residual), 0.0, 16.0)
+    fig = plot.image_panels([("real (test split)", X_test[:64]),
                              (f"generated: PCA({args.components}) + GMM({args.mixtures})",
                               samples)], vmin=0, vmax=16)
     path = plot.save(fig, os.path.join(args.out, "latent_digits.png"))

@@ -1,4 +1,4 @@
-"""Figures: samples next to the data, image grids, latent spaces, text excerpts.
+"""Figures: samples next to the data, image grids, histograms, text excerpts.
 
 The only module that imports matplotlib (the ``plot`` extra), lazily and with the
 non-interactive Agg backend, so figures can be written on a machine without a display. Every
@@ -57,8 +57,10 @@ def image_grid(images, cols=10, side=None, pad=1):
 
 
 def _panel_axes(n, width, height, per_row=5):
-    """A figure with n panels, at most ``per_row`` to a row; the axes in order (spares off)."""
-    rows, cols = -(-n // per_row), min(n, per_row)
+    """A figure with n panels in rows of at most ``per_row``, the rows as even as they can be
+    (8 panels: two rows of 4, not 5 + 3), so no row ends in a run of empty axes."""
+    rows = -(-n // per_row)
+    cols = -(-n // rows)
     fig, axes = pyplot().subplots(rows, cols, figsize=(width * cols, height * rows),
                                   squeeze=False)
     axes = list(axes.ravel())
@@ -67,8 +69,15 @@ def _panel_axes(n, width, height, per_row=5):
     return fig, axes[:n]
 
 
-def image_panels(panels, cols=10, vmin=None, vmax=None, title=None):
-    """One image grid per (label, images) pair (e.g. data | samples), five to a row."""
+def grid_columns(n):
+    """Columns of the squarest grid that holds n images: ceil(sqrt(n)) (64 -> 8 x 8)."""
+    return max(1, int(np.ceil(np.sqrt(n))))
+
+
+def image_panels(panels, cols=None, vmin=None, vmax=None, title=None):
+    """One image grid per (label, images) pair (e.g. data | samples), five to a row; ``cols``
+    images to a grid row (default: the squarest grid for the largest panel)."""
+    cols = cols or grid_columns(max(len(images) for _, images in panels))
     fig, axes = _panel_axes(len(panels), 4.2, 4.4)
     for ax, (label, images) in zip(axes, panels):
         ax.imshow(image_grid(images, cols), cmap="gray_r", vmin=vmin, vmax=vmax,
@@ -104,20 +113,6 @@ def scatter_panels(panels, title=None, limits=None, size=2):
     return fig
 
 
-def latent_scatter(codes, labels, title=None, background=None):
-    """2-D codes coloured by class; ``background`` (optional points, e.g. prior or density
-    samples) is drawn underneath in grey."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(4.6, 4.2))
-    if background is not None:
-        ax.scatter(background[:, 0], background[:, 1], s=2, c="0.8", linewidths=0)
-    points = ax.scatter(codes[:, 0], codes[:, 1], s=4, c=labels, cmap="tab10", linewidths=0)
-    fig.colorbar(points, ax=ax, ticks=np.unique(labels))
-    ax.set_title(title or "latent codes")
-    fig.tight_layout()
-    return fig
-
-
 def histograms(panels, bins=60, title=None, density_fns=None):
     """One histogram per (label, values) pair; ``density_fns`` (label -> callable x -> pdf)
     overlays a curve on the panels it names."""
@@ -136,16 +131,20 @@ def histograms(panels, bins=60, title=None, density_fns=None):
     return fig
 
 
-def text_panel(text, title=None, width=88):
-    """A generated text excerpt as a figure (monospace, wrapped)."""
+def text_panel(text, title=None, width=88, max_lines=30):
+    """A text excerpt as a figure (monospace, wrapped to ``width`` characters, at most
+    ``max_lines`` lines); the title sits in its own band above the first line."""
     import textwrap
     plt = pyplot()
     lines = [w for line in str(text).splitlines() for w in (textwrap.wrap(line, width) or [""])]
-    lines = lines[:30]
-    fig = plt.figure(figsize=(8.5, 0.22 * len(lines) + 0.8))
-    fig.text(0.01, 0.98, "\n".join(lines), family="monospace", fontsize=8, va="top")
+    lines = lines[:max_lines]
+    line_in, margin_in, title_in = 0.15, 0.2, 0.4 if title else 0.0
+    height = line_in * max(1, len(lines)) + title_in + 2 * margin_in
+    fig = plt.figure(figsize=(8.5, height))
+    fig.text(0.01, 1 - (margin_in + title_in) / height, "\n".join(lines), family="monospace",
+             fontsize=8, va="top", linespacing=1.25)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=10, y=1 - margin_in / height, va="top")
     return fig
 
 

@@ -69,7 +69,7 @@ def test_fit_sample_score_round_trip_through_a_fresh_process(tmp_path, capsys):
         extra = [] if getattr(models()[name], "default_steps", None) is None else ["--steps", 3]
         flags = [w for k, v in options.items() for w in (f"--{k.replace('_', '-')}", repr(v))]
         assert run_cli("fit", name, "--data", data, *extra, *flags, "-o", path, "--quiet") == 0
-        assert f"fitted {name} on {data}" in capsys.readouterr().out
+        assert f"fitted {name} on the training split of {data}" in capsys.readouterr().out
         model = mg.load_model(path)
         s = model.sample(5, rng=0)
         try:
@@ -99,8 +99,9 @@ def test_sample_writes_every_format_and_score_reports(tmp_path, capsys):
     capsys.readouterr()
     assert run_cli("score", path, "--data", "moons") == 0
     value = float(capsys.readouterr().out.split(":")[-1].split()[0])
-    assert value == pytest.approx(commands.held_out_score(mg.load_model(path),
-                                                          commands.load_data("moons")), abs=5e-5)
+    held_out = commands.load_data("moons", split="test")
+    assert value == pytest.approx(commands.held_out_score(mg.load_model(path), held_out),
+                                  abs=5e-5)
     gan = tmp_path / "gan.npz"
     run_cli("fit", "gan", "--data", "moons", "--steps", 2, "--hidden", "(4,)", "-o", gan)
     assert run_cli("score", gan, "--data", "moons") == 1
@@ -172,12 +173,15 @@ def test_bench_quick_prints_ratios(capsys):
     assert len(rows) >= 4 and all(line.rstrip(" |").endswith("x") for line in rows[1:])
 
 
-def test_fit_is_reproducible_with_a_seed(tmp_path):
-    for run in ("a", "b"):
+def test_fit_seed_reproduces_and_different_seeds_differ(tmp_path):
+    """One --seed gives the same weights twice; another seed gives other initial weights
+    (so other samples through the same sampling seed)."""
+    for run, seed in (("a", 5), ("b", 5), ("c", 6)):
         assert run_cli("fit", "gan", "--data", "moons", "--steps", 2, "--hidden", "(4,)",
-                       "--seed", 5, "-o", tmp_path / f"{run}.npz", "--quiet") == 0
-    a, b = (mg.load_model(tmp_path / f"{run}.npz") for run in ("a", "b"))
+                       "--seed", seed, "-o", tmp_path / f"{run}.npz", "--quiet") == 0
+    a, b, c = (mg.load_model(tmp_path / f"{run}.npz") for run in ("a", "b", "c"))
     np.testing.assert_array_equal(a.sample(20, rng=0), b.sample(20, rng=0))
+    assert not np.allclose(a.sample(20, rng=0), c.sample(20, rng=0))
 
 
 def test_a_model_that_rejects_the_data_is_a_one_line_error(tmp_path, capsys):
@@ -227,8 +231,8 @@ def test_demo_writes_its_tables_gallery_and_report(tmp_path, monkeypatch, capsys
     pytest.importorskip("matplotlib")
     Z = 4.0
     for name in ("MOONS", "DIGITS", "BINARY_DIGITS", "TEXT"):
-        monkeypatch.setattr(demo, name, [(label, model, opts, None if s is None else (3, 3), fit)
-                                         for label, model, opts, s, fit in getattr(demo, name)])
+        monkeypatch.setattr(demo, name, [run if run.steps is None else run._replace(steps=(3, 3))
+                                         for run in getattr(demo, name)])
     monkeypatch.setattr(demo, "engine_demo", lambda quick, log, rng=0: (0.5, 359))
     monkeypatch.setattr(demo, "TEXT_CHARS", (20_000, 20_000))
     assert run_cli("demo", "--quick", "--out", tmp_path, "--quiet") == 0
@@ -239,9 +243,9 @@ def test_demo_writes_its_tables_gallery_and_report(tmp_path, monkeypatch, capsys
             cells = [c.strip() for c in line.strip("|").split("|")]
             rows[cells[0]] = [np.nan if c == "-" else float(c) for c in cells[1:]
                               if c.replace(".", "").replace("-", "").isdigit() or c == "-"]
-    for entries in (demo.MOONS, demo.DIGITS, demo.TEXT):
-        for label, *_ in entries:
-            assert label in rows, label
+    for runs in (demo.MOONS, demo.DIGITS, demo.TEXT):
+        for run in runs:
+            assert run.label in rows, run.label
 
     X, Xte = mg.data.moons(2000, rng=0), mg.data.moons(2000, rng=1)      # the demo's data
     mean, cov = X.mean(0), np.cov(X.T)
@@ -262,8 +266,8 @@ def test_demo_writes_its_tables_gallery_and_report(tmp_path, monkeypatch, capsys
     ppca = mg.density.PCA(16).fit(Xtr).score_samples(Xdt)
     assert rows["PCA(16) -> GaussianMixture(10)"][0] > ppca.mean() + Z * ppca.std() / np.sqrt(
         len(Xdt))
-    for label, *_ in demo.TEXT:
-        nats, bpc, perplexity, _ = rows[label]
+    for run in demo.TEXT:
+        nats, bpc, perplexity, _ = rows[run.label]
         assert bpc == pytest.approx(nats / np.log(2), rel=0.1) and perplexity > 1
 
     parser = _Images()

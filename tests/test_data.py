@@ -2,7 +2,9 @@
 import numpy as np
 import pytest
 
+import minigen as mg
 from minigen import data
+from minigen.data import sources
 
 
 def test_digits_are_the_uci_test_set():
@@ -75,3 +77,21 @@ def test_mixture_1d_matches_its_density():
         data.mixture_1d(5, weights=(0.5, 0.6, -0.1))
     with pytest.raises(ValueError, match="make_toy: unknown data set"):
         data.make_toy("spiral", 5)
+
+
+@pytest.mark.parametrize("spec", sorted(set(sources.names()) - {"pydoc"}))
+def test_built_in_sets_hold_out_a_disjoint_test_split(spec):
+    train, test = sources.load(spec, split="train"), sources.load(spec, split="test")
+    assert len(test) > 0 and len(train) > 2 * len(test)
+    as_rows = (lambda d: set(d)) if sources.is_text(train) else (lambda d: {r.tobytes()
+                                                                           for r in d})
+    if spec == "digits-binary":          # binarised images repeat: check the split itself
+        train, test = mg.data.load_digits("train")[0], mg.data.load_digits("test")[0]
+    assert not as_rows(train) & as_rows(test)
+    np.testing.assert_array_equal(np.asarray(sources.load(spec, split="test")),
+                                  np.asarray(sources.load(spec, split="test")))
+
+
+def test_pydoc_split_is_its_head_and_tail():
+    train, test = sources.load("pydoc", split="train"), sources.load("pydoc", split="test")
+    assert train + test == sources.load("pydoc") and len(test) < len(train) / 5

@@ -4,22 +4,25 @@
                                            table and a gallery (figures + report.html)
     minigen fit MODEL --data D [--steps N | --epochs N] [--key value ...] -o model.npz
     minigen sample model.npz -n N -o out.npy|out.png|out.txt
-    minigen score model.npz --data D       mean held-out log-likelihood (or stated bound)
+    minigen score model.npz --data D       mean log-likelihood (or stated bound) of the
+                                           held-out split that fit kept out
     minigen compare --data D [--models a b ...] [--steps N] [--out DIR]
     minigen bench [--quick]                kernel and engine speed ratios, measured now
     minigen info                           versions, active kernels and why, GPU
 
 D is a built-in data set (moons, 8gaussians, digits, digits-binary, pydoc, names, ...) or a
-.npy / .csv / .txt file. MODEL is a registered name (``minigen fit --help`` lists them).
+.npy / .csv / .txt file; fit trains on a built-in set's training split and score uses its
+held-out split. MODEL is a registered name (``minigen fit --help`` lists them;
+``minigen fit MODEL --help`` lists the model's options).
 """
 import argparse
 import os
 import sys
 
-from . import commands
+from . import commands, options
 
 
-def _parser():
+def _parser(model=None):
     from ..data import sources
     from ..distribution import models
     import minigen
@@ -29,8 +32,9 @@ def _parser():
     parser.add_argument("--version", action="version", version=f"minigen {minigen.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def command(name, func, help):
-        p = sub.add_parser(name, help=help, description=help)
+    def command(name, func, help, epilog=None):
+        p = sub.add_parser(name, help=help, description=help, epilog=epilog,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
         p.add_argument("--quiet", action="store_true", help="no progress output")
         p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
         p.set_defaults(func=func)
@@ -41,7 +45,9 @@ def _parser():
     p.add_argument("--quick", action="store_true", help="smaller training budgets")
     p.add_argument("--out", default="minigen-out", help="gallery folder (default minigen-out)")
 
-    p = command("fit", commands.fit, f"fit a model and save it; MODEL is one of: {names}")
+    registered = models().get(model)
+    p = command("fit", commands.fit, f"fit a model and save it; MODEL is one of: {names}",
+                epilog=None if registered is None else options.describe(registered, model))
     p.add_argument("model", metavar="MODEL")
     p.add_argument("--data", required=True, help=f"{', '.join(sources.names())} or a file")
     budget = p.add_mutually_exclusive_group()
@@ -81,12 +87,12 @@ def main(argv=None):
             _dispatch._forced()          # an invalid MINIGEN_KERNELS: one line, exit 2
         except ValueError as err:
             raise commands.UsageError(str(err)) from None
-        parser = _parser()
+        parser = _parser(options.model_word(argv) if argv[:1] == ["fit"] else None)
         args, extra = parser.parse_known_args(argv)
         if extra and args.command != "fit":
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        options = commands.parse_options(extra, args.model) if args.command == "fit" else {}
-        return args.func(args, options)
+        model_options = options.parse(extra, args.model) if args.command == "fit" else {}
+        return args.func(args, model_options)
     except commands.UsageError as err:
         print(f"minigen: {err}", file=sys.stderr)
         return 2

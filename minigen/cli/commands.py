@@ -2,9 +2,10 @@
 
 Every model comes from the registry (``minigen.distribution.models()``): ``cls.for_data(X,
 **options)`` builds it for the data, ``fit`` trains it, ``save_model`` / ``load_model`` carry it
-between commands. Nothing here knows one model from another.
+between commands. Nothing here knows one model from another. Every argument is checked before
+any work starts (an output path before a model is trained), and every error is a one-line
+``UsageError`` that quotes user data through ``_checks.excerpt``.
 """
-import ast
 import inspect
 import json
 import os
@@ -12,7 +13,7 @@ import time
 
 import numpy as np
 
-from .. import metrics
+from .. import _checks, metrics
 from ..autograd import manual_seed
 from ..backend import as_rng
 from ..data import sources
@@ -20,55 +21,78 @@ from ..data.text import split_text
 from ..data.tokenizers import CharTokenizer
 from ..distribution import NoDensityError, models
 from ..io import load_model, save_model
+from . import figures, tables
+from .options import UsageError, parse as parse_options, unknown_option
+
+__all__ = ["UsageError", "parse_options", "fit", "sample", "score", "compare", "info"]
 
 
-class UsageError(Exception):
-    """A bad command line: printed as one line, exit status 2."""
+# --- arguments ---------------------------------------------------------------------------------
+def checked(check, value, name, where, **bounds):
+    """``check(value, name, where, **bounds)`` from ``_checks``, its ValueError as a UsageError."""
+    try:
+        return check(value, name, where, **bounds)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
 
 
-# --- models and options ----------------------------------------------------------------------
+def check_output(path, where):
+    """A file path whose folder exists and which is not itself a folder, checked before any
+    work (so a long fit never ends in an unwritable path)."""
+    if os.path.isdir(path):
+        raise UsageError(f"{where}: -o {excerpt_path(path)} is a folder; give a file name in "
+                         "it")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"{where}: -o {excerpt_path(path)}: the folder {excerpt_path(folder)} "
+                         "does not exist")
+    return path
+
+
+def excerpt_path(path):
+    return _checks.excerpt(os.fspath(path), limit=120)
+
+
+# --- models and data ---------------------------------------------------------------------------
 def model_class(name):
     registered = models()
     if name not in registered:
-        raise UsageError(f"unknown model {name!r}; expected one of {', '.join(sorted(registered))}")
+        raise UsageError(f"unknown model {_checks.excerpt(name)}; expected one of "
+                         f"{', '.join(sorted(registered))}")
     return registered[name]
+
+
+def model_kind(cls):
+    """'text' for a language model, 'array' for a model of numeric rows."""
+    return getattr(cls, "data_kind", "array")
 
 
 def distributions(kind):
     """Registered names of the models that fit data of ``kind`` ('array' or 'text')."""
     return [name for name, cls in sorted(models().items())
-            if callable(getattr(cls, "sample", None)) and getattr(cls, "data_kind", "array") == kind]
+            if callable(getattr(cls, "sample", None)) and model_kind(cls) == kind]
 
 
-def parse_options(words, name):
-    """``--key value`` / ``--key=value`` pairs -> {key: value}; values parsed as Python
-    literals where they are (``12``, ``0.5``, ``(16, 4)``), else kept as strings. The model's
-    ``for_data`` (and its constructor) reject what they do not take."""
-    options, i = {}, 0
-    while i < len(words):
-        word = words[i]
-        if not word.startswith("--") or len(word) == 2:
-            raise UsageError(f"{name}: unexpected argument {word!r}; model options look like "
-                             "--key value")
-        key, eq, value = word[2:].partition("=")
-        if not eq:
-            if i + 1 >= len(words):
-                raise UsageError(f"{name}: option --{key} needs a value")
-            value, i = words[i + 1], i + 1
-        try:
-            options[key.replace("-", "_")] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            options[key.replace("-", "_")] = value
-        i += 1
-    return options
+def check_kind(label, cls, data, spec):
+    """A UsageError unless ``data`` is the kind (text or numbers) that ``cls`` models."""
+    kind = "text" if sources.is_text(data) else "array"
+    if kind == model_kind(cls):
+        return
+    what = {"text": "text", "array": "numeric rows"}
+    others = ", ".join(n for n in distributions(kind)
+                       if not getattr(models()[n], "needs_labels", False))
+    raise UsageError(f"{label}: {cls.__name__} models {what[model_kind(cls)]}, but "
+                     f"{excerpt_path(spec)} holds {what[kind]}; models of {what[kind]}: {others}")
 
 
 def build(name, data, options=None):
-    cls = model_class(name)
+    """``cls.for_data(data, **options)`` (the constructor alone for a model without one)."""
+    cls, options = model_class(name), options or {}
+    for_data = getattr(cls, "for_data", None)
     try:
-        return cls.for_data(data, **(options or {}))
+        return cls(**options) if for_data is None else for_data(data, **options)
     except (TypeError, ValueError) as err:
-        raise UsageError(f"{name}: {err}") from None
+        raise unknown_option(cls, name, err) or UsageError(f"{name}: {err}") from None
 
 
 def budget(model, steps=None, epochs=None):
@@ -109,7 +133,7 @@ def fit_model(name, data, options=None, steps=None, epochs=None, quiet=False, rn
     start = time.perf_counter()
     try:
         model.fit(data, *targets, **extra)
-    except ValueError as err:        # the model's own clear message, as one line
+    except (TypeError, ValueError) as err:        # the model's own clear message, as one line
         raise UsageError(f"{name}: {err}") from None
     return model, time.perf_counter() - start
 
@@ -131,6 +155,15 @@ def load_data(spec, **kwargs):
         raise UsageError(str(err)) from None
 
 
+def describe(data, spec, split):
+    """What a command used: '<split> of <spec> (<size>)', or all of a file."""
+    size = (f"{len(data)} characters" if isinstance(data, str) else
+            f"{len(data)} documents" if isinstance(data, list) else f"{len(data)} rows")
+    if not sources.has_split(spec):
+        return f"all of {excerpt_path(spec)} ({size})"
+    return f"the {'held-out' if split == 'test' else 'training'} split of {spec} ({size})"
+
+
 def split(data, held_out=0.2, rng=0):
     """(train, test): a text stream split into head and tail, documents and arrays by a
     seeded permutation."""
@@ -150,16 +183,6 @@ def held_out_score(model, data, rng=0):
     return model.score(data, **({"rng": rng} if seeded else {}))
 
 
-# --- fit / sample / score ----------------------------------------------------------------------
-def fit(args, options):
-    data = load_data(args.data)
-    model, seconds = fit_model(args.model, data, options, args.steps, args.epochs, args.quiet,
-                               args.seed, labels_for(args.model, args.data))
-    save_model(model, args.output)
-    print(f"fitted {args.model} on {args.data} in {seconds:.1f} s; saved {args.output}")
-    return 0
-
-
 def _load(path):
     try:
         return load_model(path)
@@ -167,42 +190,77 @@ def _load(path):
         raise UsageError(str(err)) from None
 
 
+# --- fit / sample / score ----------------------------------------------------------------------
+def fit(args, options):
+    where = "fit"
+    seed = checked(_checks.integer, args.seed, "--seed", where, low=0)
+    steps = checked(_checks.positive_int, args.steps, "--steps", where, optional=True)
+    epochs = checked(_checks.positive_int, args.epochs, "--epochs", where, optional=True)
+    check_output(args.output, where)
+    data = load_data(args.data, split="train")
+    check_kind(args.model, model_class(args.model), data, args.data)
+    model, seconds = fit_model(args.model, data, options, steps, epochs, args.quiet, seed,
+                               labels_for(args.model, args.data, "train"))
+    save_model(model, args.output)
+    print(f"fitted {args.model} on {describe(data, args.data, 'train')} in {seconds:.1f} s; "
+          f"saved {args.output}")
+    return 0
+
+
 def sample(args, options):
-    model = _load(args.model_file)
-    samples = model.sample(args.n, rng=args.seed)
+    where = "sample"
+    seed = checked(_checks.integer, args.seed, "--seed", where, low=0)
+    n = checked(_checks.integer, args.n, "-n", where, low=0)
     out, ext = args.output, os.path.splitext(args.output)[1].lower()
+    if ext not in (".npy", ".txt", ".png"):
+        raise UsageError(f"{where}: -o {excerpt_path(out)}: unsupported output type "
+                         f"{_checks.excerpt(ext)}; expected .npy, .png or .txt")
+    check_output(out, where)
+    if ext == ".png":
+        from .. import plot
+        if not plot.available():
+            raise UsageError(f"{where}: a .png needs matplotlib: pip install 'minigen[plot]'")
+    model = _load(args.model_file)
+    if not callable(getattr(model, "sample", None)):
+        raise UsageError(f"{where}: {type(model).__name__} draws no samples")
+    samples = model.sample(n, rng=seed)
     if ext == ".npy":
         np.save(out, np.asarray(samples))
     elif ext == ".txt":
         with open(out, "w", encoding="utf-8") as f:
             f.write("\n".join(samples) if isinstance(samples, list) else
                     "\n".join(" ".join(f"{v:.6g}" for v in row) for row in np.asarray(samples)))
-    elif ext == ".png":
-        from .. import plot
-        save_figure(plot, samples, None, out, f"{args.n} samples from {args.model_file}")
     else:
-        raise UsageError(f"{out}: unsupported output type {ext!r}; expected .npy, .png or .txt")
-    print(f"wrote {args.n} samples to {out}")
+        figures.save(plot, [("samples", samples)], out,
+                     f"{n} samples from {os.path.basename(args.model_file)}")
+    print(f"wrote {n} samples to {out}")
     return 0
 
 
 def score(args, options):
+    where = "score"
+    seed = checked(_checks.integer, args.seed, "--seed", where, low=0)
     model = _load(args.model_file)
-    data = load_data(args.data)
+    if not callable(getattr(model, "score_samples", None)):
+        raise UsageError(f"{where}: {type(model).__name__} has no log-likelihood to score")
+    data = load_data(args.data, split="test")
+    check_kind(excerpt_path(args.model_file), type(model), data, args.data)
     try:
-        value = held_out_score(model, data, args.seed)
+        value = held_out_score(model, data, seed)
     except NoDensityError as err:
         print(f"{args.model_file}: {err}")
         return 1
-    except ValueError as err:                       # e.g. data of the wrong shape or alphabet
+    except (TypeError, ValueError) as err:          # e.g. data of the wrong width or alphabet
         raise UsageError(f"{args.model_file}: {err}") from None
-    print(f"mean held-out log-likelihood (or the model's stated bound) of {args.data}: "
+    what = describe(data, args.data, "test")
+    note = "" if sources.has_split(args.data) else " (a file has no held-out split: score one fit never saw)"
+    print(f"mean log-likelihood (or the model's stated bound) of {what}{note}: "
           f"{value:.4f} nats per sample")
     return 0
 
 
 # --- compare --------------------------------------------------------------------------------------
-def evaluate(model, train, test, rng=0):
+def evaluate(model, test, rng=0):
     """Held-out score (None without a density), sliced Wasserstein and MMD of samples."""
     if sources.is_text(test):
         scores = model.evaluate(test)
@@ -218,102 +276,47 @@ def evaluate(model, train, test, rng=0):
             "mmd": metrics.mmd(S, test), "samples": S}
 
 
-def _cell(value, fmt):
-    return "-" if value is None or not np.isfinite(value) else format(value, fmt)
-
-
-def table(rows, reference=None):
-    """Rows of (name, result, seconds) as a Markdown table."""
-    if rows and "bits_per_char" in rows[0][1]:
-        return text_table(rows)
-    lines = ["| model | held-out log p (or bound) | sliced W | MMD | fit s |",
-             "|---|---:|---:|---:|---:|"]
-    for name, r, seconds in rows:
-        lines.append(f"| {name} | {_cell(r['log_p'], '.3f')} | {_cell(r['sw'], '.4f')} | "
-                     f"{_cell(r['mmd'], '.4f')} | {seconds:.1f} |")
-    if reference is not None:
-        lines.append(f"| (held-out data itself) | - | {_cell(reference['sw'], '.4f')} | "
-                     f"{_cell(reference['mmd'], '.4f')} | - |")
-    return "\n".join(lines)
-
-
-def text_table(rows):
-    """Language models: held-out nats per token, bits per character, perplexity."""
-    lines = ["| model | held-out nats per token | bits per character | perplexity | fit s |",
-             "|---|---:|---:|---:|---:|"]
-    for name, r, seconds in rows:
-        lines.append(f"| {name} | {-r['log_p']:.3f} | {_cell(r['bits_per_char'], '.3f')} | "
-                     f"{r['perplexity']:.2f} | {seconds:.1f} |")
-    return "\n".join(lines)
-
-
-def save_figure(plot, samples, data, path, title):
-    """Samples (and the data) drawn as the data's shape suggests: 2-D points as scatter
-    plots, 64-value rows as 8x8 image grids, 1-D values as histograms, text as an excerpt."""
-    if isinstance(samples, (list, str)):
-        return plot.save(plot.text_panel(samples if isinstance(samples, str) else
-                                         "\n\n".join(samples), title), path)
-    S = np.asarray(samples, dtype=np.float64).reshape(len(samples), -1)
-    panels = ([] if data is None else [("data", data)]) + [("samples", S)]
-    if S.shape[1] == 64:
-        fig = plot.image_panels([(k, v[:60]) for k, v in panels], title=title)
-    elif S.shape[1] == 1:
-        fig = plot.histograms(panels, title=title)
-    else:
-        fig = plot.scatter_panels([(k, v[:, :2]) for k, v in panels], title=title)
-    return plot.save(fig, path)
-
-
 def compare(args, options):
+    seed = checked(_checks.integer, args.seed, "--seed", "compare", low=0)
+    steps = checked(_checks.positive_int, args.steps, "--steps", "compare",
+                    optional=True)
     data = load_data(args.data)
     kind = "text" if sources.is_text(data) else "array"
     labelled = kind == "array" and args.data in sources.IMAGE_SETS
     names = args.models or [n for n in distributions(kind)
                             if labelled or not getattr(model_class(n), "needs_labels", False)]
     for name in names:
-        model_class(name)
+        check_kind(name, model_class(name), data, args.data)
     train, test = split(data)
     y_train = split(sources.load_labels(args.data))[0] if labelled else None
-    rows, figures = [], []
+    rows = []
     for name in names:
         if y_train is None:
             labels_for(name, args.data)          # a clear error for a supervised model
         trained = getattr(model_class(name), "default_steps", None) is not None
         model, seconds = fit_model(name, train, with_alphabet(name, {}, data),
-                                   steps=args.steps if trained else None, quiet=args.quiet,
-                                   rng=args.seed, labels=y_train)
-        result = evaluate(model, train, test, rng=args.seed)
-        rows.append((name, result, seconds))
+                                   steps=steps if trained else None, quiet=args.quiet,
+                                   rng=seed, labels=y_train)
+        rows.append((name, evaluate(model, test, rng=seed), seconds))
         print(f"  {name}: fitted in {seconds:.1f} s", flush=True)
     reference = None if kind == "text" else {
-        "sw": metrics.sliced_wasserstein(train[:len(test)], test, rng=args.seed),
+        "sw": metrics.sliced_wasserstein(train[:len(test)], test, rng=seed),
         "mmd": metrics.mmd(train[:len(test)], test)}
-    text = table(rows, reference)
+    text = tables.table(rows, reference)
     print(text)
     os.makedirs(args.out, exist_ok=True)
     md = os.path.join(args.out, "compare.md")
     with open(md, "w", encoding="utf-8") as f:
         f.write(f"# minigen compare on {args.data}\n\n{text}\n")
     from .. import plot
+    figure = None
     if plot.available():
-        figures.append(_compare_figure(plot, rows, test, os.path.join(args.out, "compare.png")))
-    print(f"wrote {md}" + (f" and {figures[0]}" if figures else
+        panels = [("held-out data", test)] + [(name, r["samples"]) for name, r, _ in rows]
+        figure = figures.save(plot, panels, os.path.join(args.out, "compare.png"),
+                              f"compare on {args.data}", per_panel=30)
+    print(f"wrote {md}" + (f" and {figure}" if figure else
                            " (pip install 'minigen[plot]' for the figure)"))
     return 0
-
-
-def _compare_figure(plot, rows, test, path):
-    panels = [("held-out data", test)] + [(name, r["samples"]) for name, r, _ in rows]
-    if sources.is_text(test):
-        return plot.save(plot.text_panel("\n\n".join(f"[{n}] {s[0]}" for n, s in panels[1:])),
-                         path)
-    first = np.asarray(test)
-    if first.shape[1] == 64:
-        return plot.save(plot.image_panels([(n, np.asarray(s)[:30]) for n, s in panels],
-                                           cols=6), path)
-    if first.shape[1] == 1:
-        return plot.save(plot.histograms(panels), path)
-    return plot.save(plot.scatter_panels([(n, np.asarray(s)[:, :2]) for n, s in panels]), path)
 
 
 # --- info -------------------------------------------------------------------------------------------

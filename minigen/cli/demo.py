@@ -13,6 +13,7 @@ Which models run, with which options and budgets, is the data below (registry na
 import os
 import sys
 import time
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -21,34 +22,44 @@ from .. import metrics, nn
 from ..autograd import no_grad, tensor
 from ..data import load_digits, moons, sources
 from ..train import train
-from . import commands, report
+from . import commands, figures, report, tables
 
-# (label, registry name, options for for_data, (steps, quick steps) or None for closed-form
-# fits, options for fit)
+
+class Run(NamedTuple):
+    """One model of the demo: its table label, registry name, options for ``for_data``, its
+    training budget as (steps, quick steps) (None for a closed-form or EM fit) and the options
+    of ``fit``."""
+    label: str
+    name: str
+    options: dict = {}
+    steps: Optional[Tuple[int, int]] = None
+    fit_options: dict = {}
+
+
 MOONS = [
-    ("KDE (Scott)", "kde", {}, None, {}),
-    ("KDE (leave-one-out CV)", "kde", {"bandwidth": "cv"}, None, {}),
-    ("GaussianMixture (12, full)", "gmm", {"n_components": 12, "random_state": 0}, None, {}),
-    ("DDPM (TimeMLP 3x128, T=1000)", "ddpm", {}, (2000, 400), {"lr": 2e-3}),
-    ("GAN (MLP 3x128)", "gan", {}, (1500, 400), {"lr": 1e-3}),
+    Run("KDE (Scott)", "kde"),
+    Run("KDE (leave-one-out CV)", "kde", {"bandwidth": "cv"}),
+    Run("GaussianMixture (12, full)", "gmm", {"n_components": 12, "random_state": 0}),
+    Run("DDPM (TimeMLP 3x128, T=1000)", "ddpm", steps=(2000, 400), fit_options={"lr": 2e-3}),
+    Run("GAN (MLP 3x128)", "gan", steps=(1500, 400), fit_options={"lr": 1e-3}),
 ]
 DIGITS = [
-    ("PCA(16) -> GaussianMixture(10)", "latent", {}, None, {}),
-    ("AutoEncoder(z=8) + GMM on codes", "ae", {"z_dim": 8}, (600, 200), {}),
-    ("SupervisedAutoEncoder(z=8)", "supervised-ae", {"z_dim": 8, "n_classes": 10}, (800, 200),
-     {}),
-    ("SWAE(z=8, normal prior)", "swae", {"z_dim": 8}, (600, 200), {}),
-    ("GAN (conv)", "gan", {"image_shape": (1, 8, 8), "z_dim": 16}, (800, 100), {}),
+    Run("PCA(16) -> GaussianMixture(10)", "latent"),
+    Run("AutoEncoder(z=8) + GMM on codes", "ae", {"z_dim": 8}, (600, 200)),
+    Run("SupervisedAutoEncoder(z=8)", "supervised-ae", {"z_dim": 8, "n_classes": 10},
+        (800, 200)),
+    Run("SWAE(z=8, normal prior)", "swae", {"z_dim": 8}, (600, 200)),
+    Run("GAN (conv)", "gan", {"image_shape": (1, 8, 8), "z_dim": 16}, (800, 100)),
 ]
 BINARY_DIGITS = [
-    ("VAE(z=16)", "vae", {"z_dim": 16}, (1500, 300), {}),
-    ("HierarchicalVAE(z=16, 4)", "hvae", {}, (1500, 300), {}),
+    Run("VAE(z=16)", "vae", {"z_dim": 16}, (1500, 300)),
+    Run("HierarchicalVAE(z=16, 4)", "hvae", steps=(1500, 300)),
 ]
 TEXT = [
-    ("Bigram", "bigram", {}, (600, 200), {"lr": 3e-2}),
-    ("MLPLM (context 8)", "mlp-lm", {}, (800, 200), {}),
-    ("TransformerLM (2 layers, 64 wide)", "transformer-lm",
-     {"n_layer": 2, "n_head": 4, "n_embd": 64, "block_size": 64}, (300, 80), {}),
+    Run("Bigram", "bigram", steps=(600, 200), fit_options={"lr": 3e-2}),
+    Run("MLPLM (context 8)", "mlp-lm", steps=(800, 200)),
+    Run("TransformerLM (2 layers, 64 wide)", "transformer-lm",
+        {"n_layer": 2, "n_head": 4, "n_embd": 64, "block_size": 64}, (300, 80)),
 ]
 
 TEXT_CHARS = (300_000, 100_000)    # characters of the pydoc corpus used (full, quick)
@@ -87,31 +98,26 @@ def engine_demo(quick, log, rng=0):
     return float((clf.predict(Xte / 16.0) == yte).mean()), len(yte)
 
 
-def run_models(entries, train_data, test, labels, quick, quiet, rng=0, corpus=None):
-    """Fit each entry and evaluate it on ``test``; rows (label, result, seconds) and the
+def run_models(runs, train_data, test, labels, quick, quiet, rng=0, corpus=None):
+    """Fit each ``Run`` and evaluate it on ``test``; rows (label, result, seconds) and the
     fitted models by label. ``corpus``: all the text, for the character models' alphabet."""
     rows, fitted = [], {}
-    for label, name, options, steps, fit_options in entries:
-        budget = None if steps is None else steps[1 if quick else 0]
-        model, seconds = commands.fit_model(name, train_data,
-                                            commands.with_alphabet(name, options, corpus),
-                                            budget, quiet=quiet, rng=rng, labels=labels,
-                                            **fit_options)
-        result = commands.evaluate(model, train_data, test, rng=rng)
-        rows.append((label, result, seconds))
-        fitted[label] = model
-        print(f"  {label}: fitted in {seconds:.1f} s", flush=True)
+    for run in runs:
+        steps = None if run.steps is None else run.steps[1 if quick else 0]
+        model, seconds = commands.fit_model(run.name, train_data,
+                                            commands.with_alphabet(run.name, run.options,
+                                                                   corpus),
+                                            steps, quiet=quiet, rng=rng, labels=labels,
+                                            **run.fit_options)
+        rows.append((run.label, commands.evaluate(model, test, rng=rng), seconds))
+        fitted[run.label] = model
+        print(f"  {run.label}: fitted in {seconds:.1f} s", flush=True)
     return rows, fitted
 
 
 def _gallery_figure(plot, rows, data, path, title):
     panels = [("data", data)] + [(label, r["samples"]) for label, r, _ in rows]
-    if data.shape[1] == 64:
-        fig = plot.image_panels([(k, np.clip(v[:30], 0, 1)) for k, v in panels], cols=6,
-                                vmin=0, vmax=1, title=title)
-    else:
-        fig = plot.scatter_panels([(k, v) for k, v in panels], title=title)
-    return plot.save(fig, path)
+    return figures.save(plot, panels, path, title, per_panel=30)
 
 
 def demo(args, options=None):
@@ -133,7 +139,7 @@ def demo(args, options=None):
     rows, _ = run_models(MOONS, X, Xte, None, quick, quiet)
     ref = {"sw": metrics.sliced_wasserstein(moons(2000, rng=2), Xte, rng=0),
            "mmd": metrics.mmd(moons(2000, rng=2), Xte)}
-    table = commands.table(rows, ref)
+    table = tables.table(rows, ref)
     print(table)
     figs = [_gallery_figure(plot, rows, X, os.path.join(out, "moons.png"),
                             "two moons: data and samples")] if drawing else []
@@ -145,22 +151,22 @@ def demo(args, options=None):
     Xtr, Xte = Xtr / 16.0, Xte / 16.0
     rows, fitted = run_models(DIGITS, Xtr, Xte, ytr, quick, quiet)
     Btr, Bte = (Xtr >= 0.5).astype(np.float64), (Xte >= 0.5).astype(np.float64)
-    brows, bfitted = run_models(BINARY_DIGITS, Btr, Bte, None, quick, quiet)
+    brows, _ = run_models(BINARY_DIGITS, Btr, Bte, None, quick, quiet)
     rows += [(label + " [binarised]", r, s) for label, r, s in brows]
     ref = {"sw": metrics.sliced_wasserstein(Xtr[:len(Xte)], Xte, rng=0),
            "mmd": metrics.mmd(Xtr[:len(Xte)], Xte)}
-    table = commands.table(rows, ref)
+    table = tables.table(rows, ref)
     print(table)
     figs = []
     if drawing:
         figs.append(_gallery_figure(plot, rows, Xte, os.path.join(out, "digits.png"),
                                     "digits: held-out data and samples"))
-        ae = fitted[DIGITS[1][0]]
+        ae = fitted[DIGITS[1].label]
         recon = ae.inverse_transform(ae.transform(Xte[:30]))
         figs.append(plot.save(plot.image_panels([("held-out digits", Xte[:30]),
                                                  ("auto-encoder reconstructions",
-                                                  np.clip(recon, 0, 1))], cols=6, vmin=0,
-                                                vmax=1), os.path.join(out, "reconstructions.png")))
+                                                  np.clip(recon, 0, 1))], vmin=0, vmax=1),
+                              os.path.join(out, "reconstructions.png")))
     sections.append(("Digits", table, figs, "log p: nats per image where a density exists "
                      "(PCA -> GMM on [0, 1] pixels; the VAE bounds are on binarised pixels, a "
                      "different space); the AE, SWAE and GAN define no density."))
@@ -169,13 +175,13 @@ def demo(args, options=None):
     corpus = sources.load("pydoc")[:TEXT_CHARS[quick]]
     text_train, text_test = commands.split(corpus)
     rows, _ = run_models(TEXT, text_train, text_test[:20_000], None, quick, quiet, corpus=corpus)
-    table = commands.table(rows)
+    table = tables.table(rows)
     excerpts = [f"[{label}]\n{r['samples'][0]}" for label, r, _ in rows]
     print(table)
     for excerpt in excerpts:
         print("\n" + excerpt)
-    figs = [plot.save(plot.text_panel("\n\n".join(excerpts), "generated text"),
-                      os.path.join(out, "text.png"))] if drawing else []
+    figs = [figures.save(plot, [(label, r["samples"]) for label, r, _ in rows],
+                         os.path.join(out, "text.png"), "generated text")] if drawing else []
     sections.append(("Text", table, figs, None))
 
     seconds = time.perf_counter() - started

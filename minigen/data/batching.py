@@ -1,6 +1,7 @@
 """Mini-batches over one or more arrays that share their first axis."""
 import numpy as np
 
+from .._checks import positive_int
 from ..backend import as_rng
 from ..io import from_json_array, json_array
 
@@ -17,8 +18,7 @@ def _as_arrays(arrays, where):
 def batches(arrays, batch_size, shuffle=True, drop_last=False, rng=None):
     """Yield batches (an array, or a tuple of arrays when given a tuple) for one epoch."""
     arrays, single, n = _as_arrays(arrays, "batches")
-    if batch_size < 1:
-        raise ValueError(f"batches: batch_size must be >= 1, got {batch_size}")
+    positive_int(batch_size, "batch_size", "batches")
     order = as_rng(rng).permutation(n) if shuffle else np.arange(n)
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
@@ -36,6 +36,7 @@ class BatchStream:
 
     def __init__(self, arrays, batch_size, rng=None):
         self.arrays, self.single, self.n = _as_arrays(arrays, "infinite_batches")
+        positive_int(batch_size, "batch_size", "infinite_batches")
         if self.n < batch_size:
             raise ValueError(f"infinite_batches: {self.n} rows is fewer than batch_size "
                              f"{batch_size}")

@@ -11,10 +11,9 @@ import os
 
 import numpy as np
 
+from .._checks import choice, real
+
 _PATH = os.path.join(os.path.dirname(__file__), "digits.npz")
-N_DIGITS = 1797
-
-
 SCALES = (None, "unit", "binary")
 
 
@@ -29,14 +28,12 @@ def load_digits(split=None, test_fraction=0.2, seed=0, flatten=True, dtype=np.fl
     scale: None (the raw counts 0..16), 'unit' (x / 16, in [0, 1]) or 'binary' (1 where
     x >= 8, else 0: the binarised digits that Bernoulli likelihoods model).
     """
-    if split not in (None, "train", "test"):
-        raise ValueError(f"load_digits: split must be None, 'train' or 'test', got {split!r}")
-    if scale not in SCALES:
-        raise ValueError(f"load_digits: scale must be None, 'unit' or 'binary', got {scale!r}")
+    choice(split, "split", "load_digits", (None, "train", "test"))
+    choice(scale, "scale", "load_digits", SCALES)
     if scale == "unit" and np.dtype(dtype).kind != "f":
         raise ValueError(f"load_digits: scale='unit' needs a float dtype, got {np.dtype(dtype)}")
-    if not 0.0 < float(test_fraction) < 1.0:
-        raise ValueError(f"load_digits: test_fraction must lie in (0, 1), got {test_fraction!r}")
+    real(test_fraction, "test_fraction", "load_digits", low=0, high=1, low_open=True,
+         high_open=True)
     with np.load(_PATH) as archive:
         images, labels = archive["images"], archive["labels"]
     if split is not None:

@@ -18,8 +18,9 @@ import os
 
 import numpy as np
 
+from .._checks import choice, excerpt
 from .digits import load_digits
-from .text import load_names, load_pydoc, load_text
+from .text import load_names, load_pydoc, load_text, split_text
 from .toy import TOY_DATASETS, make_toy
 
 _ALIASES = {"8gaussians": "eight_gaussians", "25gaussians": "twenty_five_gaussians",
@@ -44,26 +45,46 @@ def load(spec, n=2000, rng=0, split=None):
     """The data named by ``spec``: a (n, d) float array, a str (pydoc, .txt files) or a list
     of str (names).
 
-    split: None, 'train' or 'test' for the digits (the seeded split of ``load_digits``).
+    split: None (all of it), 'train' or 'test'. The built-in sets hold out the same part on
+    every call, so a model fitted on 'train' is scored on data it never saw: the digits' seeded
+    split of ``load_digits``; the toys' training set is ``n`` points drawn with ``rng`` and
+    their test set ``n // 4`` points of an independent draw; pydoc's last tenth
+    (``split_text``); a seeded fifth of the names. A file has no split: every split is all of
+    it (``has_split``).
     """
+    choice(split, "split", "load", (None, "train", "test"))
     key = _ALIASES.get(spec, spec)
     if key in TOY_DATASETS:
+        if split == "test":
+            return make_toy(key, n // 4, rng=np.random.default_rng([rng, 1]))
         return make_toy(key, n, rng=rng)
     if spec in IMAGE_SETS:
         X, _ = load_digits(split, dtype=np.float64)
         return (X >= 8).astype(np.float64) if spec == "digits-binary" else X / 16.0
     if spec in TEXT_SETS:
-        return TEXT_SETS[spec]()
+        text = TEXT_SETS[spec]()
+        if split is None:
+            return text
+        if isinstance(text, str):
+            return split_text(text, 0.1)[split == "test"]
+        order = np.random.default_rng(rng).permutation(len(text))
+        part = order[:len(text) // 5] if split == "test" else order[len(text) // 5:]
+        return [text[i] for i in np.sort(part)]
     if os.path.splitext(spec)[1] or os.path.sep in spec:
         return load_file(spec)
-    raise ValueError(f"unknown data set {spec!r}: expected one of {', '.join(names())}, or a "
-                     ".npy, .csv or .txt file")
+    raise ValueError(f"unknown data set {excerpt(spec)}: expected one of {', '.join(names())}, "
+                     "or a .npy, .csv or .txt file")
+
+
+def has_split(spec):
+    """True for a built-in set (``load`` holds out a test split), False for a file."""
+    return _ALIASES.get(spec, spec) in TOY_DATASETS or spec in IMAGE_SETS or spec in TEXT_SETS
 
 
 def load_labels(spec, split=None):
     """The class labels that go with ``load(spec, split=split)``: the digits have them."""
     if spec not in IMAGE_SETS:
-        raise ValueError(f"{spec!r} has no class labels; a supervised model needs labelled "
+        raise ValueError(f"{excerpt(spec)} has no class labels; a supervised model needs labelled "
                          f"data ({', '.join(IMAGE_SETS)})")
     return load_digits(split)[1]
 
@@ -74,7 +95,11 @@ def load_file(path):
         raise ValueError(f"{path}: no such file")
     ext = os.path.splitext(path)[1].lower()
     if ext == ".txt":
-        text = load_text(path)
+        try:
+            text = load_text(path)
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{path}: not UTF-8 text (byte {err.start} cannot be decoded); "
+                             "save the file as UTF-8") from None
         if not text:
             raise ValueError(f"{path}: the text file is empty")
         return text
@@ -91,8 +116,11 @@ def load_file(path):
 
 
 def _read_csv(path):
-    with open(path, encoding="utf-8") as f:
-        lines = [line.strip() for line in f if line.strip()]
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [line.strip() for line in f if line.strip()]
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte {err.start} cannot be decoded)") from None
     if lines and not _numeric(lines[0]):
         lines = lines[1:]            # a header row
     if not lines:
@@ -101,10 +129,12 @@ def _read_csv(path):
     widths = {len(r) for r in rows}
     if len(widths) != 1:
         raise ValueError(f"{path}: rows have different numbers of columns {sorted(widths)}")
-    try:
-        return np.array([[float(v) for v in r] for r in rows])
-    except ValueError as err:
-        raise ValueError(f"{path}: a value is not a number ({err})") from None
+    for number, row in enumerate(rows, 1):
+        for value in row:
+            if not _numeric(value):
+                raise ValueError(f"{path}: a value is not a number: {excerpt(value.strip())} "
+                                 f"in data row {number}")
+    return np.array([[float(v) for v in r] for r in rows])
 
 
 def _numeric(line):

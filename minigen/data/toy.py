@@ -8,14 +8,13 @@ networks" (2016, the pinwheel).
 """
 import numpy as np
 
+from .._checks import excerpt, positive_int, real
 from ..backend import as_rng
 
 
 def _check(name, n, noise):
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"{name}: n must be a positive int, got {n!r}")
-    if not np.isfinite(noise) or noise < 0:
-        raise ValueError(f"{name}: noise must be a finite number >= 0, got {noise!r}")
+    positive_int(n, "n", name)
+    real(noise, "noise", name, low=0)
 
 
 def _finish(points, noise, rng):
@@ -38,8 +37,7 @@ def moons(n, noise=0.05, rng=None):
 def circles(n, noise=0.05, factor=0.5, rng=None):
     """Two concentric circles of radius 1 and ``factor``, angles uniform."""
     _check("circles", n, noise)
-    if not 0.0 < factor < 1.0:
-        raise ValueError(f"circles: factor must lie in (0, 1), got {factor!r}")
+    real(factor, "factor", "circles", low=0, high=1, low_open=True, high_open=True)
     rng = as_rng(rng)
     t = rng.uniform(0.0, 2.0 * np.pi, n)
     radius = np.where(np.arange(n) < n // 2, 1.0, factor)
@@ -98,7 +96,7 @@ def _mixture_params(name, means, weights):
     weights = np.full(len(means), 1.0 / len(means)) if weights is None else np.asarray(weights, float)
     if weights.shape != means.shape or np.any(weights < 0) or not np.isclose(weights.sum(), 1.0):
         raise ValueError(f"{name}: weights must be {len(means)} non-negative numbers summing to 1, "
-                         f"got {weights!r}")
+                         f"got {excerpt(weights)}")
     return means, weights
 
 
@@ -128,6 +126,7 @@ TOY_DATASETS = {f.__name__: f for f in (moons, circles, swiss_roll, eight_gaussi
 def make_toy(name, n, noise=None, rng=None):
     """Draw ``n`` points of the toy set ``name`` (a key of ``TOY_DATASETS``)."""
     if name not in TOY_DATASETS:
-        raise ValueError(f"make_toy: unknown data set {name!r}; expected one of {sorted(TOY_DATASETS)}")
+        raise ValueError(f"make_toy: unknown data set {excerpt(name)}; expected one of "
+                         f"{sorted(TOY_DATASETS)}")
     generate = TOY_DATASETS[name]
     return generate(n, rng=rng) if noise is None else generate(n, noise=noise, rng=rng)
