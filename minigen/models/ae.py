@@ -31,7 +31,7 @@ from ..density import KDE, GaussianMixture
 from ..distribution import (NotFittedError, check_array, check_fitted, check_n_samples,
                             register)
 from ..nn import Linear
-from ._codes import CodeModel, batched
+from .code_model import CodeModel, batched
 from .networks import make_decoder, make_encoder
 
 RECONSTRUCTIONS = ("mse", "bernoulli")

@@ -29,7 +29,7 @@ from ..autograd import Tensor
 from ..backend import as_rng
 from ..distribution import check_fitted, check_n_samples, logsumexp, register
 from ..nn import Parameter
-from ._codes import CodeModel, in_unit_interval, sigmoid
+from .code_model import CodeModel, in_unit_interval, sigmoid
 from .networks import make_decoder, make_encoder
 
 LIKELIHOODS = ("bernoulli", "gaussian")
