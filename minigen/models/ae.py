@@ -24,6 +24,7 @@ digits of class c.
 """
 import numpy as np
 
+from .. import _checks
 from .. import functional as F
 from ..autograd import Tensor
 from ..backend import as_rng
@@ -69,9 +70,8 @@ class AutoEncoderBase(CodeModel):
 
     def _build(self):
         where = type(self).__name__
-        if self.reconstruction not in RECONSTRUCTIONS:
-            raise ValueError(f"{where}: reconstruction must be one of {RECONSTRUCTIONS}, got "
-                             f"{self.reconstruction!r}")
+        _checks.positive_int(self.z_dim, "z_dim", where)
+        _checks.choice(self.reconstruction, "reconstruction", where, RECONSTRUCTIONS)
         rng = as_rng(self.rng)
         self.encoder = make_encoder(self.x_dim, self.z_dim, self.hidden, self.activation,
                                     self.image_shape, self.channels, rng, where)
@@ -182,10 +182,8 @@ class SupervisedAutoEncoder(AutoEncoder):
     def __init__(self, x_dim, z_dim, n_classes, hidden=(256, 256), reconstruction="mse",
                  classifier_weight=1.0, activation="relu", image_shape=None, channels=(16, 32),
                  rng=None):
-        if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) \
-                or n_classes < 2:     # checked before the networks are built
-            raise ValueError(f"SupervisedAutoEncoder: n_classes must be an int >= 2, got "
-                             f"{n_classes!r}")
+        _checks.integer(n_classes, "n_classes", "SupervisedAutoEncoder", low=2)
+        _checks.real(classifier_weight, "classifier_weight", "SupervisedAutoEncoder", low=0)
         super().__init__(x_dim, z_dim, hidden, reconstruction, activation, image_shape,
                          channels, rng)
         self.n_classes, self.classifier_weight = n_classes, classifier_weight
