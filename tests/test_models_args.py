@@ -119,3 +119,11 @@ def test_fuzzed_constructor_argument_is_named_or_works(case, value):
         assert message.startswith(cls.__name__) and name in message, message
         return
     _works(model)
+
+
+@pytest.mark.parametrize("n_components", [0, 2.5, "3"])
+def test_autoencoder_fit_checks_n_components_before_training(n_components):
+    model = AutoEncoder(2, 2, hidden=(3,), rng=0)
+    with pytest.raises(ValueError, match="AutoEncoder.fit: n_components must be a positive int"):
+        model.fit(np.zeros((8, 2)), steps=1, n_components=n_components)
+    assert not hasattr(model, "n_features_in_")                   # nothing was trained

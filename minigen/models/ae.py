@@ -137,8 +137,9 @@ class AutoEncoder(AutoEncoderBase):
         ``DeepModel.fit``), then fit ``latent_density`` ('gmm': a full-covariance
         GaussianMixture with ``n_components``; 'kde'; an estimator; None: no sampling) on the
         training codes."""
-        self._latent_spec = (_check_latent_spec(latent_density, f"{type(self).__name__}.fit"),
-                             n_components)
+        where = f"{type(self).__name__}.fit"
+        self._latent_spec = (_check_latent_spec(latent_density, where),
+                             _checks.positive_int(n_components, "n_components", where))
         return super().fit(X, y, rng=rng, **kwargs)
 
     def _after_fit(self, data):
@@ -154,6 +155,7 @@ class AutoEncoder(AutoEncoderBase):
         if latent_density is None:
             raise ValueError(f"{where}: latent_density must be 'gmm', 'kde' or an estimator")
         _check_latent_spec(latent_density, where)
+        n_components = _checks.positive_int(n_components, "n_components", where)
         codes = self.transform(X)
         self.latent_density_ = _latent_density(latent_density, len(codes), n_components,
                                                rng).fit(codes)
