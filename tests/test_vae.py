@@ -309,10 +309,10 @@ def test_errors(binary_digits):
         HierarchicalVAE(64).fit(raw, steps=1)
     with pytest.raises(ValueError, match="likelihood must be one of"):
         VAE(64, 2, likelihood="poisson")
-    with pytest.raises(ValueError, match="z_dims must be two sizes"):
+    with pytest.raises(ValueError, match="z_dims must be a 2-tuple of positive ints"):
         HierarchicalVAE(64, z_dims=(4,))
     model = VAE(64, 2, hidden=(8,)).fit(binary_digits[0], steps=1)
-    with pytest.raises(ValueError, match="k must be an int >= 1"):
+    with pytest.raises(ValueError, match="k must be a positive int"):
         model.score_samples(binary_digits[1], k=0)
     with pytest.raises(ValueError, match="X has 3 features"):
         model.score_samples(np.zeros((2, 3)))

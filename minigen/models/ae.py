@@ -24,6 +24,7 @@ digits of class c.
 """
 import numpy as np
 
+from .. import _checks
 from .. import functional as F
 from ..autograd import Tensor
 from ..backend import as_rng
@@ -31,7 +32,7 @@ from ..density import KDE, GaussianMixture
 from ..distribution import (NotFittedError, check_array, check_fitted, check_n_samples,
                             register)
 from ..nn import Linear
-from ._codes import CodeModel, batched
+from .code_model import CodeModel, batched
 from .networks import make_decoder, make_encoder
 
 RECONSTRUCTIONS = ("mse", "bernoulli")
@@ -69,9 +70,8 @@ class AutoEncoderBase(CodeModel):
 
     def _build(self):
         where = type(self).__name__
-        if self.reconstruction not in RECONSTRUCTIONS:
-            raise ValueError(f"{where}: reconstruction must be one of {RECONSTRUCTIONS}, got "
-                             f"{self.reconstruction!r}")
+        _checks.positive_int(self.z_dim, "z_dim", where)
+        _checks.choice(self.reconstruction, "reconstruction", where, RECONSTRUCTIONS)
         rng = as_rng(self.rng)
         self.encoder = make_encoder(self.x_dim, self.z_dim, self.hidden, self.activation,
                                     self.image_shape, self.channels, rng, where)
@@ -137,8 +137,9 @@ class AutoEncoder(AutoEncoderBase):
         ``DeepModel.fit``), then fit ``latent_density`` ('gmm': a full-covariance
         GaussianMixture with ``n_components``; 'kde'; an estimator; None: no sampling) on the
         training codes."""
-        self._latent_spec = (_check_latent_spec(latent_density, f"{type(self).__name__}.fit"),
-                             n_components)
+        where = f"{type(self).__name__}.fit"
+        self._latent_spec = (_check_latent_spec(latent_density, where),
+                             _checks.positive_int(n_components, "n_components", where))
         return super().fit(X, y, rng=rng, **kwargs)
 
     def _after_fit(self, data):
@@ -154,6 +155,7 @@ class AutoEncoder(AutoEncoderBase):
         if latent_density is None:
             raise ValueError(f"{where}: latent_density must be 'gmm', 'kde' or an estimator")
         _check_latent_spec(latent_density, where)
+        n_components = _checks.positive_int(n_components, "n_components", where)
         codes = self.transform(X)
         self.latent_density_ = _latent_density(latent_density, len(codes), n_components,
                                                rng).fit(codes)
@@ -182,10 +184,8 @@ class SupervisedAutoEncoder(AutoEncoder):
     def __init__(self, x_dim, z_dim, n_classes, hidden=(256, 256), reconstruction="mse",
                  classifier_weight=1.0, activation="relu", image_shape=None, channels=(16, 32),
                  rng=None):
-        if isinstance(n_classes, bool) or not isinstance(n_classes, (int, np.integer)) \
-                or n_classes < 2:     # checked before the networks are built
-            raise ValueError(f"SupervisedAutoEncoder: n_classes must be an int >= 2, got "
-                             f"{n_classes!r}")
+        _checks.integer(n_classes, "n_classes", "SupervisedAutoEncoder", low=2)
+        _checks.real(classifier_weight, "classifier_weight", "SupervisedAutoEncoder", low=0)
         super().__init__(x_dim, z_dim, hidden, reconstruction, activation, image_shape,
                          channels, rng)
         self.n_classes, self.classifier_weight = n_classes, classifier_weight

@@ -26,6 +26,7 @@ import contextlib
 
 import numpy as np
 
+from .. import _checks
 from .. import functional as F
 from ..autograd import Tensor, grad, no_grad
 from ..backend import as_rng
@@ -33,15 +34,31 @@ from ..distribution import check_fitted, check_n_samples, register
 from ..nn import Module
 from ..optim import Adam
 from .base import DeepModel
-from .networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder
+from .networks import ConvDecoder, ConvEncoder, MLPDecoder, MLPEncoder, check_image_shape
 
 
 def _z_dim(generator, z_dim, where):
-    z_dim = getattr(generator, "z_dim", None) if z_dim is None else z_dim
-    if isinstance(z_dim, bool) or not isinstance(z_dim, (int, np.integer)) or z_dim < 1:
-        raise ValueError(f"{where}: z_dim must be a positive int (or a generator with a z_dim "
-                         f"attribute), got {z_dim!r}")
-    return int(z_dim)
+    """The noise size: ``z_dim``, or the generator's ``z_dim`` attribute when it is None; the
+    two must agree when both are given."""
+    takes = getattr(generator, "z_dim", None)
+    if z_dim is None and takes is None:
+        raise ValueError(f"{where}: z_dim must be a positive int (the generator has no z_dim "
+                         "attribute to take it from), got None")
+    z_dim = _checks.positive_int(takes if z_dim is None else z_dim, "z_dim", where)
+    if takes is not None and z_dim != takes:
+        raise ValueError(f"{where}: z_dim={z_dim} but the generator takes z_dim={takes!r}")
+    return z_dim
+
+
+def _check_betas(betas, where):
+    """None (each model's default) or Adam's (beta1, beta2), each in [0, 1)."""
+    if betas is None:
+        return None
+    pair = () if isinstance(betas, (str, bytes)) or not np.iterable(betas) else tuple(betas)
+    if len(pair) != 2:
+        raise ValueError(f"{where}: betas must be a pair (beta1, beta2) of numbers in [0, 1), "
+                         f"got {_checks.excerpt(betas)}")
+    return tuple(_checks.real(b, "betas", where, low=0, high=1, high_open=True) for b in pair)
 
 
 def _check_finite(name, loss, step):
@@ -70,12 +87,12 @@ class GAN(DeepModel):
             if not isinstance(net, Module):
                 raise TypeError(f"{where}: {name} must be a minigen Module, "
                                 f"got {type(net).__name__}")
-        n = self.default_n_critic if n_critic is None else n_critic
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise ValueError(f"{where}: n_critic must be a positive int, got {n_critic!r}")
+        n = _checks.positive_int(n_critic, "n_critic", where, optional=True)
+        _check_betas(betas, where)
         self.generator, self.discriminator = generator, discriminator
         self.z_dim, self.n_critic, self.betas, self.rng = z_dim, n_critic, betas, rng
-        self._z_dim, self._n_critic = _z_dim(generator, z_dim, where), int(n)
+        self._z_dim = _z_dim(generator, z_dim, where)
+        self._n_critic = self.default_n_critic if n is None else n
         self._rng = as_rng(rng)
         self.ema_ = None
         # the generator loss of its latest update, reported at every step; a buffer, so a
@@ -87,6 +104,10 @@ class GAN(DeepModel):
     def mlp(cls, x_dim, z_dim=2, hidden=(128, 128, 128), rng=None, **kwargs):
         """MLP generator and discriminator with ``hidden`` ReLU layers (the WGAN-GP paper's
         toy networks use three layers of 512)."""
+        where = f"{cls.__name__}.mlp"
+        _checks.positive_int(x_dim, "x_dim", where)
+        _checks.positive_int(z_dim, "z_dim", where)
+        _checks.int_tuple(hidden, "hidden", where)
         init = as_rng(rng)
         return cls(MLPDecoder(z_dim, x_dim, hidden=hidden, rng=init),
                    MLPEncoder(x_dim, 1, hidden=hidden, rng=init), z_dim=z_dim, rng=rng,
@@ -96,6 +117,9 @@ class GAN(DeepModel):
     def conv(cls, image_shape=(1, 8, 8), z_dim=16, rng=None, **kwargs):
         """Small conv generator and discriminator for images flattened to rows (DCGAN-like:
         strided convolutions down, transposed convolutions up; Radford et al. 2016)."""
+        where = f"{cls.__name__}.conv"
+        _checks.positive_int(z_dim, "z_dim", where)
+        check_image_shape(image_shape, 2, where)      # the networks' two stride-2 stages
         init = as_rng(rng)
         return cls(ConvDecoder(z_dim, image_shape, rng=init),
                    ConvEncoder(1, image_shape, rng=init), z_dim=z_dim, rng=rng, **kwargs)
@@ -182,11 +206,9 @@ class WGANGP(GAN):
 
     def __init__(self, generator, critic, z_dim=None, gp_weight=10.0, n_critic=None,
                  betas=None, rng=None):
+        _checks.real(gp_weight, "gp_weight", "WGANGP", low=0)
         super().__init__(generator, critic, z_dim=z_dim, n_critic=n_critic, betas=betas,
                          rng=rng)
-        if not (isinstance(gp_weight, (int, float, np.floating)) and gp_weight >= 0
-                and np.isfinite(gp_weight)):
-            raise ValueError(f"WGANGP: gp_weight must be a finite number >= 0, got {gp_weight!r}")
         self.gp_weight = gp_weight
 
     @property

@@ -25,12 +25,14 @@ p(x, z1, z2) / q(z1, z2 | x).
 """
 import numpy as np
 
+from .. import _checks
 from .. import functional as F
 from ..autograd import Tensor
 from ..backend import as_rng
 from ..distribution import register
 from .networks import MLPEncoder, make_decoder, make_encoder
-from .vae import LatentVariableModel, gaussian_log_density, reparameterize
+from .vae import (LatentVariableModel, gaussian_log_density, log_density_of_draw,
+                  reparameterize, standard_normal_log_density)
 
 
 def _split(h, d):
@@ -47,22 +49,21 @@ class HierarchicalVAE(LatentVariableModel):
                  likelihood="bernoulli", beta=1.0, warmup_steps=0, free_bits=0.0,
                  activation="relu", image_shape=None, channels=(16, 32), rng=None):
         super().__init__()
-        if len(tuple(z_dims)) != 2:
-            raise ValueError(f"HierarchicalVAE: z_dims must be two sizes (z1, z2), got {z_dims!r}")
-        if warmup_steps < 0 or free_bits < 0:
-            raise ValueError(f"HierarchicalVAE: warmup_steps and free_bits must be >= 0, got "
-                             f"{warmup_steps!r}, {free_bits!r}")
+        where = "HierarchicalVAE"
+        d1, d2 = self.z1, self.z2 = _checks.int_tuple(z_dims, "z_dims", where, length=2)
+        latent = _checks.int_tuple(latent_hidden, "latent_hidden", where)
+        _checks.integer(warmup_steps, "warmup_steps", where, low=0)
+        _checks.real(free_bits, "free_bits", where, low=0)
         self.x_dim, self.z_dims, self.hidden, self.latent_hidden = x_dim, z_dims, hidden, latent_hidden
         self.likelihood, self.beta = likelihood, beta
         self.warmup_steps, self.free_bits, self.activation = warmup_steps, free_bits, activation
         self.image_shape, self.channels, self.rng = image_shape, channels, rng
         self._build_likelihood()
-        d1, d2 = self.z1, self.z2 = tuple(z_dims)
         rng = as_rng(rng)
         self.encoder = make_encoder(x_dim, 2 * d1, hidden, activation, image_shape, channels,
                                     rng, "HierarchicalVAE")
-        self.encoder2 = MLPEncoder(d1, 2 * d2, latent_hidden, activation, rng)
-        self.prior1 = MLPEncoder(d2, 2 * d1, latent_hidden, activation, rng)
+        self.encoder2 = MLPEncoder(d1, 2 * d2, latent, activation, rng)
+        self.prior1 = MLPEncoder(d2, 2 * d1, latent, activation, rng)
         self.decoder = make_decoder(d1, x_dim, hidden, activation, image_shape, channels,
                                     rng, "HierarchicalVAE")
         self._rng, self._code_size = rng, d1
@@ -132,12 +133,10 @@ class HierarchicalVAE(LatentVariableModel):
         z2 = mu2 + np.exp(0.5 * lv2) * eps2
         mp, lvp = _split(self.prior1(Tensor(z2.astype(self.dtype))).numpy().astype(np.float64),
                          self.z1)
-        log_q = (gaussian_log_density(z1, np.tile(mu1, (k, 1)), np.tile(lv1, (k, 1)))
-                 + gaussian_log_density(z2, mu2, lv2))
-        log_p = gaussian_log_density(z1, mp, lvp) + gaussian_log_density(z2, 0.0, 0.0)
+        log_q = (log_density_of_draw(eps1, lv1).reshape(-1) + log_density_of_draw(eps2, lv2))
+        log_p = gaussian_log_density(z1, mp, lvp) + standard_normal_log_density(z2)
         x_rep = np.broadcast_to(x, (k,) + x.shape).reshape(-1, self.x_dim)
-        log_lik = self._log_likelihood_numpy(x_rep, self._decode_numpy(z1))
-        return (log_lik + log_p - log_q).reshape(k, n)
+        return self._log_weight(x_rep, self._decode_numpy(z1), log_p, log_q).reshape(k, n)
 
     def _prior_decode(self, n, rng):
         z2 = rng.standard_normal((n, self.z2))

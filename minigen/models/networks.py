@@ -17,31 +17,46 @@ the code split (mean, log-variance) on top. The layout follows the DCGAN pattern
 al. 2016: strided convolutions down, strided transposed convolutions up, no pooling).
 """
 import math
-from numbers import Integral
 
+from .. import _checks
 from ..distribution import Configurable, register
 from ..nn import MLP, Conv2d, ConvTranspose2d, Linear, Module, Sequential, activation as make_act
-from ..nn.layers import _check_sizes
 
 
-def _check_tuple(where, name, values):
-    values = tuple(values)
-    if any(isinstance(v, bool) or not isinstance(v, Integral) or v < 1 for v in values):
-        raise ValueError(f"{where}: {name} must be a tuple of positive ints, got {values!r}")
-    return values
+def check_activation(activation, where):
+    """``activation`` if it names one of ``minigen.nn.activation``'s activations."""
+    if not isinstance(activation, str):
+        raise ValueError(f"{where}: activation must be the name of an activation (e.g. 'relu'), "
+                         f"got {_checks.excerpt(activation)}")
+    make_act(activation, where)          # an unknown name fails here, naming ``where``
+    return activation
 
 
-def _check_image_shape(where, image_shape, depth):
-    shape = tuple(image_shape)
-    if len(shape) != 3 or any(isinstance(s, bool) or not isinstance(s, Integral) or s < 1
-                              for s in shape):
-        raise ValueError(f"{where}: image_shape must be (channels, height, width) of positive "
-                         f"ints, got {image_shape!r}")
+def check_image_shape(image_shape, depth, where):
+    """``image_shape`` as a (channels, height, width) tuple of positive ints whose height and
+    width are multiples of 2^depth (``depth`` stride-2 stages halve them)."""
+    shape = _checks.int_tuple(image_shape, "image_shape", where, length=3)
     step = 2 ** depth
     if shape[1] % step or shape[2] % step:
-        raise ValueError(f"{where}: height and width must be multiples of 2^len(channels) = "
-                         f"{step}, got image_shape={shape}")
+        raise ValueError(f"{where}: image_shape's height and width must be multiples of "
+                         f"2^len(channels) = {step}, got image_shape={shape}")
     return shape
+
+
+def check_architecture(where, x_dim, hidden, activation, image_shape, channels):
+    """The network arguments every model of this family shares, checked under the model's
+    name before anything is built: x_dim a positive int, hidden a tuple of positive ints (may
+    be empty), a known activation, channels a non-empty tuple of positive ints and, when
+    given, an image_shape with C*H*W = x_dim. Returns (x_dim, hidden, image_shape, channels)
+    as plain ints and tuples."""
+    x_dim = _checks.positive_int(x_dim, "x_dim", where)
+    hidden = _checks.int_tuple(hidden, "hidden", where)
+    check_activation(activation, where)
+    channels = _checks.int_tuple(channels, "channels", where, nonempty=True)
+    if image_shape is not None:
+        image_shape = check_image_shape(image_shape, len(channels), where)
+        _check_flat_size(where, x_dim, image_shape)
+    return x_dim, hidden, image_shape, channels
 
 
 def _check_input(where, x, features):
@@ -55,10 +70,11 @@ class MLPEncoder(Module, Configurable):
 
     def __init__(self, x_dim, out_dim, hidden=(256, 256), activation="relu", rng=None):
         super().__init__()
-        _check_sizes("MLPEncoder", x_dim=x_dim, out_dim=out_dim)
+        _checks.positive_int(x_dim, "x_dim", "MLPEncoder")
+        _checks.positive_int(out_dim, "out_dim", "MLPEncoder")
         self.x_dim, self.out_dim, self.activation, self.rng = x_dim, out_dim, activation, rng
-        self.hidden = _check_tuple("MLPEncoder", "hidden", hidden)
-        make_act(activation, "MLPEncoder")      # an unknown name fails here, naming the class
+        self.hidden = _checks.int_tuple(hidden, "hidden", "MLPEncoder")
+        check_activation(activation, "MLPEncoder")
         self.net = MLP((x_dim,) + self.hidden + (out_dim,), activation, rng=rng)
 
     def forward(self, x):
@@ -72,10 +88,11 @@ class MLPDecoder(Module, Configurable):
 
     def __init__(self, z_dim, x_dim, hidden=(256, 256), activation="relu", rng=None):
         super().__init__()
-        _check_sizes("MLPDecoder", z_dim=z_dim, x_dim=x_dim)
+        _checks.positive_int(z_dim, "z_dim", "MLPDecoder")
+        _checks.positive_int(x_dim, "x_dim", "MLPDecoder")
         self.z_dim, self.x_dim, self.activation, self.rng = z_dim, x_dim, activation, rng
-        self.hidden = _check_tuple("MLPDecoder", "hidden", hidden)
-        make_act(activation, "MLPDecoder")
+        self.hidden = _checks.int_tuple(hidden, "hidden", "MLPDecoder")
+        check_activation(activation, "MLPDecoder")
         self.net = MLP((z_dim,) + self.hidden + (x_dim,), activation, rng=rng)
 
     def forward(self, z):
@@ -90,9 +107,10 @@ class ConvEncoder(Module, Configurable):
     def __init__(self, out_dim, image_shape=(1, 8, 8), channels=(16, 32), activation="relu",
                  rng=None):
         super().__init__()
-        _check_sizes("ConvEncoder", out_dim=out_dim)
-        self.channels = _check_tuple("ConvEncoder", "channels", channels)
-        self.image_shape = _check_image_shape("ConvEncoder", image_shape, len(self.channels))
+        _checks.positive_int(out_dim, "out_dim", "ConvEncoder")
+        self.channels = _checks.int_tuple(channels, "channels", "ConvEncoder", nonempty=True)
+        self.image_shape = check_image_shape(image_shape, len(self.channels), "ConvEncoder")
+        check_activation(activation, "ConvEncoder")
         self.out_dim, self.activation, self.rng = out_dim, activation, rng
         c, h, w = self.image_shape
         layers = []
@@ -117,9 +135,10 @@ class ConvDecoder(Module, Configurable):
     def __init__(self, z_dim, image_shape=(1, 8, 8), channels=(16, 32), activation="relu",
                  rng=None):
         super().__init__()
-        _check_sizes("ConvDecoder", z_dim=z_dim)
-        self.channels = _check_tuple("ConvDecoder", "channels", channels)
-        self.image_shape = _check_image_shape("ConvDecoder", image_shape, len(self.channels))
+        _checks.positive_int(z_dim, "z_dim", "ConvDecoder")
+        self.channels = _checks.int_tuple(channels, "channels", "ConvDecoder", nonempty=True)
+        self.image_shape = check_image_shape(image_shape, len(self.channels), "ConvDecoder")
+        check_activation(activation, "ConvDecoder")
         self.z_dim, self.activation, self.rng = z_dim, activation, rng
         c_img, h, w = self.image_shape
         k = len(self.channels)
@@ -143,21 +162,23 @@ class ConvDecoder(Module, Configurable):
 def make_encoder(x_dim, out_dim, hidden=(256, 256), activation="relu", image_shape=None,
                  channels=(16, 32), rng=None, where="make_encoder"):
     """An ``MLPEncoder`` for flat data, or a ``ConvEncoder`` when ``image_shape`` is given
-    (then ``x_dim`` must equal C*H*W)."""
+    (then ``x_dim`` must equal C*H*W); the arguments are checked under the name ``where``."""
+    x_dim, hidden, image_shape, channels = check_architecture(where, x_dim, hidden, activation,
+                                                              image_shape, channels)
     if image_shape is None:
         return MLPEncoder(x_dim, out_dim, hidden, activation, rng)
-    _check_flat_size(where, x_dim, image_shape)
-    return ConvEncoder(out_dim, tuple(image_shape), channels, activation, rng)
+    return ConvEncoder(out_dim, image_shape, channels, activation, rng)
 
 
 def make_decoder(z_dim, x_dim, hidden=(256, 256), activation="relu", image_shape=None,
                  channels=(16, 32), rng=None, where="make_decoder"):
     """An ``MLPDecoder`` (``hidden`` given from the data's side, as for the encoder, and
     reversed here), or a ``ConvDecoder`` when ``image_shape`` is given."""
+    x_dim, hidden, image_shape, channels = check_architecture(where, x_dim, hidden, activation,
+                                                              image_shape, channels)
     if image_shape is None:
-        return MLPDecoder(z_dim, x_dim, tuple(reversed(tuple(hidden))), activation, rng)
-    _check_flat_size(where, x_dim, image_shape)
-    return ConvDecoder(z_dim, tuple(image_shape), channels, activation, rng)
+        return MLPDecoder(z_dim, x_dim, hidden[::-1], activation, rng)
+    return ConvDecoder(z_dim, image_shape, channels, activation, rng)
 
 
 def _check_flat_size(where, x_dim, image_shape):

@@ -17,6 +17,7 @@ Like a plain AE it defines no density (``log_prob`` raises ``NoDensityError``).
 """
 import numpy as np
 
+from .. import _checks
 from ..autograd import Tensor
 from ..backend import as_rng
 from ..distribution import check_fitted, check_n_samples, register
@@ -36,8 +37,10 @@ class SWAE(AutoEncoderBase):
                  sw_weight=10.0, n_projections=50, p=2, activation="relu", image_shape=None,
                  channels=(16, 32), rng=None):
         super().__init__()
-        if prior not in PRIORS:
-            raise ValueError(f"SWAE: prior must be one of {PRIORS}, got {prior!r}")
+        _checks.choice(prior, "prior", "SWAE", PRIORS)
+        _checks.real(sw_weight, "sw_weight", "SWAE", low=0)
+        _checks.positive_int(n_projections, "n_projections", "SWAE")
+        _checks.real(p, "p", "SWAE", low=1)
         self.x_dim, self.z_dim, self.prior, self.hidden = x_dim, z_dim, prior, hidden
         self.reconstruction, self.sw_weight = reconstruction, sw_weight
         self.n_projections, self.p, self.activation = n_projections, p, activation

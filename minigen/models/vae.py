@@ -17,19 +17,24 @@ Higgins et al. 2017),
 ``log_prob(X, k)`` (= ``score_samples``) is, per example, the importance-weighted bound
     IWAE_k(x) = log (1/k) sum_{i=1..k} p(x, z_i) / q(z_i | x),   z_i ~ q(z | x),
 a lower bound on log p(x) that does not decrease with k (Burda et al. theorem 1); k = 1 is the
-ELBO. Values are in nats, as a NumPy array.
+ELBO. Values are in nats, as a NumPy array. The networks run in the parameters' dtype and the
+densities in float64; a block of rows with a non-finite log weight (a network's float32
+overflowed) is scored again, with the same draws, by a float64 copy of the model. Where float64
+overflows too, a log weight is -inf only where that limit is certain (log p(z) = -inf while
+log p(x | z) is bounded above); otherwise the call asks to rescale X. A NaN is never returned.
 """
+import copy
 import math
 
 import numpy as np
 
-from .. import backend
+from .. import _checks, backend
 from .. import functional as F
 from ..autograd import Tensor
 from ..backend import as_rng
 from ..distribution import check_fitted, check_n_samples, logsumexp, register
 from ..nn import Parameter
-from ._codes import CodeModel, in_unit_interval, sigmoid
+from .code_model import CodeModel, in_unit_interval, sigmoid
 from .networks import make_decoder, make_encoder
 
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -40,6 +45,17 @@ LOG_2PI = math.log(2 * math.pi)
 def gaussian_log_density(z, mu, logvar):
     """log N(z; mu, diag exp(logvar)) summed over the last axis (NumPy, float64)."""
     return -0.5 * np.sum(LOG_2PI + logvar + (z - mu) ** 2 * np.exp(-logvar), axis=-1)
+
+
+def log_density_of_draw(eps, logvar):
+    """log N(z; mu, diag exp(logvar)) at its own draw z = mu + exp(logvar / 2) eps:
+    -1/2 sum (log 2 pi + logvar + eps^2), finite even where exp(logvar / 2) overflows."""
+    return -0.5 * np.sum(LOG_2PI + logvar + eps * eps, axis=-1)
+
+
+def standard_normal_log_density(z):
+    """log N(z; 0, I) = -1/2 sum (log 2 pi + z^2): -inf where z overflowed to +-inf."""
+    return -0.5 * np.sum(LOG_2PI + z * z, axis=-1)
 
 
 def reparameterize(mu, logvar, rng=None):
@@ -66,9 +82,11 @@ class LatentVariableModel(CodeModel):
         return super().for_data(X, **params)
 
     def _build_likelihood(self):
-        if self.likelihood not in LIKELIHOODS:
-            raise ValueError(f"{type(self).__name__}: likelihood must be one of {LIKELIHOODS}, "
-                             f"got {self.likelihood!r}")
+        """Check ``likelihood`` and ``beta`` (a finite KL weight >= 0); a Gaussian likelihood
+        gets its per-feature log-variance s."""
+        where = type(self).__name__
+        _checks.choice(self.likelihood, "likelihood", where, LIKELIHOODS)
+        _checks.real(self.beta, "beta", where, low=0)
         if self.likelihood == "gaussian":
             self.log_var = Parameter(np.zeros(self.x_dim, dtype=backend.get_default_dtype()))
 
@@ -85,18 +103,32 @@ class LatentVariableModel(CodeModel):
     # --- the protocol ---------------------------------------------------------------------
     def score_samples(self, X, k=1, rng=None, batch_size=None):
         """IWAE_k(x) per row of X (nats; k = 1 is the ELBO), drawing the z_i from ``rng``;
-        rows are processed ``batch_size`` at a time (default: about 8192 / k)."""
+        rows are processed ``batch_size`` at a time (default: about 8192 / k). Overflow is
+        handled as the module docstring says."""
         where = f"{type(self).__name__}.score_samples"
         check_fitted(self, "n_features_in_", where)
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"{where}: k must be an int >= 1, got {k!r}")
+        k = _checks.positive_int(k, "k", where)
+        rows = _checks.positive_int(batch_size, "batch_size", where, optional=True)
         X = self._check_X(X, where)
         rng = as_rng(rng)
-        rows = batch_size or max(1, 8192 // k)
+        rows = rows or max(1, 8192 // k)
         out = np.empty(len(X))
-        with self.inference():
+        wide = None                     # the float64 copy, made when first needed
+        with self.inference(), np.errstate(over="ignore", invalid="ignore", divide="ignore"):
             for i in range(0, len(X), rows):
-                log_w = self._log_weights(X[i:i + rows], int(k), rng)
+                block, draws = X[i:i + rows], copy.deepcopy(rng)
+                log_w = self._log_weights(block, k, rng)
+                if not np.isfinite(log_w).all() and self.dtype != np.float64:
+                    if wide is None:
+                        wide = copy.deepcopy(self).double()
+                    log_w = wide._log_weights(block, k, draws)   # the same z draws
+                undefined = np.flatnonzero(np.isnan(log_w).any(axis=0))
+                if len(undefined):
+                    row = block[undefined[0]]
+                    raise ValueError(f"{where}: the bound of row {i + undefined[0]} of X (entries "
+                                     f"up to {np.abs(row).max():.3g} in magnitude) overflows "
+                                     "float64 in the networks; rescale X to the scale of the "
+                                     "training data")
                 out[i:i + rows] = logsumexp(log_w, axis=0) - math.log(k)
         return out
 
@@ -118,10 +150,14 @@ class LatentVariableModel(CodeModel):
         return out + sd * rng.standard_normal(out.shape)
 
     # --- helpers for subclasses -------------------------------------------------------------
-    def _log_likelihood_numpy(self, x, out):
-        """log p(x | z) (float64) for NumPy data x and decoder outputs ``out``."""
-        return -self.nll(Tensor(x.astype(self.dtype)),
-                         Tensor(out.astype(self.dtype))).numpy().astype(np.float64)
+    def _log_weight(self, x, out, log_prior, log_q):
+        """log p(x | z) + log p(z) - log q(z | x) in float64, for NumPy data x (m, x_dim),
+        decoder outputs ``out`` and the (m,) log densities; -inf where log p(z) = -inf and
+        log q(z | x) is finite, since log p(x | z) is bounded above (by 0, or by
+        -1/2 sum_j (log 2 pi + s_j))."""
+        log_lik = -self.nll(Tensor(x.astype(np.float64)), Tensor(out)).numpy()
+        certain = (log_prior == -np.inf) & np.isfinite(log_q)
+        return np.where(certain, -np.inf, log_lik + log_prior - log_q)
 
 
 @register("vae")
@@ -137,6 +173,7 @@ class VAE(LatentVariableModel):
         self.x_dim, self.z_dim, self.hidden, self.likelihood = x_dim, z_dim, hidden, likelihood
         self.beta, self.activation = beta, activation
         self.image_shape, self.channels, self.rng = image_shape, channels, rng
+        z_dim = _checks.positive_int(z_dim, "z_dim", "VAE")
         self._build_likelihood()
         rng = as_rng(rng)
         self.encoder = make_encoder(x_dim, 2 * z_dim, hidden, activation, image_shape, channels,
@@ -168,13 +205,11 @@ class VAE(LatentVariableModel):
     def _log_weights(self, x, k, rng):
         mu, logvar = (t.numpy().astype(np.float64) for t in self.encode(Tensor(x.astype(self.dtype))))
         eps = rng.standard_normal((k,) + mu.shape)
-        z = mu + np.exp(0.5 * logvar) * eps
-        log_q = gaussian_log_density(z, mu, logvar)
-        log_prior = gaussian_log_density(z, 0.0, 0.0)
-        flat = z.reshape(-1, self.z_dim)
+        z = (mu + np.exp(0.5 * logvar) * eps).reshape(-1, self.z_dim)
         x_rep = np.broadcast_to(x, (k,) + x.shape).reshape(-1, self.x_dim)
-        log_lik = self._log_likelihood_numpy(x_rep, self._decode_numpy(flat)).reshape(k, len(x))
-        return log_lik + log_prior - log_q
+        log_w = self._log_weight(x_rep, self._decode_numpy(z), standard_normal_log_density(z),
+                                 log_density_of_draw(eps, logvar).reshape(-1))
+        return log_w.reshape(k, len(x))
 
     def _prior_decode(self, n, rng):
         return self._decode_numpy(rng.standard_normal((n, self.z_dim)))
