@@ -1,5 +1,5 @@
-"""KDE, Gaussian mixtures and the sample metrics over Dask arrays (minigen.blockwise and
-minigen.density._dask).
+"""KDE, Gaussian mixtures and the sample metrics over Dask arrays (minigen.blockwise,
+minigen.density.dask_kde, minigen.density.dask_mixture, minigen.metrics._dask).
 
 Every block-wise result is compared with the in-memory one on data split into uneven chunks,
 on Dask's default threaded scheduler and on a distributed.LocalCluster of two worker processes
@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 from minigen import blockwise, metrics
-from minigen.density import KDE, GaussianMixture, KMeans, _dask
-
+from minigen.density import KDE, GaussianMixture, KMeans, dask_mixture
 
 
 def test_import_needs_numpy_only():
@@ -181,7 +180,7 @@ def test_gmm_weighted_on_a_cluster(scheduler, da):
 
 def test_kmeans_parallel_finds_the_clusters(da):
     X = data(600)
-    centres = _dask.kmeans(chunked(da, X, (100, 333, 167)), 3, rng=0)
+    centres = dask_mixture.kmeans(chunked(da, X, (100, 333, 167)), 3, rng=0)
     expected = KMeans(3, random_state=0).fit(X).cluster_centers_
     order = lambda C: C[np.lexsort(C.T[::-1])]
     np.testing.assert_allclose(order(centres), order(expected), atol=1e-10)
