@@ -38,7 +38,8 @@ from ._dispatch import (_forced, _is_cupy, _xp, check_float, choose, launch, laz
                         lazy_njit, prange, register)
 
 cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
-CUDA_THREADS = 256     # 8 warps per block for the gathers; not measured (no GPU lent)
+CUDA_THREADS = 256     # 8 warps per block for the gathers; untuned: chosen by warp count;
+                       # benchmarks/gpu_check.py tunes it
 for _name in ("conv2d", "conv2d_input_grad", "conv2d_weight_grad"):
     # work = patch entries; col2im's NumPy/Numba time ratio 1.0 at 37k, 1.5 at 147k
     register(_name, threshold=65_536)

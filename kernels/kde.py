@@ -44,7 +44,8 @@ PRODUCT_MIN_D = 4
 # (2e-12 at d = 8), where the direct form's error is relative to the distance itself.
 PRODUCT_MAX_NORM2 = 2.0 ** 10
 SQRT2 = math.sqrt(2.0)
-CUDA_THREADS = 128            # 4 warps per block; not measured (no GPU lent)
+CUDA_THREADS = 128            # 4 warps per block; untuned: chosen by warp count;
+                              # benchmarks/gpu_check.py tunes it
 # work = m * n pairs; NumPy/Numba time ratio 0.75 at 20k pairs, 2.7 at 80k
 register("log_kernel_sum", threshold=20_000)
 register("log_kernel_sum_grad", threshold=20_000)

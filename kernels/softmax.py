@@ -27,7 +27,8 @@ from ._dispatch import (_xp, both, check_float, choose, launch, lazy_cuda_jit, l
 cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
 _exp, _expn, _fmax = _math.exp_cpu, _math.exp_nonpositive_cpu, _math.fmax
 CHUNK = 256            # rows stream in L1-sized chunks; a rescale per chunk is cheap
-CUDA_THREADS = 128     # 4 warps per block; not measured (no GPU lent)
+CUDA_THREADS = 128     # 4 warps per block; untuned: chosen by warp count;
+                       # benchmarks/gpu_check.py tunes it
 for _name in ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
               "cross_entropy", "cross_entropy_backward"):
     # work = elements; NumPy/Numba time ratio 0.22 at 8k, 0.34 at 32k, 0.94 at 131k

@@ -1,12 +1,14 @@
-"""Block-wise reductions over Dask arrays: kernel sums, the sample metrics and seeded sample
-streams, for data that outgrow one machine.
+"""The generic plumbing of the Dask path: input checks, kernel sums over block pairs and seeded
+sample streams, for data that outgrow one machine.
 
-The sample metrics (and ``minigen.density``'s estimators, through ``density/_dask.py``) call in
-here when an argument is a ``dask.array.Array`` (Dask is imported only then), so a user keeps
-the ordinary API and passes a ``distributed.Client`` the ordinary Dask way. Every reduction is
-an exact re-association of the in-memory sum, so results equal the in-memory ones to float64
-rounding.
+The sample metrics (``metrics/_dask.py``) and ``minigen.density``'s estimators
+(``density/dask_kde.py``, ``density/dask_mixture.py``) build on these when an argument is a
+``dask.array.Array`` (Dask is imported only then), so a user keeps the ordinary API and passes
+a ``distributed.Client`` the ordinary Dask way. Every reduction is an exact re-association of
+the in-memory sum, so results equal the in-memory ones to float64 rounding.
 
+* Inputs: rows of unknown length (e.g. ``D[D[:, 0] > 0]``) get their chunk sizes computed
+  first; a non-numeric dtype is the in-memory path's TypeError, raised before any work.
 * Kernel sums (KDE, leave-one-out CV, MMD). For query block a and data block b, minigen's own
   kernel ``kernels.kde.log_kernel_sum`` (Numba where present) gives l_ib = log sum_{j in b}
   w_j k(q_i, x_j). Each block contributes the row (M, c, S) = (l_ib, n_b, 1): a running max, the
@@ -17,20 +19,17 @@ rounding.
   an error, never a silently partial sum. No worker holds more than one block pair, and each
   block pair sends O(rows of its query block) numbers. The KDE score function rides along:
   extra columns S g_b scale like S, and grad log p = sum_b softmax_b(l_b) g_b.
-* Sliced Wasserstein (Rabin et al. 2011) needs sorted projections, so it is split by direction:
-  each task sorts the n + m projections on a group of directions.
 * ``sample(model, n)``: a Dask array whose blocks draw from independent, reproducible streams,
   children of one ``SeedSequence`` (``SeedSequence.spawn``), rebuilt identically if a lost
   worker's block is recomputed.
 """
+import math
 
 import numpy as np
 
+from . import _checks
 from .backend import as_rng
-from .distribution import check_n_samples
 from .kernels import kde as kde_kernel
-
-_PROJECTION_FLOATS = 1 << 24         # projected values one sliced-Wasserstein task sorts
 
 
 def is_dask(*arrays):
@@ -54,14 +53,43 @@ def _finite_block(x, where, name):
     return x
 
 
+def _numeric(X, where, name):
+    """The in-memory check's TypeError for data that are not numbers."""
+    return TypeError(f"{where}: {name} must be a numeric array, got {type(X).__name__}")
+
+
+def _float_block(x, where, name):
+    try:
+        return np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise _numeric(x, where, name) from err
+
+
+def _known_sizes(A):
+    """A with its chunk sizes computed if some are unknown (NaN, e.g. after a boolean mask)."""
+    if any(math.isnan(size) for sizes in A.chunks for size in sizes):
+        return A.compute_chunk_sizes()
+    return A
+
+
 def _rows(X, where, name="X", n_features=None, chunks=None, flatten=False):
-    """X as a float64 Dask array (n, d) with one chunk across columns, its blocks checked finite
-    when computed. A NumPy X (against Dask data) is wrapped, in blocks of ``chunks`` rows."""
+    """X as a float64 Dask array (n, d) with one chunk across columns and known chunk sizes,
+    its blocks checked finite when computed. A NumPy X (against Dask data) is wrapped, in
+    blocks of ``chunks`` rows. Strings, bytes and dates are refused before any work; object
+    blocks are converted (and refused) as they are computed."""
     da = _da()
     if not is_dask(X):
-        X = np.asarray(X, dtype=np.float64)
+        try:
+            X = np.asarray(X, dtype=np.float64)
+        except (TypeError, ValueError) as err:
+            raise _numeric(X, where, name) from err
         if X.ndim >= 1:
             X = da.from_array(X, chunks=(chunks or max(len(X), 1),) + X.shape[1:])
+    elif X.dtype.kind not in "biufcO":
+        raise _numeric(X, where, name)
+    elif X.dtype.kind == "O":
+        X = X.map_blocks(_float_block, where, name, dtype=np.float64)
+    X = _known_sizes(X)
     if X.ndim == 1:
         X = X[:, None]
     elif flatten and X.ndim > 2 and len(X):
@@ -87,7 +115,10 @@ def _weights(sample_weight, X, where):
     da, n = _da(), X.shape[0]
     if sample_weight is None:
         return da.full(n, 1.0 / n, chunks=X.chunks[0])
-    w = sample_weight if is_dask(sample_weight) else np.asarray(sample_weight, dtype=np.float64)
+    if is_dask(sample_weight):
+        w = _known_sizes(sample_weight)
+    else:
+        w = np.asarray(sample_weight, dtype=np.float64)
     if w.shape != (n,):
         raise ValueError(f"{where}: sample_weight must have shape ({n},), got {w.shape}")
     w = da.asarray(w).astype(np.float64).rechunk((X.chunks[0],))
@@ -177,11 +208,10 @@ def sample(model, n, rng=None, *, chunk_size=100_000):
     model) samples itself, block by block."""
     import dask
     da = _da()
-    n = check_n_samples(n, "blockwise.sample")
+    n = _checks.integer(n, "n", "blockwise.sample", low=0)
     if is_dask(getattr(model, "data_", None)):
         return model.sample(n, rng)
-    if not (isinstance(chunk_size, (int, np.integer)) and chunk_size >= 1):
-        raise ValueError(f"blockwise.sample: chunk_size must be an int >= 1, got {chunk_size!r}")
+    chunk_size = _checks.positive_int(chunk_size, "chunk_size", "blockwise.sample")
     sizes = [chunk_size] * (n // chunk_size) + ([n % chunk_size] if n % chunk_size else [])
     empty = model.sample(0, rng=np.random.default_rng(0))
     blocks = [da.from_delayed(dask.delayed(_sample_block)(model, size, child),
@@ -192,65 +222,3 @@ def sample(model, n, rng=None, *, chunk_size=100_000):
 
 def _sample_block(model, size, seed):
     return model.sample(size, rng=np.random.default_rng(seed))
-
-
-# ------------------------------------------------------------------ sample metrics
-def _metric_pair(where, X, Y):
-    X, Y = _rows(X, where, "X", flatten=True), _rows(Y, where, "Y", flatten=True)
-    if X.shape[1] != Y.shape[1]:
-        raise ValueError(f"{where}: X and Y must have the same number of features, got "
-                         f"{X.shape[1]} and {Y.shape[1]}")
-    return X, Y
-
-
-def mmd2(X, Y, bandwidth=None, unbiased=True):
-    """``metrics.mmd2`` with Dask samples: the three mean kernels of every bandwidth are
-    block-wise log-sum-exps, computed in one pass; the median heuristic sees the same
-    subsample as in memory."""
-    import dask
-    from .metrics import median_bandwidth
-    where = "mmd2"
-    X, Y = _metric_pair(where, X, Y)
-    if unbiased and (len(X) < 2 or len(Y) < 2):
-        raise ValueError("mmd2: the unbiased estimate needs at least 2 points in X and in Y")
-    if bandwidth is None:
-        Z, limit = _da().concatenate([X, Y]), 1000
-        if len(Z) > limit:
-            Z = Z[np.sort(as_rng(0).choice(len(Z), limit, replace=False))]
-        Z = Z.compute()
-        bandwidth = median_bandwidth(Z[:1], Z[1:], max_points=len(Z))
-    hs = np.atleast_1d(bandwidth)
-    if hs.ndim != 1 or not np.all(np.isfinite(hs) & (hs > 0)):
-        raise ValueError(f"mmd2: bandwidth must be positive, got {bandwidth!r}")
-
-    def mean_kernel(A, B, h, same):
-        logs = log_kernel_sum(A, B, float(h), exclude_self=same, normalize=False, where=where)
-        return _da().exp(logs).sum() / (len(A) * (len(B) - 1) if same else len(A) * len(B))
-
-    means = dask.compute([(mean_kernel(X, X, h, unbiased), mean_kernel(Y, Y, h, unbiased),
-                           mean_kernel(X, Y, h, False)) for h in hs])[0]
-    return sum(xx + yy - 2 * xy for xx, yy, xy in means) / len(hs)
-
-
-def _wpp_block(px, py, p):
-    from .metrics import wasserstein_1d
-    return wasserstein_1d(px, py, p) ** p
-
-
-def sliced_wasserstein(X, Y, n_projections=256, p=2, rng=None):
-    """``metrics.sliced_wasserstein`` with Dask samples: the directions theta are drawn as in
-    memory; the projections are computed per row block, then regrouped by direction so that
-    each task sorts all n + m projections on a few directions (one projected column of both
-    samples must fit a worker) and returns W_p^p on them."""
-    from .metrics import _check_projections, random_directions
-    da = _da()
-    where = "sliced_wasserstein"
-    X, Y = _metric_pair(where, X, Y)
-    _check_projections(where, n_projections, p)
-    theta = random_directions(X.shape[1], n_projections, rng)
-    group = max(1, _PROJECTION_FLOATS // (len(X) + len(Y)))
-    PX = (X @ theta).rechunk({0: -1, 1: group})
-    PY = (Y @ theta).rechunk({0: -1, 1: group})
-    wpp = da.blockwise(_wpp_block, "j", PX, "aj", PY, "bj", p, None, dtype=np.float64,
-                       concatenate=True)
-    return float(wpp.mean().compute() ** (1.0 / p))

@@ -1,5 +1,5 @@
-"""KDE, Gaussian mixtures and the sample metrics over Dask arrays (minigen.blockwise and
-minigen.density._dask).
+"""KDE, Gaussian mixtures and the sample metrics over Dask arrays (minigen.blockwise,
+minigen.density.dask_kde, minigen.density.dask_mixture, minigen.metrics._dask).
 
 Every block-wise result is compared with the in-memory one on data split into uneven chunks,
 on Dask's default threaded scheduler and on a distributed.LocalCluster of two worker processes
@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 from minigen import blockwise, metrics
-from minigen.density import KDE, GaussianMixture, KMeans, _dask
-
+from minigen.density import KDE, GaussianMixture, KMeans, dask_mixture
 
 
 def test_import_needs_numpy_only():
@@ -133,6 +132,41 @@ def test_bad_input_is_named(da):
         metrics.mmd2(chunked(da, data()), np.zeros((4, 3)))
 
 
+def test_rows_of_unknown_length_are_counted_first(da):
+    """A boolean mask leaves the row chunk sizes unknown (NaN); the estimators and the metrics
+    compute them and give the in-memory answer for the selected rows."""
+    X, Y = data(), data(200, rng=1)
+    D, E = chunked(da, X), chunked(da, Y)
+    masked, kept = D[D[:, 0] > 0], X[X[:, 0] > 0]
+    assert np.isnan(masked.shape[0])
+    weights = chunked(da, np.linspace(1.0, 2.0, len(X)))
+    w = weights[D[:, 0] > 0]
+    memory = KDE().fit(kept, sample_weight=np.linspace(1.0, 2.0, len(X))[X[:, 0] > 0])
+    lazy = KDE().fit(masked, sample_weight=w)
+    np.testing.assert_allclose(lazy.cholesky_, memory.cholesky_, rtol=1e-13)
+    np.testing.assert_allclose(lazy.score_samples(Y[:20]), memory.score_samples(Y[:20]),
+                               rtol=1e-13)
+    kw = dict(n_components=2, init_params="random_from_data", random_state=0, tol=1e-8)
+    np.testing.assert_allclose(GaussianMixture(**kw).fit(masked).means_,
+                               GaussianMixture(**kw).fit(kept).means_, atol=1e-10)
+    assert metrics.mmd2(masked, E[E[:, 1] > 0], 1.0) == pytest.approx(
+        metrics.mmd2(kept, Y[Y[:, 1] > 0], 1.0), rel=1e-10)
+
+
+@pytest.mark.parametrize("call", [lambda X: KDE().fit(X),
+                                  lambda X: GaussianMixture(2).fit(X),
+                                  lambda X: metrics.mmd2(X, X),
+                                  lambda X: metrics.sliced_wasserstein(X, X)])
+def test_strings_are_the_in_memory_error(da, call):
+    words = np.array([["a", "b"], ["c", "d"], ["e", "f"]])
+    with pytest.raises(TypeError) as memory:
+        call(words)
+    with pytest.raises(TypeError) as lazy:
+        call(da.from_array(words, chunks=2))
+    assert str(lazy.value) == str(memory.value).replace("ndarray", "Array")
+    assert "X must be a numeric array" in str(lazy.value)
+
+
 @pytest.mark.parametrize("estimator", [KDE, lambda: KDE(1.0), lambda: GaussianMixture(2)])
 def test_extreme_magnitudes_are_refused_as_in_memory(da, estimator):
     """``check_scale`` on the Dask path: the same error as in memory, before any other work."""
@@ -181,7 +215,7 @@ def test_gmm_weighted_on_a_cluster(scheduler, da):
 
 def test_kmeans_parallel_finds_the_clusters(da):
     X = data(600)
-    centres = _dask.kmeans(chunked(da, X, (100, 333, 167)), 3, rng=0)
+    centres = dask_mixture.kmeans(chunked(da, X, (100, 333, 167)), 3, rng=0)
     expected = KMeans(3, random_state=0).fit(X).cluster_centers_
     order = lambda C: C[np.lexsort(C.T[::-1])]
     np.testing.assert_allclose(order(centres), order(expected), atol=1e-10)

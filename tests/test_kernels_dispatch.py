@@ -46,6 +46,23 @@ def test_choose_by_size_env_and_explicit_impl(monkeypatch):
         softmax.softmax(big, impl="gpu")
 
 
+@pytest.mark.parametrize("value, path", [("reference", "reference"), (" Numba ", "numba"),
+                                         ("", None), (None, None)])
+def test_requested_path_reads_minigen_kernels(monkeypatch, value, path):
+    if value is None:
+        monkeypatch.delenv("MINIGEN_KERNELS", raising=False)
+    else:
+        monkeypatch.setenv("MINIGEN_KERNELS", value)
+    assert K.requested_path() == path
+
+
+def test_requested_path_refuses_an_unknown_value(monkeypatch):
+    monkeypatch.setenv("MINIGEN_KERNELS", "cuda")
+    with pytest.raises(ValueError, match=r"^MINIGEN_KERNELS must be 'reference', 'numba' or "
+                                         r"unset, got 'cuda'$"):
+        K.requested_path()
+
+
 def test_numpy_alone_is_enough():
     code = ("import sys\n"
             "import minigen.kernels as K\n"
@@ -73,12 +90,12 @@ def test_polynomial_exp_accuracy():
     _dispatch.materialize(vars(_math), "cpu")
     exp, fmax = _math.exp_cpu, _math.fmax
 
-    @numba.njit(fastmath=_math.FASTMATH)        # the flags the kernels compile it with
+    @numba.njit(fastmath=_dispatch.FASTMATH)        # the flags the kernels compile it with
     def apply(x, out):
         for i in range(x.shape[0]):
             out[i] = exp(x[i])
 
-    @numba.njit(fastmath=_math.FASTMATH)
+    @numba.njit(fastmath=_dispatch.FASTMATH)
     def largest(x):
         m = -np.inf
         for i in range(x.shape[0]):
@@ -150,8 +167,9 @@ def test_source_hash_sees_every_kernel_file(tmp_path):
 
 def test_kernels_called_from_several_threads_at_once(tmp_path):
     """Threads that call a parallel Numba kernel at once, from its first (compiling) call on,
-    all get the single-thread answer; under the workqueue layer a concurrent launch used to
-    abort the process, and a thread arriving during the compilation called a placeholder."""
+    all get the single-thread answer: under the workqueue layer a concurrent launch would abort
+    the process, and a thread arriving during the compilation must wait for the compiled
+    kernel, not call the placeholder that stands in for it meanwhile."""
     pytest.importorskip("numba")
     code = ("import threading\n"
             "import numpy as np\n"

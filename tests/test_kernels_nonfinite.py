@@ -1,4 +1,4 @@
-"""Every kernel against its reference on NaN, +-inf and empty inputs (issue 13 #4, #12).
+"""Every kernel against its reference on NaN, +-inf and empty inputs.
 
 The fast paths must not hide NaN: the training loop's NaN stop depends on it reaching the
 loss.  ``CASES`` is shared with tests/test_kernels_cuda.py, which runs it on the CUDA kernels
@@ -157,7 +157,7 @@ def test_numba_matches_reference_on_nonfinite_and_empty(name):
 
 
 def test_softmax_of_a_large_nan_row_stays_nan():
-    """Issue 13 #4: a large input takes the Numba path, which turned a NaN row finite."""
+    """A large input takes the Numba path, whose fast-math max must not skip the NaN."""
     x = np.random.default_rng(1).normal(size=(4, 40_000)).astype(np.float32)
     x[0, 123] = np.nan
     y = softmax.softmax(x)
@@ -172,7 +172,7 @@ def test_kde_d0_is_log_n():
 
 @pytest.mark.parametrize("shift", [1, -1, 7])
 def test_outputs_partly_overlapping_inputs(shift):
-    """out = x shifted by a few elements (issue 13 #12): x must be read before it is
+    """out = x shifted by a few elements: x must be read before it is
     overwritten, so the kernel copies an input that partly overlaps out."""
     rng = np.random.default_rng(2)
     n, F = 3, 30_000
@@ -201,8 +201,9 @@ def test_softmax_backward_dtype_follows_the_reference():
 
 
 def test_no_numba_ir_warning_reaches_the_user(tmp_path):
-    """Compiling the kernels in a fresh cache raises no warning (issue 13: a
-    NumbaIRAssumptionWarning from cross_entropy_backward reached users)."""
+    """Compiling the kernels in a fresh cache raises no warning (Numba's
+    NumbaIRAssumptionWarning about our inlined helpers, e.g. in cross_entropy_backward, is
+    filtered by ``_dispatch``; a user's own code still sees it)."""
     code = ("import numpy as np\n"
             "from minigen.kernels import kde, softmax as sm, diffusion as df\n"
             "x = np.ones((300, 300), np.float32)\n"

@@ -142,3 +142,11 @@ def test_images_are_flattened():
 def test_bad_input_is_named(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("metric", [mmd2, sliced_wasserstein, energy_distance])
+def test_strings_are_a_type_error_naming_the_call(metric):
+    words = np.array([["a", "b"], ["c", "d"]])
+    with pytest.raises(TypeError, match=rf"^{metric.__name__}: X must be a numeric array, "
+                                        r"got ndarray$"):
+        metric(words, np.zeros((2, 2)))

@@ -1,4 +1,4 @@
-"""The scikit-learn conventions the classical estimators follow (issue 14).
+"""The scikit-learn conventions the classical estimators follow.
 
 get_params / set_params from the constructor (so clone, Pipeline and GridSearchCV work),
 NotFittedError from every method that needs a fit, ConvergenceWarning, random_state / rng

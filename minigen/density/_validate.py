@@ -1,5 +1,5 @@
-"""Checks the classical estimators share beyond ``minigen.distribution``'s: numeric
-hyper-parameters, and data whose squares float64 cannot hold.
+"""The data check the classical estimators share beyond ``minigen.distribution``'s: data
+whose squares float64 cannot hold (hyper-parameters are checked by ``minigen._checks``).
 
 Every estimator here sums squares of the data (covariances, squared distances, squared
 singular values). With N = n d entries, a sum of N squares stays finite while
@@ -13,22 +13,21 @@ import numpy as np
 _INFO = np.finfo(np.float64)
 
 
-def check_number(value, name, where, minimum=0, integer=False):
-    """``value`` as a finite number >= ``minimum`` (an int when ``integer``)."""
-    kind = (int, np.integer) if integer else (int, float, np.integer, np.floating)
-    if isinstance(value, bool) or not isinstance(value, kind) or not np.isfinite(value) \
-            or value < minimum:
-        expected = "an int" if integer else "a finite number"
-        raise ValueError(f"{where}: {name} must be {expected} >= {minimum}, got {value!r}")
-    return value
-
-
 def check_scale(X, where):
     """Raise a ValueError when the squares of X's entries overflow float64 or a column's
     (non-zero) variation is so small that its squares underflow (bounds in the module
     docstring). X is a finite, non-empty float64 (n, d) array."""
     check_extremes(float(np.max(np.abs(X))), X.min(axis=0), X.max(axis=0), X.shape, where)
     return X
+
+
+def check_scale_blocks(X, where):
+    """``check_scale`` on a Dask X: max |x| and each column's min and max in one pass of
+    per-chunk reductions."""
+    import dask
+    top, low, high = dask.compute(abs(X).max(), X.min(axis=0), X.max(axis=0))
+    check_extremes(float(top), low, high, X.shape, where)
+    return float(top)
 
 
 def check_extremes(top, low, high, shape, where):

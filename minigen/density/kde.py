@@ -10,11 +10,14 @@ sample size n_eff = 1 / sum w_j^2 (Kish 1965),
 'cv' keeps H = f^2 Sigma and picks f maximising the leave-one-out log-likelihood
 sum_i w_i log[sum_{j != i} w_j N(x_i; x_j, H) / (1 - w_i)] (Habbema et al. 1974; Duin 1976).
 The pairwise sums are ``minigen.kernels.kde.log_kernel_sum`` (a streamed log-sum-exp).
+On Dask data the same fit runs with the moments and the pairwise sums computed block by block
+(``dask_kde``).
 """
 import warnings
 
 import numpy as np
 
+from .. import _checks
 from ..backend import as_rng
 from ..blockwise import is_dask
 from ..kernels import kde as kde_kernel
@@ -45,8 +48,7 @@ def _cholesky_or_diagonal(cov, n, where, stacklevel):
     With d >= n, or a numerically singular Sigma (the factorisation fails, or a pivot L_ii^2
     falls below d eps max_j Sigma_jj), warn and fall back to diag(Sigma) with zero variances
     raised to 1e-6 of the largest one. If every column is constant there is no scale at all:
-    raise. The in-memory and the Dask fit (``density._dask``) both end here; ``stacklevel``
-    points the warning at the caller of ``KDE.fit``."""
+    raise. ``stacklevel`` points the warning at the caller of ``KDE.fit``."""
     d = len(cov)
     variances = np.diag(cov).copy()
     top = variances.max()
@@ -71,8 +73,9 @@ def _cholesky_or_diagonal(cov, n, where, stacklevel):
 def _check_bandwidth(bandwidth):
     if isinstance(bandwidth, str):
         if bandwidth not in _RULES:
-            raise ValueError(f"KDE: bandwidth must be one of {_RULES}, a positive number, or a "
-                             f"(d,) / (d, d) array; got {bandwidth!r}")
+            raise ValueError(f"KDE: bandwidth must be one of {', '.join(map(repr, _RULES))}, a "
+                             f"positive number, or a (d,) / (d, d) array, got "
+                             f"{_checks.excerpt(bandwidth)}")
         return bandwidth
     try:
         h = np.asarray(bandwidth, dtype=np.float64)
@@ -82,8 +85,63 @@ def _check_bandwidth(bandwidth):
     if h.ndim > 2 or (h.ndim == 2 and h.shape[0] != h.shape[1]) or h.size == 0:
         raise ValueError(f"KDE: an array bandwidth must be (d,) or (d, d), got shape {h.shape}")
     if not np.all(np.isfinite(h)) or (h.ndim < 2 and np.any(h <= 0)):
-        raise ValueError(f"KDE: bandwidth must be finite and > 0, got {bandwidth!r}")
+        raise ValueError(f"KDE: bandwidth must be finite and > 0, got "
+                         f"{_checks.excerpt(bandwidth)}")
     return h
+
+
+def _numeric_bandwidth(h, d, where):
+    """(bandwidth_, L) for a numeric bandwidth h in d dimensions: L = h I for a number, diag(h)
+    for a (d,) vector, the Cholesky factor of H for a (d, d) matrix."""
+    if h.ndim == 2:
+        if h.shape != (d, d):
+            raise ValueError(f"{where}: a matrix bandwidth must be ({d}, {d}), got {h.shape}")
+        try:
+            chol = np.linalg.cholesky(h)
+        except np.linalg.LinAlgError as err:
+            raise ValueError(f"{where}: a matrix bandwidth must be symmetric positive "
+                             "definite") from err
+        if not np.allclose(h, h.T):
+            raise ValueError(f"{where}: a matrix bandwidth must be symmetric positive definite")
+        return h.copy(), chol
+    if h.ndim == 1 and h.shape != (d,):
+        raise ValueError(f"{where}: a vector bandwidth must have shape ({d},), got {h.shape}")
+    chol = np.diag(np.broadcast_to(h, (d,)).astype(np.float64))
+    return (h.copy() if h.ndim else float(h)), chol
+
+
+def _loo_log_likelihood(X, w, chol):
+    """sum_i w_i log[sum_{j != i} w_j N(x_i; x_j, L L^T) / (1 - w_i)] (zero-weight rows skipped)."""
+    with np.errstate(divide="ignore"):
+        log_w = np.log(w)
+    loo = kde_kernel.log_kernel_sum(X, X, chol=chol, log_weights=log_w, exclude_self=True)
+    keep = w > 0
+    return float(np.sum(w[keep] * (loo[keep] - np.log1p(-w[keep]))))
+
+
+def _cv_search(loo_log_likelihood, base, scott):
+    """The factor f maximising ``loo_log_likelihood(f L_base)`` over log f: a grid
+    scott * 2^(-5..2), then a golden-section search between the best grid point's
+    neighbours."""
+    def objective(log_f):
+        return loo_log_likelihood(base * np.exp(log_f))
+
+    grid = np.log(scott) + np.log(2.0) * np.arange(-5, 3)
+    values = [objective(g) for g in grid]
+    best = int(np.argmax(values))
+    lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
+    a, b = hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo)
+    fa, fb = objective(a), objective(b)
+    for _ in range(20):
+        if fa > fb:
+            hi, b, fb = b, a, fa
+            a = hi - _GOLDEN * (hi - lo)
+            fa = objective(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + _GOLDEN * (hi - lo)
+            fb = objective(b)
+    return float(np.exp(0.5 * (lo + hi)))
 
 
 @register("kde")
@@ -105,47 +163,39 @@ class KDE(Distribution):
     """
 
     def __init__(self, bandwidth="scott", *, precision="float64"):
-        if precision not in kde_kernel.PRECISIONS:
-            raise ValueError(f"KDE: precision must be one of {kde_kernel.PRECISIONS}, "
-                             f"got {precision!r}")
+        _checks.choice(precision, "precision", "KDE", kde_kernel.PRECISIONS)
         self.bandwidth, self.precision = bandwidth, precision
         self._bandwidth = _check_bandwidth(bandwidth)
 
     def fit(self, X, y=None, sample_weight=None):
-        """Store the data and weights and set H (``y`` is ignored: scikit-learn's signature)."""
-        if is_dask(X, sample_weight):
-            from ._dask import kde_fit
-            return kde_fit(self, X, sample_weight)
+        """Store the data and weights and set H (``y`` is ignored: scikit-learn's signature).
+        Dask data stay Dask arrays (a KDE is its data); their moments and the 'cv' likelihood
+        are computed block by block (``dask_kde``)."""
         where = "KDE.fit"
-        X = check_scale(check_array(X, where), where)
+        if is_dask(X, sample_weight):
+            from . import dask_kde
+            X, w = dask_kde.checked(X, sample_weight, where)
+            neff, positive = dask_kde.weight_summary(w)
+            covariance = lambda: dask_kde.data_covariance(X, w)
+            loo_log_likelihood = lambda chol: dask_kde.loo_log_likelihood(X, w, chol, where)
+        else:
+            X = check_scale(check_array(X, where), where)
+            w = check_sample_weight(sample_weight, len(X), where)
+            neff, positive = 1.0 / np.sum(w ** 2), np.count_nonzero(w)
+            covariance = lambda: _data_covariance(X, w)
+            loo_log_likelihood = lambda chol: _loo_log_likelihood(X, w, chol)
         n, d = X.shape
-        w = check_sample_weight(sample_weight, n, where)
         h = self._bandwidth
-        neff = 1.0 / np.sum(w ** 2)
         if isinstance(h, str):
-            if n < 2 or np.count_nonzero(w) < 2:
+            if n < 2 or positive < 2:
                 raise ValueError(f"{where}: bandwidth={h!r} needs at least 2 samples with "
-                                 f"positive weight, got {np.count_nonzero(w)}")
-            base = _cholesky_or_diagonal(_data_covariance(X, w), n, where, stacklevel=3)
-            factor = (self._cv_factor(X, w, base, _rule_factor("scott", neff, d))
+                                 f"positive weight, got {positive}")
+            base = _cholesky_or_diagonal(covariance(), n, where, stacklevel=3)
+            factor = (_cv_search(loo_log_likelihood, base, _rule_factor("scott", neff, d))
                       if h == "cv" else _rule_factor(h, neff, d))
             self.bandwidth_, chol = factor, base * factor
-        elif h.ndim == 2:
-            if h.shape != (d, d):
-                raise ValueError(f"{where}: a matrix bandwidth must be ({d}, {d}), got {h.shape}")
-            try:
-                chol = np.linalg.cholesky(h)
-            except np.linalg.LinAlgError as err:
-                raise ValueError(f"{where}: a matrix bandwidth must be symmetric positive "
-                                 "definite") from err
-            if not np.allclose(h, h.T):
-                raise ValueError(f"{where}: a matrix bandwidth must be symmetric positive definite")
-            self.bandwidth_ = h.copy()
         else:
-            if h.ndim == 1 and h.shape != (d,):
-                raise ValueError(f"{where}: a vector bandwidth must have shape ({d},), got {h.shape}")
-            chol = np.diag(np.broadcast_to(h, (d,)).astype(np.float64))
-            self.bandwidth_ = h.copy() if h.ndim else float(h)
+            self.bandwidth_, chol = _numeric_bandwidth(h, d, where)
         self.cholesky_ = chol
         self.covariance_ = chol @ chol.T
         self.data_, self.weights_, self.neff_, self.n_features_in_ = X, w, neff, d
@@ -158,41 +208,6 @@ class KDE(Distribution):
         with np.errstate(divide="ignore"):
             return np.log(self.weights_)
 
-    def _loo_log_likelihood(self, X, w, chol, log_w):
-        """sum_i w_i log[sum_{j != i} w_j N(x_i; x_j, L L^T) / (1 - w_i)] (zero-weight rows skipped)."""
-        if is_dask(X):
-            from ._dask import kde_loo_log_likelihood
-            return kde_loo_log_likelihood(X, w, chol)
-        loo = kde_kernel.log_kernel_sum(X, X, chol=chol, log_weights=log_w, exclude_self=True)
-        keep = w > 0
-        return float(np.sum(w[keep] * (loo[keep] - np.log1p(-w[keep]))))
-
-    def _cv_factor(self, X, w, base, scott):
-        """Maximise the leave-one-out likelihood over log f: a grid scott * 2^(-5..2), then a
-        golden-section search between the best grid point's neighbours."""
-        with np.errstate(divide="ignore"):
-            log_w = np.log(w)
-
-        def objective(log_f):
-            return self._loo_log_likelihood(X, w, base * np.exp(log_f), log_w)
-
-        grid = np.log(scott) + np.log(2.0) * np.arange(-5, 3)
-        values = [objective(g) for g in grid]
-        best = int(np.argmax(values))
-        lo, hi = grid[max(best - 1, 0)], grid[min(best + 1, len(grid) - 1)]
-        a, b = hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo)
-        fa, fb = objective(a), objective(b)
-        for _ in range(20):
-            if fa > fb:
-                hi, b, fb = b, a, fa
-                a = hi - _GOLDEN * (hi - lo)
-                fa = objective(a)
-            else:
-                lo, a, fa = a, b, fb
-                b = lo + _GOLDEN * (hi - lo)
-                fb = objective(b)
-        return float(np.exp(0.5 * (lo + hi)))
-
     def _checked(self, X, where):
         check_fitted(self, "cholesky_", where)
         return check_array(X, where, n_features=self.n_features_in_)
@@ -200,8 +215,8 @@ class KDE(Distribution):
     def score_samples(self, X):
         """log p(x) = log sum_j w_j N(x; x_j, H) for each row of X."""
         if is_dask(X, getattr(self, "data_", None)):
-            from ._dask import kde_score_samples
-            return kde_score_samples(self, X)
+            from .dask_kde import score_samples
+            return score_samples(self, X)
         X = self._checked(X, "KDE.score_samples")
         return kde_kernel.log_kernel_sum(X, self.data_, chol=self.cholesky_,
                                          log_weights=self._log_weights,
@@ -213,8 +228,8 @@ class KDE(Distribution):
     def score_function(self, Q):
         """grad_q log p(q) = H^-1 (sum_j r_j(q) x_j - q), r_j(q) the kernel responsibilities."""
         if is_dask(Q, getattr(self, "data_", None)):
-            from ._dask import kde_score_function
-            return kde_score_function(self, Q)
+            from .dask_kde import score_function
+            return score_function(self, Q)
         Q = self._checked(Q, "KDE.score_function")
         return kde_kernel.log_kernel_sum_grad(Q, self.data_, chol=self.cholesky_,
                                               log_weights=self._log_weights,
@@ -223,8 +238,8 @@ class KDE(Distribution):
     def sample(self, n, rng=None):
         """Pick a data point j with probability w_j, add L u with u ~ N(0, I)."""
         if is_dask(getattr(self, "data_", None)):
-            from ._dask import kde_sample
-            return kde_sample(self, n, rng)
+            from .dask_kde import sample
+            return sample(self, n, rng)
         check_fitted(self, "cholesky_", "KDE.sample")
         n = check_n_samples(n, "KDE.sample")
         rng = as_rng(rng, name="KDE.sample: rng")

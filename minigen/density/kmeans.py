@@ -13,10 +13,10 @@ import warnings
 
 import numpy as np
 
+from .. import _checks
 from ..backend import as_rng
-from ..distribution import (ConvergenceWarning, Configurable, register, check_array, check_fitted,
-                            check_positive)
-from ._validate import check_number, check_scale
+from ..distribution import ConvergenceWarning, Configurable, register, check_array, check_fitted
+from ._validate import check_scale
 
 
 def _squared_distances(X, x_sq, centers):
@@ -31,7 +31,7 @@ def _squared_distances(X, x_sq, centers):
 def kmeans_plusplus(X, n_clusters, rng=None):
     """Return ``(centers, indices)``: k-means++ seeds chosen among the rows of X."""
     X = check_scale(check_array(X, "kmeans_plusplus"), "kmeans_plusplus")
-    check_positive(n_clusters, "n_clusters", "kmeans_plusplus", integer=True)
+    _checks.positive_int(n_clusters, "n_clusters", "kmeans_plusplus")
     if n_clusters > len(X):
         raise ValueError(f"kmeans_plusplus: n_clusters={n_clusters} exceeds n_samples={len(X)}")
     rng = as_rng(rng, name="kmeans_plusplus: rng")
@@ -89,12 +89,11 @@ class KMeans(Configurable):
 
     def __init__(self, n_clusters=8, init="k-means++", n_init=1, max_iter=300, tol=1e-4,
                  random_state=None):
-        check_positive(n_clusters, "n_clusters", "KMeans", integer=True)
-        check_positive(n_init, "n_init", "KMeans", integer=True)
-        check_positive(max_iter, "max_iter", "KMeans", integer=True)
-        if not isinstance(init, str) or init not in ("k-means++", "random"):
-            raise ValueError(f"KMeans: init must be 'k-means++' or 'random', got {init!r}")
-        check_number(tol, "tol", "KMeans")
+        _checks.positive_int(n_clusters, "n_clusters", "KMeans")
+        _checks.positive_int(n_init, "n_init", "KMeans")
+        _checks.positive_int(max_iter, "max_iter", "KMeans")
+        _checks.choice(init, "init", "KMeans", ("k-means++", "random"))
+        _checks.real(tol, "tol", "KMeans", low=0)
         self.n_clusters, self.init, self.n_init = n_clusters, init, n_init
         self.max_iter, self.tol, self.random_state = max_iter, tol, random_state
 

@@ -13,85 +13,22 @@ Sigma_k = sum_i s_i r_ik (x_i - mu_k)(x_i - mu_k)^T / n_k + reg_covar I, pooled 
 (weights_init, means_init, precisions_init) follow scikit-learn's conventions, so a fit can
 start from the same place as scikit-learn's.
 """
+import functools
 import warnings
 
 import numpy as np
 
+from .. import _checks
 from ..backend import as_rng
 from ..blockwise import is_dask
 from ..distribution import (ConvergenceWarning, Distribution, register, check_array, check_fitted,
-                            check_n_samples, check_positive, check_sample_weight, logsumexp)
-from ._validate import check_number, check_scale
+                            check_n_samples, check_sample_weight, logsumexp)
+from ._gaussian import covariances_from_precision_cholesky, log_gaussian, precision_cholesky
+from ._validate import check_scale
 from .kmeans import KMeans, kmeans_plusplus
 
 _TYPES = ("full", "tied", "diag", "spherical")
 _INITS = ("kmeans", "k-means++", "random", "random_from_data")
-_SCRATCH = 1 << 21                   # floats in one E-step block (rows x K d): 16 MiB
-
-
-def _collapsed(k, where):
-    return ValueError(f"{where}: component {k} has collapsed onto a single point (its covariance "
-                      "is zero up to rounding, e.g. from duplicate points), so its density is "
-                      "undefined; increase reg_covar (e.g. 1e-6), use fewer components, or "
-                      "remove the duplicates")
-
-
-def _cholesky_with_jitter(covariances, where):
-    """Lower Cholesky factors of a stack (K, d, d). A component that is singular gets the
-    smallest ridge 10^j * trace/d * I (j = -12, -11, ...) that factorises, with a warning."""
-    try:
-        return np.linalg.cholesky(covariances)
-    except np.linalg.LinAlgError:
-        pass
-    factors = np.empty_like(covariances)
-    eye = np.eye(covariances.shape[-1])
-    for k, cov in enumerate(covariances):
-        scale = float(np.trace(cov)) / len(cov)
-        for ridge in [0.0] + [10.0 ** power * scale for power in range(-12, 3)]:
-            try:
-                factors[k] = np.linalg.cholesky(cov + ridge * eye)
-                break
-            except np.linalg.LinAlgError:
-                continue
-        else:
-            raise _collapsed(k, where)
-        if ridge > 0:
-            warnings.warn(f"{where}: component {k} has a singular covariance; added a ridge "
-                          f"{ridge:.3g} I (increase reg_covar)", RuntimeWarning, stacklevel=6)
-    return factors
-
-
-def precision_cholesky(covariances, covariance_type, where="GaussianMixture", resolution=0.0):
-    """P with P P^T = Sigma^-1: the inverse transpose of Sigma's Cholesky factor (1/sqrt for
-    'diag' and 'spherical'). A component whose largest variance is at most ``resolution`` (the
-    variance rounding alone can produce in the data) has collapsed: a ValueError that says to
-    increase reg_covar. A zero variance in a component that has not collapsed is floored at
-    1e-12 of that component's largest, with a warning."""
-    stack = covariances[None] if covariance_type == "tied" else covariances
-    largest = (np.max(np.diagonal(stack, axis1=1, axis2=2), axis=1)
-               if covariance_type in ("full", "tied") else stack.reshape(len(stack), -1).max(axis=1))
-    if np.any(largest <= resolution):
-        raise _collapsed(int(np.argmax(largest <= resolution)), where)
-    if covariance_type in ("diag", "spherical"):
-        floor = 1e-12 * largest.reshape((-1,) + (1,) * (covariances.ndim - 1))
-        if np.any(covariances <= floor):
-            warnings.warn(f"{where}: a zero variance; flooring it at 1e-12 of its component's "
-                          "largest (increase reg_covar)", RuntimeWarning, stacklevel=5)
-            covariances = np.maximum(covariances, floor)
-        return 1.0 / np.sqrt(covariances)
-    factors = _cholesky_with_jitter(stack, where)
-    precisions = np.swapaxes(np.linalg.inv(factors), -1, -2)
-    if not np.all(np.isfinite(precisions)):
-        raise _collapsed(int(np.argmax(~np.all(np.isfinite(precisions), axis=(1, 2)))), where)
-    return precisions[0] if covariance_type == "tied" else precisions
-
-
-def covariances_from_precision_cholesky(prec_chol, covariance_type):
-    """Sigma = (P P^T)^-1 (1 / P^2 for 'diag' and 'spherical')."""
-    if covariance_type in ("diag", "spherical"):
-        return 1.0 / prec_chol ** 2
-    inverse = np.linalg.inv(prec_chol)
-    return np.swapaxes(inverse, -1, -2) @ inverse
 
 
 def estimate_parameters(X, resp, reg_covar, covariance_type):
@@ -119,37 +56,6 @@ def estimate_parameters(X, resp, reg_covar, covariance_type):
     return nk, means, covariances
 
 
-def log_gaussian(X, means, prec_chol, covariance_type):
-    """log N(x_i; mu_k, Sigma_k) for all i, k: an (n, K) array.
-
-    'full'/'tied': one matrix product X [P_1 ... P_K] per block of rows, minus mu_k P_k, squared
-    and summed per component by a second product with a block indicator.
-    'diag'/'spherical': ||x . p_k - mu_k . p_k||^2 expanded into three matrix products.
-    """
-    n, d = X.shape
-    K = len(means)
-    if covariance_type in ("full", "tied"):
-        P = np.broadcast_to(prec_chol, (K, d, d))
-        log_det = np.sum(np.log(np.diagonal(P, axis1=1, axis2=2)), axis=1)
-        stacked = np.ascontiguousarray(P.transpose(1, 0, 2).reshape(d, K * d))
-        shift = np.einsum("kd,kde->ke", means, P).reshape(K * d)
-        blocks = np.kron(np.eye(K), np.ones((d, 1)))
-        mahalanobis = np.empty((n, K))
-        rows = max(1, _SCRATCH // (K * d))
-        for a in range(0, n, rows):
-            Y = X[a:a + rows] @ stacked
-            Y -= shift
-            np.square(Y, out=Y)
-            mahalanobis[a:a + rows] = Y @ blocks
-    else:
-        P = prec_chol[:, None] * np.ones(d) if covariance_type == "spherical" else prec_chol
-        log_det = np.sum(np.log(P), axis=1)
-        P2 = P ** 2
-        mahalanobis = ((X * X) @ P2.T - 2.0 * (X @ (means * P2).T)
-                       + np.sum(means ** 2 * P2, axis=1))
-    return -0.5 * (d * np.log(2 * np.pi) + mahalanobis) + log_det
-
-
 def _n_precision_parameters(covariance_type, K, d):
     return {"full": K * d * (d + 1) // 2, "tied": d * (d + 1) // 2, "diag": K * d,
             "spherical": K}[covariance_type]
@@ -174,16 +80,14 @@ class GaussianMixture(Distribution):
     def __init__(self, n_components=1, covariance_type="full", tol=1e-3, reg_covar=1e-6,
                  max_iter=100, n_init=1, init_params="kmeans", weights_init=None,
                  means_init=None, precisions_init=None, random_state=None):
-        check_positive(n_components, "n_components", "GaussianMixture", integer=True)
-        check_number(max_iter, "max_iter", "GaussianMixture", integer=True)
-        check_positive(n_init, "n_init", "GaussianMixture", integer=True)
-        check_number(tol, "tol", "GaussianMixture")
-        check_number(reg_covar, "reg_covar", "GaussianMixture")
-        if not isinstance(covariance_type, str) or covariance_type not in _TYPES:
-            raise ValueError(f"GaussianMixture: covariance_type must be one of {_TYPES}, "
-                             f"got {covariance_type!r}")
-        if not isinstance(init_params, str) or init_params not in _INITS:
-            raise ValueError(f"GaussianMixture: init_params must be one of {_INITS}, got {init_params!r}")
+        where = "GaussianMixture"
+        _checks.positive_int(n_components, "n_components", where)
+        _checks.integer(max_iter, "max_iter", where, low=0)
+        _checks.positive_int(n_init, "n_init", where)
+        _checks.real(tol, "tol", where, low=0)
+        _checks.real(reg_covar, "reg_covar", where, low=0)
+        _checks.choice(covariance_type, "covariance_type", where, _TYPES)
+        _checks.choice(init_params, "init_params", where, _INITS)
         self.n_components, self.covariance_type, self.tol = n_components, covariance_type, tol
         self.reg_covar, self.max_iter, self.n_init = reg_covar, max_iter, n_init
         self.init_params, self.random_state = init_params, random_state
@@ -298,23 +202,26 @@ class GaussianMixture(Distribution):
 
     def fit(self, X, y=None, sample_weight=None):
         """Run EM ``n_init`` times and keep the run with the highest final lower bound
-        (``y`` is ignored: scikit-learn's signature)."""
+        (``y`` is ignored: scikit-learn's signature). Dask data run the same EM with the
+        E-step and the sufficient statistics computed chunk by chunk (``dask_mixture``)."""
+        where = "GaussianMixture.fit"
         if is_dask(X, sample_weight):
-            from ._dask import gmm_fit
-            return gmm_fit(self, X, sample_weight)
-        X = check_scale(check_array(X, "GaussianMixture.fit", min_samples=1), "GaussianMixture.fit")
+            from . import dask_mixture
+            X, s, top = dask_mixture.checked(X, sample_weight, where)
+            best_run = functools.partial(dask_mixture.best_run, self)
+        else:
+            X = check_scale(check_array(X, where, min_samples=1), where)
+            s = check_sample_weight(sample_weight, len(X), where) * len(X)
+            top, best_run = float(np.max(np.abs(X))), self._best_run
         n, d = X.shape
+        if self.n_components > n:
+            raise ValueError(f"{where}: n_components={self.n_components} exceeds n_samples={n}")
         # The variance that rounding alone produces in data of this magnitude: a component
         # whose largest variance is no more than this has collapsed onto a point.
-        resolution = (4 * np.finfo(np.float64).eps * float(np.max(np.abs(X)))) ** 2
-        if self.n_components > n:
-            raise ValueError(f"GaussianMixture.fit: n_components={self.n_components} exceeds "
-                             f"n_samples={n}")
-        s = check_sample_weight(sample_weight, n, "GaussianMixture.fit") * n
+        resolution = (4 * np.finfo(np.float64).eps * top) ** 2
         inits = self._check_inits(d)
-        rng = as_rng(self.random_state, name="GaussianMixture.fit: random_state")
-        return self._keep_best(lambda: self._best_run(X, s, inits, rng, resolution), d,
-                               stacklevel=3)
+        rng = as_rng(self.random_state, name=f"{where}: random_state")
+        return self._keep_best(lambda: best_run(X, s, inits, rng, resolution), d, stacklevel=3)
 
     def _keep_best(self, best_run, d, stacklevel):
         """Store the state of ``best_run()`` (EM from every initialisation; the in-memory and
@@ -359,7 +266,7 @@ class GaussianMixture(Distribution):
     def score_samples(self, X):
         """log p(x_i) = logsumexp_k (log pi_k + log N(x_i; mu_k, Sigma_k))."""
         if is_dask(X):
-            from ._dask import score_rows
+            from .dask_mixture import score_rows
             return score_rows(self.score_samples, X, "GaussianMixture.score_samples")
         return logsumexp(self._log_joint(self._checked(X, "GaussianMixture.score_samples")), axis=1)
 

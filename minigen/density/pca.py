@@ -20,6 +20,7 @@ import warnings
 
 import numpy as np
 
+from .. import _checks
 from ..backend import as_rng
 from ..distribution import Distribution, register, check_array, check_fitted, check_n_samples
 from ._validate import check_scale, exact_mean
@@ -64,13 +65,12 @@ class PCA(Distribution):
     """
 
     def __init__(self, n_components=None, whiten=False, svd_solver="full", random_state=None):
-        if not isinstance(svd_solver, str) or svd_solver not in _SOLVERS:
-            raise ValueError(f"PCA: svd_solver must be one of {_SOLVERS}, got {svd_solver!r}")
+        _checks.choice(svd_solver, "svd_solver", "PCA", _SOLVERS)
         nc = n_components
         if not (nc is None or (isinstance(nc, (int, np.integer)) and not isinstance(nc, bool))
                 or (isinstance(nc, (float, np.floating)) and 0.0 < nc < 1.0)):
             raise ValueError("PCA: n_components must be None, an int or a fraction in (0, 1), "
-                             f"got {nc!r}")
+                             f"got {_checks.excerpt(nc)}")
         if svd_solver == "randomized" and isinstance(nc, (float, np.floating)):
             raise ValueError("PCA: svd_solver='randomized' needs an int n_components or None")
         self.n_components = n_components
@@ -188,7 +188,11 @@ class PCA(Distribution):
         return out - np.sum(np.log(self._whitening_scale())) if self.whiten else out
 
     def score_samples(self, X):
-        """The PPCA log density log N(x; mu, C) of each row (formula in the module docstring)."""
+        """The PPCA log density log N(x; mu, C) of each row (formula in the module docstring).
+
+        Written in C's eigenbasis (k code variances lambda plus the isotropic residual sigma^2)
+        rather than with ``density._gaussian.log_gaussian``: C is never formed or factored, so
+        the cost is O(n d k), not O(n d^2)."""
         check_fitted(self, "components_", "PCA.score_samples")
         X = check_array(X, "PCA.score_samples", n_features=self.n_features_in_)
         variance, noise = self._model_variances("PCA.score_samples")

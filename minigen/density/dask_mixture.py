@@ -1,140 +1,34 @@
-"""KDE and Gaussian mixtures on Dask arrays: the estimator-specific half of the block-wise
-path (``minigen.blockwise`` holds the kernel-sum tree, the input checks and the seeded streams).
+"""The Dask half of ``GaussianMixture``: the same EM with the E-step and the sufficient
+statistics computed chunk by chunk, and its k-means initialisation over chunks; the fitted
+attributes are plain NumPy arrays, equal to the in-memory ones to float64 rounding.
 
-``KDE`` and ``GaussianMixture`` call in here when their data are a ``dask.array.Array``; the
-results equal the in-memory ones to float64 rounding.
-
-* KDE: moments in two passes (the mean, then the covariance about it), the same factor code as
-  in memory (``kde._cholesky_or_diagonal``); scores, score function and leave-one-out CV are
-  ``blockwise.log_kernel_sum``; sampling decomposes the mixture over data blocks.
-* EM for Gaussian mixtures (Dempster, Laird & Rubin 1977). Per chunk, the E-step and the
-  sufficient statistics sum_i s_i log p(x_i), n_k = sum_i s_i r_ik, sum_i s_i r_ik x_i and
+* EM (Dempster, Laird & Rubin 1977). Per chunk, the E-step and the sufficient statistics
+  sum_i s_i log p(x_i), n_k = sum_i s_i r_ik, sum_i s_i r_ik x_i and
   sum_i s_i r_ik (x_i - c_k)(x_i - c_k)^T, centred at the previous means c_k (no cancellation);
   summed over chunks, the M-step recovers Sigma_k = [S2_k - a_k b_k^T - b_k a_k^T + n_k a_k a_k^T]
-  / n_k with a_k = mu_k - c_k, b_k = sum_i s_i r_ik x_i - n_k c_k. Initial k-means centres come
-  from k-means|| (Bahmani et al. 2012, "Scalable k-means++"): a few passes that each keep a
-  point with probability min(1, l D(x)^2 / phi), then a weighted k-means++ on the candidates.
-* The extreme-magnitude check (``_validate.check_scale``) runs on per-chunk max |x| and column
-  min / max, reduced in one pass.
+  / n_k with a_k = mu_k - c_k, b_k = sum_i s_i r_ik x_i - n_k c_k.
+* Initial k-means centres come from k-means|| (Bahmani et al. 2012, "Scalable k-means++"): a few
+  passes that each keep a point with probability min(1, l D(x)^2 / phi), then a weighted
+  k-means++ on the candidates; Lloyd's iterations then run over chunks.
 """
 import numpy as np
 
 from ..backend import as_rng
-from ..blockwise import _da, _rows, _spawn, _weights, is_dask, log_kernel_sum
-from ..distribution import check_fitted, check_n_samples, logsumexp
-from ._validate import check_extremes
-from .kde import _cholesky_or_diagonal, _rule_factor
+from ..blockwise import _da, _rows, _spawn, _weights
+from ..distribution import logsumexp
+from ._gaussian import covariances_from_precision_cholesky, log_gaussian, precision_cholesky
+from ._validate import check_scale_blocks
 from .kmeans import _squared_distances
-from .mixture import covariances_from_precision_cholesky, log_gaussian, precision_cholesky
 
 _KMEANS_ROUNDS = 5                   # k-means|| rounds (Bahmani et al. 2012 find 5 enough)
 
 
-def _checked_scale(X, where):
-    """``check_scale`` on Dask X: max |x| and each column's min and max in one pass of per-chunk
-    reductions; returns them."""
-    import dask
-    top, low, high = dask.compute(abs(X).max(), X.min(axis=0), X.max(axis=0))
-    check_extremes(float(top), low, high, X.shape, where)
-    return float(top), low, high
-
-
-# ------------------------------------------------------------------ KDE
-def kde_fit(model, X, sample_weight=None):
-    """``KDE.fit`` on Dask data: bandwidth_, cholesky_, covariance_, neff_ are plain values;
-    data_ and weights_ stay Dask arrays (a KDE is its data). Moments take two passes (the
-    mean, then the covariance about it); 'cv' evaluates its leave-one-out likelihood block-wise.
-    """
-    import dask
-    where = "KDE.fit"
+def checked(X, sample_weight, where):
+    """(X, s, max |x|): the Dask data (n, d), checked finite and of a safe scale (one pass),
+    the sample weights s in X's row chunks scaled to mean 1, and the largest magnitude."""
     X = _rows(X, where)
-    n, d = X.shape
-    _, low, high = _checked_scale(X, where)
-    w = _weights(sample_weight, X, where)
-    h = model._bandwidth
-    if isinstance(h, str):
-        sum_w2, positive, mean = dask.compute((w ** 2).sum(), (w > 0).sum(), w @ X)
-        neff = 1.0 / sum_w2
-        if n < 2 or positive < 2:
-            raise ValueError(f"{where}: bandwidth={h!r} needs at least 2 samples with "
-                             f"positive weight, got {positive}")
-        mean = np.where(low == high, low, mean)        # constant columns centre exactly
-        Xc = X - mean
-        cov = ((Xc.T * w) @ Xc).compute() / (1.0 - sum_w2)
-        base = _cholesky_or_diagonal(cov, n, where, stacklevel=4)
-        scott = _rule_factor("scott", neff, d)
-        factor = (model._cv_factor(X, w, base, scott) if h == "cv"
-                  else _rule_factor(h, neff, d))
-        model.bandwidth_, model.cholesky_ = factor, base * factor
-    else:
-        # A numeric bandwidth depends on d alone: the in-memory fit of one point gives it.
-        fixed = type(model)(bandwidth=model.bandwidth).fit(np.zeros((1, d)))
-        model.bandwidth_, model.cholesky_ = fixed.bandwidth_, fixed.cholesky_
-        neff = 1.0 / float((w ** 2).sum().compute())
-    model.covariance_ = model.cholesky_ @ model.cholesky_.T
-    model.data_, model.weights_, model.neff_, model.n_features_in_ = X, w, neff, d
-    return model
-
-
-def kde_loo_log_likelihood(X, w, chol):
-    """sum_i w_i log[sum_{j != i} w_j N(x_i; x_j, L L^T) / (1 - w_i)], block-wise ('cv')."""
-    da = _da()
-    loo = log_kernel_sum(X, X, chol, w, exclude_self=True, where="KDE.fit")
-    with np.errstate(divide="ignore"):
-        terms = da.where(w > 0, w * (loo - da.log1p(-w)), 0.0)
-    return float(terms.sum().compute())
-
-
-def _kde_query(model, Q, where):
-    check_fitted(model, "cholesky_", where)
-    data = model.data_
-    X = _rows(data, where, "data_")
-    Q = _rows(Q, where, n_features=model.n_features_in_, chunks=max(X.chunks[0]))
-    return Q, X, _da().asarray(model.weights_).rechunk((X.chunks[0],))
-
-
-def kde_score_samples(model, Q):
-    """``KDE.score_samples``: a Dask (m,) array for a Dask Q, else a NumPy array."""
-    where = "KDE.score_samples"
-    Qd, X, w = _kde_query(model, Q, where)
-    out = log_kernel_sum(Qd, X, model.cholesky_, w, where=where)
-    return out if is_dask(Q) else out.compute()
-
-
-def kde_score_function(model, Q):
-    """``KDE.score_function``: grad log p = sum_b softmax_b(l_b) g_b over data blocks b."""
-    where = "KDE.score_function"
-    Qd, X, w = _kde_query(model, Q, where)
-    out = log_kernel_sum(Qd, X, model.cholesky_, w, want_grad=True, where=where)[:, 1:]
-    return out if is_dask(Q) else out.compute()
-
-
-def _kde_sample_block(x, w, count, chol, seed):
-    if count == 0:
-        return np.empty((0, x.shape[1]))
-    rng = np.random.default_rng(seed)
-    index = rng.choice(len(x), size=count, p=w / w.sum())
-    return x[index] + rng.standard_normal((count, x.shape[1])) @ chol.T
-
-
-def kde_sample(model, n, rng=None):
-    """``KDE.sample`` on Dask data, a Dask array. Mixture decomposition: n_b ~ Multinomial(n, W_b)
-    points from data block b (W_b its weight), each block then drawing j with probability
-    w_j / W_b and adding L u; block b draws from child stream b of ``rng``'s SeedSequence."""
-    import dask
-    da = _da()
-    n = check_n_samples(n, "KDE.sample")
-    X = _rows(model.data_, "KDE.sample", "data_")
-    w = da.asarray(model.weights_).rechunk((X.chunks[0],))
-    totals = np.array(dask.compute(*[b.sum() for b in w.to_delayed()]))
-    rng = as_rng(rng)
-    counts = rng.multinomial(n, totals / totals.sum())
-    blocks = [da.from_delayed(dask.delayed(_kde_sample_block)(x, wb, int(c), model.cholesky_,
-                                                               child),
-                              shape=(int(c), X.shape[1]), dtype=np.float64)
-              for x, wb, c, child in zip(X.to_delayed()[:, 0], w.to_delayed(), counts,
-                                         _spawn(rng, len(counts)))]
-    return da.concatenate(blocks)
+    top = check_scale_blocks(X, where)
+    return X, _weights(sample_weight, X, where) * X.shape[0], top
 
 
 # ------------------------------------------------------------------ sums with a row count
@@ -391,8 +285,10 @@ def _em_step(model, X, s, resolution):
     return ll
 
 
-def _best_run(model, X, s, inits, rng, resolution):
-    """``GaussianMixture._best_run`` with the E- and M-steps over chunks."""
+def best_run(model, X, s, inits, rng, resolution):
+    """``GaussianMixture._best_run`` with the E- and M-steps over chunks: EM from
+    ``model.n_init`` initialisations (``inits``: the checked weights_init, means_init and
+    precisions_init, None where not given); returns the state of the best run."""
     n, best = X.shape[0], None
     for _ in range(model.n_init):
         _initialize(model, X, s, inits, rng, resolution)
@@ -411,24 +307,6 @@ def _best_run(model, X, s, inits, rng, resolution):
             best = (lower_bound, np.array(bounds), converged, n_iter, model.weights_,
                     model.means_, model.covariances_, model.precisions_cholesky_)
     return best
-
-
-def gmm_fit(model, X, sample_weight=None):
-    """``GaussianMixture.fit`` on a Dask array: the same EM, one pass over the chunks per
-    iteration; the fitted attributes are plain NumPy arrays."""
-    where = "GaussianMixture.fit"
-    X = _rows(X, where)
-    n, d = X.shape
-    top = _checked_scale(X, where)[0]
-    if model.n_components > n:
-        raise ValueError(f"{where}: n_components={model.n_components} exceeds n_samples={n}")
-    # As in memory: the variance rounding alone produces at this magnitude.
-    resolution = (4 * np.finfo(np.float64).eps * top) ** 2
-    s = _weights(sample_weight, X, where) * n
-    inits = model._check_inits(d)
-    rng = as_rng(model.random_state)
-    return model._keep_best(lambda: _best_run(model, X, s, inits, rng, resolution), d,
-                            stacklevel=4)
 
 
 def score_rows(method, X, where):

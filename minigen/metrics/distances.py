@@ -1,4 +1,5 @@
-"""Distances between samples: sliced Wasserstein, MMD with a Gaussian kernel, energy distance.
+"""Distances between samples held in memory: sliced Wasserstein, MMD with a Gaussian kernel,
+energy distance (``minigen.metrics`` adds the Dask path on top).
 
 Each takes two point sets X (n, ...) and Y (m, ...) (trailing dimensions are flattened) and
 compares the empirical distributions they define; none allocates an n x m matrix beyond a
@@ -8,15 +9,23 @@ import math
 
 import numpy as np
 
-from .autograd import Tensor
-from . import blockwise
-from .backend import as_rng
-from .kernels.kde import log_kernel_sum
-from .ops.shape import sort
+from .. import _checks
+from ..autograd import Tensor
+from ..backend import as_rng
+from ..kernels.kde import log_kernel_sum
+from ..ops.shape import sort
+
+
+def _numeric(A, where, name):
+    try:
+        return np.asarray(A, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{where}: {name} must be a numeric array, got "
+                        f"{type(A).__name__}") from err
 
 
 def _pair(where, X, Y):
-    X, Y = np.asarray(X, dtype=np.float64), np.asarray(Y, dtype=np.float64)
+    X, Y = _numeric(X, where, "X"), _numeric(Y, where, "Y")
     if X.ndim < 1 or Y.ndim < 1 or len(X) < 1 or len(Y) < 1:
         raise ValueError(f"{where}: X and Y must be non-empty arrays of shape (n, ...), got "
                          f"{X.shape} and {Y.shape}")
@@ -59,10 +68,22 @@ def _quantile_pairs(n, m):
     return widths, ix, iy
 
 
-def _check_projections(where, n_projections, p):
-    if n_projections < 1 or p < 1:
-        raise ValueError(f"{where}: need n_projections >= 1 and p >= 1, got "
-                         f"{n_projections}, {p}")
+def check_projections(where, n_projections, p):
+    """The sliced Wasserstein arguments: an int n_projections >= 1 and a real p >= 1."""
+    _checks.positive_int(n_projections, "n_projections", where)
+    _checks.real(p, "p", where, low=1)
+
+
+def check_bandwidths(bandwidth, where):
+    """``bandwidth`` (a number or a sequence of them) as a 1-D array of positive widths."""
+    try:
+        hs = np.atleast_1d(np.asarray(bandwidth, dtype=np.float64))
+    except (TypeError, ValueError):
+        hs = np.array([np.nan])
+    if hs.ndim != 1 or hs.size == 0 or not np.all(np.isfinite(hs) & (hs > 0)):
+        raise ValueError(f"{where}: bandwidth must be a positive number or a sequence of them, "
+                         f"got {_checks.excerpt(bandwidth)}")
+    return hs
 
 
 def random_directions(d, n_projections, rng=None):
@@ -79,10 +100,8 @@ def sliced_wasserstein(X, Y, n_projections=256, p=2, rng=None):
 
     averaged over ``n_projections`` random directions drawn from ``rng``. For a
     differentiable version on Tensors see ``sliced_wasserstein_loss``."""
-    if blockwise.is_dask(X, Y):
-        return blockwise.sliced_wasserstein(X, Y, n_projections, p, rng)
     X, Y = _pair("sliced_wasserstein", X, Y)
-    _check_projections("sliced_wasserstein", n_projections, p)
+    check_projections("sliced_wasserstein", n_projections, p)
     theta = random_directions(X.shape[1], n_projections, rng)
     wpp = wasserstein_1d(X @ theta, Y @ theta, p) ** p
     return float(np.mean(wpp) ** (1.0 / p))
@@ -104,7 +123,7 @@ def sliced_wasserstein_loss(X, Y, n_projections=50, p=2, rng=None):
     if X.ndim != 2 or Y.ndim != 2 or X.shape[1] != Y.shape[1] or len(X) < 1 or len(Y) < 1:
         raise ValueError(f"{where}: X and Y must be non-empty (n, d) and (m, d) Tensors, got "
                          f"{X.shape} and {Y.shape}")
-    _check_projections(where, n_projections, p)
+    check_projections(where, n_projections, p)
     theta = Tensor(random_directions(X.shape[1], n_projections, rng).astype(X.dtype))
     x, y = sort(X @ theta, axis=0), sort(Y @ theta, axis=0)
     n, m = len(X), len(Y)
@@ -144,24 +163,15 @@ def mmd2(X, Y, bandwidth=None, unbiased=True):
     can be negative); False keeps them (the V-statistic, >= 0). ``bandwidth``: h, a sequence
     of h (the kernel is their average), or None (``median_bandwidth``). Kernel sums stream
     through ``minigen.kernels.kde.log_kernel_sum``: no n x m matrix."""
-    if blockwise.is_dask(X, Y):
-        return blockwise.mmd2(X, Y, bandwidth, unbiased)
     X, Y = _pair("mmd2", X, Y)
     if unbiased and (len(X) < 2 or len(Y) < 2):
         raise ValueError("mmd2: the unbiased estimate needs at least 2 points in X and in Y")
-    hs = np.atleast_1d(median_bandwidth(X, Y) if bandwidth is None else bandwidth)
-    if hs.ndim != 1 or not np.all(np.isfinite(hs) & (hs > 0)):
-        raise ValueError(f"mmd2: bandwidth must be positive, got {bandwidth!r}")
+    hs = check_bandwidths(median_bandwidth(X, Y) if bandwidth is None else bandwidth, "mmd2")
     total = 0.0
     for h in hs:
         total += (_mean_kernel(X, X, h, unbiased) + _mean_kernel(Y, Y, h, unbiased)
                   - 2 * _mean_kernel(X, Y, h, False))
     return total / len(hs)
-
-
-def mmd(X, Y, bandwidth=None):
-    """MMD = sqrt of the biased (V-statistic) ``mmd2``, a distance between the two samples."""
-    return math.sqrt(max(mmd2(X, Y, bandwidth, unbiased=False), 0.0))
 
 
 def _mean_dist(A, B, max_elements=2 ** 22):
