@@ -12,7 +12,7 @@ from ..autograd import Function, Tensor
 from ..backend import xp
 from ..kernels import conv as kconv
 from ..kernels import softmax as ksoftmax
-from .math import floating, where
+from ._promote import floating
 from .shape import getitem, pad, reshape
 
 
@@ -317,4 +317,4 @@ def embedding(indices, weight):
 
 
 __all__ = ["softmax", "log_softmax", "one_hot", "conv2d", "conv_transpose2d", "max_pool2d",
-           "avg_pool2d", "upsample_nearest", "dropout", "embedding", "where"]
+           "avg_pool2d", "upsample_nearest", "dropout", "embedding"]

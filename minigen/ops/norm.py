@@ -21,7 +21,7 @@ import numpy as np
 
 from ..autograd import Function, cast, sum_axes
 from ..backend import xp
-from .math import floating, result_dtype
+from ._promote import floating, result_dtype
 
 _STATS = (2, 3)  # the axes of a group in the (N, G, K, S) view
 
