@@ -204,7 +204,7 @@ def test_conv_layers_reject_empty_sizes(make, arg):
 
 
 def test_gelu_module_rejects_unknown_forms():
-    with pytest.raises(ValueError, match="GELU: approximate must be 'none' or 'tanh'"):
+    with pytest.raises(ValueError, match="GELU: approximate must be one of 'none', 'tanh', got 'erf'"):
         nn.GELU("erf")
 
 

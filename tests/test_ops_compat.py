@@ -385,5 +385,5 @@ def test_gelu_forms_match_torch():
 
 
 def test_gelu_rejects_unknown_forms():
-    with pytest.raises(ValueError, match="gelu: approximate must be 'none' or 'tanh'"):
+    with pytest.raises(ValueError, match="gelu: approximate must be one of 'none', 'tanh', got 'exact'"):
         F.gelu(mg.tensor([1.0]), approximate="exact")

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from .. import _checks as C
 from ..autograd import Function, Tensor
 from ..backend import xp
 from ._promote import floating
@@ -208,11 +209,8 @@ def gelu(a, approximate="none"):
     approximate='none' (the default): a Phi(a) = 0.5 a (1 + erf(a / sqrt 2)), exact.
     approximate='tanh': 0.5 a (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3))), GPT-2's form.
     """
-    if approximate == "none":
-        return Gelu.apply(floating(a))
-    if approximate == "tanh":
-        return GeluTanh.apply(floating(a))
-    raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    approximate = C.choice(approximate, "approximate", "gelu", ("none", "tanh"))
+    return (Gelu if approximate == "none" else GeluTanh).apply(floating(a))
 
 
 def silu(a):
