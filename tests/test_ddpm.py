@@ -1,4 +1,4 @@
-"""minigen.models.ddpm: the forward process, the posterior and the samplers against
+"""minigen.models.diffusion: the forward process, the posterior and the samplers against
 independent derivations (Ho et al. 2020; Song et al. 2021), and a training smoke test."""
 import numpy as np
 import pytest
@@ -331,7 +331,7 @@ def test_denoisers_embed_equal_and_mixed_timesteps_alike(net, shape):
 def test_the_sampling_runner_is_the_time_mlp_forward_exactly(t):
     """_TimeMLPRunner (buffers, in-place ReLU, no graph) computes TimeMLP.forward's numbers,
     for a shared and for per-sample timesteps, and again on a second call (reused buffers)."""
-    from minigen.models.denoisers import _TimeMLPRunner
+    from minigen.models.diffusion.denoisers import _TimeMLPRunner
     net = TimeMLP(3, hidden=16, depth=3, rng=0)
     for p in net.parameters():                      # biases too, so that ReLU clips some
         init.normal_(p, std=0.5, rng=1)

@@ -7,7 +7,7 @@ import minigen as mg
 from minigen import Tensor
 from minigen.data import load_digits
 from minigen.models import DDPM, NoiseSchedule, TimeMLP, TinyUNet
-from minigen.models.denoisers import group_norm
+from minigen.models.diffusion.denoisers import group_norm
 from minigen.nn import Module
 
 Z = 4.0   # tolerance in standard errors
