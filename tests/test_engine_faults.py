@@ -233,3 +233,13 @@ def test_functional_conv_with_an_empty_weight_is_a_clear_error(op, weight):
     x = mg.tensor(np.zeros((1, 1, 5, 5), dtype=np.float32))
     with pytest.raises(ValueError, match=f"{op}: the weight needs at least one channel"):
         getattr(F, op)(x, mg.tensor(np.zeros(weight, dtype=np.float32)))
+
+
+@pytest.mark.parametrize("rng, error, match", [
+    (-1, ValueError, "as_rng: rng must be an int >= 0, got -1"),
+    (np.int64(-5), ValueError, r"as_rng: rng must be an int >= 0, got np.int64\(-5\)"),
+    ("seed" * 100, TypeError, r"as_rng: rng must be None, an int seed >= 0.* \.\.\.$"),
+])
+def test_as_rng_rejects_negative_seeds_and_quotes_only_an_excerpt(rng, error, match):
+    with pytest.raises(error, match=match):
+        backend.as_rng(rng)

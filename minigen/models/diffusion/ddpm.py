@@ -24,17 +24,17 @@ from .schedule import VARIANCES, NoiseSchedule
 PREDICTIONS = ("eps", "x0", "v")
 
 
-def _check_scale(x0, where):
-    """``x0`` (the diffused variable, in the dtype the bound is computed in) if the squared
-    distances of the bound cannot overflow that dtype: each is a sum of d squares, so every
-    |x| must stay below sqrt(max / (4 d)) (4: a difference of two such values doubles it).
+def _check_scale(x0, dtype, where):
+    """``x0`` (the diffused variable, float64) if the squared distances of the bound cannot
+    overflow ``dtype``, the dtype it is computed in: each is a sum of d squares, so every |x|
+    must stay below sqrt(max / (4 d)) (4: a difference of two such values doubles it).
     Otherwise the ValueError that asks to rescale X, as the classical estimators do."""
     d = max(x0[0].size, 1)
-    limit = np.sqrt(np.finfo(x0.dtype).max / (4 * d))
+    limit = np.sqrt(np.finfo(dtype).max / (4 * d))
     top = float(np.max(np.abs(x0))) if x0.size else 0.0
     if not top <= limit:
         raise ValueError(f"{where}: X has entries as large as {top:.3g} in magnitude in the "
-                         f"model's {x0.dtype} variable; squared distances overflow (the limit "
+                         f"model's {np.dtype(dtype)} variable; squared distances overflow (the limit "
                          f"for {d} features is {limit:.3g}): rescale X, e.g. X / np.abs(X).max()")
     return x0
 
@@ -182,12 +182,13 @@ class DDPM(DeepModel):
         self.shape_ = X.shape[1:]
         return self._to_model(X)
 
-    def _to_model(self, X):
-        """Data (n, *shape_) -> the diffused variable (n, *shape) in [-1, 1] with data_range."""
+    def _to_model(self, X, dtype=None):
+        """Data (n, *shape_) -> the diffused variable (n, *shape) in [-1, 1] with data_range,
+        in ``dtype`` (default: the model's)."""
         if self.data_range is not None:
             lo, hi = self.data_range
             X = 2 * (X - lo) / (hi - lo) - 1
-        return X.reshape((len(X),) + self._model_shape()).astype(self.dtype)
+        return X.reshape((len(X),) + self._model_shape()).astype(dtype or self.dtype)
 
     def _from_model(self, x):
         """The diffused variable (..., n, *shape) -> data (..., n, *shape_)."""
@@ -341,8 +342,9 @@ class DDPM(DeepModel):
         self._check_sampling(where, eps_fn, X.shape[1:])
         weights = self._weights(eps_fn)
         s, rng, n = self.schedule, as_rng(rng), len(X)
-        x0 = self._to_model(X) if self.shape_ is not None else X
-        x0 = _check_scale(x0.astype(self.dtype if eps_fn is None else np.float64), where)
+        dtype = self.dtype if eps_fn is None else np.float64
+        x0 = self._to_model(X, np.float64) if self.shape_ is not None else X
+        x0 = _check_scale(x0, dtype, where).astype(dtype)
         eps_fn = eps_fn or self._eps_predictor(n)
         ab_T = s.alpha_bars[-1]
         bound = _gauss_kl(s.sqrt_alpha_bars[-1] * x0, np.full(n, 1 - ab_T), 0 * x0, np.ones(n))
