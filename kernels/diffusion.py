@@ -15,7 +15,8 @@ import numpy as np
 from ._dispatch import _xp, both, choose, launch, lazy_cuda_jit, lazy_njit, prange, register
 
 cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
-CUDA_THREADS = 256     # 8 warps per block for a memory-bound map; not measured (no GPU lent)
+CUDA_THREADS = 256     # 8 warps per block for a memory-bound map; untuned: chosen by warp
+                       # count; benchmarks/gpu_check.py tunes it
 BLOCK = 16_384         # elements per prange task (64-128 KiB per array): hides the task cost
 for _name in ("q_sample", "ddpm_step", "ddim_step"):
     # work = elements; NumPy/Numba time ratio 0.82 at 16k, 1.5 at 65k
@@ -47,58 +48,61 @@ def _check(where, x, arrays, coefs, clip=None):
     return flat, cs
 
 
-def _col(c, x):
-    """(n,) -> (n, 1, ..., 1), to broadcast over x's trailing dimensions."""
+def col(c, x):
+    """Per-sample coefficients (n,) -> (n, 1, ..., 1), to broadcast over x's trailing
+    dimensions (also the models' helper for the same job)."""
     return c.reshape((-1,) + (1,) * (x.ndim - 1))
 
 
 # ------------------------------------------------------------------ reference (NumPy/CuPy)
 def reference_q_sample(x0, noise, sqrt_abar, sqrt_one_minus_abar):
-    return _col(sqrt_abar, x0) * x0 + _col(sqrt_one_minus_abar, x0) * noise
+    return col(sqrt_abar, x0) * x0 + col(sqrt_one_minus_abar, x0) * noise
 
 
 def reference_ddpm_step(xt, eps, z, sqrt_recip_abar, sqrt_recipm1_abar, coef_x0, coef_xt,
                         sigma, clip=None):
-    x0 = _col(sqrt_recip_abar, xt) * xt - _col(sqrt_recipm1_abar, xt) * eps
+    x0 = col(sqrt_recip_abar, xt) * xt - col(sqrt_recipm1_abar, xt) * eps
     if clip is not None:
         x0 = _xp(xt).clip(x0, -clip, clip)
-    out = _col(coef_x0, xt) * x0 + _col(coef_xt, xt) * xt
-    return out if z is None else out + _col(sigma, xt) * z
+    out = col(coef_x0, xt) * x0 + col(coef_xt, xt) * xt
+    return out if z is None else out + col(sigma, xt) * z
 
 
 def reference_ddim_step(xt, eps, z, sqrt_abar, sqrt_one_minus_abar, sqrt_abar_prev, dir_coef,
                         sigma, clip=None):
-    x0 = (xt - _col(sqrt_one_minus_abar, xt) * eps) / _col(sqrt_abar, xt)
+    x0 = (xt - col(sqrt_one_minus_abar, xt) * eps) / col(sqrt_abar, xt)
     if clip is not None:
         clipped = _xp(xt).clip(x0, -clip, clip)
-        eps = _xp(xt).where(clipped != x0, (xt - _col(sqrt_abar, xt) * clipped)
-                            / _col(sqrt_one_minus_abar, xt), eps)
+        eps = _xp(xt).where(clipped != x0, (xt - col(sqrt_abar, xt) * clipped)
+                            / col(sqrt_one_minus_abar, xt), eps)
         x0 = clipped
-    out = _col(sqrt_abar_prev, xt) * x0 + _col(dir_coef, xt) * eps
-    return out if z is None else out + _col(sigma, xt) * z
+    out = col(sqrt_abar_prev, xt) * x0 + col(dir_coef, xt) * eps
+    return out if z is None else out + col(sigma, xt) * z
 
 
 # ------------------------------------------------------------------ per-element formulas
-def q_sample_element(x0, noise, a, b):
-    return a * x0 + b * noise
+def q_sample_element(x0, noise, sqrt_abar, sqrt_one_minus_abar):
+    return sqrt_abar * x0 + sqrt_one_minus_abar * noise
 
 
 # x0 is clipped to [-clip, clip] by comparisons that keep NaN NaN (as np.clip does; Numba's
 # min/max would return the bound).  Helpers compiled by ``both`` call no other helper.
-def ddpm_element(x, e, z, has_z, a, b, p, q, s, clip):
-    x0 = a * x - b * e
+def ddpm_element(xt, eps, z, has_z, sqrt_recip_abar, sqrt_recipm1_abar, coef_x0, coef_xt,
+                 sigma, clip):
+    x0 = sqrt_recip_abar * xt - sqrt_recipm1_abar * eps
     x0 = -clip if x0 < -clip else (clip if x0 > clip else x0)
-    out = p * x0 + q * x
-    return out + s * z if has_z else out
+    out = coef_x0 * x0 + coef_xt * xt
+    return out + sigma * z if has_z else out
 
 
-def ddim_element(x, e, z, has_z, sa, s1ma, sap, dc, s, clip):
-    x0 = (x - s1ma * e) / sa
+def ddim_element(xt, eps, z, has_z, sqrt_abar, sqrt_one_minus_abar, sqrt_abar_prev, dir_coef,
+                 sigma, clip):
+    x0 = (xt - sqrt_one_minus_abar * eps) / sqrt_abar
     x0c = -clip if x0 < -clip else (clip if x0 > clip else x0)
     if x0c != x0:                           # re-derive eps from the clipped x0
-        e = (x - sa * x0c) / s1ma
-    out = sap * x0c + dc * e
-    return out + s * z if has_z else out
+        eps = (xt - sqrt_abar * x0c) / sqrt_one_minus_abar
+    out = sqrt_abar_prev * x0c + dir_coef * eps
+    return out + sigma * z if has_z else out
 
 
 _q_sample_cpu, _q_sample_gpu = both(q_sample_element)
@@ -110,66 +114,75 @@ _ddim_cpu, _ddim_gpu = both(ddim_element)
 # One prange task per BLOCK-long piece of a sample's row, so a batch of a few large samples
 # still splits over every core; each task loads its sample's coefficients once.
 @lazy_njit(parallel=True, cache=True, fastmath={"contract"})
-def _numba_q_sample(x0, noise, a, b, out):
+def _numba_q_sample(x0, noise, sqrt_abar, sqrt_one_minus_abar, out):
     n, F = x0.shape
     per_row = (F + BLOCK - 1) // BLOCK
     for task in prange(n * per_row):
         r, c0 = task // per_row, (task % per_row) * BLOCK
-        ar, br = a[r], b[r]
+        signal, noise_scale = sqrt_abar[r], sqrt_one_minus_abar[r]
         for c in range(c0, min(F, c0 + BLOCK)):
-            out[r, c] = _q_sample_cpu(x0[r, c], noise[r, c], ar, br)
+            out[r, c] = _q_sample_cpu(x0[r, c], noise[r, c], signal, noise_scale)
 
 
 @lazy_njit(parallel=True, cache=True, fastmath={"contract"})
-def _numba_ddpm_step(xt, eps, z, has_z, ra, rm1, cx0, cxt, sigma, clip, out):
+def _numba_ddpm_step(xt, eps, z, has_z, sqrt_recip_abar, sqrt_recipm1_abar, coef_x0, coef_xt,
+                     sigma, clip, out):
     n, F = xt.shape
     per_row = (F + BLOCK - 1) // BLOCK
     for task in prange(n * per_row):
         r, c0 = task // per_row, (task % per_row) * BLOCK
-        a, b, p, q, s = ra[r], rm1[r], cx0[r], cxt[r], sigma[r]
+        ra, rm1, cx0, cxt, sr = (sqrt_recip_abar[r], sqrt_recipm1_abar[r], coef_x0[r],
+                                 coef_xt[r], sigma[r])
         for c in range(c0, min(F, c0 + BLOCK)):
-            out[r, c] = _ddpm_cpu(xt[r, c], eps[r, c], z[r, c], has_z, a, b, p, q, s, clip)
+            out[r, c] = _ddpm_cpu(xt[r, c], eps[r, c], z[r, c], has_z, ra, rm1, cx0, cxt, sr,
+                                  clip)
 
 
 @lazy_njit(parallel=True, cache=True, fastmath={"contract"})
-def _numba_ddim_step(xt, eps, z, has_z, sa, s1ma, sap, dc, sigma, clip, out):
+def _numba_ddim_step(xt, eps, z, has_z, sqrt_abar, sqrt_one_minus_abar, sqrt_abar_prev,
+                     dir_coef, sigma, clip, out):
     n, F = xt.shape
     per_row = (F + BLOCK - 1) // BLOCK
     for task in prange(n * per_row):
         r, c0 = task // per_row, (task % per_row) * BLOCK
-        a, b, p, q, s = sa[r], s1ma[r], sap[r], dc[r], sigma[r]
+        sa, s1ma, sap, dc, sr = (sqrt_abar[r], sqrt_one_minus_abar[r], sqrt_abar_prev[r],
+                                 dir_coef[r], sigma[r])
         for c in range(c0, min(F, c0 + BLOCK)):
-            out[r, c] = _ddim_cpu(xt[r, c], eps[r, c], z[r, c], has_z, a, b, p, q, s, clip)
+            out[r, c] = _ddim_cpu(xt[r, c], eps[r, c], z[r, c], has_z, sa, s1ma, sap, dc, sr,
+                                  clip)
 
 
 # ------------------------------------------------------------------ Numba CUDA
 @lazy_cuda_jit()
-def _cuda_q_sample(x0, noise, a, b, out):
+def _cuda_q_sample(x0, noise, sqrt_abar, sqrt_one_minus_abar, out):
     i = cuda.grid(1)
     F = x0.shape[1]
     if i < x0.shape[0] * F:
         r, c = i // F, i % F
-        out[r, c] = _q_sample_gpu(x0[r, c], noise[r, c], a[r], b[r])
+        out[r, c] = _q_sample_gpu(x0[r, c], noise[r, c], sqrt_abar[r], sqrt_one_minus_abar[r])
 
 
 @lazy_cuda_jit()
-def _cuda_ddpm_step(xt, eps, z, has_z, ra, rm1, cx0, cxt, sigma, clip, out):
+def _cuda_ddpm_step(xt, eps, z, has_z, sqrt_recip_abar, sqrt_recipm1_abar, coef_x0, coef_xt,
+                    sigma, clip, out):
     i = cuda.grid(1)
     F = xt.shape[1]
     if i < xt.shape[0] * F:
         r, c = i // F, i % F
-        out[r, c] = _ddpm_gpu(xt[r, c], eps[r, c], z[r, c], has_z, ra[r], rm1[r], cx0[r],
-                              cxt[r], sigma[r], clip)
+        out[r, c] = _ddpm_gpu(xt[r, c], eps[r, c], z[r, c], has_z, sqrt_recip_abar[r],
+                              sqrt_recipm1_abar[r], coef_x0[r], coef_xt[r], sigma[r], clip)
 
 
 @lazy_cuda_jit()
-def _cuda_ddim_step(xt, eps, z, has_z, sa, s1ma, sap, dc, sigma, clip, out):
+def _cuda_ddim_step(xt, eps, z, has_z, sqrt_abar, sqrt_one_minus_abar, sqrt_abar_prev,
+                    dir_coef, sigma, clip, out):
     i = cuda.grid(1)
     F = xt.shape[1]
     if i < xt.shape[0] * F:
         r, c = i // F, i % F
-        out[r, c] = _ddim_gpu(xt[r, c], eps[r, c], z[r, c], has_z, sa[r], s1ma[r], sap[r],
-                              dc[r], sigma[r], clip)
+        out[r, c] = _ddim_gpu(xt[r, c], eps[r, c], z[r, c], has_z, sqrt_abar[r],
+                              sqrt_one_minus_abar[r], sqrt_abar_prev[r], dir_coef[r], sigma[r],
+                              clip)
 
 
 # ------------------------------------------------------------------ public API

@@ -5,8 +5,8 @@
 >>> (x ** 3).sum().backward(); x.grad
 """
 from . import data, density, functional, metrics, models, nn, optim
-from .autograd import (Function, Tensor, arange, enable_grad, full, grad, is_grad_enabled,
-                       manual_seed, no_grad, ones, ones_like, rand, randn, tensor, zeros,
+from .autograd import Function, Tensor, enable_grad, grad, is_grad_enabled, no_grad
+from .creation import (arange, full, manual_seed, ones, ones_like, rand, randn, tensor, zeros,
                        zeros_like)
 from .io import load, load_model, save, save_model
 from .backend import AxisError, get_default_dtype, set_default_dtype

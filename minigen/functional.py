@@ -1,6 +1,6 @@
 """minigen.functional (``F``): every differentiable op, in one namespace.
 
-The ops live in ``minigen/ops/`` grouped by kind (math, shape, reduce, nn, norm, losses); this
+The ops live in ``minigen/ops/`` grouped by kind (math, activations, shape, reduce, nn, norm, losses); this
 module gathers them and gives Tensor its operators and methods (``x + y``, ``x @ w``,
 ``x.sum()``).
 """
@@ -10,9 +10,9 @@ from .autograd import Tensor, sum_to, to_device
 from .backend import check_axis
 from .ops.losses import (binary_cross_entropy_with_logits, cross_entropy, gaussian_nll,
                          kl_normal, l1_loss, mse_loss)
-from .ops.math import (abs, add, clip, cos, div, erf, exp, gelu, leaky_relu, linear, log,
-                       matmul, maximum, minimum, mul, neg, pow, relu, sigmoid, silu, sin, softplus,
-                       sqrt, sub, tanh, where)
+from .ops.activations import gelu, leaky_relu, relu, sigmoid, silu, softplus
+from .ops.math import (abs, add, clip, cos, div, erf, exp, linear, log, matmul, maximum, minimum,
+                       mul, neg, pow, sin, sqrt, sub, tanh, where)
 from .ops.nn import (avg_pool2d, conv2d, conv_transpose2d, dropout, embedding, log_softmax,
                      max_pool2d, one_hot, softmax, upsample_nearest)
 from .ops.norm import group_norm, layer_norm

@@ -1,4 +1,4 @@
-"""minigen.models.ddpm: the forward process, the posterior and the samplers against
+"""minigen.models.diffusion: the forward process, the posterior and the samplers against
 independent derivations (Ho et al. 2020; Song et al. 2021), and a training smoke test."""
 import numpy as np
 import pytest
@@ -9,6 +9,7 @@ from minigen import Tensor
 from minigen.data import load_digits, make_toy
 from minigen.metrics import mmd2
 from minigen.models import DDPM, NoiseSchedule, TimeMLP, TinyUNet, timestep_embedding
+from minigen.models.diffusion.schedule import reference_ddim_step, reference_p_step
 from minigen.nn import Linear, Module, init
 from minigen.train import train
 
@@ -102,6 +103,40 @@ def test_p_step_is_equation_11(s, data, variance):
     sigma = np.sqrt(var) if t > 0 else 0.0
     expected = (xt - beta / np.sqrt(1 - ab) * eps) / np.sqrt(1 - beta) + sigma * z
     np.testing.assert_allclose(s.p_step(xt, t, eps, z, variance), expected, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(reference_p_step(s, xt, np.full(4, t), eps, z, variance), expected,
+                               rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("impl", ["reference", "numba"])
+@pytest.mark.parametrize("variance", ["fixed_small", "fixed_large"])
+def test_fused_p_step_matches_the_numpy_reference(impl, variance, monkeypatch):
+    """The fused kernel (forced with MINIGEN_KERNELS) against reference_p_step, eq. 11 in
+    NumPy, at mixed timesteps including t = 0 (no noise)."""
+    if impl == "numba":
+        pytest.importorskip("numba")
+    monkeypatch.setenv("MINIGEN_KERNELS", impl)
+    s, rng = NoiseSchedule(T=50, kind="cosine"), np.random.default_rng(5)
+    t = np.array([0, 1, 17, 49])
+    xt, eps, z = (rng.normal(size=(4, 3, 5)) for _ in range(3))
+    np.testing.assert_allclose(s.p_step(xt, t, eps, z, variance),
+                               reference_p_step(s, xt, t, eps, z, variance),
+                               rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("impl", ["reference", "numba"])
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+def test_fused_ddim_step_matches_the_numpy_reference(impl, eta, monkeypatch):
+    """The fused kernel against reference_ddim_step (Song et al. eq. 12), t_prev = -1
+    included (abar_prev = 1)."""
+    if impl == "numba":
+        pytest.importorskip("numba")
+    monkeypatch.setenv("MINIGEN_KERNELS", impl)
+    s, rng = NoiseSchedule(T=50), np.random.default_rng(6)
+    t, t_prev = np.array([3, 10, 30, 49]), np.array([-1, 4, 29, 0])
+    xt, eps, z = (rng.normal(size=(4, 7)) for _ in range(3))
+    np.testing.assert_allclose(s.ddim_step(xt, t, t_prev, eps, z, eta),
+                               reference_ddim_step(s, xt, t, t_prev, eps, z, eta),
+                               rtol=1e-10, atol=1e-12)
 
 
 def test_p_step_clips_the_data_estimate():
@@ -331,7 +366,7 @@ def test_denoisers_embed_equal_and_mixed_timesteps_alike(net, shape):
 def test_the_sampling_runner_is_the_time_mlp_forward_exactly(t):
     """_TimeMLPRunner (buffers, in-place ReLU, no graph) computes TimeMLP.forward's numbers,
     for a shared and for per-sample timesteps, and again on a second call (reused buffers)."""
-    from minigen.models.denoisers import _TimeMLPRunner
+    from minigen.models.diffusion.denoisers import _TimeMLPRunner
     net = TimeMLP(3, hidden=16, depth=3, rng=0)
     for p in net.parameters():                      # biases too, so that ReLU clips some
         init.normal_(p, std=0.5, rng=1)
@@ -472,3 +507,37 @@ def test_timestep_embedding_is_the_sinusoidal_formula():
 def test_bad_input_is_named(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+def _identity_eps(x, t):
+    return x
+
+
+@pytest.mark.parametrize("steps, length", [(5, 6), (None, 1001)])
+def test_sampling_no_samples_keeps_the_trajectory_shape(steps, length):
+    model = DDPM(None, shape=(2,))
+    x, path = model.sample(0, rng=0, steps=steps, eps_fn=_identity_eps, return_trajectory=True)
+    assert x.shape == (0, 2) and path.shape == (length, 0, 2)
+
+
+@pytest.mark.parametrize("eta", [np.inf, np.nan, -1.0])
+def test_sampling_rejects_an_eta_that_is_not_a_finite_number_at_least_zero(eta):
+    with pytest.raises(ValueError, match="DDPM.sample: eta must be a finite number >= 0"):
+        DDPM(None, shape=(2,)).sample(3, eta=eta, eps_fn=_identity_eps)
+
+
+def test_a_negative_seed_is_a_clear_error():
+    with pytest.raises(ValueError, match="rng must be an int >= 0, got -1"):
+        DDPM(None, shape=(2,)).sample(3, rng=-1, eps_fn=_identity_eps)
+
+
+@pytest.mark.parametrize("value", [1e20, 1e39])
+def test_log_prob_beyond_the_float32_range_asks_to_rescale(value):
+    """1e39 is finite in float64 but inf in the model's float32; 1e20 is finite in float32 but
+    its square is not. Either way the bound cannot be computed: a clear error, never NaN."""
+    model = DDPM(TimeMLP(2, rng=0), NoiseSchedule(T=5), rng=0)
+    model.fit(np.random.default_rng(0).normal(size=(32, 2)), steps=1, batch_size=16)
+    bound = model.log_prob(np.full((2, 2), 1e3), rng=0)
+    assert not np.isnan(bound).any()
+    with pytest.raises(ValueError, match="DDPM.log_prob: X has entries as large as .*rescale X"):
+        model.log_prob(np.full((2, 2), value), rng=0)

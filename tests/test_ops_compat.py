@@ -1,4 +1,4 @@
-"""The engine against what NumPy and PyTorch users expect (issue 18, engine parts of issue 13):
+"""The engine against what NumPy and PyTorch users expect:
 sort, the pow gradient at 0, where with scalars, 0-d tensors, degenerate reductions,
 elementwise ==, dtype promotion, tie splitting in maximum/minimum, AxisError, and the ops
 std, prod, erf, gelu. Values against NumPy (and PyTorch where installed), gradients by central
@@ -14,7 +14,7 @@ import minigen.functional as F
 from minigen.testing import arrays, gradcheck, gradgradcheck, shapes
 
 
-# --- sort ---------------------------------------------------------------------------------
+# --- sort ----------------------------------------------------------------------------------
 def distinct_arrays(shape):
     """Arrays whose entries differ by at least 1/8, so central differences never cross a tie
     (where sort is not differentiable)."""
@@ -61,7 +61,7 @@ def test_sort_axis_error_names_the_op():
         F.sort(mg.tensor(np.ones((2, 3))), axis=2)
 
 
-# --- bug 1: the gradient of ** where the base is 0 ----------------------------------------
+# --- the gradient of ** where the base is 0 ------------------------------------------------
 def test_pow_gradient_is_zero_where_pytorch_says_so():
     x = mg.tensor([0.0, 1.0], requires_grad=True)
     np.testing.assert_array_equal(mg.grad((x ** 0.0).sum(), x).numpy(), [0.0, 0.0])
@@ -103,7 +103,7 @@ def test_pow_gradchecks_on_positive_bases(shapes_, data):
     gradgradcheck(lambda x, y: x ** y, [a, b])
 
 
-# --- bug 2: where with two Python scalars; mismatched shapes --------------------------------
+# --- where with two Python scalars; mismatched shapes --------------------------------------
 def test_where_with_two_scalars():
     out = F.where(np.array([True, False]), 4, 2)
     np.testing.assert_array_equal(out.numpy(), [4, 2])
@@ -116,7 +116,7 @@ def test_where_names_mismatched_shapes():
         F.where(np.array([True, False, True]), mg.tensor([1.0, 2.0]), 0.0)
 
 
-# --- bug 3: 0-d tensors -----------------------------------------------------------------------
+# --- 0-d tensors ---------------------------------------------------------------------------
 def test_zero_dim_tensors_in_flatten_softmax_log_softmax():
     x = mg.tensor(1.5, requires_grad=True)
     np.testing.assert_array_equal(F.flatten(x).numpy(), [1.5])
@@ -134,7 +134,7 @@ def test_softmax_axis_is_validated_not_wrapped():
         F.log_softmax(x, axis=7)
 
 
-# --- bug 4 and issue 13 #10: degenerate reductions follow NumPy ----------------------------
+# --- degenerate reductions follow NumPy ----------------------------------------------------
 def test_degenerate_reductions_follow_numpy():
     row = np.arange(1.0, 6.0).reshape(1, 5)
     x = mg.tensor(row)
@@ -166,7 +166,7 @@ def test_max_of_nothing_raises_naming_the_op(op):
     assert getattr(F, op)(mg.tensor(np.zeros((0, 3))), axis=1).shape == (0,)
 
 
-# --- 5: elementwise == and != ---------------------------------------------------------------
+# --- elementwise == and != -----------------------------------------------------------------
 def test_eq_and_ne_are_elementwise_and_tensors_stay_hashable():
     a, b = mg.tensor([1.0, 2.0, 3.0]), mg.tensor([1.0, 0.0, 3.0])
     np.testing.assert_array_equal((a == b).numpy(), [True, False, True])
@@ -179,7 +179,7 @@ def test_eq_and_ne_are_elementwise_and_tensors_stay_hashable():
     assert bool(mg.tensor(2.0) == 2.0)
 
 
-# --- 6: type promotion ----------------------------------------------------------------------
+# --- type promotion ------------------------------------------------------------------------
 F32, F64, I32, I64 = np.float32, np.float64, np.int32, np.int64
 
 
@@ -234,7 +234,7 @@ def test_float32_model_stays_float32_end_to_end():
     assert layer.weight.grad.dtype == np.float32
 
 
-# --- 7: ties in maximum / minimum split the gradient ---------------------------------------
+# --- ties in maximum / minimum split the gradient ------------------------------------------
 def test_maximum_minimum_split_ties_like_torch():
     a = mg.tensor([1.0, 2.0, 3.0], requires_grad=True)
     b = mg.tensor([1.0, 5.0, 0.0], requires_grad=True)
@@ -277,7 +277,7 @@ def test_maximum_minimum_gradchecks(shapes_, data):
         gradgradcheck(lambda x, y: op(x, y) * x, [a, b])
 
 
-# --- 8: AxisError is a ValueError and an IndexError ----------------------------------------
+# --- AxisError is a ValueError and an IndexError -------------------------------------------
 @pytest.mark.parametrize("call", [
     lambda x: F.sum(x, axis=2), lambda x: F.mean(x, axis=-3), lambda x: F.var(x, axis=5),
     lambda x: F.std(x, axis=2), lambda x: F.prod(x, axis=2), lambda x: F.max(x, axis=2),
@@ -296,7 +296,7 @@ def test_axis_errors_are_axis_errors_naming_the_op(call):
     assert err.type.__name__ == "AxisError" and ": axis" in str(err.value)
 
 
-# --- new ops: std, prod, erf, gelu ------------------------------------------------------------
+# --- std, prod, erf, gelu ------------------------------------------------------------------
 @given(x=arrays(shapes(min_dims=1, max_dims=3, max_side=4)), data=st.data())
 def test_std_values_and_gradients(x, data):
     axis = data.draw(st.sampled_from([None] + list(range(-x.ndim, x.ndim))))
@@ -385,5 +385,5 @@ def test_gelu_forms_match_torch():
 
 
 def test_gelu_rejects_unknown_forms():
-    with pytest.raises(ValueError, match="gelu: approximate must be 'none' or 'tanh'"):
+    with pytest.raises(ValueError, match="gelu: approximate must be one of 'none', 'tanh', got 'exact'"):
         F.gelu(mg.tensor([1.0]), approximate="exact")

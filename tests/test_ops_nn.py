@@ -233,7 +233,7 @@ def test_dropout_statistics_eval_and_reproducibility():
     a = F.dropout(x, p).numpy()
     mg.manual_seed(7)
     np.testing.assert_array_equal(a, F.dropout(x, p).numpy())
-    with pytest.raises(ValueError, match=r"dropout: p must lie in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"dropout: p must be a finite number in \[0, 1\)"):
         F.dropout(x, 1.0)
 
 
@@ -317,3 +317,22 @@ def test_composite_second_derivatives(name):
     fn, shape = SECOND_ORDER[name]
     x = np.random.default_rng(7).permutation(int(np.prod(shape))).reshape(shape) * 0.13 - 0.4
     gradgradcheck(fn, [x])
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda x, w: F.conv_transpose2d(x, w, stride=2, output_padding=-1),
+     "conv_transpose2d: output_padding must be an int >= 0, got -1"),
+    (lambda x, w: F.conv_transpose2d(x, w, stride=2, output_padding=(0, -1)),
+     r"conv_transpose2d: output_padding must be a 2-tuple of ints >= 0, got \(0, -1\)"),
+    (lambda x, w: F.conv_transpose2d(x, w, padding=-1),
+     "conv_transpose2d: padding must be an int >= 0, got -1"),
+    (lambda x, w: F.conv_transpose2d(x, w, stride=0), "conv_transpose2d: stride must be a "
+                                                      "positive int, got 0"),
+    (lambda x, w: F.conv2d(x, w.swapaxes(0, 1), dilation=(1, 2.0)),
+     "conv2d: dilation must be a 2-tuple of positive ints"),
+    (lambda x, w: F.max_pool2d(x, 2, padding=-1), "max_pool2d: padding must be an int >= 0"),
+])
+def test_conv_geometry_errors_name_the_argument(call, message):
+    x, w = mg.tensor(np.zeros((1, 2, 4, 4))), mg.tensor(np.zeros((2, 3, 3, 3)))
+    with pytest.raises(ValueError, match=message):
+        call(x, w)

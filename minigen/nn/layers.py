@@ -4,9 +4,11 @@ import math
 
 import numpy as np
 
+from .. import _checks as C
 from .. import backend
 from .. import functional as F
 from ..autograd import Tensor
+from ..ops.nn import int_pair
 from . import init
 from .module import Module, Parameter, Sequential
 
@@ -16,9 +18,9 @@ def _empty(*shape):
 
 
 def _check_sizes(where, **sizes):
+    """Each keyword's value must be a positive int (``minigen._checks.positive_int``)."""
     for name, value in sizes.items():
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{where}: {name} must be a positive int, got {value!r}")
+        C.positive_int(value, name, where)
 
 
 def _default_uniform(p, fan_in, rng):
@@ -49,9 +51,8 @@ class Conv2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1,
                  bias=True, rng=None):
         super().__init__()
-        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
-        _check_sizes("Conv2d", in_channels=in_channels, out_channels=out_channels,
-                     kernel_size=min(kh, kw))
+        _check_sizes("Conv2d", in_channels=in_channels, out_channels=out_channels)
+        kh, kw = int_pair(kernel_size, "kernel_size", "Conv2d")
         self.stride, self.padding, self.dilation = stride, padding, dilation
         fan_in = in_channels * kh * kw
         self.weight = _default_uniform(_empty(out_channels, in_channels, kh, kw), fan_in, rng)
@@ -69,9 +70,8 @@ class ConvTranspose2d(Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  output_padding=0, dilation=1, bias=True, rng=None):
         super().__init__()
-        kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
-        _check_sizes("ConvTranspose2d", in_channels=in_channels, out_channels=out_channels,
-                     kernel_size=min(kh, kw))
+        _check_sizes("ConvTranspose2d", in_channels=in_channels, out_channels=out_channels)
+        kh, kw = int_pair(kernel_size, "kernel_size", "ConvTranspose2d")
         self.stride, self.padding = stride, padding
         self.output_padding, self.dilation = output_padding, dilation
         fan_in = out_channels * kh * kw  # PyTorch computes fan_in from weight.shape[1]
@@ -204,9 +204,7 @@ class GELU(Module):
 
     def __init__(self, approximate="none"):
         super().__init__()
-        if approximate not in ("none", "tanh"):
-            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
-        self.approximate = approximate
+        self.approximate = C.choice(approximate, "approximate", "GELU", ("none", "tanh"))
 
     def forward(self, x):
         return F.gelu(x, self.approximate)

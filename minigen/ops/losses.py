@@ -3,7 +3,8 @@ import math
 
 from ..autograd import Tensor
 from ..backend import xp
-from .math import abs, softplus
+from .activations import softplus
+from .math import abs
 from .nn import CrossEntropy, _kept_rows
 
 

@@ -1,77 +1,20 @@
-"""Elementwise arithmetic, unary functions, matmul and selection.
+"""Elementwise arithmetic, unary functions, selection and matmul.
 
 Each backward returns gradients of the output's shape; the engine sums them back to each
-input's shape (undoing broadcasting), so no op handles broadcasting itself.
-
-Type promotion follows PyTorch: the result takes the highest category among the tensors
-(bool < integer < floating < complex) and, within it, NumPy's promotion of those tensors'
-dtypes (float32 with int64 stays float32; float32 with float64 gives float64). A Python
-number counts only when its category is higher: then an int gives int64 and a float the
-default float dtype (int tensor * 0.5 -> float32). Ops that make floats from ints (division,
-exp, log, erf, ...) give the default float dtype.
+input's shape (undoing broadcasting), so no op handles broadcasting itself. Operands are
+promoted to one dtype first (``ops/_promote.py``, PyTorch's rules).
 """
 import math
 
 import numpy as np
 
 from .. import backend
-from ..autograd import Function, Tensor, cast, scalar_dtype, tensor
+from ..autograd import Function, Tensor
 from ..backend import xp
-
-_CATEGORY = {"b": 0, "u": 1, "i": 1, "f": 2, "c": 3}
-_NUMBER = (bool, int, float, complex, np.generic)
-
-
-def result_dtype(*operands):
-    """The dtype of an elementwise op on ``operands`` (Tensors and Python/NumPy numbers)."""
-    dtypes = [x.dtype for x in operands if isinstance(x, Tensor)]
-    numbers = [scalar_dtype(x) for x in operands if not isinstance(x, Tensor)]
-    top = max((_CATEGORY[d.kind] for d in dtypes), default=-1)
-    higher = [d for d in numbers if _CATEGORY[d.kind] > top]
-    if higher:  # numbers' dtypes are one per category: take the highest
-        return max(higher, key=lambda d: _CATEGORY[d.kind])
-    return np.result_type(*[d for d in dtypes if _CATEGORY[d.kind] == top])
-
-
-def floating(a):
-    """``a`` itself if it is floating (or complex), else cast to the default float dtype."""
-    return a if a.dtype.kind in "fc" else cast(a, backend.get_default_dtype())
-
-
-def _operands(a, b, floats=False):
-    """Two Tensors of one dtype kind (PyTorch's promotion, above); ``floats``: at least
-    floating. Arrays and lists become Tensors first; numbers take the result dtype."""
-    if isinstance(a, Tensor):  # fast paths: same dtypes, or a float tensor and a number
-        kind = a.data.dtype.kind
-        if isinstance(b, Tensor):
-            if b.data.dtype == a.data.dtype and (kind in "fc" or not floats):
-                return a, b
-        elif kind == "f" and isinstance(b, (int, float)):
-            return a, Tensor(xp(a.data).asarray(b, dtype=a.data.dtype))
-    elif isinstance(b, Tensor) and b.data.dtype.kind == "f" and isinstance(a, (int, float)):
-        return Tensor(xp(b.data).asarray(a, dtype=b.data.dtype)), b
-    return _promote([a, b], floats)
-
-
-def _promote(xs, floats):
-    xs = [x if isinstance(x, (Tensor,) + _NUMBER) else tensor(x) for x in xs]
-    dtype = result_dtype(*xs)
-    if floats and dtype.kind not in "fc":
-        dtype = np.dtype(backend.get_default_dtype())
-    like = next((x for x in xs if isinstance(x, Tensor)), None)
-    mod = xp(like.data) if like is not None else np
-    out = []
-    for x in xs:
-        if not isinstance(x, Tensor):
-            x = Tensor(mod.asarray(x, dtype=dtype))
-        elif x.dtype.kind != dtype.kind:  # float -> float is left to NumPy (it widens)
-            x = cast(x, dtype)
-        out.append(x)
-    return out
-
+from ._promote import floating, operands
 
 def _binary(cls, name, a, b, floats=False, **kwargs):
-    a, b = _operands(a, b, floats=floats)
+    a, b = operands(a, b, floats=floats)
     try:
         return cls.apply(a, b, **kwargs)
     except ValueError as err:
@@ -233,68 +176,6 @@ class Tanh(Function):
         return g * (1 - y * y)
 
 
-class Sigmoid(Function):
-    """sigmoid(a) = 1 / (1 + exp(-a)); exp(-a) = inf for a << 0 gives 0, the right limit."""
-
-    def forward(self, a):
-        return _sigmoid(a)
-
-    def backward(self, g):
-        y = self.output()
-        return g * y * (1 - y)
-
-
-def _sigmoid(a):
-    """1 / (1 + exp(-a)) on a raw array, in four in-place passes over one buffer."""
-    m = xp(a)
-    s = m.negative(a, out=m.empty_like(a))   # an array even for 0-d a (ufuncs give scalars)
-    with np.errstate(over="ignore"):
-        m.exp(s, out=s)
-    s += 1
-    return m.reciprocal(s, out=s)
-
-
-class Softplus(Function):
-    """softplus(a) = log(1 + exp(a)) = max(a, 0) + log1p(exp(-|a|)); derivative sigmoid(a)."""
-
-    def forward(self, a):
-        m = xp(a)
-        return m.maximum(a, 0) + m.log1p(m.exp(-m.abs(a)))
-
-    def backward(self, g):
-        return g * sigmoid(self.inputs[0])
-
-
-class Relu(Function):
-    def forward(self, a):
-        return xp(a).maximum(a, 0)
-
-    def backward(self, g):
-        return Masked.apply(g, mask=self.inputs[0].data > 0)
-
-
-class Masked(Function):
-    """g * mask for a constant boolean mask, in one pass; linear in g, so its backward is
-    itself (relu's gradient, and every derivative of it)."""
-
-    def forward(self, g, mask):
-        self.mask = mask
-        return g * mask
-
-    def backward(self, gg):
-        return Masked.apply(gg, mask=self.mask)
-
-
-class LeakyRelu(Function):
-    def forward(self, a, slope):
-        self.slope = slope
-        return xp(a).where(a > 0, a, a * slope)
-
-    def backward(self, g):
-        a = self.inputs[0].data
-        return g * Tensor(xp(a).where(a > 0, 1, self.slope).astype(a.dtype))
-
-
 class Erf(Function):
     """erf(a) = 2/sqrt(pi) int_0^a exp(-t^2) dt; d/da = 2/sqrt(pi) exp(-a^2).
 
@@ -303,14 +184,15 @@ class Erf(Function):
     """
 
     def forward(self, a):
-        return _erf(a).astype(a.dtype, copy=False)
+        return erf_array(a).astype(a.dtype, copy=False)
 
     def backward(self, g):
         a = self.inputs[0]
         return g * (2 / math.sqrt(math.pi)) * exp(-(a * a))
 
 
-def _erf(a):
+def erf_array(a):
+    """erf of a raw array (float64 from the NumPy fallback; callers cast)."""
     if backend.device_of(a) == "cuda":
         from cupyx.scipy.special import erf
         return erf(a)
@@ -321,154 +203,17 @@ def _erf(a):
     return erf(a)
 
 
-def _unary(cls, make_float=True):
+def unary_op(cls, make_float=True):
+    """The public op for a one-input Function; ``make_float``: ints become the default float
+    dtype first."""
     def op(a):
         return cls.apply(floating(a) if make_float else a)
     op.__name__, op.__doc__ = cls.__name__.lower(), cls.__doc__
     return op
 
 
-exp, log, sqrt, sin, cos, tanh, sigmoid, softplus, erf = map(
-    _unary, (Exp, Log, Sqrt, Sin, Cos, Tanh, Sigmoid, Softplus, Erf))
-abs, relu = _unary(Abs, make_float=False), _unary(Relu, make_float=False)
-
-
-def leaky_relu(a, negative_slope=0.01):
-    return LeakyRelu.apply(a, slope=negative_slope)
-
-
-class ActivationGrad(Function):
-    """(a, g) -> g f'(a) for a pointwise activation ``kind`` (Silu, Gelu, GeluTanh): one
-    Function, f' from the forward's ``saved`` array on raw arrays. Its backward,
-    (gg g f''(a), gg f'(a)), uses f'' in Tensor ops, so every order of derivative is exact."""
-
-    def forward(self, a, g, kind, saved):
-        self.kind, self.saved = kind, saved
-        out = kind.derivative(a, saved)
-        out *= g
-        return out
-
-    def backward(self, gg):
-        a, g = self.inputs
-        return gg * g * self.kind.second_derivative(a), \
-            ActivationGrad.apply(a, gg, kind=self.kind, saved=self.saved)
-
-
-class _Activation(Function):
-    """A pointwise f whose forward saves what f' needs (``self.saved``); backward is one
-    ``ActivationGrad``."""
-
-    def backward(self, g):
-        return ActivationGrad.apply(self.inputs[0], g, kind=type(self), saved=self.saved)
-
-
-class Silu(_Activation):
-    """silu(a) = a s, s = sigmoid(a) (Elfwing et al. 2018); silu' = s (1 + a (1 - s)),
-    silu'' = s (1 - s) (2 + a (1 - 2 s))."""
-
-    def forward(self, a):
-        self.saved = _sigmoid(a)
-        return a * self.saved
-
-    @staticmethod
-    def derivative(a, s):
-        out = xp(a).subtract(1, s, out=xp(a).empty_like(a))
-        out *= a
-        out += 1
-        out *= s
-        return out
-
-    @staticmethod
-    def second_derivative(a):
-        s = sigmoid(a)
-        return s * (1 - s) * (2 + a * (1 - 2 * s))
-
-
-_INV_SQRT2, _INV_SQRT_2PI = 1 / math.sqrt(2), 1 / math.sqrt(2 * math.pi)
-_TANH_C, _TANH_K = math.sqrt(2 / math.pi), 0.044715
-
-
-class Gelu(_Activation):
-    """gelu(a) = a Phi(a) = 0.5 a (1 + erf(a / sqrt 2)) (Hendrycks & Gimpel 2016), exact;
-    gelu' = Phi(a) + a phi(a), gelu'' = phi(a) (2 - a^2), phi the standard normal density."""
-
-    def forward(self, a):
-        cdf = xp(a).asarray(_erf(a * _INV_SQRT2), dtype=a.dtype)
-        cdf += 1
-        cdf *= 0.5
-        self.saved = cdf
-        return a * cdf
-
-    @staticmethod
-    def derivative(a, cdf):
-        out = xp(a).multiply(a, a, out=xp(a).empty_like(a))
-        out *= -0.5
-        xp(a).exp(out, out=out)
-        out *= _INV_SQRT_2PI
-        out *= a
-        out += cdf
-        return out
-
-    @staticmethod
-    def second_derivative(a):
-        return exp(-0.5 * a * a) * _INV_SQRT_2PI * (2 - a * a)
-
-
-class GeluTanh(_Activation):
-    """gelu(a) ~ 0.5 a (1 + t), t = tanh(u), u = c (a + k a^3), c = sqrt(2/pi), k = 0.044715
-    (GPT-2's form); gelu' = 0.5 (1 + t) + 0.5 a (1 - t^2) u',
-    gelu'' = (1 - t^2) (u' - a t u'^2 + 0.5 a u''), u' = c (1 + 3 k a^2), u'' = 6 c k a."""
-
-    def forward(self, a):
-        t = xp(a).multiply(a, a, out=xp(a).empty_like(a))
-        t *= _TANH_K
-        t += 1
-        t *= a
-        t *= _TANH_C
-        self.saved = xp(a).tanh(t, out=t)
-        out = t + 1
-        out *= a
-        out *= 0.5
-        return out
-
-    @staticmethod
-    def derivative(a, t):
-        out = xp(a).multiply(a, a, out=xp(a).empty_like(a))
-        out *= 3 * _TANH_K
-        out += 1
-        out *= _TANH_C
-        out *= a
-        sech2 = xp(a).multiply(t, t, out=xp(a).empty_like(t))
-        xp(a).subtract(1, sech2, out=sech2)
-        out *= sech2
-        out += 1
-        out += t
-        out *= 0.5
-        return out
-
-    @staticmethod
-    def second_derivative(a):
-        t = tanh(_TANH_C * (a + _TANH_K * a * a * a))
-        du = _TANH_C * (1 + 3 * _TANH_K * a * a)
-        return (1 - t * t) * (du - a * t * du * du + 3 * _TANH_C * _TANH_K * a * a)
-
-
-def gelu(a, approximate="none"):
-    """GELU (Hendrycks & Gimpel 2016), as torch.nn.functional.gelu.
-
-    approximate='none' (the default): a Phi(a) = 0.5 a (1 + erf(a / sqrt 2)), exact.
-    approximate='tanh': 0.5 a (1 + tanh(sqrt(2/pi) (a + 0.044715 a^3))), GPT-2's form.
-    """
-    if approximate == "none":
-        return Gelu.apply(floating(a))
-    if approximate == "tanh":
-        return GeluTanh.apply(floating(a))
-    raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-
-
-def silu(a):
-    """SiLU / swish: a * sigmoid(a), one Function (see Silu)."""
-    return Silu.apply(floating(a))
+exp, log, sqrt, sin, cos, tanh, erf = map(unary_op, (Exp, Log, Sqrt, Sin, Cos, Tanh, Erf))
+abs = unary_op(Abs, make_float=False)
 
 
 # --- selection ----------------------------------------------------------------------------
@@ -486,7 +231,7 @@ class Where(Function):
 def where(cond, a, b):
     """cond ? a : b elementwise; ``cond`` is a boolean array or Tensor (not differentiated).
     ``a`` and ``b`` may be numbers; the three broadcast together."""
-    a, b = _operands(a, b)
+    a, b = operands(a, b)
     cond = cond.data if isinstance(cond, Tensor) else cond
     cond = xp(a.data).asarray(cond, dtype=bool)
     try:
@@ -606,7 +351,7 @@ def linear(x, weight, bias=None):
 
 def matmul(a, b):
     """a @ b with NumPy's rules: 1-D operands are promoted to matrices and squeezed back."""
-    a, b = _operands(a, b)
+    a, b = operands(a, b)
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: operands must have ndim >= 1, got shapes {a.shape} and {b.shape}")
     if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:

@@ -7,12 +7,13 @@ Function whose own backward is written in Tensor ops (softmax) or in the other k
 """
 import numpy as np
 
+from .. import _checks as C
 from .. import backend
 from ..autograd import Function, Tensor
 from ..backend import xp
 from ..kernels import conv as kconv
 from ..kernels import softmax as ksoftmax
-from .math import floating, where
+from ._promote import floating
 from .shape import getitem, pad, reshape
 
 
@@ -121,6 +122,7 @@ def _kept_rows(targets, ignore_index, dtype):
 
 def one_hot(indices, num_classes, dtype=None):
     """Not differentiable: a float Tensor with a 1 at each index along a new last axis."""
+    num_classes = C.positive_int(num_classes, "num_classes", "one_hot")
     idx = indices.data if isinstance(indices, Tensor) else indices
     mod = xp(idx) if hasattr(idx, "dtype") else np
     idx = mod.asarray(idx)
@@ -134,12 +136,13 @@ def one_hot(indices, num_classes, dtype=None):
 
 
 # --- convolution --------------------------------------------------------------------------
-def _pair(v, name, arg):
-    t = (v, v) if isinstance(v, (int, np.integer)) else tuple(int(x) for x in v)
-    if len(t) != 2 or min(t) < (0 if arg == "padding" else 1):
-        raise ValueError(f"{name}: {arg} must be an int or a pair of "
-                         f"{'non-negative' if arg == 'padding' else 'positive'} ints, got {v}")
-    return t
+def int_pair(value, name, where, low=1):
+    """``value`` (an int, or a pair of ints) as a pair of ints >= ``low``: a kernel size,
+    stride or dilation (low 1), a padding (low 0)."""
+    if isinstance(value, (str, bytes)) or not np.iterable(value):
+        v = C.integer(value, name, where, low=low)
+        return v, v
+    return C.int_tuple(value, name, where, low=low, length=2)
 
 
 class Conv2d(Function):
@@ -209,8 +212,9 @@ def _check_conv(name, x, w, in_axis):
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     """2-D cross-correlation, NCHW; weight (C_out, C_in, kh, kw), bias (C_out,)."""
     _check_conv("conv2d", x, weight, 1)
-    geometry = (_pair(stride, "conv2d", "stride"), _pair(padding, "conv2d", "padding"),
-                _pair(dilation, "conv2d", "dilation"))
+    geometry = (int_pair(stride, "stride", "conv2d"),
+                int_pair(padding, "padding", "conv2d", low=0),
+                int_pair(dilation, "dilation", "conv2d"))
     (sh, sw), (ph, pw), (dh, dw) = geometry
     if x.shape[2] + 2 * ph < dh * (weight.shape[2] - 1) + 1 or \
             x.shape[3] + 2 * pw < dw * (weight.shape[3] - 1) + 1:
@@ -226,11 +230,11 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     H_out = (H - 1) stride - 2 padding + dilation (kh - 1) + output_padding + 1.
     """
     _check_conv("conv_transpose2d", x, weight, 0)
-    geometry = (_pair(stride, "conv_transpose2d", "stride"),
-                _pair(padding, "conv_transpose2d", "padding"),
-                _pair(dilation, "conv_transpose2d", "dilation"))
+    geometry = (int_pair(stride, "stride", "conv_transpose2d"),
+                int_pair(padding, "padding", "conv_transpose2d", low=0),
+                int_pair(dilation, "dilation", "conv_transpose2d"))
     (sh, sw), (ph, pw), (dh, dw) = geometry
-    oph, opw = _pair(output_padding, "conv_transpose2d", "padding")
+    oph, opw = int_pair(output_padding, "output_padding", "conv_transpose2d", low=0)
     if oph >= max(sh, dh) or opw >= max(sw, dw):
         raise ValueError("conv_transpose2d: output_padding must be smaller than stride or dilation")
     h = (x.shape[2] - 1) * sh - 2 * ph + dh * (weight.shape[2] - 1) + oph + 1
@@ -255,9 +259,9 @@ def _windows(name, x, kernel_size, stride, padding):
     """Flat indices (into each padded H*W image) of every pooling window: (Ho, Wo, kh*kw)."""
     if x.ndim != 4:
         raise ValueError(f"{name}: expected input (N, C, H, W), got shape {x.shape}")
-    kh, kw = _pair(kernel_size, name, "kernel_size")
-    sh, sw = _pair(stride if stride is not None else (kh, kw), name, "stride")
-    ph, pw = _pair(padding, name, "padding")
+    kh, kw = int_pair(kernel_size, "kernel_size", name)
+    sh, sw = int_pair(stride if stride is not None else (kh, kw), "stride", name)
+    ph, pw = int_pair(padding, "padding", name, low=0)
     H, W = x.shape[2] + 2 * ph, x.shape[3] + 2 * pw
     if kh > H or kw > W:
         raise ValueError(f"{name}: kernel {(kh, kw)} is larger than the padded input {(H, W)}")
@@ -286,10 +290,9 @@ def avg_pool2d(x, kernel_size, stride=None, padding=0):
 
 def upsample_nearest(x, scale_factor=2):
     """Nearest-neighbour upsampling of (N, C, H, W) by an integer factor."""
-    s = int(scale_factor)
-    if x.ndim != 4 or s < 1:
-        raise ValueError(f"upsample_nearest: expected (N, C, H, W) and an integer factor >= 1, "
-                         f"got shape {x.shape} and {scale_factor}")
+    s = C.positive_int(scale_factor, "scale_factor", "upsample_nearest")
+    if x.ndim != 4:
+        raise ValueError(f"upsample_nearest: expected input (N, C, H, W), got shape {x.shape}")
     n, c, h, w = x.shape
     return x[:, :, :, None, :, None].expand(n, c, h, s, w, s).reshape(n, c, h * s, w * s)
 
@@ -297,8 +300,7 @@ def upsample_nearest(x, scale_factor=2):
 # --- regularisation and normalisation -----------------------------------------------------
 def dropout(x, p=0.5, training=True, rng=None):
     """Inverted dropout: zero each element with probability p, scale the rest by 1/(1-p)."""
-    if not 0 <= p < 1:
-        raise ValueError(f"dropout: p must lie in [0, 1), got {p}")
+    p = C.real(p, "p", "dropout", low=0, high=1, high_open=True)
     if not training or p == 0:
         return x
     keep = backend.as_rng(rng, x.device).random(x.shape) >= p
@@ -317,4 +319,4 @@ def embedding(indices, weight):
 
 
 __all__ = ["softmax", "log_softmax", "one_hot", "conv2d", "conv_transpose2d", "max_pool2d",
-           "avg_pool2d", "upsample_nearest", "dropout", "embedding", "where"]
+           "avg_pool2d", "upsample_nearest", "dropout", "embedding"]

@@ -19,9 +19,10 @@ import math
 
 import numpy as np
 
+from .. import _checks as C
 from ..autograd import Function, cast, sum_axes
 from ..backend import xp
-from .math import floating, result_dtype
+from ._promote import floating, result_dtype
 
 _STATS = (2, 3)  # the axes of a group in the (N, G, K, S) view
 
@@ -144,16 +145,10 @@ def _plus(a, b):
     return b if a is None else a + b
 
 
-def _check_eps(eps, where):
-    if isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)) \
-            or not (math.isfinite(eps) and eps >= 0):
-        raise ValueError(f"{where}: eps must be a finite number >= 0, got {eps!r}")
-
-
 def _normalize(where, x, weight, bias, view, wview, pshape, eps):
     """Check the affine parameters' shapes, give x, weight and bias one floating dtype, apply
     ``Norm``."""
-    _check_eps(eps, where)
+    eps = C.real(eps, "eps", where, low=0)
     for name, p in (("weight", weight), ("bias", bias)):
         if p is not None and tuple(p.shape) != pshape:
             raise ValueError(f"{where}: {name} must have shape {pshape}, got {tuple(p.shape)}")
@@ -161,7 +156,7 @@ def _normalize(where, x, weight, bias, view, wview, pshape, eps):
     dtype = result_dtype(floating(x), *params)
     x, *params = (cast(t, dtype) for t in (x, *params))
     return Norm.apply(x, *params, view=view, wview=wview, pshape=pshape,
-                      affine=(weight is not None, bias is not None), eps=float(eps))
+                      affine=(weight is not None, bias is not None), eps=eps)
 
 
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
@@ -172,11 +167,10 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
         raise ValueError(f"group_norm: expected input (N, C, *) with at least 2 dims, got "
                          f"shape {x.shape}")
     n, c = x.shape[:2]
-    if isinstance(num_groups, bool) or not isinstance(num_groups, (int, np.integer)) \
-            or num_groups < 1 or c % num_groups:
-        raise ValueError(f"group_norm: num_groups must be a positive int dividing the {c} "
-                         f"channels of input {x.shape}, got {num_groups!r}")
-    g = int(num_groups)
+    g = C.positive_int(num_groups, "num_groups", "group_norm")
+    if c % g:
+        raise ValueError(f"group_norm: num_groups must divide the {c} channels of input "
+                         f"{x.shape}, got {g}")
     view = (n, g, c // g, math.prod(x.shape[2:]))
     return _normalize("group_norm", x, weight, bias, view, (1, g, c // g, 1), (c,), eps)
 

@@ -1,204 +1,42 @@
-"""Denoising diffusion probabilistic models (Ho et al. 2020) with DDIM sampling (Song et al. 2021).
+"""Denoising diffusion probabilistic models (Ho et al. 2020) with DDIM sampling (Song et al.
+2021): a denoiser network and a ``NoiseSchedule`` (``schedule.py``, which states the
+equations and the time convention: t in {0, ..., T-1} is Ho et al.'s step t + 1).
 
-Time convention (every method, and every ``eps_fn(x_t, t)``): an integer t in {0, ..., T-1}
-indexes the schedule's arrays and stands for Ho et al.'s 1-based step t + 1. So ``betas[t]`` is
-the variance of the t-th transition (t = 0 is the first noising step), ``alpha_bars[t]`` =
-prod_{s<=t} (1 - beta_s), and "x_t" is the latent after t + 1 transitions; the data is x0 and
-ᾱ_{-1} := 1 (``alpha_bars_prev[0] = 1``). In this convention (Ho et al. eqs. 2, 4, 6, 7, 11):
-
-    q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I)                 (q_step)
-    q(x_t | x0)      = N(sqrt(abar_t) x0, (1 - abar_t) I)                     (q_sample)
-    q(x_{t-1} | x_t, x0) = N(c0_t x0 + c1_t x_t, beta~_t I),                  (q_posterior)
-        c0_t = beta_t sqrt(abar_{t-1}) / (1 - abar_t),
-        c1_t = sqrt(alpha_t) (1 - abar_{t-1}) / (1 - abar_t),
-        beta~_t = beta_t (1 - abar_{t-1}) / (1 - abar_t)
-    p(x_{t-1} | x_t) = N(c0_t x0_hat + c1_t x_t, sigma_t^2 I),                (p_step)
-        x0_hat = (x_t - sqrt(1 - abar_t) eps_hat) / sqrt(abar_t),
-        sigma_t^2 = beta~_t ('fixed_small') or beta_t ('fixed_large'); no noise at t = 0.
-
-The fused per-element updates run in ``minigen.kernels.diffusion``.
+Training (Algorithm 1) regresses the denoiser on eps, x0 or v at x_t ~ q(x_t | x0); sampling
+runs Algorithm 2 (all T steps of p(x_{t-1} | x_t)) or DDIM over fewer steps; ``log_prob`` is
+the variational bound (eq. 5).
 """
 import contextlib
 
 import numpy as np
 
-from .. import functional as F
-from ..autograd import Tensor, no_grad
-from ..backend import as_rng
-from ..distribution import Configurable, NotFittedError, check_n_samples, register
-from ..kernels import diffusion as kd
-from ..nn import Module
-from .base import DeepModel
+from ... import _checks as C
+from ... import functional as F
+from ...autograd import Tensor, no_grad
+from ...backend import as_rng
+from ...distribution import NotFittedError, check_n_samples, register
+from ...kernels.diffusion import col
+from ...nn import Module
+from ..base import DeepModel
 from .denoisers import TimeMLP, TinyUNet
+from .schedule import VARIANCES, NoiseSchedule
 
-VARIANCES = ("fixed_small", "fixed_large")
 PREDICTIONS = ("eps", "x0", "v")
 
 
-def _col(c, x):
-    return c.reshape((-1,) + (1,) * (x.ndim - 1))
-
-
-@register()
-class NoiseSchedule(Configurable):
-    """The forward process: T variances beta_t and everything derived from them.
-
-    kind: 'linear' (beta_t evenly spaced from beta_start to beta_end; Ho et al. 2020),
-    'cosine' (abar(t) = f(t)/f(0), f(t) = cos^2(pi/2 (t/T + s)/(1 + s)), s = 0.008,
-    beta_t = 1 - abar(t+1)/abar(t) clipped at 0.999; Nichol & Dhariwal 2021, eq. 17),
-    'sigmoid' (beta_t = beta_start + (beta_end - beta_start) sigmoid(-6 + 12 t/(T-1))) or
-    'custom' with the given ``betas`` (values in (0, 1); ``NoiseSchedule.from_betas(betas)``).
-    """
-
-    def __init__(self, T=1000, kind="linear", beta_start=1e-4, beta_end=0.02, betas=None):
-        if isinstance(T, bool) or not isinstance(T, (int, np.integer)) or T < 1:
-            raise ValueError(f"NoiseSchedule: T must be a positive int, got {T!r}")
-        if not 0 < beta_start <= beta_end < 1:
-            raise ValueError(f"NoiseSchedule: need 0 < beta_start <= beta_end < 1, got "
-                             f"{beta_start}, {beta_end}")
-        if (kind == "custom") != (betas is not None):
-            raise ValueError("NoiseSchedule: betas= goes with kind='custom' "
-                             "(NoiseSchedule.from_betas(betas) builds one)")
-        if kind == "linear":
-            betas = np.linspace(beta_start, beta_end, T)
-        elif kind == "cosine":
-            s = 0.008
-            f = np.cos(0.5 * np.pi * (np.arange(T + 1) / T + s) / (1 + s)) ** 2
-            betas = np.minimum(1 - f[1:] / f[:-1], 0.999)
-        elif kind == "sigmoid":
-            u = np.linspace(-6.0, 6.0, T) if T > 1 else np.zeros(1)
-            betas = beta_start + (beta_end - beta_start) / (1 + np.exp(-u))
-        elif kind == "custom":
-            betas = np.asarray(betas, dtype=np.float64)
-            if betas.ndim != 1 or betas.size == 0 or not np.all((betas > 0) & (betas < 1)):
-                raise ValueError("NoiseSchedule.from_betas: betas must be a non-empty 1-D "
-                                 "array of values in (0, 1)")
-            if len(betas) != T:
-                raise ValueError(f"NoiseSchedule: T={T} but {len(betas)} betas were given")
-        else:
-            raise ValueError(f"NoiseSchedule: kind must be 'linear', 'cosine', 'sigmoid' or "
-                             f"'custom', got {kind!r}")
-        self.kind, self.beta_start, self.beta_end = kind, beta_start, beta_end
-        self._set(betas)
-
-    @classmethod
-    def from_betas(cls, betas):
-        """A schedule with the given variances (a 1-D array of values in (0, 1))."""
-        betas = np.asarray(betas, dtype=np.float64)
-        return cls(T=max(len(betas), 1) if betas.ndim == 1 else 1, kind="custom", betas=betas)
-
-    def get_params(self, deep=True):
-        """The constructor's arguments; ``betas`` only for a 'custom' schedule (the other
-        kinds derive them from T, beta_start and beta_end)."""
-        params = super().get_params(deep)
-        params["betas"] = self.betas if self.kind == "custom" else None
-        return params
-
-    def _set(self, betas):
-        self.T = len(betas)
-        self.betas = betas
-        self.alphas = 1.0 - betas
-        self.alpha_bars = np.cumprod(self.alphas)
-        self.alpha_bars_prev = np.append(1.0, self.alpha_bars[:-1])
-        ab, abp = self.alpha_bars, self.alpha_bars_prev
-        self.sqrt_alpha_bars = np.sqrt(ab)
-        self.sqrt_one_minus_alpha_bars = np.sqrt(1 - ab)
-        self.sqrt_recip_alpha_bars = np.sqrt(1 / ab)
-        self.sqrt_recipm1_alpha_bars = np.sqrt(1 / ab - 1)
-        self.posterior_variance = betas * (1 - abp) / (1 - ab)
-        self.posterior_coef_x0 = betas * np.sqrt(abp) / (1 - ab)
-        self.posterior_coef_xt = np.sqrt(self.alphas) * (1 - abp) / (1 - ab)
-
-    def __repr__(self):
-        return f"NoiseSchedule(T={self.T}, kind={self.kind!r})"
-
-    # --- indexing ----------------------------------------------------------------------
-    def _t(self, t, n, where):
-        """t (an int or an int array of shape (n,)) as an int array of shape (n,)."""
-        t = np.asarray(t)
-        if t.dtype.kind not in "iu":
-            raise TypeError(f"{where}: t must be integers, got dtype {t.dtype}")
-        t = np.broadcast_to(t, (n,)) if t.ndim == 0 else t
-        if t.shape != (n,):
-            raise ValueError(f"{where}: t must be an int or have shape ({n},), got {t.shape}")
-        if n and (t.min() < 0 or t.max() >= self.T):
-            raise ValueError(f"{where}: t must lie in 0..{self.T - 1}, got {t.min()}..{t.max()}")
-        return t
-
-    def sigma(self, t, variance="fixed_small"):
-        """The reverse-step standard deviation sigma_t (0 at t = 0, as in Algorithm 2)."""
-        if variance not in VARIANCES:
-            raise ValueError(f"NoiseSchedule.sigma: variance must be one of {VARIANCES}, "
-                             f"got {variance!r}")
-        var = self.posterior_variance if variance == "fixed_small" else self.betas
-        return np.where(t > 0, np.sqrt(var[t]), 0.0)
-
-    # --- forward process ---------------------------------------------------------------
-    def q_sample(self, x0, t, noise):
-        """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise, a draw of q(x_t | x0) (eq. 4)."""
-        t = self._t(t, len(x0), "NoiseSchedule.q_sample")
-        return kd.q_sample(x0, noise, self.sqrt_alpha_bars[t], self.sqrt_one_minus_alpha_bars[t])
-
-    def q_step(self, x_prev, t, noise):
-        """x_t = sqrt(1 - beta_t) x_{t-1} + sqrt(beta_t) noise, one transition (eq. 2)."""
-        t = self._t(t, len(x_prev), "NoiseSchedule.q_step")
-        return kd.q_sample(x_prev, noise, np.sqrt(self.alphas[t]), np.sqrt(self.betas[t]))
-
-    def q_posterior(self, x0, xt, t):
-        """(mean, variance) of q(x_{t-1} | x_t, x0) (eqs. 6-7); variance has shape (n,)."""
-        t = self._t(t, len(x0), "NoiseSchedule.q_posterior")
-        if np.shape(x0) != np.shape(xt):
-            raise ValueError(f"NoiseSchedule.q_posterior: x0 {np.shape(x0)} and xt "
-                             f"{np.shape(xt)} must have the same shape")
-        mean = _col(self.posterior_coef_x0[t], x0) * x0 + _col(self.posterior_coef_xt[t], xt) * xt
-        return mean, self.posterior_variance[t]
-
-    # --- reverse process ---------------------------------------------------------------
-    def p_mean(self, xt, t, eps_hat, clip=None):
-        """The mean of p(x_{t-1} | x_t): c0_t x0_hat + c1_t x_t (eq. 7 with x0 -> x0_hat)."""
-        t = self._t(t, len(xt), "NoiseSchedule.p_mean")
-        return kd.ddpm_step(xt, eps_hat, None, self.sqrt_recip_alpha_bars[t],
-                            self.sqrt_recipm1_alpha_bars[t], self.posterior_coef_x0[t],
-                            self.posterior_coef_xt[t], np.zeros(len(xt)), clip=clip)
-
-    def p_step(self, xt, t, eps_hat, noise, variance="fixed_small", clip=None):
-        """x_{t-1} = c0_t x0_hat + c1_t x_t + sigma_t noise (Algorithm 2 line 4, eq. 11), with
-        x0_hat from ``eps_hat`` clipped to [-clip, clip] when ``clip`` is given. ``noise`` may
-        be None where sigma_t = 0 (t = 0)."""
-        t = self._t(t, len(xt), "NoiseSchedule.p_step")
-        sigma = self.sigma(t, variance)
-        return kd.ddpm_step(xt, eps_hat, noise, self.sqrt_recip_alpha_bars[t],
-                            self.sqrt_recipm1_alpha_bars[t], self.posterior_coef_x0[t],
-                            self.posterior_coef_xt[t], sigma, clip=clip)
-
-    def ddim_timesteps(self, steps):
-        """``steps`` increasing indices spread evenly over 0..T-1 (ending at T-1)."""
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) \
-                or not 1 <= steps <= self.T:
-            raise ValueError(f"NoiseSchedule.ddim_timesteps: steps must be an int in "
-                             f"1..{self.T}, got {steps!r}")
-        return np.round(np.linspace(self.T - 1, 0, steps)[::-1]).astype(np.int64)
-
-    def ddim_step(self, xt, t, t_prev, eps_hat, noise, eta=0.0, clip=None):
-        """One DDIM step x_t -> x_{t_prev} (Song et al. 2021, eqs. 12, 16), t_prev < t or -1:
-
-            x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps_hat + sigma z,
-            sigma = eta sqrt((1 - abar_prev)/(1 - abar_t)) sqrt(1 - abar_t/abar_prev).
-
-        eta = 0 is deterministic; eta = 1 over every step is DDPM with 'fixed_small'. With
-        ``clip``, x0_hat is clipped and eps_hat re-derived from it, eps_hat = (x_t - sqrt(abar_t)
-        x0_hat)/sqrt(1 - abar_t), so both terms describe the same x_t (as diffusers' DDIM)."""
-        n = len(xt)
-        t = self._t(t, n, "NoiseSchedule.ddim_step")
-        t_prev = np.broadcast_to(np.asarray(t_prev), (n,))
-        if np.any(t_prev >= t) or np.any(t_prev < -1):
-            raise ValueError("NoiseSchedule.ddim_step: need -1 <= t_prev < t")
-        ab = self.alpha_bars[t]
-        ab_prev = np.where(t_prev >= 0, self.alpha_bars[np.maximum(t_prev, 0)], 1.0)
-        sigma = eta * np.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
-        dir_coef = np.sqrt(np.maximum(1 - ab_prev - sigma ** 2, 0.0))
-        return kd.ddim_step(xt, eps_hat, noise, np.sqrt(ab), np.sqrt(1 - ab), np.sqrt(ab_prev),
-                            dir_coef, sigma, clip=clip)
+def _check_scale(x0, dtype, where):
+    """``x0`` (the diffused variable, float64) if the squared distances of the bound cannot
+    overflow ``dtype``, the dtype it is computed in: each is a sum of d squares, so every |x|
+    must stay below sqrt(max / (4 d)) (4: a difference of two such values doubles it).
+    Otherwise the ValueError that asks to rescale X, as the classical estimators do."""
+    d = max(x0[0].size, 1)
+    limit = np.sqrt(np.finfo(dtype).max / (4 * d))
+    top = float(np.max(np.abs(x0))) if x0.size else 0.0
+    if not top <= limit:
+        raise ValueError(f"{where}: X has entries as large as {top:.3g} in magnitude in the "
+                         f"model's {np.dtype(dtype)} variable; squared distances overflow (the limit "
+                         f"for {d} features is {limit:.3g}): rescale X, e.g. X / np.abs(X).max()")
+    return x0
 
 
 def _gauss_kl(mean1, var1, mean2, var2):
@@ -235,8 +73,7 @@ class DDPM(DeepModel):
     def __init__(self, denoiser, schedule=None, prediction="eps", shape=None, data_range=None,
                  sample_steps=None, rng=None):
         super().__init__()
-        if prediction not in PREDICTIONS:
-            raise ValueError(f"DDPM: prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        C.choice(prediction, "prediction", "DDPM", PREDICTIONS)
         if data_range is not None:
             try:
                 lo, hi = (float(v) for v in data_range)
@@ -286,8 +123,8 @@ class DDPM(DeepModel):
             target = x0
         else:
             s = self.schedule
-            target = (_col(s.sqrt_alpha_bars[t], eps) * eps
-                      - _col(s.sqrt_one_minus_alpha_bars[t], x0) * x0).astype(x0.dtype)
+            target = (col(s.sqrt_alpha_bars[t], eps) * eps
+                      - col(s.sqrt_one_minus_alpha_bars[t], x0) * x0).astype(x0.dtype)
         return F.mse_loss(self.denoiser(Tensor(xt), t), Tensor(target))
 
     @classmethod
@@ -296,9 +133,9 @@ class DDPM(DeepModel):
         NoiseSchedule()); with ``image_shape`` (C, H, W), a TinyUNet(C, channels) on the rows
         reshaped to it, with the cosine schedule, v-prediction and the data's range mapped to
         [-1, 1] (``data_range`` = (X.min(), X.max()) unless given) and 100-step DDIM as
-        ``sample``'s default (``sample_steps``), as in issue 19's digits
-        recipe (benchmarks/README.md, "DDPM on the digits"; 16 channels learn about as much
-        per second of CPU as 32 there, at half the cost per step). ``params`` go to DDPM."""
+        ``sample``'s default (``sample_steps``): the digits recipe of benchmarks/README.md
+        ("DDPM on the digits"), where 16 channels learn about as much per second of CPU as 32
+        at half the cost per step. ``params`` go to DDPM."""
         where = "DDPM.for_data"
         X = np.asarray(X, dtype=np.float64)
         if X.ndim < 2 or len(X) == 0:
@@ -345,12 +182,13 @@ class DDPM(DeepModel):
         self.shape_ = X.shape[1:]
         return self._to_model(X)
 
-    def _to_model(self, X):
-        """Data (n, *shape_) -> the diffused variable (n, *shape) in [-1, 1] with data_range."""
+    def _to_model(self, X, dtype=None):
+        """Data (n, *shape_) -> the diffused variable (n, *shape) in [-1, 1] with data_range,
+        in ``dtype`` (default: the model's)."""
         if self.data_range is not None:
             lo, hi = self.data_range
             X = 2 * (X - lo) / (hi - lo) - 1
-        return X.reshape((len(X),) + self._model_shape()).astype(self.dtype)
+        return X.reshape((len(X),) + self._model_shape()).astype(dtype or self.dtype)
 
     def _from_model(self, x):
         """The diffused variable (..., n, *shape) -> data (..., n, *shape_)."""
@@ -403,8 +241,8 @@ class DDPM(DeepModel):
         if self.prediction == "eps":
             return out
         s = self.schedule
-        sqrt_ab = _col(s.sqrt_alpha_bars[t], xt)
-        sqrt_1mab = _col(s.sqrt_one_minus_alpha_bars[t], xt)
+        sqrt_ab = col(s.sqrt_alpha_bars[t], xt)
+        sqrt_1mab = col(s.sqrt_one_minus_alpha_bars[t], xt)
         eps = (xt - sqrt_ab * out) / sqrt_1mab if self.prediction == "x0" \
             else sqrt_ab * out + sqrt_1mab * xt
         return eps.astype(xt.dtype, copy=False)
@@ -447,10 +285,8 @@ class DDPM(DeepModel):
         where = "DDPM.sample"
         n = check_n_samples(n, where)
         shape = self._check_sampling(where, eps_fn, shape)
-        if variance not in VARIANCES:
-            raise ValueError(f"{where}: variance must be one of {VARIANCES}, got {variance!r}")
-        if eta is not None and not eta >= 0:
-            raise ValueError(f"{where}: eta must be >= 0, got {eta!r}")
+        C.choice(variance, "variance", where, VARIANCES)
+        eta = C.real(eta, "eta", where, low=0, optional=True)
         s = self.schedule
         steps = self.sample_steps if steps is None else steps
         timesteps = s.ddim_timesteps(s.T if steps is None else steps)
@@ -462,9 +298,10 @@ class DDPM(DeepModel):
         rng = as_rng(rng)
         eps_fn = eps_fn or self._eps_predictor(n)
         x = rng.standard_normal((n,) + shape).astype(self.dtype)
-        path = [x] if return_trajectory else None
         if n == 0:
+            path = [x] * (len(timesteps) + 1) if return_trajectory else None
             return self._sampled(x, path, shape)
+        path = [x] if return_trajectory else None
         with self.inference(), weights:
             for i in range(len(timesteps) - 1, -1, -1):
                 t = np.full(n, timesteps[i])
@@ -500,14 +337,14 @@ class DDPM(DeepModel):
         with sigma_0^2 = beta_0 ('fixed_large') or beta~_1 ('fixed_small', as beta~_0 = 0;
         Nichol & Dhariwal's clipped log-variance). Costs T denoiser calls on X."""
         where = "DDPM.log_prob"
-        if variance not in VARIANCES:
-            raise ValueError(f"{where}: variance must be one of {VARIANCES}, got {variance!r}")
+        C.choice(variance, "variance", where, VARIANCES)
         X = self._check_X(X, where)
         self._check_sampling(where, eps_fn, X.shape[1:])
         weights = self._weights(eps_fn)
         s, rng, n = self.schedule, as_rng(rng), len(X)
-        x0 = self._to_model(X) if self.shape_ is not None else X
-        x0 = x0.astype(self.dtype if eps_fn is None else np.float64)
+        dtype = self.dtype if eps_fn is None else np.float64
+        x0 = self._to_model(X, np.float64) if self.shape_ is not None else X
+        x0 = _check_scale(x0, dtype, where).astype(dtype)
         eps_fn = eps_fn or self._eps_predictor(n)
         ab_T = s.alpha_bars[-1]
         bound = _gauss_kl(s.sqrt_alpha_bars[-1] * x0, np.full(n, 1 - ab_T), 0 * x0, np.ones(n))
