@@ -36,7 +36,7 @@ def minigen_step():
     import minigen as mg
     from minigen import functional as F
     from minigen import optim
-    from minigen.models.denoisers import TinyUNet
+    from minigen.models.diffusion.denoisers import TinyUNet
     net = TinyUNet(1, CHANNELS, EMB, "silu", GROUPS, rng=0)
     opt = optim.Adam(net.parameters(), lr=1e-3)
     x, eps, t = batch()

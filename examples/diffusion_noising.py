@@ -14,7 +14,7 @@ This script draws 1-D data from a three-component Gaussian mixture and pushes it
 100, 500 and 999 steps of q(x_t | x_{t-1}). The figure (out/diffusion_noising.png) overlays,
 per t, the histogram of those chains, the histogram of the closed form drawn in one shot from
 the same data, and the N(0, 1) density that both approach. (After k steps the schedule index
-is k - 1; see minigen.models.ddpm.) Prints per t the mean and std of both samples and the
+is k - 1; see minigen.models.diffusion.schedule.) Prints per t the mean and std of both samples and the
 sliced (here: plain 1-D) Wasserstein distance between them; ``main`` returns them.
 """
 import argparse

@@ -133,7 +133,6 @@ def requested_path():
     return value or None
 
 
-_forced = requested_path        # the name conv.py and the command line import
 
 
 def choose(name, array, work, impl=None):

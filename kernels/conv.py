@@ -34,8 +34,8 @@ All routes compute the same sums in a different order: they agree to rounding.
 """
 import numpy as np
 
-from ._dispatch import (_forced, _is_cupy, _xp, check_float, choose, launch, lazy_cuda_jit,
-                        lazy_njit, prange, register)
+from ._dispatch import (_is_cupy, _xp, check_float, choose, launch, lazy_cuda_jit,
+                        lazy_njit, prange, register, requested_path)
 
 cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
 CUDA_THREADS = 256     # 8 warps per block for the gathers; untuned: chosen by warp count;
@@ -213,7 +213,7 @@ _COL2IM = {"reference": reference_col2im, "numba": numba_col2im, "cuda": cuda_co
 def _fast_layouts(path, impl, array):
     """Whether the layouts below may run: NumPy arrays, unless the caller asked for the
     reference route (``impl='reference'`` or ``MINIGEN_KERNELS=reference``)."""
-    textbook = impl == "reference" or (impl is None and _forced() == "reference")
+    textbook = impl == "reference" or (impl is None and requested_path() == "reference")
     return path != "cuda" and not textbook and not _is_cupy(array)
 
 

@@ -24,7 +24,6 @@ import weakref
 import numpy as np
 
 from . import backend
-from .backend import manual_seed  # noqa: F401  (minigen.cli.commands imports it from here)
 from .backend import xp
 
 

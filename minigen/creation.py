@@ -9,7 +9,7 @@ import functools
 
 import numpy as np
 
-from . import autograd, backend
+from . import backend
 from .autograd import Tensor, _as_array
 from .backend import manual_seed, xp
 
@@ -103,7 +103,3 @@ def arange(*args, dtype=None, device="cpu"):
             else backend.get_default_dtype()
     return Tensor(mod.arange(*args, dtype=dtype))
 
-
-# minigen.cli.demo imports ``tensor`` from minigen.autograd; the engine cannot import this
-# module (it sits above it), so the name is set here until that import names minigen.creation.
-autograd.tensor = tensor

@@ -61,7 +61,7 @@ def test_load_digits_scales():
     np.testing.assert_allclose(unit, raw / 16)
     assert unit.max() == 1.0 and unit.min() == 0.0
     np.testing.assert_array_equal(binary, (raw >= 8).astype(np.uint8))
-    with pytest.raises(ValueError, match="scale must be None, 'unit' or 'binary'"):
+    with pytest.raises(ValueError, match="scale must be one of None, 'unit', 'binary'"):
         load_digits(scale="standard")
     with pytest.raises(ValueError, match="scale='unit' needs a float dtype"):
         load_digits(scale="unit", dtype=np.uint8)
@@ -105,7 +105,7 @@ def test_sort_and_sliced_wasserstein_gradients():
 def test_sliced_wasserstein_loss_errors():
     with pytest.raises(ValueError, match="sliced_wasserstein_loss: X and Y"):
         sliced_wasserstein_loss(np.zeros((3, 2)), np.zeros((3, 3)))
-    with pytest.raises(ValueError, match="n_projections >= 1"):
+    with pytest.raises(ValueError, match="n_projections must be a positive int"):
         sliced_wasserstein_loss(np.zeros((3, 2)), np.zeros((3, 2)), n_projections=0)
 
 

@@ -82,9 +82,9 @@ def _parser(model=None):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
-        from ..kernels import _dispatch
+        from .. import kernels
         try:
-            _dispatch._forced()          # an invalid MINIGEN_KERNELS: one line, exit 2
+            kernels.requested_path()          # an invalid MINIGEN_KERNELS: one line, exit 2
         except ValueError as err:
             raise commands.UsageError(str(err)) from None
         parser = _parser(options.model_word(argv) if argv[:1] == ["fit"] else None)

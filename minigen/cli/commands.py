@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from .. import _checks, metrics
-from ..autograd import manual_seed
+from ..backend import manual_seed
 from ..backend import as_rng
 from ..data import sources
 from ..data.text import split_text

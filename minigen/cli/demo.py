@@ -19,7 +19,8 @@ import numpy as np
 
 from .. import functional as F
 from .. import metrics, nn
-from ..autograd import no_grad, tensor
+from ..autograd import no_grad
+from ..creation import tensor
 from ..data import load_digits, moons, sources
 from ..train import train
 from . import commands, figures, report, tables

@@ -43,7 +43,9 @@ LOG_2PI = math.log(2 * math.pi)
 
 
 def gaussian_log_density(z, mu, logvar):
-    """log N(z; mu, diag exp(logvar)) summed over the last axis (NumPy, float64)."""
+    """log N(z; mu, diag exp(logvar)) summed over the last axis (NumPy, float64). Diagonal and
+    written in log-variances because the encoders output them; the full-covariance forms of
+    the classical estimators live in ``minigen.density._gaussian``."""
     return -0.5 * np.sum(LOG_2PI + logvar + (z - mu) ** 2 * np.exp(-logvar), axis=-1)
 
 
