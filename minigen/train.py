@@ -99,7 +99,7 @@ def _check_arguments(model, steps, epochs, batch_size, lr, schedule, ema_decay, 
         raise TypeError(f"train: schedule must be a callable optimizer -> scheduler (e.g. "
                         f"lambda opt: StepLR(opt, 100)), got {type(schedule).__name__}")
     if ema_decay is not None:
-        EMA._check_decay(ema_decay)
+        EMA._checked_decay(ema_decay)
     if metric is not None and not callable(metric):
         raise TypeError(f"train: metric must be a callable (model, validation) -> float, got "
                         f"{type(metric).__name__}")

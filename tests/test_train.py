@@ -561,7 +561,7 @@ class ScalarLosses(Regression):
     (dict(steps=5, clip_grad=-1.0), ValueError, "train: clip_grad must be a number > 0"),
     (dict(steps=5, patience=3), ValueError, "need a validation= set"),
     (dict(steps=5, lr=float("nan")), ValueError, "train: lr must be a finite number > 0"),
-    (dict(steps=5, ema_decay=1.0), ValueError, "EMA: decay must lie in"),
+    (dict(steps=5, ema_decay=1.0), ValueError, r"EMA: decay must be a finite number in \[0, 1\)"),
     (dict(steps=5, optimizer="adam"), TypeError, "train: optimizer must be an Optimizer"),
 ])
 def test_arguments_are_checked_before_any_step(kwargs, error, match):
