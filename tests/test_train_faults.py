@@ -243,3 +243,14 @@ def test_an_edited_checkpoint_is_a_value_error_naming_the_file(tmp_path, edit, m
               verbose=False)
     np.testing.assert_array_equal(model.lin.weight.numpy(), weights)    # nothing loaded
     assert model.calls == 0
+
+
+def test_a_non_finite_validation_stops_training_with_the_step(tmp_path):
+    path = tmp_path / "c.npz"
+    values = iter([1.0, float("nan")])
+    with pytest.raises(FloatingPointError, match="train: the validation metric is nan at "
+                                                 "step 4"):
+        train(Regression(), _data(dtype=np.float32), steps=6, batch_size=32, val_every=2,
+              validation=_data(32, np.float32), metric=lambda m, v: next(values),
+              checkpoint=path, log_every=2, verbose=False)
+    assert load_checkpoint(path).step == 2
