@@ -19,6 +19,8 @@ import inspect
 
 import numpy as np
 
+from ._checks import excerpt, integer, positive, positive_int
+
 
 class NotFittedError(ValueError, AttributeError):
     """A method that needs a fitted model was called before ``fit`` (as scikit-learn's)."""
@@ -72,9 +74,7 @@ def check_sample_weight(sample_weight, n, where):
 
 def check_n_samples(n, where):
     """The ``n`` of ``sample(n)``: an int >= 0 (``sample(0)`` gives an empty array)."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"{where}: n must be an int >= 0, got {n!r}")
-    return int(n)
+    return integer(n, "n", where, low=0)
 
 
 def check_fitted(model, attribute, where):
@@ -84,12 +84,8 @@ def check_fitted(model, attribute, where):
 
 
 def check_positive(value, name, where, integer=False):
-    kind = (int, np.integer) if integer else (int, float, np.integer, np.floating)
-    if isinstance(value, bool) or not isinstance(value, kind) or not value > 0 \
-            or not np.isfinite(value):
-        expected = "a positive int" if integer else "a positive finite number"
-        raise ValueError(f"{where}: {name} must be {expected}, got {value!r}")
-    return value
+    """``value`` as a positive int (``integer``) or a positive finite number."""
+    return positive_int(value, name, where) if integer else positive(value, name, where)
 
 
 def logsumexp(a, axis):
@@ -215,6 +211,17 @@ class Configurable:
                 if name.endswith("_") and not name.startswith("_") and name not in self._unsaved}
 
     def _set_fitted_state(self, state):
+        """Set the fitted attributes in ``state``, after checking every name: a public
+        identifier ending in ``_``, not in ``_unsaved`` and not defined by the class itself (so
+        a file can never replace a method, a property or a class constant)."""
+        cls = type(self)
+        for name in state:
+            if not (isinstance(name, str) and name.isidentifier() and name.endswith("_")
+                    and not name.startswith("_") and name not in self._unsaved
+                    and not hasattr(cls, name)):
+                raise ValueError(f"{cls.__name__}: {excerpt(name)} is not a fitted attribute "
+                                 "name (a public name ending in '_' that the class does not "
+                                 "define)")
         for name, value in state.items():
             setattr(self, name, value)
 

@@ -21,6 +21,7 @@ import zlib
 
 import numpy as np
 
+from ._checks import excerpt
 from .backend import to_device
 from .distribution import Configurable, registry
 from .nn import Module
@@ -133,6 +134,10 @@ def load(path):
 _GENERATORS = ("PCG64", "PCG64DXSM", "MT19937", "Philox", "SFC64")
 
 
+class _ModelFileError(ValueError):
+    """A model file that cannot be rebuilt; the message names the file and the problem."""
+
+
 def _encode(value, key, arrays, covered, where):
     """A parameter or fitted value as JSON; arrays go to ``arrays[key]``; registered objects
     become nested nodes."""
@@ -205,7 +210,7 @@ def _decode(value, arrays, where):
     if "__array__" in value:
         key = value["__array__"]
         if key not in arrays:
-            raise ValueError(f"{where}: the array {key!r} is missing from the file")
+            raise _ModelFileError(f"{where}: the array {excerpt(key)} is missing from the file")
         return arrays[key]
     if "__tuple__" in value:
         return tuple(_decode(v, arrays, where) for v in value["__tuple__"])
@@ -215,35 +220,40 @@ def _decode(value, arrays, where):
         state = value["__generator__"]
         name = state.get("bit_generator") if isinstance(state, dict) else None
         if name not in _GENERATORS:
-            raise ValueError(f"{where}: unknown random generator {name!r}")
+            raise _ModelFileError(f"{where}: unknown random generator {excerpt(name)}")
         bits = getattr(np.random, name)()
         bits.state = state
         return np.random.Generator(bits)
     if "__ema__" in value:
         ema = value["__ema__"]
         return EMA.from_state_dict(_decode(ema["shadow"], arrays, where), ema["decay"])
-    raise ValueError(f"{where}: unreadable value {value!r}")
+    raise _ModelFileError(f"{where}: unreadable value {excerpt(value)}")
 
 
 def _build(node, arrays, where):
     name = node.get("__class__")
     cls = registry().get(name)
     if cls is None:
-        raise ValueError(f"{where}: unknown class {name!r} (not a registered minigen class)")
+        raise _ModelFileError(f"{where}: unknown class {excerpt(name)} (not a registered "
+                              "minigen class)")
     params = {k: _decode(v, arrays, where) for k, v in node.get("params", {}).items()}
     try:
         obj = cls(**params)
     except (TypeError, ValueError, KeyError) as err:
-        raise ValueError(f"{where}: {name} rejected the saved parameters "
-                         f"{sorted(params)}: {err}") from err
+        raise _ModelFileError(f"{where}: {name} rejected the saved parameters "
+                              f"{excerpt(sorted(params))}: {err}") from err
     if "state" in node:
         state = {k: _decode(v, arrays, where) for k, v in node["state"].items()}
         try:
             if node.get("dtype"):
-                obj.to(dtype=np.dtype(node["dtype"]))
+                dtype = np.dtype(node["dtype"])
+                if dtype.kind != "f":
+                    raise ValueError(f"the dtype must be a float type, got {excerpt(dtype)}")
+                obj.to(dtype=dtype)
             obj.load_state_dict(state)
         except (KeyError, ValueError, TypeError) as err:
-            raise ValueError(f"{where}: the weights of {name} do not fit it: {err}") from None
+            raise _ModelFileError(f"{where}: the weights of {name} do not fit it: {err}") \
+                from None
         obj.eval()                     # as fit leaves it
     obj._set_fitted_state({k: _decode(v, arrays, where)
                            for k, v in node.get("fitted", {}).items()})
@@ -251,14 +261,18 @@ def _build(node, arrays, where):
 
 
 def load_model(path):
-    """Rebuild the model saved by ``save_model``; no code from the file is ever executed."""
+    """Rebuild the model saved by ``save_model``; no code from the file is ever executed.
+    Whatever the file holds, a file that cannot be rebuilt raises a ValueError naming it."""
     arrays = load(path)
     where = f"load_model: {os.fspath(path)!r}"
     if _MODEL not in arrays:
         raise ValueError(f"{where} holds arrays but no model (a state dict? use minigen.load)")
     try:
         header = from_json_array(arrays.pop(_MODEL))
-        tree = header["model"]
-    except (ValueError, UnicodeDecodeError, KeyError, TypeError) as err:
-        raise ValueError(f"{where}: the model description is corrupt ({err})") from None
-    return _build(tree, arrays, where)
+        return _build(header["model"], arrays, where)
+    except _ModelFileError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError, OverflowError,
+            RecursionError) as err:
+        raise ValueError(f"{where}: the model description is corrupt ({type(err).__name__}: "
+                         f"{excerpt(str(err), 200)})") from None

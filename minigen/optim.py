@@ -9,27 +9,14 @@ arrays in place (no graph), so a step costs a few vectorised NumPy ops per param
 """
 import contextlib
 import math
+import threading
+import weakref
 
 import numpy as np
 
+from ._checks import integer, positive, positive_int, real
 from .autograd import no_grad
 from .backend import xp
-
-
-def _number(value, name, where, low=None, high=None, low_open=False, high_open=True):
-    """A finite real hyper-parameter in [low, high) (or the bounds given); clear error else."""
-    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
-    ok = ok and math.isfinite(value)
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value < high if high_open else value <= high
-    if not ok:
-        lo = "-inf" if low is None else low
-        hi = "inf" if high is None else high
-        interval = f"{'(' if low_open else '['}{lo}, {hi}{')' if high_open else ']'}"
-        raise ValueError(f"{where}: {name} must be a finite number in {interval}, got {value!r}")
-    return value
 
 
 class Optimizer:
@@ -167,9 +154,9 @@ class SGD(Optimizer):
                                       weight_decay=weight_decay))
 
     def _check(self, group):
-        _number(group["lr"], "lr", "SGD", low=0, low_open=True, high=None)
-        _number(group["momentum"], "momentum", "SGD", low=0, high=None)
-        _number(group["weight_decay"], "weight_decay", "SGD", low=0, high=None)
+        positive(group["lr"], "lr", "SGD")
+        real(group["momentum"], "momentum", "SGD", low=0)
+        real(group["weight_decay"], "weight_decay", "SGD", low=0)
         if group["nesterov"] and group["momentum"] <= 0:
             raise ValueError("SGD: nesterov needs momentum > 0")
 
@@ -200,14 +187,14 @@ class Adam(Optimizer):
 
     def _check(self, group):
         where = type(self).__name__
-        _number(group["lr"], "lr", where, low=0, low_open=True, high=None)
+        positive(group["lr"], "lr", where)
         betas = group["betas"]
         if not isinstance(betas, tuple) or len(betas) != 2:
             raise ValueError(f"{where}: betas must be a pair (beta1, beta2), got {betas!r}")
         for name, b in zip(("betas[0]", "betas[1]"), betas):
-            _number(b, name, where, low=0, high=1)
-        _number(group["eps"], "eps", where, low=0, low_open=True, high=None)
-        _number(group["weight_decay"], "weight_decay", where, low=0, high=None)
+            real(b, name, where, low=0, high=1, high_open=True)
+        positive(group["eps"], "eps", where)
+        real(group["weight_decay"], "weight_decay", where, low=0)
 
     def _update(self, p, g, state, group):
         b1, b2 = group["betas"]
@@ -256,13 +243,11 @@ class AdamW(Adam):
 def clip_grad_norm_(params, max_norm):
     """Scale all gradients by max_norm / (norm + 1e-6) when their global L2 norm
     sqrt(sum_i |g_i|^2) exceeds ``max_norm`` (> 0); return the norm (as
-    ``torch.nn.utils.clip_grad_norm_``). The norm is accumulated in float64, so float32
+    ``torch.nn.utils.clip_grad_norm_``; ``max_norm=math.inf`` only measures it). The norm is accumulated in float64, so float32
     gradients of 1e19 do not overflow; a non-finite norm is returned with the gradients left
     unchanged (``train`` then stops and names the step)."""
-    if isinstance(max_norm, bool) or not isinstance(max_norm, (int, float, np.integer,
-                                                               np.floating)) \
-            or not max_norm > 0:
-        raise ValueError(f"clip_grad_norm_: max_norm must be a number > 0, got {max_norm!r}")
+    if max_norm != math.inf:
+        positive(max_norm, "max_norm", "clip_grad_norm_")
     grads = [p.grad.data for p in params if p.grad is not None]
     if not grads:
         return 0.0
@@ -313,7 +298,8 @@ class StepLR(LRScheduler):
     """lr = base_lr * gamma^(floor(step / step_size))."""
 
     def __init__(self, optimizer, step_size, gamma=0.1):
-        self.step_size, self.gamma = step_size, gamma
+        self.step_size = positive_int(step_size, "step_size", "StepLR")
+        self.gamma = positive(gamma, "gamma", "StepLR")
         super().__init__(optimizer)
 
     def factor(self, step):
@@ -325,9 +311,9 @@ class CosineWarmup(LRScheduler):
     factor = min_factor + (1 - min_factor) (1 + cos(pi progress)) / 2."""
 
     def __init__(self, optimizer, warmup, total, min_factor=0.0):
-        if not 0 <= warmup < total:
-            raise ValueError(f"CosineWarmup: need 0 <= warmup < total, got {warmup}, {total}")
-        self.warmup, self.total, self.min_factor = warmup, total, min_factor
+        self.total = positive_int(total, "total", "CosineWarmup")
+        self.warmup = integer(warmup, "warmup", "CosineWarmup", low=0, high=self.total - 1)
+        self.min_factor = real(min_factor, "min_factor", "CosineWarmup", low=0, high=1)
         super().__init__(optimizer)
 
     def factor(self, step):
@@ -337,30 +323,42 @@ class CosineWarmup(LRScheduler):
         return self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+_SWAP_LOCKS = weakref.WeakKeyDictionary()     # module -> the lock held while EMA weights are in it
+_SWAP_LOCKS_GUARD = threading.Lock()
+
+
+def _swap_lock(module):
+    """The one re-entrant lock per module that every ``EMA.applied`` on it holds."""
+    with _SWAP_LOCKS_GUARD:
+        lock = _SWAP_LOCKS.get(module)
+        if lock is None:
+            lock = _SWAP_LOCKS[module] = threading.RLock()
+        return lock
+
+
 class EMA:
     """Exponential moving average of a module's parameters: s <- decay s + (1 - decay) p.
 
     ``applied(module)`` swaps the averages in for a ``with`` block (sampling, evaluation) and
-    the trained weights back afterwards; ``copy_to(module)`` loads them for good;
-    ``state_dict`` / ``load_state_dict`` save and restore them.
+    the trained weights back afterwards; blocks on the same module from different threads run
+    one after another, so no thread ever takes the averages for the trained weights.
+    ``copy_to(module)`` loads them for good; ``state_dict`` / ``load_state_dict`` save and
+    restore them.
     """
 
     def __init__(self, module, decay=0.999):
-        self.decay = self._check_decay(decay)
+        self.decay = self._checked_decay(decay)
         self.shadow = {n: p.data.copy() for n, p in module.named_parameters()}
 
     @staticmethod
-    def _check_decay(decay):
-        if isinstance(decay, bool) or not isinstance(decay, (int, float)) \
-                or not 0 <= decay < 1:
-            raise ValueError(f"EMA: decay must lie in [0, 1), got {decay!r}")
-        return decay
+    def _checked_decay(decay):
+        return real(decay, "decay", "EMA", low=0, high=1, high_open=True)
 
     @classmethod
     def from_state_dict(cls, state, decay):
         """An EMA holding the averages ``state`` (name -> array), with no module needed."""
         ema = cls.__new__(cls)
-        ema.decay = cls._check_decay(decay)
+        ema.decay = cls._checked_decay(decay)
         ema.shadow = {n: np.array(v, copy=True) for n, v in state.items()}
         return ema
 
@@ -376,14 +374,14 @@ class EMA:
     @contextlib.contextmanager
     def applied(self, module):
         """Within the block the module holds the averaged weights; on exit (also on an
-        exception) its own weights are restored."""
-        saved = {n: p.data.copy() for n, p in module.named_parameters()}
-        self.copy_to(module)
-        try:
-            yield module
-        finally:
-            module.load_state_dict(saved, strict=False)
-
+        exception) its own weights are restored. The module's swap lock is held throughout."""
+        with _swap_lock(module):
+            saved = {n: p.data.copy() for n, p in module.named_parameters()}
+            self.copy_to(module)
+            try:
+                yield module
+            finally:
+                module.load_state_dict(saved, strict=False)
     def state_dict(self):
         return {n: s.copy() for n, s in self.shadow.items()}
 

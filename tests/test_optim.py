@@ -120,7 +120,7 @@ def test_optimizer_bad_arguments():
     p = mg.tensor(np.ones(2), requires_grad=True)
     with pytest.raises(ValueError, match="SGD: got an empty parameter list"):
         optim.SGD([])
-    with pytest.raises(ValueError, match=r"Adam: lr must be a finite number in \(0, inf\), got 0"):
+    with pytest.raises(ValueError, match=r"Adam: lr must be a positive finite number, got 0"):
         optim.Adam([p], lr=0)
     with pytest.raises(ValueError, match="SGD: nesterov needs momentum > 0"):
         optim.SGD([p], nesterov=True)
@@ -179,7 +179,7 @@ def test_cosine_warmup_values():
     np.testing.assert_allclose(lrs, expected, rtol=1e-12)
     assert lrs[4] == pytest.approx(2.0) and lrs[12] == pytest.approx(0.2)
     assert lrs[14] == pytest.approx(0.2)   # held at min_factor after ``total``
-    with pytest.raises(ValueError, match="CosineWarmup: need 0 <= warmup < total"):
+    with pytest.raises(ValueError, match=r"CosineWarmup: warmup must be an int in \[0, 4\], got 5"):
         optim.CosineWarmup(optim.SGD([mg.tensor(np.ones(1), requires_grad=True)]), 5, 5)
 
 
@@ -215,7 +215,7 @@ def test_ema():
     np.testing.assert_allclose(ema.state_dict()["weight"], expected, rtol=1e-12)
     ema.copy_to(net)
     np.testing.assert_allclose(net.weight.numpy(), expected, rtol=1e-12)
-    with pytest.raises(ValueError, match=r"EMA: decay must lie in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"EMA: decay must be a finite number in \[0, 1\), got 1.0"):
         optim.EMA(net, decay=1.0)
 
 
@@ -335,13 +335,13 @@ def test_group_errors():
     (lambda p: optim.Adam([p], betas=(0.9, 1.0)),
      r"betas\[1\] must be a finite number in \[0, 1\)"),
     (lambda p: optim.Adam([p], betas=0.9), r"Adam: betas must be a pair"),
-    (lambda p: optim.SGD([p], lr=float("inf")), r"SGD: lr must be a finite number in \(0, inf\)"),
+    (lambda p: optim.SGD([p], lr=float("inf")), r"SGD: lr must be a positive finite number, got inf"),
     (lambda p: optim.SGD([p], momentum=-5),
-     r"SGD: momentum must be a finite number in \[0, inf\)"),
-    (lambda p: optim.Adam([p], lr=float("nan")), r"Adam: lr must be a finite number"),
-    (lambda p: optim.AdamW([p], eps=0), r"AdamW: eps must be a finite number in \(0, inf\)"),
+     r"SGD: momentum must be a finite number >= 0, got -5"),
+    (lambda p: optim.Adam([p], lr=float("nan")), r"Adam: lr must be a positive finite number, got nan"),
+    (lambda p: optim.AdamW([p], eps=0), r"AdamW: eps must be a positive finite number, got 0"),
     (lambda p: optim.SGD([p], weight_decay=-0.1), r"SGD: weight_decay must be"),
-    (lambda p: optim.SGD([p], lr="0.1"), r"SGD: lr must be a finite number"),
+    (lambda p: optim.SGD([p], lr="0.1"), r"SGD: lr must be a positive finite number, got '0.1'"),
 ])
 def test_hyper_parameters_are_checked(make, match):
     with pytest.raises(ValueError, match=match):
@@ -352,7 +352,7 @@ def test_clip_grad_norm_rejects_non_positive_max_norm_and_survives_huge_float32(
     p = mg.tensor(np.zeros(4, dtype=np.float32), requires_grad=True)
     p.grad = mg.tensor(np.full(4, 1e19, dtype=np.float32))
     for bad in (0, -1.0, float("nan"), "1"):
-        with pytest.raises(ValueError, match="clip_grad_norm_: max_norm must be a number > 0"):
+        with pytest.raises(ValueError, match="clip_grad_norm_: max_norm must be a positive finite number"):
             optim.clip_grad_norm_([p], bad)
     np.testing.assert_array_equal(p.grad.numpy(), np.full(4, 1e19, dtype=np.float32))
     total = optim.clip_grad_norm_([p], 1.0)

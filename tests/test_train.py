@@ -407,14 +407,16 @@ class InterruptAt:
         self.calls = int(state["calls"])
 
 
-def test_interrupt_restores_eval_mode_checkpoints_and_reraises(tmp_path):
+def test_interrupt_inside_a_step_restores_eval_mode_keeps_the_checkpoint_and_reraises(
+        tmp_path):
     path = tmp_path / "c.npz"
     model = Regression()
     with pytest.raises(KeyboardInterrupt) as info:
-        train(model, _data(), steps=50, batch_size=32, log_every=100, checkpoint=path,
+        train(model, _data(), steps=50, batch_size=32, log_every=5, checkpoint=path,
               schedule=InterruptAt(7, "raise"), verbose=False)
     assert isinstance(info.value, TrainingInterrupted) and info.value.result.steps == 6
-    assert not model.training and load_checkpoint(path).step == 6
+    assert info.value.inside_step and "inside step 7" in str(info.value)
+    assert not model.training and load_checkpoint(path).step == 5
 
 
 class CtrlC(Noisy):
@@ -557,11 +559,12 @@ class ScalarLosses(Regression):
     (dict(), ValueError, "exactly one of steps= or epochs="),
     (dict(steps=5, log_every=0), ValueError, "train: log_every must be a positive int, got 0"),
     (dict(steps=5, schedule="cosine"), TypeError, "train: schedule must be a callable"),
-    (dict(steps=5, clip_grad=0), ValueError, "train: clip_grad must be a number > 0"),
-    (dict(steps=5, clip_grad=-1.0), ValueError, "train: clip_grad must be a number > 0"),
-    (dict(steps=5, patience=3), ValueError, "need a validation= set"),
-    (dict(steps=5, lr=float("nan")), ValueError, "train: lr must be a finite number > 0"),
-    (dict(steps=5, ema_decay=1.0), ValueError, "EMA: decay must lie in"),
+    (dict(steps=5, clip_grad=0), ValueError, "train: clip_grad must be a positive finite number"),
+    (dict(steps=5, clip_grad=-1.0), ValueError, "train: clip_grad must be a positive finite"),
+    (dict(steps=5, patience=3), ValueError, "train: patience= needs a validation= set"),
+    (dict(steps=5, lr=float("nan")), ValueError, "train: lr must be a positive finite number, got nan"),
+    (dict(steps=5, ema_decay=1.0), ValueError,
+     r"train: ema_decay must be a finite number in \[0, 1\), got 1.0"),
     (dict(steps=5, optimizer="adam"), TypeError, "train: optimizer must be an Optimizer"),
 ])
 def test_arguments_are_checked_before_any_step(kwargs, error, match):
