@@ -155,5 +155,5 @@ def test_pad_sequences(side):
 def test_load_text_names_a_file_that_is_not_utf8(tmp_path):
     path = tmp_path / "latin1.txt"
     path.write_bytes("café".encode("latin-1"))
-    with pytest.raises(ValueError, match=r"load_text: '.*latin1.txt' is not utf-8 text \(byte 3"):
+    with pytest.raises(ValueError, match=r"load_text: '.*latin1.txt' is not UTF-8 text \(byte 3"):
         load_text(str(path))

@@ -48,7 +48,7 @@ def load_text(path, encoding="utf-8"):
         with open(path, encoding=encoding) as f:
             return f.read()
     except UnicodeDecodeError as err:
-        raise ValueError(f"load_text: {path!r} is not {encoding} text (byte {err.start}: "
+        raise ValueError(f"load_text: {path!r} is not {encoding.upper()} text (byte {err.start}: "
                          f"{err.reason})") from None
 
 
