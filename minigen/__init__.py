@@ -13,5 +13,4 @@ from .backend import AxisError, get_default_dtype, set_default_dtype
 from .functional import (abs, cat, clip, concatenate, cos, erf, exp, log, logsumexp, matmul,
                          maximum, minimum, one_hot, prod, sigmoid, sin, softmax, sort, split,
                          sqrt, stack, std, tanh, where)
-
-__version__ = "0.1.0"
+from ._version import __version__

@@ -23,6 +23,7 @@ import numpy as np
 
 from ._checks import excerpt
 from .backend import to_device
+from ._version import __version__
 from .distribution import Configurable, registry
 from .nn import Module
 
@@ -192,7 +193,6 @@ def _encode_object(obj, key, arrays, covered, where):
 def save_model(model, path):
     """Save a registered minigen model (fitted or not) to ``path`` (.npz), atomically:
     its class, constructor parameters, fitted state and weights, and the library version."""
-    from . import __version__
     arrays = {}
     tree = _encode_object(model, "model", arrays, frozenset(), "save_model")
     arrays[_MODEL] = json_array({"format": 1, "minigen": __version__, "model": tree})
