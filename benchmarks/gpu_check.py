@@ -126,12 +126,12 @@ def main():
 
 def nonfinite_check():
     """NaN, +-inf and empty inputs through every CUDA kernel on the GPU: the cases of
-    tests/test_kernels_nonfinite.py (NumPy arrays, which numba-cuda copies to the device and
+    tests/kernels/test_nonfinite.py (NumPy arrays, which numba-cuda copies to the device and
     back).  Returns the number of failures."""
     import os
     import warnings
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
-    from test_kernels_nonfinite import assert_same, cases
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    from tests.kernels.test_nonfinite import assert_same, cases
     failures = 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")            # host-array transfers; NumPy's NaN notes

@@ -40,7 +40,7 @@ EXP_MAX = 709.782712893384                # log(largest float64); above it exp i
 # error made to equioscillate at the 12 Chebyshev extrema of the interval, solved in
 # np.longdouble (|E| = 2.1e-16), coefficients rounded to float64 (max relative error then
 # 3.3e-16 evaluated exactly at 10^6 + 1 points).  The whole exp in Numba, against np.exp on
-# [-708, 0] (2 * 10^6 points): max 4.7e-16 = 2.1 ulp (tests/test_kernels_dispatch.py asserts
+# [-708, 0] (2 * 10^6 points): max 4.7e-16 = 2.1 ulp (tests/kernels/test_dispatch.py asserts
 # < 4 ulp).  Degree 11 measured 1.0 ulp but costs one more FMA per exp.
 POLY = (1.0, 1.0000000000000067, 0.499999999999973, 0.1666666666655618, 0.04166666666841112, 0.008333333385136109, 0.0013888888503641368, 0.00019841170860271354, 2.4801912659890044e-05, 2.7639962692255188e-06, 2.749031219323039e-07)
 

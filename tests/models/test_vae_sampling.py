@@ -3,7 +3,7 @@ model is Gaussian with a closed-form covariance, and the sample covariance must 
 import numpy as np
 
 from minigen.models import VAE
-from test_vae import linear_gaussian_hvae
+from tests.models.test_vae import linear_gaussian_hvae
 
 
 def assert_covariance_matches(samples, cov, z=4.0):

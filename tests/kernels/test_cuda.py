@@ -4,7 +4,7 @@ The simulator must be switched on before numba.cuda is first imported, so a plai
 run executes this file's ``sim_*`` tests in a subprocess with NUMBA_ENABLE_CUDASIM=1
 (``test_cuda_kernels_under_simulator``); in that subprocess the simulator tests run and the
 launcher skips itself.  Run them directly with
-``NUMBA_ENABLE_CUDASIM=1 pytest tests/test_kernels_cuda.py``.  The simulator runs each GPU
+``NUMBA_ENABLE_CUDASIM=1 pytest tests/kernels/test_cuda.py``.  The simulator runs each GPU
 thread as a Python thread, so sizes are tiny.
 """
 import os
@@ -113,8 +113,8 @@ def test_sim_diffusion(rng):
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")          # NumPy's invalid-value notes
 def test_sim_nonfinite_and_empty():
     """NaN, +-inf and empty inputs through every CUDA kernel, against the reference (the
-    cases of tests/test_kernels_nonfinite.py at simulator sizes)."""
-    from test_kernels_nonfinite import assert_same, cases
+    cases of tests/kernels/test_nonfinite.py at simulator sizes)."""
+    from tests.kernels.test_nonfinite import assert_same, cases
     failed = []
     for name, (fn, dtype) in sorted(cases(small=True).items()):
         try:

@@ -1,5 +1,5 @@
 """An MLP regression trained data-parallel with minigen.distributed in a minimal hand-written
-loop; run under ``mpiexec -n N`` by tests/test_distributed_mpi.py, and imported by it to
+loop; run under ``mpiexec -n N`` by tests/train/test_distributed_mpi.py, and imported by it to
 compute the single-process reference (``run`` with no launcher is the one-process run).
 
     python train_mlp.py parity OUT.npz     every configuration of CONFIGS, saved by rank 0

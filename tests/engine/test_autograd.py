@@ -7,10 +7,7 @@ import pytest
 import minigen as mg
 import minigen.functional as F
 from minigen import backend
-
-
-def leaf(values, dtype=np.float64):
-    return mg.tensor(np.asarray(values, dtype=dtype), requires_grad=True)
+from tests.helpers import leaf
 
 
 # --- backward --------------------------------------------------------------------------------
@@ -153,7 +150,7 @@ def test_in_place_change_of_a_saved_tensor_is_detected():
     x = leaf([1.0, 2.0])
     a = x * 2
     b = (a * a).sum()
-    with mg.no_grad():  # with grad on, the change itself raises (tests/test_engine_faults.py)
+    with mg.no_grad():  # with grad on, the change itself raises (tests/engine/test_autograd_faults.py)
         a.mul_(3)
     with pytest.raises(RuntimeError, match="Mul.backward: input .* modified in place"):
         b.backward()

@@ -8,10 +8,7 @@ import pytest
 import minigen as mg
 import minigen.functional as F
 from minigen import backend, nn
-
-
-def leaf(values, dtype=np.float64):
-    return mg.tensor(np.asarray(values, dtype=dtype), requires_grad=True)
+from tests.helpers import leaf
 
 
 # --- in-place changes of tensors that are part of a graph ----------------------------------

@@ -10,7 +10,7 @@ from minigen.data import load_digits, make_toy
 from minigen.models import VAE, HierarchicalVAE
 from minigen import functional as F
 from minigen.models.vae import gaussian_log_density, reparameterize
-from test_ae import assert_loss_fell, gradcheck_loss
+from tests.models.test_ae import assert_loss_fell, gradcheck_loss
 
 
 @pytest.fixture(scope="module")

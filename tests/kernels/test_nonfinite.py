@@ -1,7 +1,7 @@
 """Every kernel against its reference on NaN, +-inf and empty inputs.
 
 The fast paths must not hide NaN: the training loop's NaN stop depends on it reaching the
-loss.  ``CASES`` is shared with tests/test_kernels_cuda.py, which runs it on the CUDA kernels
+loss.  ``CASES`` is shared with tests/kernels/test_cuda.py, which runs it on the CUDA kernels
 under the simulator; here it runs on the Numba CPU kernels.
 """
 import os

@@ -1,5 +1,5 @@
 """Data-parallel training under ``mpiexec -n 2`` and ``-n 3`` on this machine's loopback,
-held to the single-process run of the same global batches (tests/mpi_scripts/train_mlp.py
+held to the single-process run of the same global batches (tests/train/mpi_scripts/train_mlp.py
 runs both), and the fault paths: a diverged replica, an exception, a hung rank, a killed
 rank. Skipped without mpi4py or mpiexec."""
 import importlib.util
@@ -15,8 +15,8 @@ import pytest
 
 pytest.importorskip("mpi4py")
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "tests" / "mpi_scripts" / "train_mlp.py"
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "tests" / "train" / "mpi_scripts" / "train_mlp.py"
 MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or \
     shutil.which("mpiexec")
 if MPIEXEC is None:
