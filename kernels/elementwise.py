@@ -25,12 +25,15 @@ added) and the CUDA kernels ``_cuda_*`` (one thread per element; gb by the array
 sum).  Both compiled paths evaluate the same per-element functions, compiled by ``both``.
 Under the simulator the sigmoid takes exp of non-positive arguments only (no overflow).
 """
+import builtins
 import math
+import types
 
 import numpy as np
 
 from . import _math
-from ._dispatch import _xp, both, check_float, choose, launch, lazy_cuda_jit, lazy_njit, prange, register
+from ._dispatch import (_xp, check_float, choose, launch, lazy_built, lazy_cuda_jit, lazy_njit,
+                        materialize, prange, register)
 
 cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
 KINDS = ("relu", "silu", "gelu", "gelu_tanh")
@@ -40,6 +43,9 @@ BLOCK = 16_384         # elements per prange task: amortises the task's start-up
 TASKS = 64             # at most this many backward tasks, each with a (C,) float64 partial gb
 INV_SQRT2, INV_SQRT_2PI = 1 / math.sqrt(2), 1 / math.sqrt(2 * math.pi)
 TANH_C, TANH_K = math.sqrt(2 / math.pi), 0.044715
+F32 = np.float32
+ONE_F32, TWO_F32 = F32(1.0), F32(2.0)
+_exp, _expn = _math.exp_cpu, _math.exp_nonpositive_cpu     # polynomial exps, by argument type
 # work = elements.  ``benchmarks/fused.py --sweep`` on the 2-core machine shared with other jobs
 # (bias + gelu, float32, C = 512), NumPy/Numba time ratio at 16k / 65k / 262k / 1M elements:
 # forward 0.32 / 0.92 / 1.07 / 1.36, backward 0.21 / 0.62 / 0.82 / 0.98 (Numba's scalar erf,
@@ -118,50 +124,187 @@ def _erf(a):
 
 
 # ------------------------------------------------------------------ per-element formulas
+# Written once in terms of the names ZERO, HALF, ONE, INV_SQRT2, INV_SQRT_2PI, TANH_C, TANH_K,
+# TANH_3K and the primitives erf, tanh, sigmoid, expn (exp of a non-positive argument), then
+# compiled three times against three namespaces (``_compile``): float32 CPU (float32 constants,
+# the branch-free polynomial primitives below, so the row loop vectorises in 8 lanes), float64
+# CPU (polynomial exp, libm erf and tanh) and CUDA (libdevice math).
 def activation_element(a, kind):
     if kind == RELU:
-        return a if not a <= 0 else 0.0             # NaN is not <= 0: NaN stays NaN
+        return a if not a <= ZERO else ZERO         # NaN is not <= 0: NaN stays NaN
     if kind == SILU:
-        e = math.exp(-a) if a >= 0 else math.exp(a)
-        return a / (1.0 + e) if a >= 0 else a * e / (1.0 + e)
+        return a * sigmoid(a)
     if kind == GELU:
-        return a * (0.5 * (1.0 + math.erf(a * INV_SQRT2)))
-    t = math.tanh(TANH_C * (a + TANH_K * a * a * a))
-    return 0.5 * a * (1.0 + t)
+        return a * (HALF + HALF * erf(a * INV_SQRT2))
+    t = tanh(TANH_C * (a + TANH_K * a * a * a))
+    return HALF * a * (ONE + t)
 
 
 def activation_grad_element(a, g, kind):
     if kind == RELU:
-        return g * (1.0 if a > 0 else 0.0)           # a product: inf * 0 is NaN, as in NumPy
+        return g * (ONE if a > ZERO else ZERO)      # a product: inf * 0 is NaN, as in NumPy
     if kind == SILU:
-        e = math.exp(-a) if a >= 0 else math.exp(a)
-        s = 1.0 / (1.0 + e) if a >= 0 else e / (1.0 + e)
-        return g * (s * (1.0 + a * (1.0 - s)))
+        s = sigmoid(a)
+        return g * (s * (ONE + a * (ONE - s)))
     if kind == GELU:
-        cdf = 0.5 * (1.0 + math.erf(a * INV_SQRT2))
-        return g * (cdf + a * math.exp(-0.5 * a * a) * INV_SQRT_2PI)
-    t = math.tanh(TANH_C * (a + TANH_K * a * a * a))
-    du = TANH_C * (1.0 + 3.0 * TANH_K * a * a)
-    return g * (0.5 * (1.0 + t) + 0.5 * a * (1.0 - t * t) * du)
+        cdf = HALF + HALF * erf(a * INV_SQRT2)
+        return g * (cdf + a * expn(-HALF * a * a) * INV_SQRT_2PI)
+    t = tanh(TANH_C * (a + TANH_K * a * a * a))
+    du = TANH_C * (ONE + TANH_3K * a * a)
+    return g * (HALF * (ONE + t) + HALF * a * (ONE - t * t) * du)
 
 
-_act_cpu, _act_gpu = both(activation_element)
-_act_grad_cpu, _act_grad_gpu = both(activation_grad_element)
+# erf(z) = z P(z^2) / Q(z^2), P of degree 6 and Q of degree 5: a near-minimax fit of the
+# relative error on [0, 4] (linearised least squares reweighted by the error: Loeb's and
+# Lawson's iterations), max relative error 2.0e-9 in exact arithmetic, 0.44 eps32 once the
+# coefficients are rounded to float32, 3.3 eps32 evaluated in float32 (2 * 10^6 points).
+# erf(z) is +-1 exactly from |z| >= ERF_SAT = 3.9192 (there erfc(z) <= 2^-25, so erf rounds
+# to 1 in float32): the selects make the saturation exact, so -inf * (1 + erf(-inf)) is NaN
+# as in the reference, not -inf.
+ERF_P = tuple(F32(c) for c in (1.128379225730896, 0.18520480394363403, 0.05431699752807617,
+                               0.0038496614433825016, 0.0003796046948991716,
+                               4.6846221266605426e-06, -1.3201513660021647e-08))
+ERF_Q = tuple(F32(c) for c in (1.0, 0.49746689200401306, 0.11395896226167679,
+                               0.015462174080312252, 0.0013075746828690171,
+                               6.310914614005014e-05))
+ERF_SAT = F32(3.919205904006958)
+
+
+def erf_f32(z):
+    """erf(z) in float32, branch-free: z P(z^2) / Q(z^2) for |z| < ERF_SAT, +-1 beyond (also
+    for +-inf), NaN for NaN (comparisons with NaN are False, so both selects keep it)."""
+    t = z * z
+    p = ERF_P[6]
+    p = p * t + ERF_P[5]
+    p = p * t + ERF_P[4]
+    p = p * t + ERF_P[3]
+    p = p * t + ERF_P[2]
+    p = p * t + ERF_P[1]
+    p = p * t + ERF_P[0]
+    q = ERF_Q[5]
+    q = q * t + ERF_Q[4]
+    q = q * t + ERF_Q[3]
+    q = q * t + ERF_Q[2]
+    q = q * t + ERF_Q[1]
+    q = q * t + ERF_Q[0]
+    r = z * p / q
+    r = ONE_F32 if z >= ERF_SAT else r
+    return -ONE_F32 if z <= -ERF_SAT else r
+
+
+def tanh_f32(u):
+    """tanh(u) = 1 - 2 / (1 + exp(2u)) with the polynomial exp: +-1 for +-inf (exp gives inf
+    or 0), NaN for NaN; absolute error a few eps32 (cancellation near 0 is absolute)."""
+    return ONE_F32 - TWO_F32 / (ONE_F32 + _exp(u + u))
+
+
+def sigmoid_f32(a):
+    """1 / (1 + exp(-a)) with the polynomial exp (exp(-a) = inf gives 0)."""
+    return ONE_F32 / (ONE_F32 + _exp(-a))
+
+
+def sigmoid_f64(a):
+    return 1.0 / (1.0 + _exp(-a))
+
+
+def sigmoid_gpu(a):
+    """1 / (1 + exp(-a)) by exp of -|a| only (no overflow under the simulator's Python)."""
+    e = math.exp(-a) if a >= 0 else math.exp(a)
+    return 1.0 / (1.0 + e) if a >= 0 else e / (1.0 + e)
+
+
+def _constants(c):
+    return {"ZERO": c(0.0), "HALF": c(0.5), "ONE": c(1.0), "INV_SQRT2": c(INV_SQRT2),
+            "INV_SQRT_2PI": c(INV_SQRT_2PI), "TANH_C": c(TANH_C), "TANH_K": c(TANH_K),
+            "TANH_3K": c(3 * TANH_K), "RELU": RELU, "SILU": SILU, "GELU": GELU}
+
+
+def _compile(py_func, names, target):
+    """py_func's code with ``names`` as its globals, jitted for ``target`` as ``both`` does."""
+    import numba
+    func = types.FunctionType(py_func.__code__, {"__builtins__": builtins, **names},
+                              py_func.__name__)
+    if target == "cpu":
+        return numba.njit(inline="always", fastmath=_math.FASTMATH, error_model="numpy")(func)
+    from numba import cuda
+    return cuda.jit(device=True)(func)
+
+
+def _cpu_by_dtype(py_func):
+    """A Python function with a Numba overload that runs ``py_func`` compiled against the
+    float32 namespace for float32 arguments and the float64 one otherwise."""
+    import numba
+    from numba.extending import overload
+    materialize(globals(), "cpu")
+    jit = numba.njit(inline="always", fastmath=_math.FASTMATH, error_model="numpy")
+    f32 = _compile(py_func, {**_constants(F32), "erf": jit(erf_f32), "tanh": jit(tanh_f32),
+                             "sigmoid": jit(sigmoid_f32), "expn": _expn}, "cpu")
+    f64 = _compile(py_func, {**_constants(float), "erf": math.erf, "tanh": math.tanh,
+                             "sigmoid": jit(sigmoid_f64), "expn": _expn}, "cpu")
+    generic = types.FunctionType(py_func.__code__, {}, py_func.__name__ + "_cpu")
+    pick = (lambda a: f32 if a == numba.types.float32 else f64)
+    if py_func.__code__.co_argcount == 2:
+        @overload(generic, inline="always", fastmath=_math.FASTMATH)
+        def _element_by_dtype(a, kind):
+            chosen = pick(a)
+            return lambda a, kind: chosen(a, kind)
+    else:
+        @overload(generic, inline="always", fastmath=_math.FASTMATH)
+        def _element_by_dtype(a, g, kind):
+            chosen = pick(a)
+            return lambda a, g, kind: chosen(a, g, kind)
+    return generic
+
+
+def _gpu(py_func):
+    from numba import cuda
+    names = {**_constants(float), "erf": math.erf, "tanh": math.tanh, "expn": math.exp,
+             "sigmoid": cuda.jit(device=True)(sigmoid_gpu)}
+    return _compile(py_func, names, "cuda")
+
+
+_act_cpu = lazy_built("cpu")(lambda: _cpu_by_dtype(activation_element))
+_act_grad_cpu = lazy_built("cpu")(lambda: _cpu_by_dtype(activation_grad_element))
+_act_gpu = lazy_built("cuda")(lambda: _gpu(activation_element))
+_act_grad_gpu = lazy_built("cuda")(lambda: _gpu(activation_grad_element))
 
 
 # ------------------------------------------------------------------ Numba CPU
-# x, gy and out are (R, C); b is (C,) (zeros without a bias).
-@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=_math.FASTMATH)
+# x, gy and out are (R, C); b is (C,) (zeros without a bias).  Each kind gets its own row loop
+# (the kind a constant inside it), so the loop body is branch-free and vectorises.
+@lazy_njit(inline="always", fastmath=_math.FASTMATH, error_model="numpy")
+def _row(xr, b, o, kind):
+    for c in range(xr.shape[0]):
+        o[c] = _act_cpu(xr[c] + b[c], kind)
+
+
+@lazy_njit(inline="always", fastmath=_math.FASTMATH, error_model="numpy")
+def _row_grad(xr, gr, b, o, acc, kind):
+    for c in range(xr.shape[0]):
+        v = _act_grad_cpu(xr[c] + b[c], gr[c], kind)
+        o[c] = v
+        acc[c] += v
+
+
+@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=_math.FASTMATH,
+           error_model="numpy")
 def _numba_bias_act(x, b, kind, out):
     R, C = x.shape
     rows = max(1, BLOCK // C)
     for task in prange((R + rows - 1) // rows):
         for r in range(task * rows, min(R, task * rows + rows)):
-            for c in range(C):
-                out[r, c] = _act_cpu(x[r, c] + b[c], kind)
+            if kind == RELU:
+                _row(x[r], b, out[r], RELU)
+            elif kind == SILU:
+                _row(x[r], b, out[r], SILU)
+            elif kind == GELU:
+                _row(x[r], b, out[r], GELU)
+            else:
+                _row(x[r], b, out[r], GELU_TANH)
 
 
-@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=_math.FASTMATH)
+@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=_math.FASTMATH,
+           error_model="numpy")
 def _numba_bias_act_backward(x, gy, b, kind, out, partial):
     """out = gy f'(x + b); partial[task] = the sum of out over the task's rows (float64)."""
     R, C = x.shape
@@ -172,9 +315,14 @@ def _numba_bias_act_backward(x, gy, b, kind, out, partial):
         for c in range(C):
             acc[c] = 0.0
         for r in range(task * rows, min(R, task * rows + rows)):
-            for c in range(C):
-                out[r, c] = _act_grad_cpu(x[r, c] + b[c], gy[r, c], kind)
-                acc[c] += out[r, c]
+            if kind == RELU:
+                _row_grad(x[r], gy[r], b, out[r], acc, RELU)
+            elif kind == SILU:
+                _row_grad(x[r], gy[r], b, out[r], acc, SILU)
+            elif kind == GELU:
+                _row_grad(x[r], gy[r], b, out[r], acc, GELU)
+            else:
+                _row_grad(x[r], gy[r], b, out[r], acc, GELU_TANH)
 
 
 # ------------------------------------------------------------------ Numba CUDA
