@@ -270,20 +270,26 @@ _act_grad_gpu = lazy_built("cuda")(lambda: _gpu(activation_grad_element))
 
 
 # ------------------------------------------------------------------ Numba CPU
-# x, gy and out are (R, C); b is (C,) (zeros without a bias).  Each kind gets its own row loop
-# (the kind a constant inside it), so the loop body is branch-free and vectorises.
-@lazy_njit(inline="always", fastmath=_math.FASTMATH, error_model="numpy")
+# x, gy and out are (R, C); b is (C,) (zeros without a bias).  The row loops vectorise: the
+# primitives are branch-free and ``error_model="numpy"`` drops the zero-divisor check Numba
+# puts before every float division (with it, erf's z p / q kept the loop scalar: 3.0 against
+# 0.38 ns per element, bias + gelu, one thread).  LLVM unswitches the loop on ``kind`` (the
+# same 0.38 ns with the kind a constant).
+@lazy_njit(fastmath=_math.FASTMATH, error_model="numpy")
 def _row(xr, b, o, kind):
     for c in range(xr.shape[0]):
         o[c] = _act_cpu(xr[c] + b[c], kind)
 
 
-@lazy_njit(inline="always", fastmath=_math.FASTMATH, error_model="numpy")
+@lazy_njit(fastmath=_math.FASTMATH, error_model="numpy")
 def _row_grad(xr, gr, b, o, acc, kind):
+    """o = gr f'(xr + b), then acc += o in a second loop over the row (still in L1): in one
+    loop the float64 acc set the vector width to 4 lanes for the float32 math too (1.57
+    against 0.92 ns per element, bias + gelu backward, one thread)."""
     for c in range(xr.shape[0]):
-        v = _act_grad_cpu(xr[c] + b[c], gr[c], kind)
-        o[c] = v
-        acc[c] += v
+        o[c] = _act_grad_cpu(xr[c] + b[c], gr[c], kind)
+    for c in range(xr.shape[0]):
+        acc[c] += o[c]
 
 
 @lazy_njit(parallel=True, nogil=True, cache=True, fastmath=_math.FASTMATH,
@@ -293,14 +299,7 @@ def _numba_bias_act(x, b, kind, out):
     rows = max(1, BLOCK // C)
     for task in prange((R + rows - 1) // rows):
         for r in range(task * rows, min(R, task * rows + rows)):
-            if kind == RELU:
-                _row(x[r], b, out[r], RELU)
-            elif kind == SILU:
-                _row(x[r], b, out[r], SILU)
-            elif kind == GELU:
-                _row(x[r], b, out[r], GELU)
-            else:
-                _row(x[r], b, out[r], GELU_TANH)
+            _row(x[r], b, out[r], kind)
 
 
 @lazy_njit(parallel=True, nogil=True, cache=True, fastmath=_math.FASTMATH,
@@ -315,14 +314,7 @@ def _numba_bias_act_backward(x, gy, b, kind, out, partial):
         for c in range(C):
             acc[c] = 0.0
         for r in range(task * rows, min(R, task * rows + rows)):
-            if kind == RELU:
-                _row_grad(x[r], gy[r], b, out[r], acc, RELU)
-            elif kind == SILU:
-                _row_grad(x[r], gy[r], b, out[r], acc, SILU)
-            elif kind == GELU:
-                _row_grad(x[r], gy[r], b, out[r], acc, GELU)
-            else:
-                _row_grad(x[r], gy[r], b, out[r], acc, GELU_TANH)
+            _row_grad(x[r], gy[r], b, out[r], acc, kind)
 
 
 # ------------------------------------------------------------------ Numba CUDA
