@@ -40,7 +40,8 @@ def cases(rows, hidden, ln_rows, width, params, seed=0):
     out = {}
     for kind in ew.KINDS:
         out[f"bias+{kind} fwd"] = tuple(
-            (lambda i=impl, k=kind: ew.bias_act(x, b, k, impl=i)) for impl in ("reference", "numba"))
+            (lambda i=impl, k=kind: ew.bias_act(x, b, k, impl=i))
+            for impl in ("reference", "numba"))
         out[f"bias+{kind} bwd"] = tuple(
             (lambda i=impl, k=kind: ew.bias_act_backward(x, gy, b, k, impl=i))
             for impl in ("reference", "numba"))

@@ -12,7 +12,8 @@ Activations (``kind``):
 * ``'gelu'``: f = a Phi(a), Phi(a) = (1 + erf(a / sqrt 2)) / 2, f' = Phi(a) + a phi(a),
   phi the standard normal density                                (Hendrycks & Gimpel 2016);
 * ``'gelu_tanh'``: f = a (1 + t) / 2, t = tanh(u), u = c (a + k a^3), c = sqrt(2/pi),
-  k = 0.044715, f' = (1 + t) / 2 + a (1 - t^2) u' / 2, u' = c (1 + 3 k a^2)  (GPT-2's form).
+  k = 0.044715, f' = (1 + t) / 2 + a (1 - t^2) u' / 2, u' = c (1 + 3 k a^2)  (GPT-2's form);
+  the kernels evaluate it as f = a s, s = sigmoid(2u), f' = s (1 + a (1 - s) 2u').
 
 The backward recomputes a = x + b instead of saving it (one read of x is cheaper than a
 write and a read of a saved array), so the forward reads x once and writes y once.
@@ -22,8 +23,24 @@ composite in ``minigen.ops.math``: ``x + b`` then ``Relu``/``Silu``/``Gelu``/``G
 their ``ActivationGrad``), the Numba CPU kernels ``_numba_*`` (a prange task per block of
 rows; the backward's gb accumulates per task in float64, then the tasks' partial sums are
 added) and the CUDA kernels ``_cuda_*`` (one thread per element; gb by the array library's
-sum).  Both compiled paths evaluate the same per-element functions, compiled by ``both``.
-Under the simulator the sigmoid takes exp of non-positive arguments only (no overflow).
+sum).  Both compiled paths evaluate the same per-element source (``activation_element``,
+``activation_grad_element``); on the CPU, float32 rows run float32 arithmetic with a rational
+erf and the polynomial exp of ``_math`` (branch-free, 8 lanes).  Under the simulator the CUDA
+sigmoid takes exp of non-positive arguments only (no overflow).
+
+Error bound (float32 kernel against the float64 formula at the same float32 a, asserted by
+the tests): forward within 5 eps32 T, backward within 6 eps32 T, T the largest term of the
+formula (|a| for gelu, gelu_tanh and relu, |f| for silu); measured 1.7 and 1.9 eps32 T (gelu).
+NaN in gives NaN out (relu's gradient at NaN is 0), and f(+-inf), f'(+-inf) equal the
+reference's (see the tests' LIMITS).
+
+Speed at the TransformerLM's hidden layer (32x128x512 float32, C = 512, ``benchmarks/fused.py
+--only bias+ --rounds 7``, two runs, 2 Numba threads against one-core NumPy, on the 2-core
+machine shared with other jobs), NumPy time / Numba time, median of 7 rounds:
+relu 1.7 / 2.0 forward, 2.1 / 2.4 backward; silu 2.8 / 3.1, 2.7 / 2.9; gelu 19.8 / 20.5,
+10.5 / 10.4; gelu_tanh 2.6 / 2.6, 7.2 / 7.7 (gelu_tanh after its sigmoid form; the others
+from the same build).  relu forward is one memory pass against NumPy's two: the output's
+first-touch page faults are a large share of its 0.7 ms.
 """
 import builtins
 import math
@@ -44,14 +61,26 @@ TASKS = 64             # at most this many backward tasks, each with a (C,) floa
 INV_SQRT2, INV_SQRT_2PI = 1 / math.sqrt(2), 1 / math.sqrt(2 * math.pi)
 TANH_C, TANH_K = math.sqrt(2 / math.pi), 0.044715
 F32 = np.float32
-ONE_F32, TWO_F32 = F32(1.0), F32(2.0)
+ONE_F32 = F32(1.0)
 _exp, _expn = _math.exp_cpu, _math.exp_nonpositive_cpu     # polynomial exps, by argument type
-# work = elements.  ``benchmarks/fused.py --sweep`` on the 2-core machine shared with other jobs
-# (bias + gelu, float32, C = 512), NumPy/Numba time ratio at 16k / 65k / 262k / 1M elements:
-# forward 0.32 / 0.92 / 1.07 / 1.36, backward 0.21 / 0.62 / 0.82 / 0.98 (Numba's scalar erf,
-# exp and tanh do not vectorise).  Re-measure on a quiet machine.
-register("bias_act", threshold=262_144)
-register("bias_act_backward", threshold=1_048_576)
+# work = elements, per kind: the smallest size of ``benchmarks/fused.py --sweep --only bias+``
+# (float32, C = 512; two sweeps, medians of 5 rounds each, on the shared 2-core machine) where
+# Numba's median beat NumPy's in both sweeps.  NumPy/Numba at 16k / 65k / 262k elements:
+# relu fwd 0.33 / 0.89 / 1.76, bwd 0.39 / 0.78 / 1.69; silu fwd 0.70 / 1.36 / 2.46, bwd
+# 0.83 / 1.49 / 2.82; gelu fwd 4.71 / 12.7 / 19.5 (1.16 at 4k), bwd 3.84 / 8.24 / 11.9 (1.24
+# at 4k); gelu_tanh fwd 0.83 / 1.49 / 2.87, bwd 1.21 / 4.50 / 6.36 (0.50 at 16k in the other).
+THRESHOLDS = {"relu": (262_144, 262_144), "silu": (65_536, 65_536), "gelu": (4_096, 4_096),
+              "gelu_tanh": (65_536, 65_536)}      # kind: (forward, backward)
+
+
+def _register_thresholds():
+    for kind in KINDS:
+        forward, backward = THRESHOLDS[kind]
+        register(f"bias_act[{kind}]", threshold=forward)
+        register(f"bias_act_backward[{kind}]", threshold=backward)
+
+
+_register_thresholds()
 
 
 def _check(where, x, bias, kind, gy=None):
@@ -108,7 +137,8 @@ def reference_bias_act_backward(x, gy, bias=None, kind="gelu"):
         du = TANH_C * (1 + 3 * TANH_K * a * a)
         gx = gy * (0.5 * (1 + t) + 0.5 * a * (1 - t * t) * du)
     gx = gx.astype(_dtype(x, bias, gy), copy=False)
-    return gx, None if bias is None else gx.reshape(math.prod(x.shape[:-1]), x.shape[-1]).sum(axis=0)
+    rows = math.prod(x.shape[:-1])
+    return gx, None if bias is None else gx.reshape(rows, x.shape[-1]).sum(axis=0)
 
 
 def _erf(a):
@@ -124,11 +154,14 @@ def _erf(a):
 
 
 # ------------------------------------------------------------------ per-element formulas
-# Written once in terms of the names ZERO, HALF, ONE, INV_SQRT2, INV_SQRT_2PI, TANH_C, TANH_K,
-# TANH_3K and the primitives erf, tanh, sigmoid, expn (exp of a non-positive argument), then
+# Written once in terms of the names ZERO, HALF, ONE, INV_SQRT2, INV_SQRT_2PI, TANH_2C, TANH_K,
+# TANH_3K and the primitives erf, sigmoid, expn (exp of a non-positive argument), then
 # compiled three times against three namespaces (``_compile``): float32 CPU (float32 constants,
 # the branch-free polynomial primitives below, so the row loop vectorises in 8 lanes), float64
-# CPU (polynomial exp, libm erf and tanh) and CUDA (libdevice math).
+# CPU (polynomial exp, libm erf) and CUDA (libdevice math).  gelu_tanh uses (1 + tanh u) / 2 =
+# sigmoid(2u) and 1 - tanh^2 u = 4 s (1 - s): one exp and one division, no cancellation in
+# 1 + t (forward 3.7 -> 3.0 ms at 32x128x512 float32 against t = 1 - 2 / (1 + exp 2u), medians
+# of 7 rounds, 2 threads).
 def activation_element(a, kind):
     if kind == RELU:
         return a if not a <= ZERO else ZERO         # NaN is not <= 0: NaN stays NaN
@@ -136,8 +169,7 @@ def activation_element(a, kind):
         return a * sigmoid(a)
     if kind == GELU:
         return a * (HALF + HALF * erf(a * INV_SQRT2))
-    t = tanh(TANH_C * (a + TANH_K * a * a * a))
-    return HALF * a * (ONE + t)
+    return a * sigmoid(TANH_2C * (a + TANH_K * a * a * a))
 
 
 def activation_grad_element(a, g, kind):
@@ -149,9 +181,9 @@ def activation_grad_element(a, g, kind):
     if kind == GELU:
         cdf = HALF + HALF * erf(a * INV_SQRT2)
         return g * (cdf + a * expn(-HALF * a * a) * INV_SQRT_2PI)
-    t = tanh(TANH_C * (a + TANH_K * a * a * a))
-    du = TANH_C * (ONE + TANH_3K * a * a)
-    return g * (HALF * (ONE + t) + HALF * a * (ONE - t * t) * du)
+    s = sigmoid(TANH_2C * (a + TANH_K * a * a * a))
+    dw = TANH_2C * (ONE + TANH_3K * a * a)
+    return g * (s * (ONE + a * (ONE - s) * dw))
 
 
 # erf(z) = z P(z^2) / Q(z^2), P of degree 6 and Q of degree 5: a near-minimax fit of the
@@ -192,12 +224,6 @@ def erf_f32(z):
     return -ONE_F32 if z <= -ERF_SAT else r
 
 
-def tanh_f32(u):
-    """tanh(u) = 1 - 2 / (1 + exp(2u)) with the polynomial exp: +-1 for +-inf (exp gives inf
-    or 0), NaN for NaN; absolute error a few eps32 (cancellation near 0 is absolute)."""
-    return ONE_F32 - TWO_F32 / (ONE_F32 + _exp(u + u))
-
-
 def sigmoid_f32(a):
     """1 / (1 + exp(-a)) with the polynomial exp (exp(-a) = inf gives 0)."""
     return ONE_F32 / (ONE_F32 + _exp(-a))
@@ -215,7 +241,7 @@ def sigmoid_gpu(a):
 
 def _constants(c):
     return {"ZERO": c(0.0), "HALF": c(0.5), "ONE": c(1.0), "INV_SQRT2": c(INV_SQRT2),
-            "INV_SQRT_2PI": c(INV_SQRT_2PI), "TANH_C": c(TANH_C), "TANH_K": c(TANH_K),
+            "INV_SQRT_2PI": c(INV_SQRT_2PI), "TANH_2C": c(2 * TANH_C), "TANH_K": c(TANH_K),
             "TANH_3K": c(3 * TANH_K), "RELU": RELU, "SILU": SILU, "GELU": GELU}
 
 
@@ -237,9 +263,9 @@ def _cpu_by_dtype(py_func):
     from numba.extending import overload
     materialize(globals(), "cpu")
     jit = numba.njit(inline="always", fastmath=_math.FASTMATH, error_model="numpy")
-    f32 = _compile(py_func, {**_constants(F32), "erf": jit(erf_f32), "tanh": jit(tanh_f32),
+    f32 = _compile(py_func, {**_constants(F32), "erf": jit(erf_f32),
                              "sigmoid": jit(sigmoid_f32), "expn": _expn}, "cpu")
-    f64 = _compile(py_func, {**_constants(float), "erf": math.erf, "tanh": math.tanh,
+    f64 = _compile(py_func, {**_constants(float), "erf": math.erf,
                              "sigmoid": jit(sigmoid_f64), "expn": _expn}, "cpu")
     generic = types.FunctionType(py_func.__code__, {}, py_func.__name__ + "_cpu")
     pick = (lambda a: f32 if a == numba.types.float32 else f64)
@@ -258,7 +284,7 @@ def _cpu_by_dtype(py_func):
 
 def _gpu(py_func):
     from numba import cuda
-    names = {**_constants(float), "erf": math.erf, "tanh": math.tanh, "expn": math.exp,
+    names = {**_constants(float), "erf": math.erf, "expn": math.exp,
              "sigmoid": cuda.jit(device=True)(sigmoid_gpu)}
     return _compile(py_func, names, "cuda")
 
@@ -351,7 +377,7 @@ def bias_act(x, bias=None, kind="gelu", impl=None):
     """y = f(x + bias) for the activation ``kind`` (see the module docstring), bias over the
     last axis; the output has the dtype of x + bias."""
     _check("bias_act", x, bias, kind)
-    path = choose("bias_act", x, x.size, impl)
+    path = choose(f"bias_act[{kind}]", x, x.size, impl)
     if path == "reference":
         return reference_bias_act(x, bias, kind)
     dtype = _dtype(x, bias)
@@ -367,7 +393,7 @@ def bias_act_backward(x, gy, bias=None, kind="gelu", impl=None):
     """(gx, gb) of y = f(x + bias): gx = gy f'(x + bias), gb = gx summed over the leading
     axes (None when bias is None)."""
     _check("bias_act_backward", x, bias, kind, gy)
-    path = choose("bias_act_backward", x, x.size, impl)
+    path = choose(f"bias_act_backward[{kind}]", x, x.size, impl)
     if path == "reference":
         return reference_bias_act_backward(x, gy, bias, kind)
     xp, dtype = _xp(x), _dtype(x, bias, gy)
