@@ -4,8 +4,9 @@ their NumPy references, as time ratios (reference / Numba: above 1 the kernel is
     python benchmarks/fused.py            # TransformerLM shapes, 5 rounds
     python benchmarks/fused.py --quick    # small shapes, 2 rounds (a smoke run)
     python benchmarks/fused.py --sweep    # ratios at a few sizes, for the dispatch thresholds
+    python benchmarks/fused.py --sweep --only bias+   # the sweep for some kernels only
 
-Shapes (float32, the TransformerLM's): bias + GELU (both forms) on the 32x128x512 hidden
+Shapes (float32, the TransformerLM's): bias + ReLU, SiLU, GELU (both forms) on the 32x128x512 hidden
 layer, LayerNorm on 4096x128, an Adam/AdamW step over 1M parameters.  Each round times the
 reference and the kernel in turn (interleaved), so load from other jobs hits both alike; the
 medians over rounds are printed.  Thresholds in the kernel files came from ``--sweep``.
@@ -37,9 +38,10 @@ def cases(rows, hidden, ln_rows, width, params, seed=0):
     p, g = (rng.normal(size=params).astype(np.float32) for _ in range(2))
     m, v = np.zeros_like(p), np.zeros_like(p)
     out = {}
-    for kind in ("gelu", "gelu_tanh", "silu"):
+    for kind in ew.KINDS:
         out[f"bias+{kind} fwd"] = tuple(
-            (lambda i=impl, k=kind: ew.bias_act(x, b, k, impl=i)) for impl in ("reference", "numba"))
+            (lambda i=impl, k=kind: ew.bias_act(x, b, k, impl=i))
+            for impl in ("reference", "numba"))
         out[f"bias+{kind} bwd"] = tuple(
             (lambda i=impl, k=kind: ew.bias_act_backward(x, gy, b, k, impl=i))
             for impl in ("reference", "numba"))
@@ -61,34 +63,40 @@ def timed(fn, number):
 
 
 def measure(calls, rounds, number):
-    """Median over ``rounds`` of (reference time, kernel time), taken in turns."""
+    """(median reference time, median kernel time, lowest and highest per-round ratio) over
+    ``rounds`` rounds, the two calls timed in turns."""
     for fn in calls:
         fn()                                        # compile / warm up
     times = [[timed(fn, number) for fn in calls] for _ in range(rounds)]
-    return [statistics.median(t[i] for t in times) for i in range(len(calls))]
+    ratios = [ref / fast for ref, fast in times]
+    return (statistics.median(t[0] for t in times), statistics.median(t[1] for t in times),
+            min(ratios), max(ratios))
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--sweep", action="store_true")
+    ap.add_argument("--only", default="", help="only the kernels whose name starts with this")
+    ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     if args.sweep:
         for n in (4_096, 16_384, 65_536, 262_144, 1_048_576):
             res = cases(max(1, n // 512), 512, max(1, n // 128), 128, n)
             line = [f"{name}: {ref / fast:.2f}"
-                    for name, (ref, fast) in ((k, measure(c, 3, 5)) for k, c in res.items()
-                                              if k in ("bias+gelu fwd", "bias+gelu bwd",
-                                                       "layer_norm fwd", "layer_norm bwd",
-                                                       "adamw step"))]
+                    for name, (ref, fast, _, _) in ((k, measure(c, args.rounds, 5))
+                                                    for k, c in res.items()
+                                                    if k.startswith(args.only))]
             print(f"{n:>9} elements  " + "  ".join(line), flush=True)
         return
     sizes = (64, 512, 64, 128, 16_384) if args.quick else (32 * 128, 512, 4096, 128, 1_000_000)
-    rounds, number = (2, 1) if args.quick else (5, 3)
-    print(f"{'kernel':<20} {'NumPy ms':>9} {'Numba ms':>9} {'ratio':>6}")
+    rounds, number = (2, 1) if args.quick else (args.rounds, 3)
+    print(f"{'kernel':<20} {'NumPy ms':>9} {'Numba ms':>9} {'ratio':>6}  range")
     for name, calls in cases(*sizes).items():
-        ref, fast = measure(calls, rounds, number)
-        print(f"{name:<20} {1e3 * ref:9.2f} {1e3 * fast:9.2f} {ref / fast:6.2f}", flush=True)
+        if name.startswith(args.only):
+            ref, fast, low, high = measure(calls, rounds, number)
+            print(f"{name:<20} {1e3 * ref:9.2f} {1e3 * fast:9.2f} {ref / fast:6.2f}  "
+                  f"{low:.2f}-{high:.2f}", flush=True)
 
 
 if __name__ == "__main__":

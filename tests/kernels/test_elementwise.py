@@ -135,3 +135,105 @@ def test_sim_bias_act(dtype):
                 assert_close(gx, want_gx, dtype, 16.0)
                 if bias is not None:
                     assert_close(gb, want_gb, dtype, 16.0 * 6)
+
+
+# ------------------------------------------------------------------ float32 error bounds
+EPS32, TINY32 = 2.0 ** -23, float(np.finfo(np.float32).tiny)
+
+
+def _f32_grid():
+    """float32 pre-activations: a dense grid over [-12, 12] and both signs of 1e-6 ... 1e3."""
+    logs = np.geomspace(1e-6, 1e3, 20_001)
+    return np.concatenate([np.linspace(-12, 12, 200_001), logs, -logs]).astype(np.float32)
+
+
+def test_erf_f32_error_bound():
+    """erf_f32 against scipy's float64 erf.  Bound: the float32-rounded coefficients err by
+    0.44 eps32 (exact evaluation); Horner with one rounding per FMA adds 6 u for P and 5 u
+    for Q (u = eps32 / 2, terms of one sign up to a negligible top coefficient), z * p and
+    / q one u each: 0.44 + 13 / 2 < 7 eps32, absolute since |erf| <= 1 (measured: 2.5)."""
+    numba = pytest.importorskip("numba")
+    special = pytest.importorskip("scipy.special")
+    erf32 = numba.njit(fastmath=ew._math.FASTMATH, error_model="numpy")(ew.erf_f32)
+
+    @numba.njit(fastmath=ew._math.FASTMATH, error_model="numpy")
+    def apply(z, out):
+        for i in range(z.size):
+            out[i] = erf32(z[i])
+
+    z = np.concatenate([np.linspace(-6, 6, 2_000_001), [np.inf, -np.inf, np.nan]])
+    z = z.astype(np.float32)
+    got = np.empty_like(z)
+    apply(z, got)
+    want = special.erf(z[:-3].astype(np.float64))
+    assert np.max(np.abs(got[:-3] - want)) <= 7 * EPS32
+    assert got[-3] == 1 and got[-2] == -1 and np.isnan(got[-1])
+    assert np.all(got[np.abs(z) >= ew.ERF_SAT] == np.sign(z[np.abs(z) >= ew.ERF_SAT]))
+
+
+def _largest_terms(kind, a):
+    """(forward, backward at g = 1) magnitude of the largest term each formula adds, float64;
+    a factor formed by cancellation (1 - s, 1 - t^2, with s, t rounded near 1) counts at its
+    operands' size 1, since its absolute error is an ulp of 1."""
+    s, phi = 1 / (1 + np.exp(-a)), np.exp(-0.5 * a * a) / np.sqrt(2 * np.pi)
+    dw = 2 * ew.TANH_C * (1 + 3 * ew.TANH_K * a * a)     # d/da of w = 2u, gelu_tanh = a s(w)
+    forward = {"relu": np.abs(a), "silu": np.abs(a * s), "gelu": np.abs(a),
+               "gelu_tanh": np.abs(a)}[kind]
+    backward = {"relu": np.ones_like(a), "silu": s * (1 + np.abs(a)),
+                "gelu": 1 + np.abs(a) * phi, "gelu_tanh": 1 + np.abs(a) * dw}[kind]
+    return forward, backward
+
+
+@pytest.mark.parametrize("kind", ew.KINDS)
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_float32_kernel_error_bound(kind):
+    """The float32 Numba kernel against the float64 formula at the same float32 a, per element
+    within K eps32 T + TINY32 (1 + |a|), T the largest term (``_largest_terms``; the second
+    term because float32 flushes below its normal range: the sigmoid 1 / (1 + exp(-a)) is 0
+    once exp(-a) overflows, s < 2^-128, an error up to |a| 2^-128 in silu = a s).
+    Forward K = 5: gelu errs by |a| (erf / 2 + eps / 2 for 1/2 + erf/2, eps / 4 for
+    z = a / sqrt 2, eps / 2 for the product) <= |a| (3.5 + 1.25) eps with erf's 7 eps; silu
+    and gelu_tanh (a s(w), w = 2u) by exp's 1 ulp, the roundings of 1 + e, the division and
+    the product (relative to |f|), plus for gelu_tanh the 3 roundings of w, which move s by
+    at most s (1 - s) |w| 3 eps / 2 <= 0.42 eps; relu is exact.  Backward K = 6: the same plus
+    one rounding of each added term and of the product with g (measured: 1.7 forward, 1.9
+    backward, gelu)."""
+    pytest.importorskip("numba")
+    a = _f32_grid()
+    a64 = a.astype(np.float64)
+    fwd_T, bwd_T = _largest_terms(kind, a64)
+    y = ew.bias_act(a[None], None, kind, impl="numba")[0]
+    gx = ew.bias_act_backward(a[None], np.ones((1, a.size), np.float32), None, kind,
+                              impl="numba")[0][0]
+    want_y = ew.reference_bias_act(a64, None, kind)
+    want_gx = ew.reference_bias_act_backward(a64, np.ones_like(a64), None, kind)[0]
+    assert y.dtype == gx.dtype == np.float32
+    flush = TINY32 * (1 + np.abs(a64))
+    assert np.all(np.abs(y - want_y) <= 5 * EPS32 * fwd_T + flush)
+    assert np.all(np.abs(gx - want_gx) <= 6 * EPS32 * bwd_T + flush)
+
+
+# ------------------------------------------------------------------ NaN and the infinities
+# f and f' (with g = 1) at +inf, -inf and NaN, as the reference and PyTorch give them: each
+# smooth activation is a product a s(a) with s(-inf) = 0, so f(-inf) = -inf * 0 = NaN, and
+# f'(+inf) adds a term a phi(a) = inf * 0; relu's gradient is 0 at NaN (NaN > 0 is False).
+LIMITS = {"relu": ((np.inf, 0.0, np.nan), (1.0, 0.0, 0.0)),
+          "silu": ((np.inf, np.nan, np.nan), (np.nan, np.nan, np.nan)),
+          "gelu": ((np.inf, np.nan, np.nan), (np.nan, np.nan, np.nan)),
+          "gelu_tanh": ((np.inf, np.nan, np.nan), (np.nan, np.nan, np.nan))}
+
+
+@pytest.mark.parametrize("impl", ["reference", "numba"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kind", ew.KINDS)
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_nan_and_infinite_limits(kind, dtype, impl):
+    if impl == "numba":
+        pytest.importorskip("numba")
+    x = np.array([[np.inf, -np.inf, np.nan, 1.0]], dtype)
+    y = ew.bias_act(x, None, kind, impl=impl)
+    gx, _ = ew.bias_act_backward(x, np.ones_like(x), None, kind, impl=impl)
+    want_y, want_gx = LIMITS[kind]
+    np.testing.assert_array_equal(y[0, :3], np.array(want_y, dtype))
+    np.testing.assert_array_equal(gx[0, :3], np.array(want_gx, dtype))
+    assert np.isfinite(y[0, 3]) and np.isfinite(gx[0, 3])
