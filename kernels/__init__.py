@@ -4,8 +4,8 @@ Modules: ``kde`` (pairwise Gaussian log-sum-exp and its query gradient), ``conv`
 forward and gradients via im2col/col2im), ``softmax`` (softmax, log_softmax, fused
 cross-entropy, with backwards), ``diffusion`` (fused DDPM/DDIM steps), ``elementwise``
 (bias + activation, forward and backward), ``norm`` (layer and group norm, forward and
-backward), ``optimizer`` (SGD, Adam and AdamW updates in place over flat buffers).  Every public kernel
-takes ``impl=None | 'reference' | 'numba' | 'cuda'``; ``None`` lets ``_dispatch`` choose (see
+backward), ``optimizer`` (SGD, Adam and AdamW updates in place over flat buffers).  Every
+public kernel takes ``impl=None | 'reference' | 'numba' | 'cuda'``; ``None`` lets ``_dispatch`` choose (see
 its docstring; ``MINIGEN_KERNELS=reference|numba`` forces a path, and ``requested_path()``
 returns the forced path or raises a clear error for an invalid value).  ``info()`` reports
 what runs for each kernel and why.  Needs NumPy only; Numba and numba-cuda are used when present.

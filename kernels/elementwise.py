@@ -49,13 +49,14 @@ import types
 import numpy as np
 
 from . import _math
-from ._dispatch import (_xp, check_float, choose, launch, lazy_built, lazy_cuda_jit, lazy_njit,
-                        materialize, prange, register)
+from ._dispatch import (FASTMATH, _xp, check_float, choose, launch, lazy_built, lazy_cuda_jit,
+                        lazy_njit, materialize, prange, register)
 
 cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
 KINDS = ("relu", "silu", "gelu", "gelu_tanh")
 RELU, SILU, GELU, GELU_TANH = range(4)
-CUDA_THREADS = 256     # 8 warps per block for a memory-bound map; not measured (no GPU lent)
+CUDA_THREADS = 256     # 8 warps per block for a memory-bound map; untuned: chosen by warp
+                       # count; benchmarks/gpu_check.py tunes it
 BLOCK = 16_384         # elements per prange task: amortises the task's start-up cost
 TASKS = 64             # at most this many backward tasks, each with a (C,) float64 partial gb
 INV_SQRT2, INV_SQRT_2PI = 1 / math.sqrt(2), 1 / math.sqrt(2 * math.pi)
@@ -251,7 +252,7 @@ def _compile(py_func, names, target):
     func = types.FunctionType(py_func.__code__, {"__builtins__": builtins, **names},
                               py_func.__name__)
     if target == "cpu":
-        return numba.njit(inline="always", fastmath=_math.FASTMATH, error_model="numpy")(func)
+        return numba.njit(inline="always", fastmath=FASTMATH, error_model="numpy")(func)
     from numba import cuda
     return cuda.jit(device=True)(func)
 
@@ -262,7 +263,7 @@ def _cpu_by_dtype(py_func):
     import numba
     from numba.extending import overload
     materialize(globals(), "cpu")
-    jit = numba.njit(inline="always", fastmath=_math.FASTMATH, error_model="numpy")
+    jit = numba.njit(inline="always", fastmath=FASTMATH, error_model="numpy")
     f32 = _compile(py_func, {**_constants(F32), "erf": jit(erf_f32),
                              "sigmoid": jit(sigmoid_f32), "expn": _expn}, "cpu")
     f64 = _compile(py_func, {**_constants(float), "erf": math.erf,
@@ -270,12 +271,12 @@ def _cpu_by_dtype(py_func):
     generic = types.FunctionType(py_func.__code__, {}, py_func.__name__ + "_cpu")
     pick = (lambda a: f32 if a == numba.types.float32 else f64)
     if py_func.__code__.co_argcount == 2:
-        @overload(generic, inline="always", fastmath=_math.FASTMATH)
+        @overload(generic, inline="always", fastmath=FASTMATH)
         def _element_by_dtype(a, kind):
             chosen = pick(a)
             return lambda a, kind: chosen(a, kind)
     else:
-        @overload(generic, inline="always", fastmath=_math.FASTMATH)
+        @overload(generic, inline="always", fastmath=FASTMATH)
         def _element_by_dtype(a, g, kind):
             chosen = pick(a)
             return lambda a, g, kind: chosen(a, g, kind)
@@ -301,13 +302,13 @@ _act_grad_gpu = lazy_built("cuda")(lambda: _gpu(activation_grad_element))
 # puts before every float division (with it, erf's z p / q kept the loop scalar: 3.0 against
 # 0.38 ns per element, bias + gelu, one thread).  LLVM unswitches the loop on ``kind`` (the
 # same 0.38 ns with the kind a constant).
-@lazy_njit(fastmath=_math.FASTMATH, error_model="numpy")
+@lazy_njit(fastmath=FASTMATH, error_model="numpy")
 def _row(xr, b, o, kind):
     for c in range(xr.shape[0]):
         o[c] = _act_cpu(xr[c] + b[c], kind)
 
 
-@lazy_njit(fastmath=_math.FASTMATH, error_model="numpy")
+@lazy_njit(fastmath=FASTMATH, error_model="numpy")
 def _row_grad(xr, gr, b, o, acc, kind):
     """o = gr f'(xr + b), then acc += o in a second loop over the row (still in L1): in one
     loop the float64 acc set the vector width to 4 lanes for the float32 math too (1.57
@@ -318,7 +319,7 @@ def _row_grad(xr, gr, b, o, acc, kind):
         acc[c] += o[c]
 
 
-@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=_math.FASTMATH,
+@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH,
            error_model="numpy")
 def _numba_bias_act(x, b, kind, out):
     R, C = x.shape
@@ -328,7 +329,7 @@ def _numba_bias_act(x, b, kind, out):
             _row(x[r], b, out[r], kind)
 
 
-@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=_math.FASTMATH,
+@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH,
            error_model="numpy")
 def _numba_bias_act_backward(x, gy, b, kind, out, partial):
     """out = gy f'(x + b); partial[task] = the sum of out over the task's rows (float64)."""

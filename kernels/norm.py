@@ -27,11 +27,12 @@ import math
 
 import numpy as np
 
-from . import _math
-from ._dispatch import _xp, both, check_float, choose, launch, lazy_cuda_jit, lazy_njit, prange, register
+from ._dispatch import (FASTMATH, _xp, both, check_float, choose, launch, lazy_cuda_jit,
+                        lazy_njit, prange, register)
 
 cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
-CUDA_THREADS = 128     # 4 warps per block; not measured (no GPU lent)
+CUDA_THREADS = 128     # 4 warps per block; untuned: chosen by warp count;
+                       # benchmarks/gpu_check.py tunes it
 TASKS = 64             # at most this many backward tasks, each with float64 partial gw, gb
 for _name in ("layer_norm", "layer_norm_backward", "group_norm", "group_norm_backward"):
     # work = elements.  ``benchmarks/fused.py --sweep`` on the 2-core machine shared with
@@ -124,7 +125,7 @@ _norm_grad_cpu, _norm_grad_gpu = both(norm_grad_element)
 # ------------------------------------------------------------------ Numba CPU
 # x, gy, out: (Q, K, S) with Q = N G groups; w, b: (G, K, Sw), Sw = S (per entry) or 1
 # (per channel); entry s of channel k uses w[g, k, s * step], step = 1 if Sw == S else 0.
-@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=_math.FASTMATH)
+@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH)
 def _numba_norm(x, w, b, eps, out, mu, rstd):
     Q, K, S = x.shape
     G, step = w.shape[0], 1 if w.shape[2] == S else 0
@@ -148,7 +149,7 @@ def _numba_norm(x, w, b, eps, out, mu, rstd):
                 out[q, k, s] = _norm_cpu(x[q, k, s], m, rr, w[g, k, s * step], b[g, k, s * step])
 
 
-@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=_math.FASTMATH)
+@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH)
 def _numba_norm_backward(x, gy, mu, rstd, w, out, gw, gb):
     """out = gx; gw[task], gb[task] = the task's float64 partial sums of gy x_hat and gy."""
     Q, K, S = x.shape

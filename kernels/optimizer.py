@@ -23,11 +23,12 @@ import math
 
 import numpy as np
 
-from . import _math
-from ._dispatch import _xp, both, check_float, choose, launch, lazy_cuda_jit, lazy_njit, prange, register
+from ._dispatch import (FASTMATH, _xp, both, check_float, choose, launch, lazy_cuda_jit,
+                        lazy_njit, prange, register)
 
 cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
-CUDA_THREADS = 256     # 8 warps per block for a memory-bound map; not measured (no GPU lent)
+CUDA_THREADS = 256     # 8 warps per block for a memory-bound map; untuned: chosen by warp
+                       # count; benchmarks/gpu_check.py tunes it
 BLOCK = 16_384         # elements per prange task: amortises the task's start-up cost
 for _name in ("sgd_step", "adam_step"):
     # work = elements.  ``benchmarks/fused.py --sweep`` on the 2-core machine shared with
@@ -121,7 +122,7 @@ _adam_cpu, _adam_gpu = both(adam_element)
 
 
 # ------------------------------------------------------------------ Numba CPU
-@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=_math.FASTMATH)
+@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH)
 def _numba_sgd(p, g, v, lr, momentum, wd, nesterov, first):
     n = p.shape[0]
     for task in prange((n + BLOCK - 1) // BLOCK):
@@ -129,7 +130,7 @@ def _numba_sgd(p, g, v, lr, momentum, wd, nesterov, first):
             p[i], v[i] = _sgd_cpu(p[i], g[i], v[i], lr, momentum, wd, nesterov, first)
 
 
-@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=_math.FASTMATH)
+@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH)
 def _numba_adam(p, g, m, v, decay, wd, one_b1, b2, one_b2, inv_bc2, step_size, eps):
     n = p.shape[0]
     for task in prange((n + BLOCK - 1) // BLOCK):

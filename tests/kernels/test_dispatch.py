@@ -12,8 +12,10 @@ from minigen.kernels import _dispatch, _math, softmax
 KERNELS = {"log_kernel_sum", "log_kernel_sum_grad", "conv2d", "conv2d_input_grad",
            "conv2d_weight_grad", "softmax", "log_softmax", "softmax_backward",
            "log_softmax_backward", "cross_entropy", "cross_entropy_backward", "q_sample",
-           "ddpm_step", "ddim_step", "bias_act", "bias_act_backward", "layer_norm",
+           "ddpm_step", "ddim_step", "layer_norm",
            "layer_norm_backward", "group_norm", "group_norm_backward", "sgd_step", "adam_step"}
+KERNELS |= {f"{name}[{kind}]" for name in ("bias_act", "bias_act_backward")
+            for kind in ("relu", "silu", "gelu", "gelu_tanh")}
 
 
 def test_info_reports_every_kernel(monkeypatch):
