@@ -88,13 +88,16 @@ def test_numpy_alone_is_enough():
     assert done.returncode == 0, done.stderr
 
 
-def test_polynomial_exp_accuracy():
+@pytest.fixture(scope="module")
+def compiled_exp():
+    """The polynomial exp and fmax of kernels/_math.py, compiled with the kernels' flags:
+    ``apply(x)`` maps exp over a 1-D array, ``largest(x)`` is fmax reduced over it."""
     numba = pytest.importorskip("numba")
     _dispatch.materialize(vars(_math), "cpu")
     exp, fmax = _math.exp_cpu, _math.fmax
 
-    @numba.njit(fastmath=_dispatch.FASTMATH)        # the flags the kernels compile it with
-    def apply(x, out):
+    @numba.njit(fastmath=_dispatch.FASTMATH)
+    def fill(x, out):
         for i in range(x.shape[0]):
             out[i] = exp(x[i])
 
@@ -105,31 +108,56 @@ def test_polynomial_exp_accuracy():
             m = fmax(m, x[i])
         return m
 
+    def apply(x):
+        out = np.empty_like(x)
+        fill(x, out)
+        return out
+
+    return apply, largest
+
+
+def _max_relative_error(got, x):
+    exact = np.exp(x.astype(np.float64))
+    return (np.abs(got - exact) / exact).max()
+
+
+def test_polynomial_exp_is_within_4_ulp_on_the_kernels_range(compiled_exp):
+    apply, _ = compiled_exp
     x = np.concatenate([np.linspace(-708, 0, 1_000_003), -np.logspace(-12, 2.85, 10_001),
                         [0.0, -1e-300, -0.5 * np.log(2), -707.99]])
-    out = np.empty_like(x)
-    apply(x, out)
-    rel = np.abs(out - np.exp(x)) / np.exp(x)
-    assert rel.max() < 4 * np.finfo(float).eps, rel.max()
+    assert _max_relative_error(apply(x), x) < 4 * np.finfo(float).eps
+
+
+def test_polynomial_exp_float32_overload_is_within_4_ulp(compiled_exp):
+    apply, _ = compiled_exp
     x32 = np.linspace(-87, 0, 1_000_003).astype(np.float32)
-    out32 = np.empty_like(x32)
-    apply(x32, out32)                                 # the float32 polynomial, by overload
-    exact = np.exp(x32.astype(np.float64))
+    out32 = apply(x32)
     assert out32.dtype == np.float32
-    assert (np.abs(out32 - exact) / exact).max() < 4 * np.finfo(np.float32).eps
-    special = np.array([-np.inf, -709.0, -1e6])
-    apply(special, out[:3])
-    assert np.all(out[:3] == 0.0)
+    assert _max_relative_error(out32, x32) < 4 * np.finfo(np.float32).eps
+
+
+def test_polynomial_exp_is_within_4_ulp_for_positive_x_up_to_overflow(compiled_exp):
+    apply, _ = compiled_exp
     pos = np.concatenate([np.linspace(0, 709.78, 100_003), [709.0, 709.5, 709.78]])
-    outp = np.empty_like(pos)
-    apply(pos, outp)                                  # x > 0 too, up to the overflow
-    assert (np.abs(outp - np.exp(pos)) / np.exp(pos)).max() < 4 * np.finfo(float).eps
-    for dtype in (np.float64, np.float32):            # NaN stays NaN, +inf and overflow give inf
-        special = np.array([np.nan, np.inf, 1e4, -np.nan], dtype)
-        got = np.empty_like(special)
-        apply(special, got)
-        assert np.isnan(got[[0, 3]]).all() and np.isposinf(got[[1, 2]]).all()
-    assert largest(x) == 0.0 and largest(np.array([-np.inf, -3.0, -np.inf])) == -3.0
+    assert _max_relative_error(apply(pos), pos) < 4 * np.finfo(float).eps
+
+
+def test_polynomial_exp_underflows_to_zero(compiled_exp):
+    apply, _ = compiled_exp
+    assert np.all(apply(np.array([-np.inf, -709.0, -1e6])) == 0.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_polynomial_exp_keeps_nan_and_overflows_to_inf(compiled_exp, dtype):
+    apply, _ = compiled_exp
+    got = apply(np.array([np.nan, np.inf, 1e4, -np.nan], dtype))
+    assert np.isnan(got[[0, 3]]).all() and np.isposinf(got[[1, 2]]).all()
+
+
+def test_fmax_reduction_ignores_minus_inf_and_keeps_an_all_minus_inf_row(compiled_exp):
+    _, largest = compiled_exp
+    assert largest(np.linspace(-708, 0, 1001)) == 0.0
+    assert largest(np.array([-np.inf, -3.0, -np.inf])) == -3.0
     assert largest(np.full(7, -np.inf)) == -np.inf
 
 
