@@ -1,6 +1,11 @@
 """Helpers shared by several test files (imported as ``tests.helpers``; pytest's docs advise
 against importing from conftest.py, which pytest loads under a name of its own)."""
+import os
+import subprocess
+import sys
+
 import numpy as np
+import pytest
 
 import minigen as mg
 
@@ -8,3 +13,25 @@ import minigen as mg
 def leaf(values, dtype=np.float64):
     """A float64 (by default) leaf tensor that requires grad, for gradient tests."""
     return mg.tensor(np.asarray(values, dtype=dtype), requires_grad=True)
+
+
+# --- CUDA kernels under Numba's simulator ------------------------------------------------------
+# Each kernel test file marks its simulator cases ``@sim`` (names starting ``test_sim_``) and
+# runs them in a child process with NUMBA_ENABLE_CUDASIM=1, since the simulator must be chosen
+# before numba.cuda is first imported.
+UNDER_SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+sim = pytest.mark.skipif(not UNDER_SIM, reason="runs in the simulator subprocess")
+
+
+def run_simulator_cases(test_file):
+    """Run ``test_file``'s ``test_sim_*`` cases under the CUDA simulator in a child process and
+    fail with its output when any of them fails (skip inside the child, or without numba)."""
+    if UNDER_SIM:
+        pytest.skip("this is the simulator subprocess")
+    pytest.importorskip("numba.cuda")
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "-k", "sim_", test_file], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert " passed" in done.stdout and "failed" not in done.stdout

@@ -7,27 +7,14 @@ launcher skips itself.  Run them directly with
 ``NUMBA_ENABLE_CUDASIM=1 pytest tests/kernels/test_cuda.py``.  The simulator runs each GPU
 thread as a Python thread, so sizes are tiny.
 """
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
-UNDER_SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
-sim = pytest.mark.skipif(not UNDER_SIM, reason="runs in the simulator subprocess")
+from tests.helpers import run_simulator_cases, sim
 
 
 def test_cuda_kernels_under_simulator():
-    if UNDER_SIM:
-        pytest.skip("this is the simulator subprocess")
-    pytest.importorskip("numba.cuda")
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "-k", "sim_", __file__], env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert " passed" in done.stdout and "failed" not in done.stdout
+    run_simulator_cases(__file__)
 
 
 @pytest.fixture(params=[0, 1, 2])

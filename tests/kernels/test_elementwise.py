@@ -1,8 +1,5 @@
 """kernels.elementwise: bias + activation forward and backward against the engine's composite
 (x + b, then relu / silu / gelu) and across the kernel paths, NaN, inf and empty included."""
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,8 +10,8 @@ import minigen as mg
 from minigen import functional as F
 from minigen.kernels import elementwise as ew
 
-UNDER_SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
-sim = pytest.mark.skipif(not UNDER_SIM, reason="runs in the simulator subprocess")
+from tests.helpers import run_simulator_cases, sim
+
 EPS = {np.float32: float(np.finfo(np.float32).eps), np.float64: float(np.finfo(np.float64).eps)}
 ENGINE = {"relu": F.relu, "silu": F.silu, "gelu": F.gelu,
           "gelu_tanh": lambda a: F.gelu(a, approximate="tanh")}
@@ -109,15 +106,7 @@ def test_bad_arguments_raise():
 
 
 def test_cuda_under_simulator():
-    if UNDER_SIM:
-        pytest.skip("this is the simulator subprocess")
-    pytest.importorskip("numba.cuda")
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "-k", "sim_", __file__], env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert " passed" in done.stdout and "failed" not in done.stdout
+    run_simulator_cases(__file__)
 
 
 @sim

@@ -1,8 +1,5 @@
 """kernels.optimizer: SGD, Adam and AdamW over one flat buffer, against minigen.optim's
 updates (after several steps, bias correction included) and across the kernel paths."""
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,8 +10,8 @@ import minigen as mg
 from minigen import optim
 from minigen.kernels import optimizer as ko
 
-UNDER_SIM = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
-sim = pytest.mark.skipif(not UNDER_SIM, reason="runs in the simulator subprocess")
+from tests.helpers import run_simulator_cases, sim
+
 EPS = {np.float32: np.finfo(np.float32).eps, np.float64: np.finfo(np.float64).eps}
 SHAPES = [(3, 4), (5,), (2, 3, 2)]          # three parameters, laid end to end
 SIZE = 29
@@ -143,15 +140,7 @@ def test_bad_arguments_raise():
 
 
 def test_cuda_under_simulator():
-    if UNDER_SIM:
-        pytest.skip("this is the simulator subprocess")
-    pytest.importorskip("numba.cuda")
-    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1")
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                           "-k", "sim_", __file__], env=env, capture_output=True, text=True,
-                          timeout=600)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert " passed" in done.stdout and "failed" not in done.stdout
+    run_simulator_cases(__file__)
 
 
 @sim
