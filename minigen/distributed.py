@@ -40,7 +40,6 @@ and every collective here runs under a watchdog that aborts the job when it wait
 than ``set_timeout`` seconds (300 by default), naming the call and the rank.
 """
 import contextlib
-import contextvars
 import os
 import sys
 import threading
@@ -51,6 +50,7 @@ import numpy as np
 
 from . import _checks, backend
 from .autograd import Tensor, no_grad
+from .backend import per_example, sharded
 
 __all__ = ["world", "abort_on_error", "set_timeout", "shard_bounds", "shard", "sharded",
            "per_example", "broadcast_parameters", "broadcast_generators", "average_gradients",
@@ -186,41 +186,6 @@ def shard(batch, rank=None, size=None):
     lo, hi = shard_bounds(n, rank, size)
     out = tuple(a[lo:hi] for a in arrays)
     return out if isinstance(batch, (tuple, list)) else out[0]
-
-
-_shard = contextvars.ContextVar("minigen_distributed_shard", default=None)
-
-
-@contextlib.contextmanager
-def sharded(lo, hi, total):
-    """Inside, ``per_example`` draws for rows [lo, hi) of a global batch of ``total`` rows."""
-    total = _checks.integer(total, "total", "sharded", low=0)
-    hi = _checks.integer(hi, "hi", "sharded", low=0, high=total)
-    lo = _checks.integer(lo, "lo", "sharded", low=0, high=hi)
-    token = _shard.set((lo, hi, total))
-    try:
-        yield
-    finally:
-        _shard.reset(token)
-
-
-def per_example(draw, shape, *args, **kwargs):
-    """``draw(*args, size=shape, **kwargs)`` for a batch of shape[0] examples (``draw`` is a
-    Generator method: ``rng.standard_normal``, ``rng.integers``, ``rng.random`` ...).
-
-    Inside ``sharded(lo, hi, B)`` it draws for the whole global batch, size (B,) + shape[1:],
-    and keeps rows lo:hi. Every rank's generator then advances exactly as the single process's
-    does, and each example gets the noise the single process gives it, whatever the number of
-    ranks. The cost is drawing B rows instead of hi - lo."""
-    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-    span = _shard.get()
-    if span is None:
-        return draw(*args, size=shape, **kwargs)
-    lo, hi, total = span
-    if not shape or shape[0] != hi - lo:
-        raise ValueError(f"per_example: shape must start with this rank's {hi - lo} rows "
-                         f"(rows {lo}:{hi} of {total}), got {shape}")
-    return draw(*args, size=(total,) + shape[1:], **kwargs)[lo:hi]
 
 
 # --- collectives ----------------------------------------------------------------------------
