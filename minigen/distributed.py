@@ -54,7 +54,7 @@ from .backend import per_example, sharded
 
 __all__ = ["world", "abort_on_error", "set_timeout", "shard_bounds", "shard", "sharded",
            "per_example", "broadcast_parameters", "broadcast_generators", "average_gradients",
-           "allreduce_scalar", "check_in_sync"]
+           "allreduce_mean", "allreduce_scalar", "check_in_sync"]
 
 MISSING = "minigen.distributed needs mpi4py and MPICH: pip install -e '.[dist]'"
 _LAUNCHERS = (("PMI_SIZE", "PMI_RANK"), ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"))
@@ -279,20 +279,27 @@ def average_gradients(params, count):
     return count if total is None else total
 
 
-def allreduce_scalar(value, weight=1.0):
-    """sum_r w_r v_r / sum_r w_r over the ranks (one Allreduce of two float64s): the same
-    number on every rank, for losses, validation metrics and stop decisions. A NaN or inf on
-    any rank with w_r > 0 reaches every rank; a rank with w_r = 0 contributes nothing."""
-    weight = _checks.real(weight, "weight", "allreduce_scalar", low=0)
-    value = float(value)
+def allreduce_mean(values, weight=1.0):
+    """sum_r w_r v_r / sum_r w_r over the ranks for each entry of ``values`` (a sequence of
+    numbers), in one Allreduce of len(values) + 1 float64s: the same numbers on every rank, for
+    losses, validation metrics and stop decisions. A NaN or inf on any rank with w_r > 0
+    reaches every rank; a rank with w_r = 0 contributes nothing."""
+    weight = _checks.real(weight, "weight", "allreduce_mean", low=0)
+    values = np.asarray(values, dtype=np.float64).ravel()
     if world()[1] == 1:
-        return value
-    pair = np.array([weight * value if weight else 0.0, weight])
-    with _collective("allreduce_scalar") as comm:
-        comm.Allreduce(_mpi().IN_PLACE, pair, op=_mpi().SUM)
-    if pair[1] == 0:
-        raise ValueError("allreduce_scalar: every rank passed weight=0")
-    return float(pair[0] / pair[1])
+        return values
+    buffer = np.append(weight * values if weight else np.zeros_like(values), weight)
+    with _collective("allreduce_mean") as comm:
+        comm.Allreduce(_mpi().IN_PLACE, buffer, op=_mpi().SUM)
+    if buffer[-1] == 0:
+        raise ValueError("allreduce_mean: every rank passed weight=0")
+    return buffer[:-1] / buffer[-1]
+
+
+def allreduce_scalar(value, weight=1.0):
+    """``allreduce_mean`` of one number: sum_r w_r v_r / sum_r w_r, as a float."""
+    weight = _checks.real(weight, "weight", "allreduce_scalar", low=0)
+    return float(allreduce_mean([float(value)], weight)[0])
 
 
 def check_in_sync(params, step):
