@@ -17,6 +17,7 @@ import contextlib
 
 from .. import backend
 from .. import distributed as dist
+from .._checks import integer
 from .checkpoint import generators
 
 
@@ -26,9 +27,12 @@ def rows(batch):
 
 
 def loss_weight(model, batch):
-    """w for ``model.loss(batch)``: ``model.loss_weight(batch)`` where defined, else the rows."""
+    """w for ``model.loss(batch)``: ``model.loss_weight(batch)`` (an int >= 0) where defined,
+    else the rows."""
     weigh = getattr(model, "loss_weight", None)
-    return float(weigh(batch)) if callable(weigh) else float(rows(batch))
+    if not callable(weigh):
+        return rows(batch)
+    return integer(weigh(batch), "loss_weight(batch)", f"train: {type(model).__name__}", low=0)
 
 
 class Ranks:
