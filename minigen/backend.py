@@ -1,8 +1,12 @@
-"""Array backends: NumPy on the CPU, CuPy on a GPU.
+"""Array backends: NumPy on the CPU, CuPy on a GPU; default dtype and generators; per-example
+noise that does not depend on how a batch is sharded (``sharded``, ``per_example``).
 
 Every op reaches its array library through ``xp(array)``, so one code path serves both.
 CuPy is imported lazily: ``import minigen`` needs NumPy only.
 """
+import contextlib
+import contextvars
+
 import numpy as np
 
 from . import _checks
@@ -127,3 +131,39 @@ def as_rng(rng, device="cpu", name="rng"):
                         f"numpy.random.Generator or a numpy.random.RandomState, got "
                         f"{type(rng).__name__} {_checks.excerpt(rng)}")
     return np.random.default_rng(seed) if device == "cpu" else cupy().random.default_rng(seed)
+
+
+# --- per-example noise under a shard of a global batch -------------------------------------
+_shard = contextvars.ContextVar("minigen_shard", default=None)
+
+
+@contextlib.contextmanager
+def sharded(lo, hi, total):
+    """Inside, ``per_example`` draws for rows [lo, hi) of a global batch of ``total`` rows."""
+    total = _checks.integer(total, "total", "sharded", low=0)
+    hi = _checks.integer(hi, "hi", "sharded", low=0, high=total)
+    lo = _checks.integer(lo, "lo", "sharded", low=0, high=hi)
+    token = _shard.set((lo, hi, total))
+    try:
+        yield
+    finally:
+        _shard.reset(token)
+
+
+def per_example(draw, shape, *args, **kwargs):
+    """``draw(*args, size=shape, **kwargs)`` for a batch of shape[0] examples (``draw`` is a
+    Generator method: ``rng.standard_normal``, ``rng.integers``, ``rng.random`` ...).
+
+    Inside ``sharded(lo, hi, B)`` it draws for the whole global batch, size (B,) + shape[1:],
+    and keeps rows lo:hi. Every rank's generator then advances exactly as the single process's
+    does, and each example gets the noise the single process gives it, whatever the number of
+    ranks. The cost is drawing B rows instead of hi - lo."""
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    span = _shard.get()
+    if span is None:
+        return draw(*args, size=shape, **kwargs)
+    lo, hi, total = span
+    if not shape or shape[0] != hi - lo:
+        raise ValueError(f"per_example: shape must start with this rank's {hi - lo} rows "
+                         f"(rows {lo}:{hi} of {total}), got {shape}")
+    return draw(*args, size=(total,) + shape[1:], **kwargs)[lo:hi]

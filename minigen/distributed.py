@@ -40,7 +40,6 @@ and every collective here runs under a watchdog that aborts the job when it wait
 than ``set_timeout`` seconds (300 by default), naming the call and the rank.
 """
 import contextlib
-import contextvars
 import os
 import sys
 import threading
@@ -51,10 +50,11 @@ import numpy as np
 
 from . import _checks, backend
 from .autograd import Tensor, no_grad
+from .backend import per_example, sharded
 
 __all__ = ["world", "abort_on_error", "set_timeout", "shard_bounds", "shard", "sharded",
            "per_example", "broadcast_parameters", "broadcast_generators", "average_gradients",
-           "allreduce_scalar", "check_in_sync"]
+           "allreduce_mean", "allreduce_scalar", "check_in_sync"]
 
 MISSING = "minigen.distributed needs mpi4py and MPICH: pip install -e '.[dist]'"
 _LAUNCHERS = (("PMI_SIZE", "PMI_RANK"), ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"))
@@ -188,41 +188,6 @@ def shard(batch, rank=None, size=None):
     return out if isinstance(batch, (tuple, list)) else out[0]
 
 
-_shard = contextvars.ContextVar("minigen_distributed_shard", default=None)
-
-
-@contextlib.contextmanager
-def sharded(lo, hi, total):
-    """Inside, ``per_example`` draws for rows [lo, hi) of a global batch of ``total`` rows."""
-    total = _checks.integer(total, "total", "sharded", low=0)
-    hi = _checks.integer(hi, "hi", "sharded", low=0, high=total)
-    lo = _checks.integer(lo, "lo", "sharded", low=0, high=hi)
-    token = _shard.set((lo, hi, total))
-    try:
-        yield
-    finally:
-        _shard.reset(token)
-
-
-def per_example(draw, shape, *args, **kwargs):
-    """``draw(*args, size=shape, **kwargs)`` for a batch of shape[0] examples (``draw`` is a
-    Generator method: ``rng.standard_normal``, ``rng.integers``, ``rng.random`` ...).
-
-    Inside ``sharded(lo, hi, B)`` it draws for the whole global batch, size (B,) + shape[1:],
-    and keeps rows lo:hi. Every rank's generator then advances exactly as the single process's
-    does, and each example gets the noise the single process gives it, whatever the number of
-    ranks. The cost is drawing B rows instead of hi - lo."""
-    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-    span = _shard.get()
-    if span is None:
-        return draw(*args, size=shape, **kwargs)
-    lo, hi, total = span
-    if not shape or shape[0] != hi - lo:
-        raise ValueError(f"per_example: shape must start with this rank's {hi - lo} rows "
-                         f"(rows {lo}:{hi} of {total}), got {shape}")
-    return draw(*args, size=(total,) + shape[1:], **kwargs)[lo:hi]
-
-
 # --- collectives ----------------------------------------------------------------------------
 def _by_dtype(arrays):
     """dtype -> [(index, array)], in first-seen order (the same on every rank)."""
@@ -314,20 +279,27 @@ def average_gradients(params, count):
     return count if total is None else total
 
 
-def allreduce_scalar(value, weight=1.0):
-    """sum_r w_r v_r / sum_r w_r over the ranks (one Allreduce of two float64s): the same
-    number on every rank, for losses, validation metrics and stop decisions. A NaN or inf on
-    any rank with w_r > 0 reaches every rank; a rank with w_r = 0 contributes nothing."""
-    weight = _checks.real(weight, "weight", "allreduce_scalar", low=0)
-    value = float(value)
+def allreduce_mean(values, weight=1.0):
+    """sum_r w_r v_r / sum_r w_r over the ranks for each entry of ``values`` (a sequence of
+    numbers), in one Allreduce of len(values) + 1 float64s: the same numbers on every rank, for
+    losses, validation metrics and stop decisions. A NaN or inf on any rank with w_r > 0
+    reaches every rank; a rank with w_r = 0 contributes nothing."""
+    weight = _checks.real(weight, "weight", "allreduce_mean", low=0)
+    values = np.asarray(values, dtype=np.float64).ravel()
     if world()[1] == 1:
-        return value
-    pair = np.array([weight * value if weight else 0.0, weight])
-    with _collective("allreduce_scalar") as comm:
-        comm.Allreduce(_mpi().IN_PLACE, pair, op=_mpi().SUM)
-    if pair[1] == 0:
-        raise ValueError("allreduce_scalar: every rank passed weight=0")
-    return float(pair[0] / pair[1])
+        return values
+    buffer = np.append(weight * values if weight else np.zeros_like(values), weight)
+    with _collective("allreduce_mean") as comm:
+        comm.Allreduce(_mpi().IN_PLACE, buffer, op=_mpi().SUM)
+    if buffer[-1] == 0:
+        raise ValueError("allreduce_mean: every rank passed weight=0")
+    return buffer[:-1] / buffer[-1]
+
+
+def allreduce_scalar(value, weight=1.0):
+    """``allreduce_mean`` of one number: sum_r w_r v_r / sum_r w_r, as a float."""
+    weight = _checks.real(weight, "weight", "allreduce_scalar", low=0)
+    return float(allreduce_mean([float(value)], weight)[0])
 
 
 def check_in_sync(params, step):

@@ -19,6 +19,7 @@ from ..backend import as_rng
 from ..data import sources
 from ..data.text import split_text
 from ..data.tokenizers import CharTokenizer
+from ..distributed import world
 from ..distribution import NoDensityError, models
 from ..io import load_model, save_model
 from . import figures, tables
@@ -197,13 +198,26 @@ def fit(args, options):
     steps = checked(_checks.positive_int, args.steps, "--steps", where, optional=True)
     epochs = checked(_checks.positive_int, args.epochs, "--epochs", where, optional=True)
     check_output(args.output, where)
+    options = dict(options)
+    runs = {key: options.pop(key) for key in ("checkpoint", "resume") if key in options}
+    for key, path in runs.items():
+        if not isinstance(path, str):
+            raise UsageError(f"{where}: --{key} must be a file path, got "
+                             f"{_checks.excerpt(path)}")
+    if "resume" in runs and not os.path.isfile(runs["resume"]):
+        raise UsageError(f"{where}: --resume {excerpt_path(runs['resume'])} is not a file")
+    if "checkpoint" in runs:
+        check_output(runs["checkpoint"], where)
     data = load_data(args.data, split="train")
     check_kind(args.model, model_class(args.model), data, args.data)
     model, seconds = fit_model(args.model, data, options, steps, epochs, args.quiet, seed,
-                               labels_for(args.model, args.data, "train"))
-    save_model(model, args.output)
-    print(f"fitted {args.model} on {describe(data, args.data, 'train')} in {seconds:.1f} s; "
-          f"saved {args.output}")
+                               labels_for(args.model, args.data, "train"), **runs)
+    rank, size = world()
+    if rank == 0:
+        save_model(model, args.output)
+        ranks = f" on {size} ranks" if size > 1 else ""
+        print(f"fitted {args.model} on {describe(data, args.data, 'train')}{ranks} in "
+              f"{seconds:.1f} s; saved {args.output}")
     return 0
 
 

@@ -29,7 +29,7 @@ import numpy as np
 from .. import _checks
 from .. import functional as F
 from ..autograd import Tensor, grad, no_grad
-from ..backend import as_rng
+from ..backend import as_rng, per_example
 from ..distribution import check_fitted, check_n_samples, register
 from ..nn import Module
 from ..optim import Adam
@@ -149,7 +149,8 @@ class GAN(DeepModel):
 
     # --- one step ----------------------------------------------------------------------------
     def _noise(self, n):
-        return Tensor(self._rng.standard_normal((n, self._z_dim)).astype(self.dtype))
+        z = per_example(self._rng.standard_normal, (n, self._z_dim))
+        return Tensor(z.astype(self.dtype))
 
     def discriminator_loss(self, real, fake):
         """L_D for a batch of real rows and generated rows (Tensors); also returns the dict
@@ -218,7 +219,8 @@ class WGANGP(GAN):
     def gradient_penalty(self, real, fake):
         """E (||grad_xh D(xh)||_2 - 1)^2 on xh = e x + (1 - e) G(z), e ~ U[0, 1] per row; the
         gradient keeps its graph, so the penalty can be differentiated by the weights."""
-        e = self._rng.random((len(real.data),) + (1,) * (real.ndim - 1)).astype(self.dtype)
+        e = per_example(self._rng.random, (len(real.data),) + (1,) * (real.ndim - 1)).astype(
+            self.dtype)
         xh = Tensor(e * real.data + (1 - e) * fake.data, requires_grad=True)
         g = grad(self.discriminator(xh).sum(), xh, create_graph=True)
         norm = F.sqrt((g * g).reshape(len(real.data), -1).sum(axis=1) + 1e-12)

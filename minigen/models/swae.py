@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import _checks
 from ..autograd import Tensor
-from ..backend import as_rng
+from ..backend import as_rng, per_example
 from ..distribution import check_fitted, check_n_samples, register
 from ..metrics import sliced_wasserstein_loss
 from .ae import AutoEncoderBase
@@ -62,7 +62,8 @@ class SWAE(AutoEncoderBase):
         """Batch mean of L_rec + sw_weight SW_p^p(codes, prior draws)."""
         x = Tensor(batch)
         z = self.encode(x)
-        prior = Tensor(self.sample_prior(len(batch), self._rng).astype(z.dtype))
+        prior = Tensor(per_example(lambda size: self.sample_prior(size[0], self._rng),
+                                   (len(batch), self.z_dim)).astype(z.dtype))
         sw = sliced_wasserstein_loss(z, prior, self.n_projections, self.p, rng=self._rng)
         return self.reconstruction_loss(x, self.decode(z)).mean() + self.sw_weight * sw
 

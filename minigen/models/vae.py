@@ -31,7 +31,7 @@ import numpy as np
 from .. import _checks, backend
 from .. import functional as F
 from ..autograd import Tensor
-from ..backend import as_rng
+from ..backend import as_rng, per_example
 from ..distribution import check_fitted, check_n_samples, logsumexp, register
 from ..nn import Parameter
 from .code_model import CodeModel, in_unit_interval, sigmoid
@@ -63,7 +63,7 @@ def standard_normal_log_density(z):
 def reparameterize(mu, logvar, rng=None):
     """z = mu + exp(logvar / 2) * eps with eps ~ N(0, I) from ``rng``: a draw of
     N(mu, diag exp(logvar)) that is differentiable in mu and logvar (Tensors)."""
-    eps = as_rng(rng).standard_normal(mu.shape).astype(mu.dtype)
+    eps = per_example(as_rng(rng).standard_normal, mu.shape).astype(mu.dtype)
     return mu + (logvar * 0.5).exp() * Tensor(eps)
 
 

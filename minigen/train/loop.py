@@ -11,6 +11,11 @@ Each step has three single points: the batch is drawn (``next(stream)``), the gr
 ready (after ``backward``, before clipping and the update), and the step's scalars (losses,
 validation) are decided (``RunState.finish_step``). After ``finish_step`` the run is at a step
 boundary again, the only place where a checkpoint is written.
+
+Under ``mpiexec -n N`` the same loop runs data-parallel (``minigen.train.parallel``): each
+rank runs the step on its shard of the global batch, the gradients are averaged over the ranks
+right after backward, every scalar decision is taken on values reduced over the ranks, and
+rank 0 alone writes checkpoints, which every rank restores.
 """
 import math
 import re
@@ -25,6 +30,7 @@ from ..autograd import Tensor, no_grad
 from ..data.batching import BatchStream, batches
 from ..optim import EMA, Adam, Optimizer, clip_grad_norm_
 from .checkpoint import Best, check_destination, restore, write_checkpoint
+from .parallel import AveragingOptimizer, Ranks, loss_weight, rows
 from .progress import Progress, deferred_interrupt
 
 
@@ -172,24 +178,27 @@ def _finite(value, name, step):
     return value
 
 
-def _loss_value(loss, step):
+def _loss_value(loss, step, ranks, weight):
+    """The loss as a float, its weighted mean over the ranks, checked finite."""
     if not isinstance(loss, Tensor):
         raise TypeError(f"train: model.loss must return a scalar Tensor (with its graph), got "
                         f"{type(loss).__name__} at step {step}")
     if loss.size != 1 or loss.dtype.kind != "f":
         raise ValueError(f"train: model.loss must return a scalar float Tensor, got shape "
                          f"{loss.shape} dtype {loss.dtype} at step {step}")
-    return _finite(float(loss.item()), "loss", step)
+    return _finite(ranks.mean([float(loss.item())], weight)[0], "loss", step)
 
 
-def _loss_step(model, batch, step, optimizers, params, clip_grad):
-    """zero_grad; loss; backward; clip; finite checks; update. Nothing is updated when the loss
-    or a gradient is not finite."""
+def _loss_step(model, batch, step, optimizers, params, clip_grad, ranks):
+    """zero_grad; loss; backward; gradients averaged over the ranks; clip; finite checks;
+    update. Nothing is updated when the loss or a gradient is not finite."""
     for opt in optimizers.values():
         opt.zero_grad()
     loss = model.loss(batch)
-    value = _loss_value(loss, step)
+    weight = loss_weight(model, batch)
+    value = _loss_value(loss, step, ranks, weight)
     loss.backward()                                     # the gradients are ready
+    ranks.average_gradients(params, weight)
     if clip_grad is not None:
         finite = math.isfinite(clip_grad_norm_(params, clip_grad))
     else:
@@ -203,8 +212,14 @@ def _loss_step(model, batch, step, optimizers, params, clip_grad):
     return {"loss": value}
 
 
-def _model_train_step(model, batch, step, optimizers):
-    """The model's own ``train_step``, its losses checked: a non-empty dict of finite numbers."""
+def _model_train_step(model, batch, step, optimizers, ranks):
+    """The model's own ``train_step``, its losses checked: a non-empty dict of numbers, each
+    finite once averaged over the ranks. Every optimiser ``train_step`` receives averages the
+    gradients over the ranks before it steps."""
+    weight = loss_weight(model, batch)
+    for opt in optimizers.values() if isinstance(optimizers, dict) else [optimizers]:
+        if isinstance(opt, AveragingOptimizer):
+            opt.weight = weight
     losses = model.train_step(batch, step, optimizers)
     if not isinstance(losses, dict) or not losses:
         raise TypeError(f"train: {type(model).__name__}.train_step must return a non-empty "
@@ -216,8 +231,9 @@ def _model_train_step(model, batch, step, optimizers):
         except (TypeError, ValueError):
             raise TypeError(f"train: {type(model).__name__}.train_step returned {name}="
                             f"{value!r}; expected a number or a scalar Tensor") from None
-        out[str(name)] = _finite(value, name, step)
-    return out
+        out[str(name)] = value
+    means = ranks.mean(list(out.values()), weight)
+    return {name: _finite(value, name, step) for name, value in zip(out, means)}
 
 
 def _check_finite_parameters(model, step):
@@ -228,21 +244,30 @@ def _check_finite_parameters(model, step):
                                      "(nothing of this step is saved)")
 
 
-def _validate(model, validation, metric, batch_size, step):
-    """The validation loss (model.loss averaged over the set, weighted by batch size) or
-    ``metric(model, validation)``, under no_grad and eval()."""
+def _validate(model, validation, metric, batch_size, step, ranks):
+    """The validation loss, sum_b w_b loss_b / sum_b w_b over the set's batches b with
+    ``loss_weight`` w_b (each rank scoring its shard of every batch), or
+    ``metric(model, validation)`` averaged over the ranks; under no_grad and eval()."""
     was_training = model.training
     model.eval()
     try:
         with no_grad():
             if metric is not None:
-                return _finite(float(metric(model, validation)), "the validation metric", step)
-            total = count = 0
+                value = ranks.mean([float(metric(model, validation))], 1.0)[0]
+                return _finite(value, "the validation metric", step)
+            total = count = 0.0
+            ragged = False
             for batch in batches(validation, batch_size, shuffle=False):
-                n = len(batch[0] if isinstance(batch, tuple) else batch)
-                total += float(model.loss(batch).item()) * n
-                count += n
-            return _finite(total / count, "the validation loss", step)
+                ragged = ragged or rows(batch) < ranks.size
+                with ranks.shard(batch) as local:
+                    if rows(local):
+                        weight = loss_weight(model, local)
+                        total += float(model.loss(local).item()) * weight
+                        count += weight
+            if ragged:
+                ranks.resync_generators(model)
+            mean = ranks.mean([total / count if count else 0.0], count)[0]
+            return _finite(mean, "the validation loss", step)
     finally:
         model.train(was_training)
 
@@ -275,6 +300,13 @@ def train(model, data, *, steps=None, epochs=None, batch_size=128, optimizer=Non
     lets the current step finish and writes the checkpoint; a second one, or any other
     KeyboardInterrupt inside a step, keeps the last checkpoint written. Either way the model is
     left in eval mode and ``TrainingInterrupted`` (with ``result``) is raised.
+
+    Launched under ``mpiexec -n N`` it trains data-parallel: the ranks start from rank 0's
+    parameters and generators, each runs the step on its contiguous shard of every global
+    batch of ``batch_size`` rows (batch_size >= N), the gradients are averaged over the ranks,
+    and losses, validation and stop decisions are reduced over them, so N ranks take the steps
+    one process takes with the same batch_size, up to the order of floating-point sums. Rank 0
+    writes the checkpoints; a checkpoint resumes on any number of ranks.
     """
     if (steps is None) == (epochs is None):
         raise ValueError(f"train: give exactly one of steps= or epochs= (got steps={steps!r}, "
@@ -295,16 +327,23 @@ def train(model, data, *, steps=None, epochs=None, batch_size=128, optimizer=Non
     if checkpoint is not None:
         check_destination(checkpoint, "train")
     stream = BatchStream(data, batch_size, rng)
+    ranks = Ranks()
+    ranks.start(model, batch_size, stream.rng)
     total = steps if steps is not None else epochs * stream.batches_per_epoch
     val_every = val_every or min(stream.batches_per_epoch, total)
     step_optimizers, optimizers = _optimizers(model, optimizer, lr)
+    if ranks.size > 1 and uses_train_step:
+        step_optimizers = AveragingOptimizer(step_optimizers, ranks) if isinstance(
+            step_optimizers, Optimizer) else {name: AveragingOptimizer(opt, ranks)
+                                              for name, opt in step_optimizers.items()}
     schedulers = _schedulers(schedule, optimizers, checkpoint is not None or resume is not None)
     ema = EMA(model, ema_decay) if ema_decay is not None else None
     run = RunState(optimizers, schedulers, ema, stream)
     if resume is not None:
         restore(resume, model, run, total)
     params = list(model.parameters())
-    progress = Progress(out or sys.stdout, total, log_every, verbose, run.step)
+    progress = Progress(out or sys.stdout, total, log_every, verbose and ranks.writer, run.step,
+                        ranks.size)
     model.train()
     try:
         with deferred_interrupt() as interrupt_requested:
@@ -312,10 +351,12 @@ def train(model, data, *, steps=None, epochs=None, batch_size=128, optimizer=Non
                 step = run.step + 1
                 run.in_step = True
                 batch = next(stream)                    # the one place a batch is drawn
-                if uses_train_step:
-                    losses = _model_train_step(model, batch, step, step_optimizers)
-                else:
-                    losses = _loss_step(model, batch, step, optimizers, params, clip_grad)
+                with ranks.shard(batch) as local:
+                    if uses_train_step:
+                        losses = _model_train_step(model, local, step, step_optimizers, ranks)
+                    else:
+                        losses = _loss_step(model, local, step, optimizers, params, clip_grad,
+                                            ranks)
                 for sched in schedulers.values():
                     sched.step()
                 if ema is not None:
@@ -324,18 +365,20 @@ def train(model, data, *, steps=None, epochs=None, batch_size=128, optimizer=Non
                     ema.update(model)
                 _check_finite_parameters(model, step)
                 due = validation is not None and (step % val_every == 0 or step == total)
-                val_loss = _validate(model, validation, metric, batch_size, step) if due \
-                    else None
+                val_loss = _validate(model, validation, metric, batch_size, step, ranks) \
+                    if due else None
                 run.finish_step(step, losses, val_loss, patience, model)
                 progress.update(step, run.history, run.val_losses, force=run.stopped)
                 if checkpoint is not None and (step % log_every == 0 or step == total
                                                or run.stopped):
-                    write_checkpoint(checkpoint, model, run)
-                if interrupt_requested:
+                    ranks.check_in_sync(model, step)
+                    if ranks.writer:
+                        write_checkpoint(checkpoint, model, run)
+                if ranks.any(interrupt_requested):
                     raise KeyboardInterrupt
     except KeyboardInterrupt as err:
         progress.close()
-        if checkpoint is not None and run.step > 0 and not run.in_step:
+        if checkpoint is not None and run.step > 0 and not run.in_step and ranks.writer:
             write_checkpoint(checkpoint, model, run)
         raise TrainingInterrupted(run.result(), run.in_step) from err
     finally:

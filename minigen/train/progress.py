@@ -14,11 +14,12 @@ import numpy as np
 
 
 class Progress:
-    """``step  k/total  <loss> <mean of the last log_every values> ...  val v  r steps/s  ETA``;
-    nothing when not ``verbose``."""
+    """``step  k/total  <loss> <mean of the last log_every values> ...  val v  r steps/s  ETA``,
+    then ``N ranks`` for a data-parallel run; nothing when not ``verbose``."""
 
-    def __init__(self, out, total, log_every, verbose, first_step):
+    def __init__(self, out, total, log_every, verbose, first_step, ranks=1):
         self.out, self.total, self.log_every, self.verbose = out, total, log_every, verbose
+        self.ranks = ranks
         isatty = getattr(out, "isatty", None)
         self.tty = bool(isatty and isatty())
         self.first_step, self.start, self.drawn = first_step, time.perf_counter(), 0.0
@@ -42,6 +43,8 @@ class Progress:
         if step < self.total and rate > 0:
             eta = int((self.total - step) / rate)
             parts.append(f"ETA {eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}")
+        if self.ranks > 1:
+            parts.append(f"{self.ranks} ranks")
         line = "  ".join(parts)
         if self.tty:
             self.out.write("\r" + line + "\x1b[K" + ("\n" if last else ""))

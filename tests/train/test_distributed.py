@@ -15,7 +15,7 @@ from minigen.autograd import Tensor
 
 def test_plain_python_imports_no_mpi():
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_"))}
-    code = ("import sys, minigen; assert 'minigen.distributed' not in sys.modules; "
+    code = ("import sys, minigen; assert 'mpi4py' not in sys.modules; "
             "import minigen.distributed as d; print(d.world(), 'mpi4py' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, timeout=60)
@@ -108,3 +108,16 @@ def test_argument_errors_name_the_call():
     with pytest.raises(ValueError, match="allreduce_scalar: weight must be a finite number "
                                          ">= 0, got -2"):
         dist.allreduce_scalar(1.0, -2)
+
+
+def test_one_process_train_imports_no_mpi():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_"))}
+    code = ("import sys, io, numpy as np; from minigen.train import train; "
+            "from tests.train.mpi_scripts.train_models import Regression; "
+            "out = io.StringIO(); train(Regression(0), (np.ones((8, 3)), np.ones((8, 2))), "
+            "steps=2, batch_size=4, log_every=1, out=out); "
+            "print('mpi4py' in sys.modules, 'ranks' in out.getvalue())")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False False"

@@ -13,7 +13,7 @@ import numpy as np
 from ... import _checks as C
 from ... import functional as F
 from ...autograd import Tensor, no_grad
-from ...backend import as_rng
+from ...backend import as_rng, per_example
 from ...distribution import NotFittedError, check_n_samples, register
 from ...kernels.diffusion import col
 from ...nn import Module
@@ -114,8 +114,8 @@ class DDPM(DeepModel):
             raise TypeError("DDPM.loss: this DDPM has no denoiser (DDPM(None, ...))")
         x0 = np.asarray(batch.data if isinstance(batch, Tensor) else batch, dtype=self.dtype)
         n = len(x0)
-        t = self.rng_.integers(0, self.schedule.T, n)
-        eps = self.rng_.standard_normal(x0.shape).astype(x0.dtype)
+        t = per_example(self.rng_.integers, (n,), 0, self.schedule.T)
+        eps = per_example(self.rng_.standard_normal, x0.shape).astype(x0.dtype)
         xt = self.schedule.q_sample(x0, t, eps)
         if self.prediction == "eps":
             target = eps
