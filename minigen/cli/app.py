@@ -53,7 +53,10 @@ def _parser(model=None):
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int)
     budget.add_argument("--epochs", type=int)
-    p.add_argument("-o", "--output", required=True, help="checkpoint path (.npz)")
+    p.add_argument("-o", "--output", required=True, help="the fitted model's path (.npz)")
+    p.add_argument("--checkpoint", help="write a training checkpoint here as training goes (.npz)")
+    p.add_argument("--resume", help="continue from this training checkpoint, on any number of "
+                   "ranks")
 
     p = command("sample", commands.sample, "draw samples from a saved model")
     p.add_argument("model_file")

@@ -198,12 +198,8 @@ def fit(args, options):
     steps = checked(_checks.positive_int, args.steps, "--steps", where, optional=True)
     epochs = checked(_checks.positive_int, args.epochs, "--epochs", where, optional=True)
     check_output(args.output, where)
-    options = dict(options)
-    runs = {key: options.pop(key) for key in ("checkpoint", "resume") if key in options}
-    for key, path in runs.items():
-        if not isinstance(path, str):
-            raise UsageError(f"{where}: --{key} must be a file path, got "
-                             f"{_checks.excerpt(path)}")
+    runs = {key: getattr(args, key) for key in ("checkpoint", "resume")
+            if getattr(args, key, None) is not None}
     if "resume" in runs and not os.path.isfile(runs["resume"]):
         raise UsageError(f"{where}: --resume {excerpt_path(runs['resume'])} is not a file")
     if "checkpoint" in runs:
