@@ -5,6 +5,7 @@ their NumPy references, as time ratios (reference / Numba: above 1 the kernel is
     python benchmarks/fused.py --quick    # small shapes, 2 rounds (a smoke run)
     python benchmarks/fused.py --sweep    # ratios at a few sizes, for the dispatch thresholds
     python benchmarks/fused.py --sweep --only bias+   # the sweep for some kernels only
+    python benchmarks/fused.py --step     # MLP training step: flat buffer vs per parameter
 
 Shapes (float32, the TransformerLM's): bias + ReLU, SiLU, GELU (both forms) on the 32x128x512 hidden
 layer, LayerNorm on 4096x128, an Adam/AdamW step over 1M parameters.  Each round times the
@@ -73,13 +74,64 @@ def measure(calls, rounds, number):
             min(ratios), max(ratios))
 
 
+def mlp_steps(sizes, batch, seed=0):
+    """{name: one training step} for the MLP ``sizes`` (float32, Adam, MSE on a batch), with
+    the optimizer over one flat buffer and parameter by parameter, from the same weights;
+    "... update" times the optimizer's zero_grad and step alone."""
+    import minigen as mg
+    from minigen import functional as F
+    from minigen import nn, optim
+    rng = np.random.default_rng(seed)
+    x = mg.tensor(rng.normal(size=(batch, sizes[0])).astype(np.float32))
+    y = mg.tensor(rng.normal(size=(batch, sizes[-1])).astype(np.float32))
+    weights = nn.MLP(sizes, rng=seed).state_dict()
+    steps = {}
+    for name, flat in (("per parameter", False), ("flat buffer", True)):
+        model = nn.MLP(sizes, rng=seed).load_state_dict(weights)
+        opt = optim.Adam(model.parameters(), lr=1e-4, flat=flat)
+
+        def step(model=model, opt=opt):
+            opt.zero_grad()
+            F.mse_loss(model(x), y).backward()
+            opt.step()
+
+        def update(opt=opt):
+            opt.zero_grad()
+            for p in model.parameters():
+                p.grad = mg.Tensor(p.data * np.float32(1e-3))
+            opt.step()
+        steps[name], steps[name + " update"] = step, update
+    return steps
+
+
+def step_section(rounds, number, quick):
+    """Median and range over ``rounds`` of the MLP step time, the two optimizers in turns."""
+    sizes, batch = ([64, 32, 32, 64], 16) if quick else ([784, 512, 512, 784], 256)
+    steps = mlp_steps(sizes, batch)
+    for fn in steps.values():
+        fn()
+    times = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, fn in steps.items():
+            times[name].append(timed(fn, number))
+    print(f"MLP {'-'.join(map(str, sizes))}, batch {batch}, Adam, float32, "
+          f"MINIGEN_KERNELS={os.environ.get('MINIGEN_KERNELS', '')!r}")
+    for name, ts in times.items():
+        print(f"{name:<21} median {1e3 * statistics.median(ts):7.2f} ms  range "
+              f"{1e3 * min(ts):.2f}-{1e3 * max(ts):.2f} ms", flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--sweep", action="store_true")
     ap.add_argument("--only", default="", help="only the kernels whose name starts with this")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--step", action="store_true", help="the MLP training step instead")
     args = ap.parse_args()
+    if args.step:
+        return step_section(2 if args.quick else args.rounds, 1 if args.quick else 5,
+                            args.quick)
     if args.sweep:
         for n in (4_096, 16_384, 65_536, 262_144, 1_048_576):
             res = cases(max(1, n // 512), 512, max(1, n // 128), 128, n)

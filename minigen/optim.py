@@ -5,7 +5,14 @@ parameters, each with ``state_dict`` / ``load_state_dict`` (flat name -> array d
 Parameter groups follow ``torch.optim``: ``params`` is an iterable of Tensors, or of dicts
 ``{"params": [...], "lr": ..., ...}`` whose keys override the constructor's defaults for that
 group (e.g. no weight decay on biases). Schedules set every group's lr. Updates run on raw
-arrays in place (no graph), so a step costs a few vectorised NumPy ops per parameter.
+arrays in place (no graph).
+
+With ``flat=True`` (the default; measured in ``nn.flat``) an optimizer lays its
+``nn.Parameter``s out as views into one buffer per dtype and device, group after group, so a
+group's update is one ``kernels.optimizer`` call over all its parameters, ``zero_grad`` one
+fill and ``clip_grad_norm_`` one norm. On the reference path the flat update does the
+per-parameter one's (``flat=False``) operations in the same order: float64 trajectories agree
+to the last bit. Tensors that are not Parameters are updated one by one.
 """
 import contextlib
 import math
@@ -17,24 +24,35 @@ import numpy as np
 from ._checks import integer, positive, positive_int, real
 from .autograd import no_grad
 from .backend import xp
+from .kernels import optimizer as kernels
+from .nn.flat import GroupLayout, grad_spans
 
 
 class Optimizer:
     """Base: ``param_groups`` (dicts with "params" and the hyper-parameters), per-parameter
     ``state`` (a list aligned with ``params``, the parameters of every group in order) and
-    ``step_count``. Subclasses define ``_check(group)`` and ``_update(p, g, state, group)``."""
+    ``step_count``. Subclasses define ``_check(group)``, ``_update(p, g, state, group)`` (one
+    parameter), ``_flat_update(p, g, moment, group, first)`` (a stretch of a flat buffer;
+    ``moment(name)`` is the state array over it), ``_moments(group)`` (the state's names) and
+    ``_first_key(state)`` (members whose keys differ take separate calls)."""
 
-    def __init__(self, params, defaults):
+    def __init__(self, params, defaults, flat=True):
         where = type(self).__name__
         params = list(params)
         if not params:
             raise ValueError(f"{where}: got an empty parameter list")
+        if not isinstance(flat, bool):
+            raise ValueError(f"{where}: flat must be True or False, got {flat!r}")
         groups = params if isinstance(params[0], dict) else [{"params": params}]
         self.defaults = dict(defaults)
         self.param_groups, self._states = [], []
         for group in groups:
             self.add_param_group(group)
         self.step_count = 0
+        self.flat = flat
+        self._layout = None
+        if flat:
+            self._flat_layout()
 
     def add_param_group(self, group):
         """Add ``{"params": [...], **hyper-parameters}``; missing keys take the defaults."""
@@ -59,6 +77,7 @@ class Optimizer:
         self._check(group)
         self.param_groups.append(group)
         self._states.extend({} for _ in group["params"])
+        self._layout = None
 
     @property
     def params(self):
@@ -80,19 +99,57 @@ class Optimizer:
             g["lr"] = value
 
     def zero_grad(self):
-        for p in self.params:
-            p.grad = None
+        """Every gradient to None (on the flat path: one fill per buffer stretch)."""
+        if not self.flat:
+            for p in self.params:
+                p.grad = None
+            return
+        layout = self._flat_layout()
+        for buffer, i, j in layout.fills:
+            buffer.zero_grad(i, j)
+        params = self.params
+        for k in layout.loose:
+            params[k].grad = None
 
     def step(self):
         self.step_count += 1
-        states = iter(self.state)
+        params = self.params
         with no_grad():
-            for group in self.param_groups:
-                for p in group["params"]:
-                    state = next(states)
-                    if p.grad is not None:
-                        self._update(p.data, p.grad.data, state, group)
-                        p._version += 1
+            if self.flat:
+                layout = self._flat_layout()
+                for segment in layout.segments:
+                    self._step_segment(segment, params)
+                loose = layout.loose
+            else:
+                loose = range(len(params))
+            groups = [g for g in self.param_groups for _ in g["params"]]
+            for k in loose:
+                p = params[k]
+                if p.grad is not None:
+                    self._update(p.data, p.grad.data, self._states[k], groups[k])
+                    p._version += 1
+
+    def _flat_layout(self):
+        """The groups' layout, laid out afresh (the state moved in) once a member left it."""
+        if self._layout is None or not self._layout.valid:
+            self._layout = GroupLayout([g["params"] for g in self.param_groups], self._states)
+        return self._layout
+
+    def _step_segment(self, segment, params):
+        """One update call per stretch of members with gradients and equal ``_first_key``:
+        one call for the whole segment in a normal step."""
+        group = self.param_groups[segment.group]
+        states = [self._states[k] for k in segment.positions]
+        for a, b, key, p, g, moment in segment.stretches([self._first_key(s) for s in states]):
+            self._flat_update(p, g, moment, group, key)
+            for m in range(a, b):
+                if not states[m]:
+                    states[m].update((name, segment.moment_view(name, m))
+                                     for name in self._moments(group))
+                params[segment.positions[m]]._version += 1
+
+    def _first_key(self, state):
+        return None
 
     # --- state --------------------------------------------------------------------------
     def state_dict(self):
@@ -143,15 +200,18 @@ class Optimizer:
             states[int(i)][name] = xp(p.data).asarray(v, dtype=p.dtype).copy()
         self.param_groups, self._states = groups, states
         self.step_count = int(flat["step_count"])
+        if self.flat:
+            self._layout = None         # fresh moment buffers, the loaded state copied in
 
 
 class SGD(Optimizer):
     """v <- momentum v + g (+ weight_decay p); p <- p - lr v
     (Nesterov: p <- p - lr (g + momentum v)); Sutskever et al. 2013, as torch.optim.SGD."""
 
-    def __init__(self, params, lr=1e-2, momentum=0.0, nesterov=False, weight_decay=0.0):
+    def __init__(self, params, lr=1e-2, momentum=0.0, nesterov=False, weight_decay=0.0,
+                 flat=True):
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov,
-                                      weight_decay=weight_decay))
+                                      weight_decay=weight_decay), flat)
 
     def _check(self, group):
         positive(group["lr"], "lr", "SGD")
@@ -174,6 +234,17 @@ class SGD(Optimizer):
             g = g + momentum * state["v"] if group["nesterov"] else state["v"]
         p -= group["lr"] * g
 
+    def _first_key(self, state):
+        return "v" not in state
+
+    def _moments(self, group):
+        return ("v",) if group["momentum"] else ()
+
+    def _flat_update(self, p, g, moment, group, first):
+        momentum = group["momentum"]
+        kernels.sgd_step(p, g, moment("v") if momentum else g, group["lr"], momentum,
+                         group["weight_decay"], group["nesterov"], first)
+
 
 class Adam(Optimizer):
     """Adam (Kingma & Ba 2015): m <- b1 m + (1-b1) g; v <- b2 v + (1-b2) g^2;
@@ -181,8 +252,10 @@ class Adam(Optimizer):
     ``weight_decay`` adds weight_decay * p to g (L2, coupled)."""
     decoupled = False
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 flat=True):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay),
+                         flat)
         self._buffers = {}   # scratch space of the update, one array per (dtype, array type)
 
     def _check(self, group):
@@ -222,6 +295,14 @@ class Adam(Optimizer):
         tmp *= lr / (1 - b1 ** t)
         p -= tmp
 
+    def _moments(self, group):
+        return ("m", "v")
+
+    def _flat_update(self, p, g, moment, group, first):
+        b1, b2 = group["betas"]
+        kernels.adam_step(p, g, moment("m"), moment("v"), self.step_count, group["lr"], b1, b2,
+                          group["eps"], group["weight_decay"], self.decoupled)
+
     def _scratch(self, p):
         """A buffer shaped like ``p``: a view into one array per dtype and array type, kept
         between steps, so no step allocates (and page-faults) fresh multi-MB temporaries."""
@@ -236,8 +317,9 @@ class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter 2019): p <- p (1 - lr wd) first."""
     decoupled = True
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
-        super().__init__(params, lr, betas, eps, weight_decay)
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
+                 flat=True):
+        super().__init__(params, lr, betas, eps, weight_decay, flat)
 
 
 def clip_grad_norm_(params, max_norm):
@@ -245,10 +327,12 @@ def clip_grad_norm_(params, max_norm):
     sqrt(sum_i |g_i|^2) exceeds ``max_norm`` (> 0); return the norm (as
     ``torch.nn.utils.clip_grad_norm_``; ``max_norm=math.inf`` only measures it). The norm is accumulated in float64, so float32
     gradients of 1e19 do not overflow; a non-finite norm is returned with the gradients left
-    unchanged (``train`` then stops and names the step)."""
+    unchanged (``train`` then stops and names the step). Parameters that are consecutive
+    members of a flat buffer are measured and scaled as one stretch of it."""
     if max_norm != math.inf:
         positive(max_norm, "max_norm", "clip_grad_norm_")
-    grads = [p.grad.data for p in params if p.grad is not None]
+    spans, rest = grad_spans(list(params))
+    grads = spans + [p.grad.data for p in rest if p.grad is not None]
     if not grads:
         return 0.0
     total = 0.0

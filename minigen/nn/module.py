@@ -1,21 +1,15 @@
-"""Module and Parameter: named trees of parameters, state dicts, train/eval, devices."""
+"""Module: named trees of parameters, state dicts, train/eval, devices, flat parameter
+buffers. ``Parameter`` lives in ``nn.flat`` (beside the buffer it can live in) and is
+re-exported here."""
 from collections import OrderedDict
 
 import numpy as np
 
 from .. import backend
 from ..autograd import Tensor, no_grad
+from .flat import Parameter, flatten
 
-
-class Parameter(Tensor):
-    """A Tensor that a Module registers as trainable (requires_grad=True)."""
-
-    def __init__(self, data, requires_grad=True):
-        data = data.data if isinstance(data, Tensor) else data
-        super().__init__(data, requires_grad=requires_grad)
-
-    def __repr__(self):
-        return "Parameter(" + super().__repr__() + ")"
+__all__ = ["Module", "ModuleList", "Parameter", "Sequential"]
 
 
 class Module:
@@ -137,6 +131,13 @@ class Module:
         for p in self.parameters():
             p.grad = None
 
+    def flatten_parameters(self):
+        """Lay the parameters out as views into one contiguous buffer per dtype and device
+        (``nn.flat``), so one launch, one fill or one norm covers them all; returns the
+        ``FlatBuffer`` objects. Optimizers lay out their own parameters (group by group) when
+        a group is not already one stretch of a buffer."""
+        return flatten(list(self.parameters()))
+
     def to(self, device=None, dtype=None):
         """Move parameters and buffers to a device and/or cast them to a float dtype."""
         if device is not None:
@@ -144,7 +145,7 @@ class Module:
         for m in self.modules():
             for p in m._parameters.values():
                 data = p.data if device is None else backend.to_device(p.data, device)
-                p.data = data if dtype is None else data.astype(dtype)
+                p.data = data if dtype is None else data.astype(dtype, copy=False)
                 p.grad = None
             for name, b in list(m._buffers.items()):
                 data = b if device is None else backend.to_device(b, device)

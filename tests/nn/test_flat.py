@@ -1,0 +1,111 @@
+"""nn.flat: parameters as views into one buffer per dtype and device; gradients landing in it;
+a parameter that leaves (``.data`` rebound, ``Module.to``, ``deepcopy``) marks it stale."""
+import copy
+
+import numpy as np
+import pytest
+
+import minigen as mg
+from minigen import functional as F
+from minigen import nn
+from minigen.nn.flat import FlatBuffer, flatten, grad_spans
+
+
+def _net(seed=0):
+    return nn.MLP([3, 5, 2], rng=seed).double()
+
+
+def _loss(net, seed=1):
+    x = mg.tensor(np.random.default_rng(seed).normal(size=(4, 3)))
+    return F.mse_loss(net(x), mg.tensor(np.zeros((4, 2))))
+
+
+def test_flatten_keeps_objects_and_values_and_puts_them_in_one_buffer():
+    net = _net()
+    before = {n: (p, p.numpy().copy()) for n, p in net.named_parameters()}
+    (buffer,) = net.flatten_parameters()
+    assert buffer.valid and buffer.data.shape == (net.num_parameters(),)
+    for (n, p), (same, values) in zip(net.named_parameters(), before.values()):
+        assert p is same and np.shares_memory(p.data, buffer.data)
+        np.testing.assert_array_equal(p.numpy(), values)
+    np.testing.assert_array_equal(buffer.data, np.concatenate([v.ravel() for _, v in
+                                                                before.values()]))
+
+
+def test_backward_writes_the_gradients_into_the_buffer():
+    flat, plain = _net(), _net()
+    (buffer,) = flat.flatten_parameters()
+    for _ in range(2):                    # the second backward accumulates
+        _loss(flat).backward()
+        _loss(plain).backward()
+    want = np.concatenate([p.grad.numpy().ravel() for p in plain.parameters()])
+    np.testing.assert_array_equal(buffer.grad, want)
+    for p in flat.parameters():
+        assert np.shares_memory(p.grad.data, buffer.grad)
+    first = next(flat.parameters())
+    first.grad = None
+    assert first.grad is None and not buffer.grad[:first.size].any()
+    assert buffer.grad[first.size:].any()
+
+
+def test_a_gradient_with_a_graph_stays_outside_the_buffer():
+    net = _net()
+    (buffer,) = net.flatten_parameters()
+    _loss(net).backward(create_graph=True)
+    p = next(net.parameters())
+    assert p.grad.requires_grad and not np.shares_memory(p.grad.data, buffer.grad)
+    assert not buffer.grad.any()
+    with pytest.raises(ValueError, match=r"Parameter.grad: the gradient has shape \(2,\), "
+                                         r"the parameter \(5, 3\)"):
+        p.grad = mg.tensor(np.ones(2))
+
+
+@pytest.mark.parametrize("leave", ["rebind", "to", "reflatten"])
+def test_a_parameter_that_leaves_makes_the_buffer_stale(leave):
+    net = _net()
+    (buffer,) = net.flatten_parameters()
+    p = next(net.parameters())
+    if leave == "rebind":
+        new = p.data.copy()
+        p.data = new
+        assert p.data is new and p.flat is None
+    elif leave == "to":
+        net.float()
+        assert p.dtype == np.float32
+    else:
+        flatten([p])
+    assert not buffer.valid
+    assert buffer.index_range(list(net.parameters())) is None
+
+
+def test_deepcopy_gives_a_stale_buffer_and_leaves_the_original_alone():
+    net = _net()
+    (buffer,) = net.flatten_parameters()
+    twin = copy.deepcopy(net)
+    q = next(twin.parameters())
+    assert not q.flat[0].valid and buffer.valid
+    np.testing.assert_array_equal(q.numpy(), next(net.parameters()).numpy())
+
+
+def test_grad_spans_cover_consecutive_members_only():
+    net = _net()
+    params = list(net.parameters())
+    net.flatten_parameters()
+    _loss(net).backward()
+    spans, rest = grad_spans(params)
+    assert len(spans) == 1 and rest == [] and spans[0].size == net.num_parameters()
+    spans, rest = grad_spans([params[0], params[2], mg.tensor(np.ones(2))])
+    assert [s.size for s in spans] == [params[0].size, params[2].size] and len(rest) == 1
+
+
+def test_buffer_arguments_are_checked():
+    a = nn.Parameter(np.ones(2))
+    with pytest.raises(ValueError, match="FlatBuffer: needs at least one parameter, each at "
+                                         "most once"):
+        FlatBuffer([a, a])
+    with pytest.raises(ValueError, match="FlatBuffer: every parameter must be float64 on cpu, "
+                                         "got float32 on cpu"):
+        FlatBuffer([a, nn.Parameter(np.ones(2, np.float32))])
+    with pytest.raises(TypeError, match="flatten: only Parameters can live in a flat buffer, "
+                                        "got Tensor"):
+        flatten([mg.tensor(np.ones(2), requires_grad=True)])
