@@ -83,19 +83,27 @@ def reference_sgd_step(p, g, v, lr, momentum=0.0, weight_decay=0.0, nesterov=Fal
 
 def reference_adam_step(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8,
                         weight_decay=0.0, decoupled=False):
+    """Every pass writes into one scratch array (``out=``): over a flat buffer of millions of
+    entries a fresh temporary per pass costs more than the arithmetic (page faults)."""
     xp = _xp(p)
     if weight_decay:
         if decoupled:
             p *= 1 - lr * weight_decay
         else:
             g = g + weight_decay * p
-    m += (1 - beta1) * (g - m)
+    t = xp.subtract(g, m)
+    t *= 1 - beta1
+    m += t
     v *= beta2
-    v += (1 - beta2) * (g * g)
-    denom = xp.sqrt(v)
-    denom *= 1 / math.sqrt(1 - beta2 ** step)
-    denom += eps
-    p -= (m / denom) * (lr / (1 - beta1 ** step))
+    xp.multiply(g, g, out=t)
+    t *= 1 - beta2
+    v += t
+    xp.sqrt(v, out=t)
+    t *= 1 / math.sqrt(1 - beta2 ** step)
+    t += eps
+    xp.divide(m, t, out=t)
+    t *= lr / (1 - beta1 ** step)
+    p -= t
 
 
 # ------------------------------------------------------------------ per-element formulas
