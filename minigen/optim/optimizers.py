@@ -1,6 +1,5 @@
-"""Optimisers with parameter groups, learning-rate schedules, gradient clipping and an EMA of
-parameters, each with ``state_dict`` / ``load_state_dict`` (flat name -> array dicts that
-``minigen.io.save`` writes as they are).
+"""SGD, Adam and AdamW with parameter groups and gradient clipping, each with ``state_dict`` /
+``load_state_dict`` (flat name -> array dicts that ``minigen.io.save`` writes as they are).
 
 Parameter groups follow ``torch.optim``: ``params`` is an iterable of Tensors, or of dicts
 ``{"params": [...], "lr": ..., ...}`` whose keys override the constructor's defaults for that
@@ -14,18 +13,15 @@ fill and ``clip_grad_norm_`` one norm. On the reference path the flat update doe
 per-parameter one's (``flat=False``) operations in the same order: float64 trajectories agree
 to the last bit. Tensors that are not Parameters are updated one by one.
 """
-import contextlib
 import math
-import threading
-import weakref
 
 import numpy as np
 
-from ._checks import integer, positive, positive_int, real
-from .autograd import no_grad
-from .backend import xp
-from .kernels import optimizer as kernels
-from .nn.flat import GroupLayout, grad_spans
+from .._checks import integer, positive, positive_int, real
+from ..autograd import no_grad
+from ..backend import xp
+from ..kernels import optimizer as kernels
+from ..nn.flat import GroupLayout, grad_spans
 
 
 class Optimizer:
@@ -345,140 +341,3 @@ def clip_grad_norm_(params, max_norm):
         for g in grads:
             g *= scale
     return total
-
-
-class LRScheduler:
-    """Sets every group's ``lr = base_lr * factor(step)`` each time ``step()`` is called
-    (``base_lr`` is the group's lr when the schedule is created)."""
-
-    def __init__(self, optimizer):
-        self.optimizer, self.last_step = optimizer, 0
-        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
-        self._apply()
-
-    def _apply(self):
-        factor = self.factor(self.last_step)
-        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
-            group["lr"] = base * factor
-
-    def step(self):
-        self.last_step += 1
-        self._apply()
-
-    def state_dict(self):
-        return {"last_step": np.array(self.last_step), "base_lrs": np.array(self.base_lrs)}
-
-    def load_state_dict(self, state):
-        where = f"{type(self).__name__}.load_state_dict"
-        base_lrs = [float(v) for v in np.asarray(state["base_lrs"]).reshape(-1)]
-        if len(base_lrs) != len(self.optimizer.param_groups):
-            raise ValueError(f"{where}: the state has {len(base_lrs)} groups, the optimiser "
-                             f"{len(self.optimizer.param_groups)}")
-        self.base_lrs, self.last_step = base_lrs, int(state["last_step"])
-        self._apply()
-
-
-class StepLR(LRScheduler):
-    """lr = base_lr * gamma^(floor(step / step_size))."""
-
-    def __init__(self, optimizer, step_size, gamma=0.1):
-        self.step_size = positive_int(step_size, "step_size", "StepLR")
-        self.gamma = positive(gamma, "gamma", "StepLR")
-        super().__init__(optimizer)
-
-    def factor(self, step):
-        return self.gamma ** (step // self.step_size)
-
-
-class CosineWarmup(LRScheduler):
-    """Linear warm-up over ``warmup`` steps, then cosine decay to ``min_factor`` at ``total``:
-    factor = min_factor + (1 - min_factor) (1 + cos(pi progress)) / 2."""
-
-    def __init__(self, optimizer, warmup, total, min_factor=0.0):
-        self.total = positive_int(total, "total", "CosineWarmup")
-        self.warmup = integer(warmup, "warmup", "CosineWarmup", low=0, high=self.total - 1)
-        self.min_factor = real(min_factor, "min_factor", "CosineWarmup", low=0, high=1)
-        super().__init__(optimizer)
-
-    def factor(self, step):
-        if step < self.warmup:
-            return (step + 1) / self.warmup
-        progress = min((step - self.warmup) / max(self.total - self.warmup, 1), 1.0)
-        return self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-_SWAP_LOCKS = weakref.WeakKeyDictionary()     # module -> the lock held while EMA weights are in it
-_SWAP_LOCKS_GUARD = threading.Lock()
-
-
-def _swap_lock(module):
-    """The one re-entrant lock per module that every ``EMA.applied`` on it holds."""
-    with _SWAP_LOCKS_GUARD:
-        lock = _SWAP_LOCKS.get(module)
-        if lock is None:
-            lock = _SWAP_LOCKS[module] = threading.RLock()
-        return lock
-
-
-class EMA:
-    """Exponential moving average of a module's parameters: s <- decay s + (1 - decay) p.
-
-    ``applied(module)`` swaps the averages in for a ``with`` block (sampling, evaluation) and
-    the trained weights back afterwards; blocks on the same module from different threads run
-    one after another, so no thread ever takes the averages for the trained weights.
-    ``copy_to(module)`` loads them for good; ``state_dict`` / ``load_state_dict`` save and
-    restore them.
-    """
-
-    def __init__(self, module, decay=0.999):
-        self.decay = self._checked_decay(decay)
-        self.shadow = {n: p.data.copy() for n, p in module.named_parameters()}
-
-    @staticmethod
-    def _checked_decay(decay):
-        return real(decay, "decay", "EMA", low=0, high=1, high_open=True)
-
-    @classmethod
-    def from_state_dict(cls, state, decay):
-        """An EMA holding the averages ``state`` (name -> array), with no module needed."""
-        ema = cls.__new__(cls)
-        ema.decay = cls._checked_decay(decay)
-        ema.shadow = {n: np.array(v, copy=True) for n, v in state.items()}
-        return ema
-
-    def update(self, module):
-        for n, p in module.named_parameters():
-            s = self.shadow[n]
-            s *= self.decay
-            s += (1 - self.decay) * p.data
-
-    def copy_to(self, module):
-        module.load_state_dict(self.shadow, strict=False)
-
-    @contextlib.contextmanager
-    def applied(self, module):
-        """Within the block the module holds the averaged weights; on exit (also on an
-        exception) its own weights are restored. The module's swap lock is held throughout."""
-        with _swap_lock(module):
-            saved = {n: p.data.copy() for n, p in module.named_parameters()}
-            self.copy_to(module)
-            try:
-                yield module
-            finally:
-                module.load_state_dict(saved, strict=False)
-    def state_dict(self):
-        return {n: s.copy() for n, s in self.shadow.items()}
-
-    def load_state_dict(self, state):
-        """Restore averages saved by ``state_dict`` (same names and shapes, checked first)."""
-        missing = sorted(set(self.shadow) - set(state))
-        unexpected = sorted(set(state) - set(self.shadow))
-        if missing or unexpected:
-            raise KeyError(f"EMA.load_state_dict: missing keys {missing}, unexpected keys "
-                           f"{unexpected}")
-        for n, s in self.shadow.items():
-            if np.shape(state[n]) != s.shape:
-                raise ValueError(f"EMA.load_state_dict: {n} has shape {np.shape(state[n])}, "
-                                 f"expected {s.shape}")
-        self.shadow = {n: xp(s).asarray(state[n], dtype=s.dtype).copy()
-                       for n, s in self.shadow.items()}
