@@ -257,11 +257,6 @@ def from_rows(rows, N, H, W):
     return y if KEEP_CHANNELS_LAST else np.ascontiguousarray(y)
 
 
-def is_channels_last(a):
-    """Whether the 4-D array a is NHWC in memory (a.transpose(0, 2, 3, 1) C-contiguous)."""
-    return a.ndim == 4 and a.transpose(0, 2, 3, 1).flags.c_contiguous
-
-
 def _weights_last(w):
     """w (O, C, kh, kw) laid out (O, kh kw C), to match nhwc_im2col's columns."""
     return w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
