@@ -60,9 +60,13 @@ NHWC_MIN_CHANNELS = 8
 # (8x8 and 16x16), 1.0-1.1x at C = 16, O = 32 (16x16); at C = 8 it won or lost by up to 1.6x
 # between runs, at C = 3 it was 3-4x slower.
 FLIP_MIN_CHANNELS = 16
-# Return the channels-last routes' results as NCHW views of NHWC memory (False: copy them to
-# C-contiguous NCHW, one transpose per call; benchmarks/conv_layouts.py --chain times both).
-KEEP_CHANNELS_LAST = True
+# Return the channels-last routes' results as NCHW views of NHWC memory (True), or copy them
+# to C-contiguous NCHW (False).  Off: on the TinyUNet step (batch 64, one core, CPU clock,
+# median [range] of 5, `benchmarks/models_speed.py --layouts`) keeping NHWC took 49.0
+# [48.1-49.3] vs 42.7 [41.6-44.3] ms at 16 channels and 91.8 [90.5-96.2] vs 86.8 [83.6-88.5]
+# at 32: it saves ~12 ms of copies per step (profile), but NumPy's reductions over the
+# strided axes (GroupNorm's statistics, the bias gradients) cost ~15 ms more.
+KEEP_CHANNELS_LAST = False
 
 
 def _pair(value, name, where, minimum):

@@ -31,6 +31,12 @@ def filled(rng, shape, fill):
     return x
 
 
+@pytest.fixture(autouse=True)
+def keep_channels_last(monkeypatch):
+    """Every test starts with the channels-last routes keeping NHWC."""
+    monkeypatch.setattr(kconv, "KEEP_CHANNELS_LAST", True)
+
+
 @pytest.fixture
 def layout(monkeypatch, request):
     """Run a test with the channels-last routes keeping NHWC (True) or copying to NCHW."""
