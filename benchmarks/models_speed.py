@@ -1,6 +1,7 @@
 """One training step of the digits DDPM's TinyUNet, minigen against the same network in PyTorch.
 
     python benchmarks/models_speed.py [--rounds 5] [--steps 20]
+    python benchmarks/models_speed.py --layouts [--rounds 5] [--steps 10]
 
 The step: eps_hat = TinyUNet(x_t, t) on a batch of 64 8x8 one-channel images (channels 32,
 time embedding 32, SiLU, GroupNorm with 8 groups), mean squared error against eps, backward,
@@ -8,6 +9,11 @@ Adam.  PyTorch runs in a process of its own each round (its OpenMP workers and N
 OpenBLAS/Numba threads slow each other down in one process); the rounds alternate between
 the two libraries so load from other jobs hits both alike.  Prints the median and range of
 the per-round ratio minigen / PyTorch (lower is better; the target is <= 1.5x).
+``--layouts`` times minigen alone at 16 and 32 channels in one process, the convolutions'
+results copied back to NCHW (``kernels.conv.KEEP_CHANNELS_LAST = False``) against kept
+channels-last, alternating per round, on the process's CPU clock (run it with
+OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 for one core's time, which other jobs on a shared
+machine disturb far less than the wall clock); prints the median and range of each.
 """
 import argparse
 import json
@@ -15,6 +21,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -32,12 +39,12 @@ def batch():
     return x, eps, t
 
 
-def minigen_step():
+def minigen_step(channels=CHANNELS):
     import minigen as mg
     from minigen import functional as F
     from minigen import optim
     from minigen.models.diffusion.denoisers import TinyUNet
-    net = TinyUNet(1, CHANNELS, EMB, "silu", GROUPS, rng=0)
+    net = TinyUNet(1, channels, EMB, "silu", GROUPS, rng=0)
     opt = optim.Adam(net.parameters(), lr=1e-3)
     x, eps, t = batch()
     xt, et = mg.tensor(x), mg.tensor(eps)
@@ -124,12 +131,37 @@ def rounds_of(rounds, steps):
     return times, [a / b for a, b in times]
 
 
+def layouts(rounds, steps):
+    """Per channel count, {layout: [step seconds per round]}, the layouts alternating."""
+    from minigen.kernels import conv
+    out = {}
+    for channels in (16, 32):
+        step, times = minigen_step(channels), {"NCHW copies": [], "channels-last": []}
+        for _ in range(rounds):
+            for name, keep in (("NCHW copies", False), ("channels-last", True)):
+                conv.KEEP_CHANNELS_LAST = keep
+                times[name].append(best_time(step, repeat=3, number=steps, warmup=2,
+                                             clock=time.process_time))
+        conv.KEEP_CHANNELS_LAST = True
+        out[channels] = times
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=20, help="steps per timing")
     parser.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--layouts", action="store_true",
+                        help="minigen only: NCHW copies vs channels-last, 16 and 32 channels")
     args = parser.parse_args()
+    if args.layouts:
+        print(f"machine: {machine()}")
+        for channels, times in layouts(args.rounds, args.steps).items():
+            cells = [f"{k} {np.median(v) * 1e3:.1f} ms [{min(v) * 1e3:.1f}-{max(v) * 1e3:.1f}]"
+                     for k, v in times.items()]
+            print(f"TinyUNet step, {channels} channels, batch {BATCH}: {'; '.join(cells)}")
+        return
     if args.torch_only:
         print(json.dumps(torch_time(args.steps)))
         return

@@ -31,6 +31,14 @@ shape (``NHWC_MIN_CHANNELS``, ``FLIP_MIN_CHANNELS``; timed by benchmarks/conv_la
   is a convolution), which replaces col2im's kh*kw scatter-adds by one more GEMM;
 * else col2im runs on Numba when installed: one prange iteration per channel.
 All routes compute the same sums in a different order: they agree to rounding.
+
+Channels-last between layers (PyTorch's ``channels_last`` memory format): x, y and gy keep
+their logical NCHW shapes, but an array may carry NHWC strides (``a.transpose(0, 2, 3, 1)``
+is C-contiguous).  The channels-last routes return such views (y^T = cols_nhwc @ W2'^T is
+already NHWC memory) when ``KEEP_CHANNELS_LAST`` is set, and read NHWC-strided x and gy
+without a transpose: the next layer's patch copy then moves whole C-runs, the weight
+gradient's G^T = gy as (N Ho Wo, O) is a view, and a 1x1 stride-1 unpadded convolution's
+patch matrix is x itself.  The channel-major routes return C-contiguous NCHW arrays.
 """
 import numpy as np
 
@@ -52,6 +60,13 @@ NHWC_MIN_CHANNELS = 8
 # (8x8 and 16x16), 1.0-1.1x at C = 16, O = 32 (16x16); at C = 8 it won or lost by up to 1.6x
 # between runs, at C = 3 it was 3-4x slower.
 FLIP_MIN_CHANNELS = 16
+# Return the channels-last routes' results as NCHW views of NHWC memory (True), or copy them
+# to C-contiguous NCHW (False).  Off: on the TinyUNet step (batch 64, one core, CPU clock,
+# median [range] of 5, `benchmarks/models_speed.py --layouts`) keeping NHWC took 49.0
+# [48.1-49.3] vs 42.7 [41.6-44.3] ms at 16 channels and 91.8 [90.5-96.2] vs 86.8 [83.6-88.5]
+# at 32: it saves ~12 ms of copies per step (profile), but NumPy's reductions over the
+# strided axes (GroupNorm's statistics, the bias gradients) cost ~15 ms more.
+KEEP_CHANNELS_LAST = False
 
 
 def _pair(value, name, where, minimum):
@@ -219,14 +234,31 @@ def _fast_layouts(path, impl, array):
 
 def nhwc_im2col(x, g):
     """cols (N Ho Wo, kh kw C): row (n, ho, wo) is the patch under output pixel (ho, wo),
-    read from a zero-padded channels-last copy of x (inner runs of kw*C numbers)."""
+    read from a zero-padded channels-last copy of x (inner runs of kw*C numbers; a 1x1,
+    stride-1, unpadded kernel reads x's channels-last layout itself, a view when x is NHWC)."""
     N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo = g
+    if (kh, kw, sh, sw, ph, pw) == (1, 1, 1, 1, 0, 0):
+        return to_rows(x)
     xpad = np.zeros((N, H + 2 * ph, W + 2 * pw, C), x.dtype)
     xpad[:, ph:ph + H, pw:pw + W] = x.transpose(0, 2, 3, 1)
     sN, sH, sW, sC = xpad.strides
     windows = np.lib.stride_tricks.as_strided(
         xpad, (N, Ho, Wo, kh, kw, C), (sN, sh * sH, sw * sW, dh * sH, dw * sW, sC))
     return np.ascontiguousarray(windows).reshape(N * Ho * Wo, kh * kw * C)
+
+
+def to_rows(a):
+    """a (N, C, H, W) as the (N H W, C) matrix of its channels-last layout: a view when a is
+    NHWC in memory, else one transposing copy."""
+    N, C, H, W = a.shape
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).reshape(N * H * W, C)
+
+
+def from_rows(rows, N, H, W):
+    """The (N H W, C) matrix ``rows`` as an (N, C, H, W) array: an NCHW view of its NHWC
+    memory under ``KEEP_CHANNELS_LAST``, else a C-contiguous copy."""
+    y = rows.reshape(N, H, W, rows.shape[1]).transpose(0, 3, 1, 2)
+    return y if KEEP_CHANNELS_LAST else np.ascontiguousarray(y)
 
 
 def _weights_last(w):
@@ -252,9 +284,7 @@ def conv2d(x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), impl=None, *,
     patches = None
     if _fast_layouts(path, impl, x) and g[1] >= NHWC_MIN_CHANNELS:
         patches = nhwc_im2col(x, g)
-        Y = patches @ _weights_last(w).T                     # (N Ho Wo, O)
-        y = np.ascontiguousarray(Y.reshape(N, Ho * Wo, O).transpose(0, 2, 1)) \
-            .reshape(N, O, Ho, Wo)
+        y = from_rows(patches @ _weights_last(w).T, N, Ho, Wo)   # Y^T: (N Ho Wo, O)
     else:
         Y = w.reshape(O, -1) @ _IM2COL[path](x, g)           # (O, N Ho Wo)
         y = _xp(x).ascontiguousarray(Y.reshape(O, N, Ho, Wo).transpose(1, 0, 2, 3))
@@ -296,11 +326,11 @@ def conv2d_weight_grad(x, gy, w_shape, stride=(1, 1), padding=(0, 0), dilation=(
     if tuple(gy.shape) != (N, O, Ho, Wo):
         raise ValueError(f"{where}: gy must have shape {(N, O, Ho, Wo)}, got {tuple(gy.shape)}")
     path = choose(where, x, N * int(np.prod(w_shape[1:])) * Ho * Wo, impl)
-    G = gy.reshape(N, O, Ho * Wo).transpose(1, 0, 2).reshape(O, N * Ho * Wo)
     if _fast_layouts(path, impl, x) and g[1] >= NHWC_MIN_CHANNELS:
         if patches is None or patches.shape != (N * Ho * Wo, g[1] * g[5] * g[6]):
             patches = nhwc_im2col(x, g)
-        gw = (G @ patches).reshape(O, g[5], g[6], g[1]).transpose(0, 3, 1, 2)
+        gw = (to_rows(gy).T @ patches).reshape(O, g[5], g[6], g[1]).transpose(0, 3, 1, 2)
         return np.ascontiguousarray(gw, dtype=x.dtype)
+    G = gy.reshape(N, O, Ho * Wo).transpose(1, 0, 2).reshape(O, N * Ho * Wo)
     gw = G @ _IM2COL[path](x, g).T
     return gw.reshape(tuple(w_shape)).astype(x.dtype, copy=False)

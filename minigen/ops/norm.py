@@ -22,6 +22,7 @@ import numpy as np
 from .. import _checks as C
 from ..autograd import Function, cast, sum_axes
 from ..backend import xp
+from ..kernels import norm as knorm
 from ._promote import floating, result_dtype
 
 _STATS = (2, 3)  # the axes of a group in the (N, G, K, S) view
@@ -134,6 +135,40 @@ class NormBackward(Function):
         return grads + (g_w,) if weight else grads
 
 
+class GroupNorm(Norm):
+    """``Norm`` over groups of channels through ``kernels.norm.group_norm`` (Numba above its
+    threshold, else the NumPy reference, whose reshapes and ufuncs keep an NHWC-strided x's
+    layout); saves mu and r (N, G) instead of x_hat."""
+
+    def forward(self, x, *params, num_groups, view, wview, pshape, affine, eps):
+        self.meta = dict(view=view, wview=wview, pshape=pshape, affine=affine, eps=eps)
+        self.num_groups = num_groups
+        params = iter(params)
+        weight = next(params) if affine[0] else None
+        bias = next(params) if affine[1] else None
+        y, self.mu, self.rstd = knorm.group_norm(x, num_groups, weight, bias, eps)
+        return y
+
+    def backward(self, gy):
+        x, *params = self.inputs
+        weight = params[:1] if self.meta["affine"][0] else []
+        return GroupNormBackward.apply(x, gy, *weight, mu=self.mu, rstd=self.rstd,
+                                       num_groups=self.num_groups, **self.meta)
+
+
+class GroupNormBackward(NormBackward):
+    """(x, gy[, w]) -> (gx[, gw][, gb]) of ``GroupNorm`` by ``kernels.norm.group_norm_backward``
+    (gx = r (h - mean_g(h) - x_hat mean_g(h x_hat)), h = gy w; gw = sum gy x_hat,
+    gb = sum gy); its backward is ``NormBackward``'s, in Tensor ops."""
+
+    def forward(self, x, gy, *weight, mu, rstd, num_groups, view, wview, pshape, affine, eps):
+        self.meta = dict(view=view, wview=wview, pshape=pshape, affine=affine, eps=eps)
+        gx, gw, gb = knorm.group_norm_backward(x, gy, mu, rstd, num_groups,
+                                               weight[0] if affine[0] else None)
+        grads = [gx] + [g.reshape(pshape) for g, kept in zip((gw, gb), affine) if kept]
+        return tuple(grads) if len(grads) > 1 else grads[0]
+
+
 def _group_dot(a, b):
     """sum over each group of a * b, shape (N, G, 1, 1), without an (N, G, K, S) temporary."""
     n, g = a.shape[:2]
@@ -145,9 +180,9 @@ def _plus(a, b):
     return b if a is None else a + b
 
 
-def _normalize(where, x, weight, bias, view, wview, pshape, eps):
+def _normalize(where, x, weight, bias, view, wview, pshape, eps, function=Norm, **options):
     """Check the affine parameters' shapes, give x, weight and bias one floating dtype, apply
-    ``Norm``."""
+    ``function`` (``Norm`` or ``GroupNorm``, with its extra ``options``)."""
     eps = C.real(eps, "eps", where, low=0)
     for name, p in (("weight", weight), ("bias", bias)):
         if p is not None and tuple(p.shape) != pshape:
@@ -155,8 +190,8 @@ def _normalize(where, x, weight, bias, view, wview, pshape, eps):
     params = [p for p in (weight, bias) if p is not None]
     dtype = result_dtype(floating(x), *params)
     x, *params = (cast(t, dtype) for t in (x, *params))
-    return Norm.apply(x, *params, view=view, wview=wview, pshape=pshape,
-                      affine=(weight is not None, bias is not None), eps=eps)
+    return function.apply(x, *params, view=view, wview=wview, pshape=pshape,
+                          affine=(weight is not None, bias is not None), eps=eps, **options)
 
 
 def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
@@ -172,7 +207,8 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
         raise ValueError(f"group_norm: num_groups must divide the {c} channels of input "
                          f"{x.shape}, got {g}")
     view = (n, g, c // g, math.prod(x.shape[2:]))
-    return _normalize("group_norm", x, weight, bias, view, (1, g, c // g, 1), (c,), eps)
+    return _normalize("group_norm", x, weight, bias, view, (1, g, c // g, 1), (c,), eps,
+                      GroupNorm, num_groups=g)
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
