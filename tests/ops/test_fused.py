@@ -1,7 +1,8 @@
 """The fused Functions of a training step on both kernel paths (MINIGEN_KERNELS=reference and
-=numba): bias_act / linear_act (minigen/ops/activations.py) and layer_norm's kernel-backed
-LayerNorm (minigen/ops/norm.py), against the same maths in composite Tensor ops, with
-central-difference first and second derivatives on hypothesis shapes."""
+=numba): bias_act / linear_act (minigen/ops/activations.py), layer_norm's kernel-backed
+LayerNorm (minigen/ops/norm.py) and the attention's masked_softmax (minigen/ops/nn.py),
+against the same maths in composite Tensor ops or NumPy, with central-difference first and
+second derivatives on hypothesis shapes."""
 import contextlib
 import os
 
@@ -12,6 +13,7 @@ from hypothesis import strategies as st
 
 import minigen as mg
 import minigen.functional as F
+import minigen.ops.nn as F_nn
 from minigen.ops.activations import BiasAct, BiasActBackward, bias_act, linear_act
 from minigen.ops.norm import LayerNorm, LayerNormBackward
 from minigen.testing import arrays, gradcheck, gradgradcheck, shapes
@@ -178,3 +180,60 @@ def test_layer_norm_backward_is_one_kernel_function(path):
         gx, gw, gb = mg.grad((F.layer_norm(x, 8, w, b) ** 3).sum(), [x, w, b],
                              create_graph=True)
     assert isinstance(gx._ctx, LayerNormBackward) and gx._ctx is gw._ctx is gb._ctx
+
+
+# --- the attention's masked softmax --------------------------------------------------------
+def numpy_masked_softmax(x, mask):
+    """exp(x - M) over the unmasked entries of each row, divided by their sum; 0 elsewhere."""
+    keep = ~np.broadcast_to(mask, x.shape)
+    shifted = np.where(keep, x, -np.inf)
+    top = shifted.max(-1, keepdims=True)
+    e = np.where(keep, np.exp(x - np.where(np.isfinite(top), top, 0)), 0)
+    total = e.sum(-1, keepdims=True)
+    return np.divide(e, total, out=np.zeros_like(e), where=total > 0)
+
+
+@st.composite
+def masked_case(draw):
+    """x (..., K) and a boolean mask of a shape that broadcasts to x's (size-1 axes drawn)."""
+    shape = draw(shapes(min_dims=1, max_dims=3, max_side=5))
+    mshape = tuple(draw(st.sampled_from([1, s])) for s in shape)
+    mask = draw(arrays(mshape, 0, 1)) > 0.6
+    return draw(arrays(shape)), mask
+
+
+@pytest.mark.parametrize("path", PATHS)
+@given(case=masked_case())
+def test_masked_softmax_matches_numpy_with_first_and_second_derivatives(path, case):
+    x, mask = case
+    with kernel_path(path):
+        out = F_nn.masked_softmax(mg.tensor(x), mask)
+        np.testing.assert_allclose(out.numpy(), numpy_masked_softmax(x, mask), rtol=1e-12,
+                                   atol=1e-15)
+        gradcheck(lambda t: F_nn.masked_softmax(t, mask), [x], rtol=1e-5, atol=1e-8)
+        gradgradcheck(lambda t: F_nn.masked_softmax(t, mask), [x], rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_masked_entries_and_empty_rows_get_zero_weight_and_zero_gradient(path):
+    """Huge logits at masked keys change nothing; a fully masked row is 0 and passes no
+    gradient; the unmasked entries equal the softmax of the unmasked logits alone."""
+    x = np.array([[1e30, 0.5, -1.0, 2.0], [3.0, 1.0, 1e30, -2.0], [1.0, 2.0, 3.0, 4.0]])
+    mask = np.array([[True, False, False, False], [False, False, True, False],
+                     [True, True, True, True]])
+    t = mg.tensor(x, requires_grad=True)
+    with kernel_path(path):
+        y = F_nn.masked_softmax(t, mask)
+        (y * mg.tensor(np.arange(12.0).reshape(3, 4))).sum().backward()
+    assert (y.numpy()[mask] == 0).all() and (t.grad.numpy()[mask] == 0).all()
+    for r in range(2):
+        np.testing.assert_allclose(y.numpy()[r, ~mask[r]],
+                                   F.softmax(mg.tensor(x[r, ~mask[r]])).numpy(), rtol=1e-14)
+
+
+def test_masked_softmax_errors_name_the_call():
+    x = mg.tensor(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="masked_softmax: mask must be a boolean array"):
+        F_nn.masked_softmax(x, np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=r"masked_softmax: mask of shape \(2, 2\) does not "):
+        F_nn.masked_softmax(x, np.zeros((2, 2), bool))
