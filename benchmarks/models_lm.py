@@ -112,23 +112,26 @@ def run_minigen(cls, kwargs, lr, tok, train, held, steps, batch, seed, init_path
 
 # --- the training step alone, fused against unfused, then PyTorch ---------------------------
 def unfused():
-    """A context in which TransformerLM runs its MLP as F.gelu(F.linear(...)) and layer_norm
-    as the NumPy ``Norm`` Function: the graph without the fused kernels."""
+    """A context in which TransformerLM runs its MLP as F.gelu(F.linear(...)), layer_norm as
+    the NumPy ``Norm`` Function and the attention's mask as F.where before the softmax: the
+    graph without the fused Functions."""
     import contextlib
 
     import minigen.functional as F
     from minigen.models.lm import gpt
+    from minigen.nn import attention
     from minigen.ops import norm
 
     @contextlib.contextmanager
     def patched():
-        saved = gpt.linear_act, norm.LayerNorm
+        saved = gpt.linear_act, norm.LayerNorm, attention.masked_softmax
         gpt.linear_act = lambda x, w, b, kind: F.gelu(F.linear(x, w, b), approximate="tanh")
         norm.LayerNorm = norm.Norm
+        attention.masked_softmax = lambda s, m: F.where(m, -math.inf, s).softmax(-1)
         try:
             yield
         finally:
-            gpt.linear_act, norm.LayerNorm = saved
+            gpt.linear_act, norm.LayerNorm, attention.masked_softmax = saved
     return patched()
 
 
