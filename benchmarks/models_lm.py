@@ -3,6 +3,13 @@
 PyTorch, plus the training-step time ratio and generation speed with and without the KV cache.
 
     python benchmarks/models_lm.py [--steps 150] [--batch 32] [--seed 0]
+    OPENBLAS_NUM_THREADS=2 OMP_NUM_THREADS=2 python benchmarks/models_lm.py --step-only
+
+``--step-only`` times the TransformerLM training step alone (no training run): 5 rounds
+(``--rounds``) of 3 steps, alternating in one process the fused graph (``linear_act`` for
+W_1's bias and GELU, the kernel-backed ``LayerNorm``) with the unfused one (``F.gelu`` of
+``F.linear``, the NumPy ``Norm``), then PyTorch's step in its own process from the same
+weights; median and range of the rounds' medians.
 
 * Data: ``load_pydoc()``, the last 10% held out; one CharTokenizer over the whole text. Training
   rows are all windows of 129 characters; held-out loss is ``model.evaluate(held_out)["loss"]``
@@ -91,16 +98,7 @@ def run_minigen(cls, kwargs, lr, tok, train, held, steps, batch, seed, init_path
 
     rows = model._rows(train, "benchmark")[0]
     batch_rows = rows[np.random.default_rng(seed).integers(0, len(rows), batch)]
-    opt = model.configure_optimizers(lr)
-    params = list(model.parameters())
-    model.train()
-
-    def step():
-        opt.zero_grad()
-        model.loss(batch_rows).backward()
-        clip_grad_norm_(params, CLIP_GRAD)
-        opt.step()
-    out["step_times"] = step_times(step)
+    out["step_times"] = step_times(transformer_step(model, batch_rows, lr))
     model.eval()
     if cls is TransformerLM:
         prompt = np.asarray(tok.encode("The "))
@@ -110,6 +108,113 @@ def run_minigen(cls, kwargs, lr, tok, train, held, steps, batch, seed, init_path
             out[f"tokens_per_s_{rows_}_{cache}"] = \
                 rows_ * NEW_TOKENS / (time.perf_counter() - start)
     return out
+
+
+# --- the training step alone, fused against unfused, then PyTorch ---------------------------
+def unfused():
+    """A context in which TransformerLM runs its MLP as F.gelu(F.linear(...)), layer_norm as
+    the NumPy ``Norm`` Function and the attention's mask as F.where before the softmax: the
+    graph without the fused Functions."""
+    import contextlib
+
+    import minigen.functional as F
+    from minigen.models.lm import gpt
+    from minigen.nn import attention
+    from minigen.ops import norm
+
+    @contextlib.contextmanager
+    def patched():
+        saved = gpt.linear_act, norm.LayerNorm, attention.masked_softmax
+        gpt.linear_act = lambda x, w, b, kind: F.gelu(F.linear(x, w, b), approximate="tanh")
+        norm.LayerNorm = norm.Norm
+        attention.masked_softmax = lambda s, m: F.where(m, -math.inf, s).softmax(-1)
+        try:
+            yield
+        finally:
+            gpt.linear_act, norm.LayerNorm, attention.masked_softmax = saved
+    return patched()
+
+
+def step_rounds(step, rounds, steps=3, contexts=None):
+    """{name: [median step time of each round]}, the contexts alternating within a round."""
+    import contextlib
+    contexts = contexts or {"step": contextlib.nullcontext}
+    out = {name: [] for name in contexts}
+    for name, ctx in contexts.items():          # one warm-up step each (compilation)
+        with ctx():
+            step()
+    for _ in range(rounds):
+        for name, ctx in contexts.items():
+            with ctx():
+                out[name].append(float(np.median(step_times(step, steps))))
+    return out
+
+
+def transformer_step(model, batch_rows, lr=1e-3):
+    opt = model.configure_optimizers(lr)
+    params = list(model.parameters())
+    model.train()
+
+    def step():
+        opt.zero_grad()
+        model.loss(batch_rows).backward()
+        clip_grad_norm_(params, CLIP_GRAD)
+        opt.step()
+    return step
+
+
+def step_only(args):
+    import contextlib
+    tok, train, held = corpus()
+    model = TransformerLM(block_size=BLOCK, tokenizer=tok, rng=args.seed, n_layer=4, n_head=4,
+                          n_embd=128)
+    rows = model._rows(train, "benchmark")[0]
+    batch_rows = rows[np.random.default_rng(args.seed).integers(0, len(rows), args.batch)]
+    print(f"# {machine()}; TransformerLM 4 x 4 x 128, block {BLOCK}, batch {args.batch}, "
+          f"AdamW; {os.environ['OPENBLAS_NUM_THREADS']} BLAS thread(s); machine shared with "
+          f"other jobs", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        init_path = os.path.join(tmp, "init.npz")
+        mg.save(model.state_dict(), init_path)
+        times = step_rounds(transformer_step(model, batch_rows), args.rounds,
+                            contexts={"unfused": unfused, "fused": contextlib.nullcontext})
+        cmd = [sys.executable, __file__, "--torch-worker", "--step-only", "--init", init_path,
+               "--batch", str(args.batch), "--seed", str(args.seed),
+               "--rounds", str(args.rounds)]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode == 0:
+            times["PyTorch"] = json.loads(done.stdout.strip().splitlines()[-1])
+        else:
+            print(f"no PyTorch row: {done.stderr.strip().splitlines()[-1:]}")
+    for name, t in times.items():
+        print(f"{name:8s} {summary(t)}")
+    fused = np.median(times["fused"])
+    print(f"unfused / fused: {np.median(times['unfused']) / fused:.2f}x")
+    if "PyTorch" in times:
+        print(f"fused / PyTorch: {fused / np.median(times['PyTorch']):.2f}x, "
+              f"unfused / PyTorch: {np.median(times['unfused']) / np.median(times['PyTorch']):.2f}x")
+
+
+def torch_step_only(args):
+    import torch
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+    tok, train, _ = corpus()
+    model = torch_model(torch, tok.vocab_size)
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in mg.load(args.init).items()})
+    rows = np.lib.stride_tricks.sliding_window_view(np.asarray(tok.encode(train)), BLOCK + 1)
+    batch = torch.from_numpy(np.ascontiguousarray(
+        rows[np.random.default_rng(args.seed).integers(0, len(rows), args.batch)]))
+    params = list(model.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-3, betas=BETAS, weight_decay=WEIGHT_DECAY)
+
+    def step():
+        opt.zero_grad()
+        logits = model(batch[:, :-1])
+        torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                          batch[:, 1:].reshape(-1), ignore_index=0).backward()
+        torch.nn.utils.clip_grad_norm_(params, CLIP_GRAD)
+        opt.step()
+    print(json.dumps(step_rounds(step, args.rounds)["step"]))
 
 
 # --- PyTorch (run in its own process) ---------------------------------------------------------
@@ -244,7 +349,11 @@ def main():
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--torch-worker", action="store_true")
     parser.add_argument("--init")
+    parser.add_argument("--step-only", action="store_true")
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
+    if args.step_only:
+        return (torch_step_only if args.torch_worker else step_only)(args)
     if args.torch_worker:
         return torch_worker(args)
 

@@ -7,8 +7,10 @@ position Lk - Lq + i and sees keys j <= Lk - Lq + i) and the key padding mask (T
 padding keys, PyTorch's convention). A masked key gets weight exp(-inf) = 0 exactly, whatever
 the scale of the scores (an additive -1e9 is exact only while the scores stay far below 1e9).
 A query with no visible key at all (a padding query of a left-padded row) would make its
-softmax row exp(-inf) / 0 = NaN; such a row is computed unmasked and its weights multiplied by
-0, so its output is 0 and nothing flows back through it. ``KVCache`` keeps the keys and values
+softmax row exp(-inf) / 0 = NaN; such a row gets weights 0, so its output is 0 and nothing
+flows back through it.  The scale 1 / sqrt(d_head) multiplies Q (Lq d entries, not the Lq Lk
+scores), and the mask and the softmax are one Function (``masked_softmax``) whose backward
+is the softmax's alone (its weights are exactly 0 at masked keys). ``KVCache`` keeps the keys and values
 of earlier positions, so decoding one more token costs one query against the cached keys.
 """
 import math
@@ -17,7 +19,7 @@ import numpy as np
 
 from .. import functional as F
 from ..autograd import Tensor
-from ..backend import xp
+from ..ops.nn import masked_softmax
 from .layers import Linear
 from .module import Module
 
@@ -41,19 +43,12 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal=False, key_padding_m
     mask: True where attention is forbidden (broadcast to (..., Lq, Lk)); ``causal`` and
     ``key_padding_mask`` (B, Lk) add to it as in ``attention_mask`` (q then (B, nh, Lq, d)).
     dropout: applied to the attention weights (a ``Dropout`` module, or None)."""
-    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
+    scores = (q * (1.0 / math.sqrt(q.shape[-1]))) @ k.transpose(-2, -1)
     if causal or key_padding_mask is not None:
         extra = attention_mask(q.shape[-2], k.shape[-2], causal, key_padding_mask)
         mask = extra if mask is None else mask if extra is None else mask | extra
-    empty = None
-    if mask is not None:
-        mask = np.broadcast_to(np.asarray(mask, dtype=bool), scores.shape)
-        empty = mask.all(-1, keepdims=True)
-        mask = mask & ~empty
-        scores = F.where(xp(scores.data).asarray(mask), -math.inf, scores)
-    weights = scores.softmax(-1)
-    if empty is not None and empty.any():
-        weights = weights * Tensor(xp(scores.data).asarray(~empty, dtype=scores.dtype))
+    weights = scores.softmax(-1) if mask is None else \
+        masked_softmax(scores, np.asarray(mask, dtype=bool))
     if dropout is not None:
         weights = dropout(weights)
     return weights @ v

@@ -1,4 +1,5 @@
-"""Activations: relu, leaky_relu, sigmoid, softplus, silu, gelu (exact and tanh forms).
+"""Activations: relu, leaky_relu, sigmoid, softplus, silu, gelu (exact and tanh forms), and
+the bias add fused with relu, silu or gelu (``bias_act``, ``linear_act``).
 
 Silu, Gelu and GeluTanh are fused for speed: one forward pass saves what f' needs, and one
 ``ActivationGrad`` Function computes g f'(a) from it; its own backward uses the hand-derived
@@ -6,6 +7,12 @@ f'' in Tensor ops, so every order of derivative stays exact. Each class docstrin
 f' and f''; the composite reference is the formula written in Tensor ops (``a * sigmoid(a)``
 for silu, ``0.5 * a * (1 + erf(a / sqrt 2))`` for gelu), which the tests differentiate twice
 against the fused op.
+
+``BiasAct`` runs y = f(x + b) as one kernel call (``minigen.kernels.elementwise``: a Numba
+kernel with Numba installed and enough work, else the NumPy reference) and its backward as
+one more (``BiasActBackward``: gx = g f'(x + b) and gb = sum gx in one pass); the backward of
+``BiasActBackward`` is in Tensor ops (f'' from the classes above, f' by ``BiasActBackward``
+itself), so it differentiates to every order.
 """
 import math
 
@@ -14,8 +21,9 @@ import numpy as np
 from .. import _checks as C
 from ..autograd import Function, Tensor
 from ..backend import xp
+from ..kernels import elementwise as kelementwise
 from ._promote import floating
-from .math import erf_array, exp, tanh, unary_op
+from .math import Linear, erf_array, exp, linear, tanh, unary_op
 
 class Sigmoid(Function):
     """sigmoid(a) = 1 / (1 + exp(-a)); exp(-a) = inf for a << 0 gives 0, the right limit."""
@@ -216,3 +224,90 @@ def gelu(a, approximate="none"):
 def silu(a):
     """SiLU / swish: a * sigmoid(a), one Function (see Silu)."""
     return Silu.apply(floating(a))
+
+
+# --- bias + activation in one kernel ------------------------------------------------------
+KINDS = kelementwise.KINDS        # 'relu', 'silu', 'gelu' (exact), 'gelu_tanh'
+
+
+def _second_derivative(kind, z):
+    """f''(z) in Tensor ops, or None for relu (f'' = 0 wherever it exists)."""
+    if kind == "relu":
+        return None
+    return {"silu": Silu, "gelu": Gelu, "gelu_tanh": GeluTanh}[kind].second_derivative(z)
+
+
+class BiasAct(Function):
+    """y = f(x + b) for x (..., C), an optional bias b (C,) and f of ``kind`` (see KINDS), in
+    one kernel pass; backward is one ``BiasActBackward``."""
+
+    def forward(self, x, *bias, kind):
+        self.kind = kind
+        return kelementwise.bias_act(x, bias[0] if bias else None, kind)
+
+    def backward(self, g):
+        x, *bias = self.inputs
+        return BiasActBackward.apply(x, g, *bias, kind=self.kind)
+
+
+class BiasActBackward(Function):
+    """(x, g[, b]) -> (g f'(z)[, sum over the leading axes of g f'(z)]), z = x + b, in one
+    kernel pass.  For cotangents a (of gx) and c (of gb), u = a + c broadcast over the rows:
+
+        d/dg = u f'(z),   d/dx = u g f''(z),   d/db = sum over the leading axes of d/dx,
+
+    d/dg by this Function again, f'' in Tensor ops, so every order of derivative is exact."""
+
+    def forward(self, x, g, *bias, kind):
+        self.kind = kind
+        gx, gb = kelementwise.bias_act_backward(x, g, bias[0] if bias else None, kind)
+        return (gx, gb) if bias else gx
+
+    def backward(self, ggx, *ggb):
+        x, g, *bias = self.inputs
+        u = ggx
+        if ggb and ggb[0] is not None:
+            u = ggb[0].expand(x.shape) if u is None else u + ggb[0]
+        if u is None:
+            return (None,) * len(self.inputs)
+        d_g = BiasActBackward.apply(x, u, *bias, kind=self.kind)
+        d_g = d_g[0] if bias else d_g
+        f2 = _second_derivative(self.kind, x + bias[0] if bias else x)
+        d_x = None if f2 is None else u * g * f2
+        return (d_x, d_g, d_x) if bias else (d_x, d_g)
+
+
+def bias_act(x, bias=None, kind="gelu"):
+    """f(x + bias) in one fused pass: ``kind`` 'relu' (max(a, 0)), 'silu' (a sigmoid(a)),
+    'gelu' (a Phi(a), exact) or 'gelu_tanh' (GPT-2's tanh form); bias (C,) over x's last
+    axis, or None.  Equals ``relu(x + bias)``, ``silu(x + bias)``, ``gelu(x + bias)`` and
+    ``gelu(x + bias, 'tanh')``."""
+    kind = C.choice(kind, "kind", "bias_act", KINDS)
+    x = floating(x)
+    if x.ndim == 0:
+        raise ValueError(f"bias_act: x must have at least one axis, got shape {x.shape}")
+    if bias is None:
+        return BiasAct.apply(x, kind=kind)
+    if tuple(bias.shape) != x.shape[-1:]:
+        raise ValueError(f"bias_act: bias must have shape {x.shape[-1:]} (x's last axis), "
+                         f"got {tuple(bias.shape)}")
+    if bias.dtype != x.dtype:
+        return _ACTIVATION[kind](x + bias)       # mixed dtypes: the ops' own promotion
+    return BiasAct.apply(x, bias, kind=kind)
+
+
+def linear_act(x, weight, bias=None, kind="gelu"):
+    """f(x W^T + b): the matrix product, then the bias add and the activation ``kind`` (see
+    ``bias_act``) fused in one pass; equals ``act(linear(x, W, b))``."""
+    kind = C.choice(kind, "kind", "linear_act", KINDS)
+    if bias is None or weight.dtype != x.dtype or bias.dtype != x.dtype or x.dtype.kind != "f":
+        return bias_act(linear(x, weight, bias), None, kind)
+    if weight.ndim != 2 or x.ndim < 1 or x.shape[-1] != weight.shape[1] \
+            or tuple(bias.shape) != (weight.shape[0],):
+        raise ValueError(f"linear_act: expected x (..., in), weight (out, in) and bias (out,), "
+                         f"got shapes {x.shape}, {weight.shape} and {tuple(bias.shape)}")
+    return BiasAct.apply(Linear.apply(x, weight), bias, kind=kind)
+
+
+_ACTIVATION = {"relu": relu, "silu": silu, "gelu": gelu,
+               "gelu_tanh": lambda a: gelu(a, approximate="tanh")}

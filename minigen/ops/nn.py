@@ -1,4 +1,4 @@
-"""Neural-network ops: softmax family and convolutions (backed by ``minigen.kernels``),
+"""Neural-network ops: softmax family (with the attention's masked softmax) and convolutions (backed by ``minigen.kernels``),
 pooling, upsampling, dropout, embedding (the normalisations are in ops/norm.py).
 
 The kernel-backed ops keep second derivatives exact by pairing each fused kernel with a
@@ -61,6 +61,45 @@ class LogSoftmaxBackward(Function):
         y, gy = self.inputs
         p = y.exp()
         return -g * p * gy.sum(-1, keepdims=True), g - (g * p).sum(-1, keepdims=True)
+
+
+class MaskedSoftmax(Function):
+    """softmax over the last axis with the entries where ``mask`` is True left out:
+    y_k = exp(x_k - M) / sum_{j not masked} exp(x_j - M) where k is not masked, y_k = 0 where
+    it is, M the largest unmasked x_j; a row with every entry masked is 0.  ``mask`` (a
+    boolean array) broadcasts to x.  The masked entries are filled with -inf, then one softmax
+    kernel runs: exp(-inf) = 0 exactly, whatever the scale of x.  Since y is 0 there, the
+    softmax gradient y (gy - sum(gy y)) is exactly 0 at masked entries and on empty rows, so
+    the backward is one ``SoftmaxBackward`` and no separate pass for the mask."""
+
+    def forward(self, x, mask):
+        m = xp(x)
+        with np.errstate(invalid="ignore"):     # an empty row: exp(-inf - -inf), zeroed below
+            y = ksoftmax.softmax(m.where(mask, -m.inf, x))
+        empty = mask.all(axis=-1, keepdims=True)
+        if empty.any():
+            y = m.where(empty, 0, y)
+        return y
+
+    def backward(self, g):
+        return SoftmaxBackward.apply(self.output(), g)
+
+
+def masked_softmax(x, mask):
+    """softmax over the last axis of x, entries where the boolean ``mask`` (broadcastable to
+    x) is True excluded: they get weight 0, as does every entry of a fully masked row."""
+    x = floating(x)
+    m = xp(x.data)
+    mask = m.asarray(mask.data if isinstance(mask, Tensor) else mask)
+    if mask.dtype != bool or x.ndim == 0:
+        raise ValueError(f"masked_softmax: mask must be a boolean array and x at least 1-d, "
+                         f"got mask {mask.dtype} and x of shape {x.shape}")
+    try:
+        np.broadcast_shapes(mask.shape, x.shape)
+    except ValueError:
+        raise ValueError(f"masked_softmax: mask of shape {mask.shape} does not broadcast to x "
+                         f"of shape {x.shape}") from None
+    return MaskedSoftmax.apply(x, mask=mask)
 
 
 def softmax(x, axis=-1):
@@ -318,5 +357,5 @@ def embedding(indices, weight):
     return getitem(weight, idx)
 
 
-__all__ = ["softmax", "log_softmax", "one_hot", "conv2d", "conv_transpose2d", "max_pool2d",
+__all__ = ["softmax", "masked_softmax", "log_softmax", "one_hot", "conv2d", "conv_transpose2d", "max_pool2d",
            "avg_pool2d", "upsample_nearest", "dropout", "embedding"]

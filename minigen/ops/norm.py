@@ -14,6 +14,10 @@ P(v) = r (v - mean_g(v) - x_hat mean_g(x_hat v)) (the Jacobian of x_hat, which i
 
 ``NormBackward`` computes these on raw arrays; its own backward is written in Tensor ops (see
 its docstring), so gradients of gradients (WGAN-GP's penalty) are exact to every order.
+layer_norm and group_norm run as ``LayerNorm``/``LayerNormBackward`` and
+``GroupNorm``/``GroupNormBackward``: the same maps, each one call of ``minigen.kernels.norm``
+(a Numba kernel with Numba installed and enough work, else its NumPy reference), saving mu and
+r (no saved x_hat); the second derivative is ``NormBackward``'s.
 """
 import math
 
@@ -169,6 +173,46 @@ class GroupNormBackward(NormBackward):
         return tuple(grads) if len(grads) > 1 else grads[0]
 
 
+class LayerNorm(Norm):
+    """``Norm`` on the (rows, 1, 1, D) view of layer_norm, as one ``kernels.norm.layer_norm``
+    call: y = (x - mu) r w + b per row; mu and r (shape (rows,)) saved for the backward."""
+
+    def forward(self, x, *params, view, wview, pshape, affine, eps):
+        self.meta = dict(view=view, wview=wview, pshape=pshape, affine=affine, eps=eps)
+        w, b = _affine_params(params, affine, view[3])
+        y, self.mu, self.rstd = knorm.layer_norm(x.reshape(view[0], view[3]), w, b, eps)
+        return y.reshape(x.shape)
+
+    def backward(self, gy):
+        x, *params = self.inputs
+        weight = params[:1] if self.meta["affine"][0] else []
+        return LayerNormBackward.apply(x, gy, *weight, mu=self.mu, rstd=self.rstd, **self.meta)
+
+
+class LayerNormBackward(NormBackward):
+    """``NormBackward`` for ``LayerNorm``, as one ``kernels.norm.layer_norm_backward`` call
+    from x, gy, w and the saved mu, r: gx = r (h - mean(h) - x_hat mean(h x_hat)), h = gy w,
+    gw = sum gy x_hat, gb = sum gy over the rows; its backward is ``NormBackward``'s."""
+
+    def forward(self, x, gy, *weight, mu, rstd, view, wview, pshape, affine, eps):
+        self.meta = dict(view=view, wview=wview, pshape=pshape, affine=affine, eps=eps)
+        rows = (view[0], view[3])
+        gx, gw, gb = knorm.layer_norm_backward(x.reshape(rows), gy.reshape(rows), mu, rstd,
+                                               weight[0].reshape(-1) if weight else None)
+        grads = [gx.reshape(x.shape)]
+        if affine[0]:
+            grads.append(gw.reshape(pshape))
+        if affine[1]:
+            grads.append(gb.reshape(pshape))
+        return tuple(grads) if len(grads) > 1 else grads[0]
+
+
+def _affine_params(params, affine, d):
+    """(w, b) flattened to (d,), None where ``affine`` says the parameter is absent."""
+    params = iter(params)
+    return tuple(next(params).reshape(d) if used else None for used in affine)
+
+
 def _group_dot(a, b):
     """sum over each group of a * b, shape (N, G, 1, 1), without an (N, G, K, S) temporary."""
     n, g = a.shape[:2]
@@ -182,7 +226,7 @@ def _plus(a, b):
 
 def _normalize(where, x, weight, bias, view, wview, pshape, eps, function=Norm, **options):
     """Check the affine parameters' shapes, give x, weight and bias one floating dtype, apply
-    ``function`` (``Norm`` or ``GroupNorm``, with its extra ``options``)."""
+    ``function`` (``Norm``, ``LayerNorm`` or ``GroupNorm``, with its extra ``options``)."""
     eps = C.real(eps, "eps", where, low=0)
     for name, p in (("weight", weight), ("bias", bias)):
         if p is not None and tuple(p.shape) != pshape:
@@ -222,7 +266,7 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
                          f"{shape}")
     d = math.prod(shape)
     view = (math.prod(x.shape[:x.ndim - k]), 1, 1, d)
-    return _normalize("layer_norm", x, weight, bias, view, (1, 1, 1, d), shape, eps)
+    return _normalize("layer_norm", x, weight, bias, view, (1, 1, 1, d), shape, eps, LayerNorm)
 
 
 __all__ = ["group_norm", "layer_norm"]

@@ -9,7 +9,8 @@ Attn is causal multi-head self-attention softmax(Q K^T / sqrt(hs) + M) V (Vaswan
 2017; ``nn.attention``, with the padding mask and the key/value cache); the output layer
 shares the token embedding (weight tying; Press & Wolf 2017), so W_te learns from both ends.
 GELU is the tanh form 0.5 h (1 + tanh(sqrt(2/pi) (h + 0.044715 h^3))) (Hendrycks & Gimpel
-2016), as GPT-2. Shapes: B batch, T positions, C = n_embd, nh heads of hs = C / nh features.
+2016), as GPT-2; W_1's bias add and the GELU run as one fused kernel pass each way
+(``linear_act``). Shapes: B batch, T positions, C = n_embd, nh heads of hs = C / nh features.
 """
 import math
 
@@ -20,6 +21,7 @@ from ..._checks import positive_int, real
 from ...distribution import register
 from ...nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, init
 from ...nn.attention import KVCache, scaled_dot_product_attention
+from ...ops.activations import linear_act
 from .base import LanguageModel
 
 INIT_STD = 0.02           # N(0, 0.02^2) for every weight matrix and embedding (GPT-2)
@@ -64,7 +66,8 @@ class Block(Module):
     def forward(self, x, key_padding_mask=None, cache=None):
         """x (B, T, C) -> (B, T, C)."""
         x = x + self.attn(self.ln1(x), key_padding_mask, cache)
-        return x + self.drop(self.fc_out(F.gelu(self.fc(self.ln2(x)), approximate="tanh")))
+        hidden = linear_act(self.ln2(x), self.fc.weight, self.fc.bias, "gelu_tanh")
+        return x + self.drop(self.fc_out(hidden))
 
 
 @register("transformer-lm")
