@@ -40,6 +40,7 @@ T(N) = t_compute + t_comm(N), where t_compute is the measured 2-rank step minus 
 fraction of N times one rank's throughput that N ranks reach.
 """
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -166,8 +167,16 @@ def fit(name, cfg, clocks):
               rng=SEED, verbose=False, schedule=lambda opt: hook())
 
 
+def check_config(cfg, where):
+    """The counts every configuration holds, checked: batch, warmup and steps >= 1."""
+    for key in ("batch", "warmup", "steps"):
+        positive_int(cfg.get(key), f"config[{key!r}]", where)
+    return cfg
+
+
 def worker(name, cfg):
     from minigen import distributed as dist
+    check_config(cfg, "benchmarks/distributed.py worker")
     rank, size = dist.world()
     tally = tally_allreduce(dist)
     clocks = []
@@ -280,14 +289,14 @@ def project(results):
 
 
 def main():
-    def count(text):
-        return positive_int(int(text), "a count", "benchmarks/distributed.py")
+    def rounds(text):
+        return positive_int(int(text), "--rounds", "benchmarks/distributed.py")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mode", nargs="?", default="driver", choices=["driver", "worker"])
     parser.add_argument("--models", nargs="+", default=list(CONFIG), choices=list(CONFIG))
     parser.add_argument("--model", choices=list(CONFIG), help="the worker's step")
     parser.add_argument("--config", help="the worker's configuration (JSON)")
-    parser.add_argument("--rounds", type=count, default=5)
+    parser.add_argument("--rounds", type=rounds, default=5)
     parser.add_argument("--smoke", action="store_true", help="1 round of tiny steps")
     parser.add_argument("--no-torch", dest="torch", action="store_false",
                         help="skip the PyTorch DDP peer")
@@ -301,9 +310,11 @@ def main():
         with open(args.load) as f:
             return project(json.load(f))
     config = SMOKE if args.smoke else CONFIG
-    rounds = 1 if args.smoke else args.rounds
+    if args.torch and importlib.util.find_spec("torch") is None:
+        print("PyTorch is not installed: no torch DDP rows")
+        args.torch = False
     start = time.perf_counter()
-    results = measure(args.models, config, rounds, args.torch)
+    results = measure(args.models, config, 1 if args.smoke else args.rounds, args.torch)
     print(f"\n{time.perf_counter() - start:.0f} s in all")
     if not args.smoke:
         os.makedirs(os.path.dirname(args.save) or ".", exist_ok=True)

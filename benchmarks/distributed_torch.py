@@ -34,6 +34,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
+from minigen._checks import positive_int  # noqa: E402
+
 SEED, RANKS = 0, 2
 
 
@@ -168,6 +170,8 @@ def main():
     parser.add_argument("--config", required=True, help="the step's configuration (JSON)")
     args = parser.parse_args()
     cfg = json.loads(args.config)
+    for key in ("batch", "warmup", "steps"):
+        positive_int(cfg.get(key), f"config[{key!r}]", "benchmarks/distributed_torch.py")
     for key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[key] = "1"
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
