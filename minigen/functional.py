@@ -10,11 +10,12 @@ from .autograd import Tensor, sum_to, to_device
 from .backend import check_axis
 from .ops.losses import (binary_cross_entropy_with_logits, cross_entropy, gaussian_nll,
                          kl_normal, l1_loss, mse_loss)
-from .ops.activations import gelu, leaky_relu, relu, sigmoid, silu, softplus
+from .ops.activations import (bias_act, gelu, leaky_relu, linear_act, relu, sigmoid, silu,
+                              softplus)
 from .ops.math import (abs, add, clip, cos, div, erf, exp, linear, log, matmul, maximum, minimum,
                        mul, neg, pow, sin, sqrt, sub, tanh, where)
 from .ops.nn import (avg_pool2d, conv2d, conv_transpose2d, dropout, embedding, log_softmax,
-                     max_pool2d, one_hot, softmax, upsample_nearest)
+                     masked_softmax, max_pool2d, one_hot, softmax, upsample_nearest)
 from .ops.norm import group_norm, layer_norm
 from .ops.reduce import logsumexp, max, mean, min, prod, std, sum, var
 from .ops.shape import (cat, concatenate, cumsum, expand, flatten, flip, getitem, pad, permute,

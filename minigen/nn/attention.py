@@ -19,7 +19,6 @@ import numpy as np
 
 from .. import functional as F
 from ..autograd import Tensor
-from ..ops.nn import masked_softmax
 from .layers import Linear
 from .module import Module
 
@@ -48,7 +47,7 @@ def scaled_dot_product_attention(q, k, v, mask=None, causal=False, key_padding_m
         extra = attention_mask(q.shape[-2], k.shape[-2], causal, key_padding_mask)
         mask = extra if mask is None else mask if extra is None else mask | extra
     weights = scores.softmax(-1) if mask is None else \
-        masked_softmax(scores, np.asarray(mask, dtype=bool))
+        F.masked_softmax(scores, np.asarray(mask, dtype=bool))
     if dropout is not None:
         weights = dropout(weights)
     return weights @ v

@@ -25,5 +25,8 @@ differentiates again; each equals its composite reference, written in the primit
     softmax(z, axis)        exp(z - logsumexp(z, axis))
     log_softmax(z, axis)    z - logsumexp(z, axis)
     cross_entropy(z, t)     logsumexp(z, -1) - z[..., t], averaged
+    bias_act(x, b, kind)    act(x + b), act one of relu, silu, gelu, gelu_tanh
+    linear_act(x, W, b, k)  act(x @ W.T + b): one GEMM, then bias_act
+    masked_softmax(z, m)    softmax(where(m, -inf, z)); masked entries are exactly 0
     layer_norm, group_norm  (x - mean(x)) / sqrt(var(x) + eps) * weight + bias, per group
 """

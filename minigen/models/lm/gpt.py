@@ -21,7 +21,6 @@ from ..._checks import positive_int, real
 from ...distribution import register
 from ...nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, init
 from ...nn.attention import KVCache, scaled_dot_product_attention
-from ...ops.activations import linear_act
 from .base import LanguageModel
 
 INIT_STD = 0.02           # N(0, 0.02^2) for every weight matrix and embedding (GPT-2)
@@ -66,7 +65,7 @@ class Block(Module):
     def forward(self, x, key_padding_mask=None, cache=None):
         """x (B, T, C) -> (B, T, C)."""
         x = x + self.attn(self.ln1(x), key_padding_mask, cache)
-        hidden = linear_act(self.ln2(x), self.fc.weight, self.fc.bias, "gelu_tanh")
+        hidden = F.linear_act(self.ln2(x), self.fc.weight, self.fc.bias, "gelu_tanh")
         return x + self.drop(self.fc_out(hidden))
 
 
