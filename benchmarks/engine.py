@@ -1,12 +1,14 @@
 """Engine benchmark: minigen vs PyTorch CPU (or a hand-written NumPy baseline without torch).
 
-    python benchmarks/engine.py [--rounds 5]
+    python benchmarks/engine.py [--rounds 5] [--only ops,tiny,mlp,conv]
 
 Each round times PyTorch in a process of its own, then minigen here (best of k calls each);
 prints, for each workload, the medians of both times over the rounds and the median and range
 of the per-round ratio minigen / baseline (lower is better; the target for the MLP step is <= 1.0x
 PyTorch):
-  * per-op overhead: a + b, a * b, exp, sum on 4-element tensors, forward+backward;
+  * the fixed cost of one op: a chain of 10,000 ``y = y * b`` on 4-element tensors, forward
+    (one ``Function.apply``) and backward (one node) timed apart, per op;
+  * a tiny graph: a + b, a * b, exp, sum on 4-element tensors, forward+backward;
   * MLP 784-512-512-784, batch 256, float32: forward + MSE + backward + Adam step;
   * conv net conv(1->32, 3x3, pad 1) + relu + conv(32->64, 3x3, stride 2, pad 1) + relu on
     128x1x28x28: forward + backward.
@@ -17,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -44,6 +47,39 @@ def torch_tiny(torch):
     def step():
         ((a + b) * b).exp().sum().backward()
     return step
+
+
+def chain(a, b, n=10_000, repeat=3):
+    """Fixed cost of one op, in seconds: ``y = y * b`` n times on 4-element tensors (a
+    requires grad, b is a constant), then ``y.sum().backward()``. The forward time / n is the
+    cost of one ``Function.apply`` with its dispatch; the backward time / n the cost of one
+    backward node (its own ``mul`` included). Best of ``repeat`` chains, on the process's CPU
+    clock: the chain runs on one thread, and on a shared machine the CPU time of the process
+    moves far less with other jobs' load than the wall clock does (5 rounds on a loaded
+    2-core machine: 2.6-6.3x spread in wall time). Works for minigen and torch tensors
+    alike."""
+    fwd = bwd = float("inf")
+    for _ in range(repeat):
+        start = time.process_time()
+        y = a
+        for _ in range(n):
+            y = y * b
+        loss = y.sum()
+        mid = time.process_time()
+        loss.backward()
+        end = time.process_time()
+        a.grad = None
+        fwd, bwd = min(fwd, (mid - start) / n), min(bwd, (end - mid) / n)
+    return fwd, bwd
+
+
+def minigen_chain():
+    return chain(mg.tensor(np.ones(4, np.float32), requires_grad=True),
+                 mg.tensor(np.full(4, 1.0001, np.float32)))
+
+
+def torch_chain(torch):
+    return chain(torch.ones(4, requires_grad=True), torch.full((4,), 1.0001))
 
 
 def minigen_mlp(x, y, weights):
@@ -147,15 +183,22 @@ def torch_conv(torch, x):
     return step
 
 
-def torch_times(x, y, weights, xc):
+def torch_times(only, x, y, weights, xc):
     """The PyTorch timings, taken in a process of their own: torch's OpenMP workers keep
     spinning after each op and slow NumPy/OpenBLAS threads in the same process (and the other
     way round), which made in-process baselines swing between 13 and 27 ms for the MLP."""
     import torch
     torch.set_num_threads(max(1, os.cpu_count()))
-    return {"tiny": best_time(torch_tiny(torch), repeat=5, number=2000),
-            "mlp": best_time(torch_mlp(torch, x, y, weights), repeat=7),
-            "conv": best_time(torch_conv(torch, xc), repeat=5)}
+    times = {}
+    if "ops" in only:
+        times["op_fwd"], times["op_bwd"] = torch_chain(torch)
+    if "tiny" in only:
+        times["tiny"] = best_time(torch_tiny(torch), repeat=5, number=2000)
+    if "mlp" in only:
+        times["mlp"] = best_time(torch_mlp(torch, x, y, weights), repeat=7)
+    if "conv" in only:
+        times["conv"] = best_time(torch_conv(torch, xc), repeat=5)
+    return times
 
 
 def inputs():
@@ -168,14 +211,24 @@ def inputs():
     return x, y, weights, xc
 
 
-def minigen_times(x, y, weights, xc):
-    return {"tiny": best_time(minigen_tiny(), repeat=5, number=2000),
-            "mlp": best_time(minigen_mlp(x, y, weights), repeat=7),
-            "numpy": best_time(numpy_mlp(x, y, weights), repeat=7),
-            "conv": best_time(minigen_conv(xc), repeat=5)}
+def minigen_times(only, x, y, weights, xc):
+    times = {}
+    if "ops" in only:
+        times["op_fwd"], times["op_bwd"] = minigen_chain()
+    if "tiny" in only:
+        times["tiny"] = best_time(minigen_tiny(), repeat=5, number=2000)
+    if "mlp" in only:
+        times["mlp"] = best_time(minigen_mlp(x, y, weights), repeat=7)
+        times["numpy"] = best_time(numpy_mlp(x, y, weights), repeat=7)
+    if "conv" in only:
+        times["conv"] = best_time(minigen_conv(xc), repeat=5)
+    return times
 
 
-ROWS = [("tiny", "tiny graph (4 ops) fwd+bwd, us", 1e6),
+WORKLOADS = ("ops", "tiny", "mlp", "conv")
+ROWS = [("op_fwd", "one op forward (Function.apply), us", 1e6),
+        ("op_bwd", "one backward node, us", 1e6),
+        ("tiny", "tiny graph (4 ops) fwd+bwd, us", 1e6),
         ("mlp", "MLP 784-512-512-784 b256 step, ms", 1e3),
         ("numpy", "  hand-written NumPy step, ms", 1e3),
         ("conv", "conv net 128x1x28x28 fwd+bwd, ms", 1e3)]
@@ -184,34 +237,42 @@ ROWS = [("tiny", "tiny graph (4 ops) fwd+bwd, us", 1e6),
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--only", default=",".join(WORKLOADS),
+                        help=f"comma-separated workloads among {', '.join(WORKLOADS)}")
     parser.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    only = args.only.split(",")
     if args.torch_only:
-        print(json.dumps(torch_times(*inputs())))
+        print(json.dumps(torch_times(only, *inputs())))
         return
     data = inputs()
     have_torch = importlib.util.find_spec("torch") is not None
     ours, theirs = [], []
     for _ in range(args.rounds):
         if have_torch:
-            done = subprocess.run([sys.executable, os.path.abspath(__file__), "--torch-only"],
+            done = subprocess.run([sys.executable, os.path.abspath(__file__), "--torch-only",
+                                   "--only", args.only],
                                   capture_output=True, text=True, check=True)
             base = json.loads(done.stdout.strip().splitlines()[-1])
-        times = minigen_times(*data)
+        times = minigen_times(only, *data)
         if not have_torch:   # the hand-written NumPy step is the baseline of every row
             base = {k: times["numpy"] if k in ("mlp", "numpy") else float("nan") for k in times}
-        base["numpy"] = base["mlp"]
+        if "mlp" in only:
+            base["numpy"] = base["mlp"]
         ours.append(times)
         theirs.append(base)
     baseline = "PyTorch (own process)" if have_torch else "hand-written NumPy"
     print(f"machine: {machine()}; medians of {args.rounds} rounds")
-    print(f"| workload | minigen | {baseline} | ratio, median [range] |")
+    print(f"| workload | minigen [range] | {baseline} [range] | ratio, median [range] |")
     print("|---|---:|---:|---:|")
     for key, name, unit in ROWS:
-        a = np.array([t[key] for t in ours])
-        b = np.array([t[key] for t in theirs])
+        if key not in ours[0]:
+            continue
+        a = np.array([t[key] for t in ours]) * unit
+        b = np.array([t[key] for t in theirs]) * unit
         ratios = a / b
-        print(f"| {name} | {np.median(a) * unit:.2f} | {np.median(b) * unit:.2f} | "
+        print(f"| {name} | {np.median(a):.2f} [{a.min():.2f}-{a.max():.2f}] | "
+              f"{np.median(b):.2f} [{b.min():.2f}-{b.max():.2f}] | "
               f"{np.median(ratios):.2f}x [{ratios.min():.2f}-{ratios.max():.2f}] |")
 
 
