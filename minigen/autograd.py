@@ -78,8 +78,11 @@ class Tensor:
     __hash__ = object.__hash__  # == is elementwise (as in PyTorch); hashing stays by identity
 
     def __init__(self, data, requires_grad=False, _ctx=None, _index=0):
-        if type(data) is not np.ndarray and not _is_array(data):
-            data = _as_array(data, "Tensor")
+        if type(data) is not np.ndarray:
+            if isinstance(data, np.generic) and data.dtype.kind in "biufc":
+                data = np.asarray(data)   # a NumPy reduction's scalar: keep its dtype
+            elif not _is_array(data):
+                data = _as_array(data, "Tensor")
         if requires_grad and data.dtype.kind not in "fc":
             raise TypeError(f"Tensor: requires_grad needs a floating dtype, got {data.dtype}")
         self.data = data

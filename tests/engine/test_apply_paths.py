@@ -55,3 +55,13 @@ def test_the_paths_give_the_same_gradients_as_the_formulas():
     np.testing.assert_allclose(x.grad.numpy(), np.exp(xd) * (1 + xd) + w.numpy()[0] + 2 * xd)
     np.testing.assert_allclose(w.grad.numpy(), [xd])
     np.testing.assert_allclose(b.grad.numpy(), [1.0])
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int32, np.bool_])
+def test_a_full_reduction_keeps_its_dtype_as_a_0d_array(dtype):
+    ones = np.ones(5, dtype=dtype)
+    t = mg.tensor(ones)
+    for out, expected in ((t.sum(), ones.sum()), (t.max(), ones.max())):
+        assert out.shape == () and isinstance(out.data, np.ndarray)
+        assert out.dtype == expected.dtype          # NumPy's: int32 sums to int64
+        assert out.item() == expected.item()
