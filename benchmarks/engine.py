@@ -1,6 +1,7 @@
 """Engine benchmark: minigen vs PyTorch CPU (or a hand-written NumPy baseline without torch).
 
     python benchmarks/engine.py [--rounds 5] [--only ops,tiny,mlp,conv]
+    python benchmarks/engine.py --threads [--rounds 5]
 
 Each round times PyTorch in a process of its own, then minigen here (best of k calls each);
 prints, for each workload, the medians of both times over the rounds and the median and range
@@ -12,6 +13,32 @@ PyTorch):
   * MLP 784-512-512-784, batch 256, float32: forward + MSE + backward + Adam step;
   * conv net conv(1->32, 3x3, pad 1) + relu + conv(32->64, 3x3, stride 2, pad 1) + relu on
     128x1x28x28: forward + backward.
+``--threads`` times the MLP step and a small TransformerLM step under each Numba threading
+layer, with the BLAS pools as they are and limited to one thread.
+
+Measured on a 2-core Xeon shared by about seven jobs (load average 6-11), medians [ranges] of
+5 rounds. Fixed cost per op, process CPU clock, before -> after the engine's fast paths
+(PyTorch 2.13 beside): forward 6.41 [6.13-6.47] -> 2.98 [1.99-3.48] us (PyTorch 1.73
+[1.52-1.75]); backward node 6.41 [6.37-6.52] -> 3.43 [3.34-3.51] us (PyTorch 2.54
+[2.34-2.79]). Pieces of one forward op (timeit, CPU clock): NumPy's multiply 0.23 us,
+Tensor() 0.19-0.24, Function() 0.06, weakref 0.06, the per-thread grad-mode lookup 0.04,
+promotion of two Tensors of one dtype 0.15, a Python number 0.9; Python's cyclic GC over
+the graph's objects adds 0.5-1.7 us per op to a 10,000-op chain (1.45 us with gc off).
+The MLP step is GEMM-bound (its ~170 applies are ~0.5 ms): 37.0 [35.6-39.1] -> 34.1
+[31.2-37.0] ms, TransformerLM step 50.5 [49.5-51.8] -> 48.1 [47.8-49.4] ms (BLAS at one
+thread, alternating processes, best of 3).
+
+Threads (two runs of 5 and 3 rounds, BLAS at one thread): workqueue 77 [56-146] / 25
+[24-31] ms MLP, 79 [56-172] / 36 [24-51] ms LM; tbb 52 [25-107] / 25 [16-25], 74 [43-98] /
+33 [22-35]; omp 119 [43-149] / 16 [15-36], 234 [119-292] / 52 [46-111]. tbb and workqueue
+overlap, omp is the slowest on the LM step in both runs, so the workqueue default stays
+(tbb, installed by pip, needs ``sys.prefix/lib`` on LD_LIBRARY_PATH). With the BLAS pool at
+its default two threads every step ran 5-10x slower (MLP 160-690 ms), also with
+MINIGEN_KERNELS=reference (no Numba: 441-488 vs 44-64 ms), while a lone 256x784 @ 784x512
+GEMM ran faster on two threads (4.7 vs 7.1 ms): OpenBLAS's threads wait for each other, and
+on an oversubscribed machine a descheduled partner costs a time slice. That is the load, not
+the library, so no limit is set by default; and threadpoolctl's context manager costs 635 us
+per enter and exit, more than most ops, so a limit can only be per process or per step.
 """
 import argparse
 import importlib.util
@@ -156,6 +183,74 @@ def numpy_mlp(x, y, weights):
     return step
 
 
+def minigen_lm():
+    """A TransformerLM training step (2 layers x 2 heads x 64, block 64, batch 16, AdamW,
+    gradient clipping): small, so the element-wise kernels and the Python around them weigh
+    as much as the GEMMs."""
+    from minigen.models.lm import TransformerLM
+    from minigen.optim import clip_grad_norm_
+    model = TransformerLM(vocab_size=64, block_size=64, n_layer=2, n_head=2, n_embd=64, rng=0)
+    rows = np.random.default_rng(0).integers(4, 64, (16, 65))
+    opt = model.configure_optimizers(1e-3)
+    params = list(model.parameters())
+    model.train()
+
+    def step():
+        opt.zero_grad()
+        model.loss(rows).backward()
+        clip_grad_norm_(params, 1.0)
+        opt.step()
+    return step
+
+
+def thread_child(x, y, weights, blas_limit):
+    """Best-of-3 MLP and TransformerLM step times under this process's Numba threading layer,
+    all BLAS pools limited to ``blas_limit`` threads (threadpoolctl) unless it is 0."""
+    import contextlib
+
+    import numba
+    from threadpoolctl import threadpool_limits
+    steps = {"mlp": minigen_mlp(x, y, weights), "lm": minigen_lm()}
+    scope = threadpool_limits(blas_limit, "blas") if blas_limit else contextlib.nullcontext()
+    with scope:
+        times = {k: best_time(step, repeat=3) for k, step in steps.items()}
+    try:
+        times["layer"] = numba.threading_layer()
+    except ValueError:          # no parallel kernel ran (MINIGEN_KERNELS=reference)
+        times["layer"] = "none"
+    return times
+
+
+def thread_configs(rounds):
+    """Each Numba threading layer x (BLAS pools as they are, BLAS limited to 1 thread), each
+    in a process of its own (the layer is fixed when Numba's pool starts), taking turns for
+    ``rounds`` rounds; prints the median and range of each step time. The tbb layer needs the
+    ``tbb`` wheel's libtbb.so.12 on the loader path: it lives in ``sys.prefix/lib``."""
+    configs = [(layer, blas) for layer in ("workqueue", "omp", "tbb") for blas in (0, 1)]
+    results = {c: [] for c in configs}
+    for _ in range(rounds):
+        for layer, blas in configs:
+            env = dict(os.environ, NUMBA_THREADING_LAYER=layer, LD_LIBRARY_PATH=os.pathsep.join(
+                filter(None, [os.path.join(sys.prefix, "lib"), os.environ.get("LD_LIBRARY_PATH")])))
+            done = subprocess.run([sys.executable, os.path.abspath(__file__), "--thread-child",
+                                   str(blas)], capture_output=True, text=True, env=env)
+            if done.returncode:
+                print(f"{layer}, blas {blas or 'default'}: failed: {done.stderr.strip()[-200:]}")
+                continue
+            results[(layer, blas)].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    print(f"machine: {machine()}; medians of {rounds} rounds, best of 3 steps each")
+    print("| Numba layer (active) | BLAS threads | MLP step, ms [range] | TransformerLM step, ms [range] |")
+    print("|---|---|---:|---:|")
+    for (layer, blas), runs in results.items():
+        if not runs:
+            continue
+        cells = []
+        for key in ("mlp", "lm"):
+            t = np.array([r[key] for r in runs]) * 1e3
+            cells.append(f"{np.median(t):.1f} [{t.min():.1f}-{t.max():.1f}]")
+        print(f"| {layer} ({runs[0]['layer']}) | {blas or 'default'} | {cells[0]} | {cells[1]} |")
+
+
 def minigen_conv(x):
     w1 = mg.tensor(np.random.default_rng(0).standard_normal((32, 1, 3, 3), np.float32) * 0.3,
                    requires_grad=True)
@@ -239,8 +334,18 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--only", default=",".join(WORKLOADS),
                         help=f"comma-separated workloads among {', '.join(WORKLOADS)}")
+    parser.add_argument("--threads", action="store_true",
+                        help="compare Numba threading layers and BLAS thread limits instead")
     parser.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--thread-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.thread_child is not None:
+        x, y, weights, _ = inputs()
+        print(json.dumps(thread_child(x, y, weights, args.thread_child)))
+        return
+    if args.threads:
+        thread_configs(args.rounds)
+        return
     only = args.only.split(",")
     if args.torch_only:
         print(json.dumps(torch_times(only, *inputs())))
