@@ -73,12 +73,16 @@ class Tensor:
     ``data`` is the NumPy (or CuPy) array; ``grad`` a Tensor of the same shape once
     ``backward`` has reached it. A tensor with ``_ctx is None`` is a leaf.
     """
+    __slots__ = ("data", "grad", "requires_grad", "_ctx", "_index", "_versions", "__weakref__")
     __array_priority__ = 1000  # numpy_array + tensor -> Tensor.__radd__
     __hash__ = object.__hash__  # == is elementwise (as in PyTorch); hashing stays by identity
 
     def __init__(self, data, requires_grad=False, _ctx=None, _index=0):
-        if type(data) is not np.ndarray and not _is_array(data):
-            data = _as_array(data, "Tensor")
+        if type(data) is not np.ndarray:
+            if isinstance(data, np.generic) and data.dtype.kind in "biufc":
+                data = np.asarray(data)   # a NumPy reduction's scalar: keep its dtype
+            elif not _is_array(data):
+                data = _as_array(data, "Tensor")
         if requires_grad and data.dtype.kind not in "fc":
             raise TypeError(f"Tensor: requires_grad needs a floating dtype, got {data.dtype}")
         self.data = data
@@ -274,28 +278,55 @@ class Function:
     """
     differentiable = True  # False: the backward uses raw arrays (no double backward)
 
+    __slots__ = ("inputs", "input_versions", "outputs", "output_versions", "__dict__")
+
     @classmethod
     def apply(cls, *inputs, **kwargs):
         fn = cls()
-        tensors = [x if isinstance(x, Tensor) else as_tensor(x) for x in inputs]
-        outs = fn.forward(*[t.data for t in tensors], **kwargs)
-        multi = isinstance(outs, tuple)
-        outs = outs if multi else (outs,)
-        needs = _mode.grad_enabled and any(t.requires_grad for t in tensors)
+        tensors = inputs
+        for x in inputs:
+            if not isinstance(x, Tensor):
+                tensors = tuple(x if isinstance(x, Tensor) else as_tensor(x) for x in inputs)
+                break
+        needs = False
+        if _mode.grad_enabled:
+            for t in tensors:
+                if t.requires_grad:
+                    needs = True
+                    break
+        if len(tensors) == 2:  # the common cases, unrolled: no list of arrays to build
+            x, y = tensors
+            outs = fn.forward(x.data, y.data, **kwargs)
+            versions = (x._versions[0], y._versions[0])
+        elif len(tensors) == 1:
+            outs = fn.forward(tensors[0].data, **kwargs)
+            versions = (tensors[0]._versions[0],)
+        else:
+            outs = fn.forward(*[t.data for t in tensors], **kwargs)
+            versions = tuple(t._versions[0] for t in tensors)
+        if type(outs) is not tuple:  # one output: the common case, without the tuple loops
+            out = Tensor(outs, needs, fn, 0) if needs else Tensor(outs)
+            if out.data.base is not None:
+                _share_versions(out, tensors)
+            if needs:
+                fn.inputs = tensors
+                fn.input_versions = versions
+                fn.outputs = (weakref.ref(out),)
+                fn.output_versions = (out._versions[0],)
+            return out
         if not needs:
             results = tuple(Tensor(o) for o in outs)
         else:
             fn.inputs = tensors
-            fn.input_versions = [t._versions[0] for t in tensors]
-            results = tuple(Tensor(o, requires_grad=True, _ctx=fn, _index=i)
-                            for i, o in enumerate(outs))
+            fn.input_versions = versions
+            results = tuple(Tensor(o, True, fn, i) for i, o in enumerate(outs))
         for r in results:
             if r.data.base is not None:
                 _share_versions(r, tensors)
         if needs:
-            fn.outputs = [weakref.ref(r) for r in results]
-            fn.output_versions = [r._versions[0] for r in results]
-        return results if multi else results[0]
+            fn.outputs = tuple(weakref.ref(r) for r in results)
+            fn.output_versions = tuple(r._versions[0] for r in results)
+        return results
 
     def output(self, i=0):
         """The i-th output Tensor (for backwards written in terms of the result, e.g. exp)."""
@@ -308,15 +339,18 @@ class Function:
         """Raise if an input or an output was changed in place since the forward pass:
         backward would read the new values, or send gradient for entries that no longer
         depend on the inputs."""
-        for kind, tensors, versions in (
-                ("input", self.inputs, self.input_versions),
-                ("output", [ref() for ref in self.outputs], self.output_versions)):
-            for i, (t, version) in enumerate(zip(tensors, versions)):
-                if t is not None and t._versions[0] != version:
-                    raise RuntimeError(
-                        f"{type(self).__name__}.backward: {kind} {i} (shape {t.shape}) was "
-                        f"modified in place after the forward pass (version {t._version}, "
-                        f"expected {version})")
+        for i, t in enumerate(self.inputs):
+            if t._versions[0] != self.input_versions[i]:
+                self._modified("input", i, t, self.input_versions[i])
+        for i, ref in enumerate(self.outputs):
+            t = ref()
+            if t is not None and t._versions[0] != self.output_versions[i]:
+                self._modified("output", i, t, self.output_versions[i])
+
+    def _modified(self, kind, i, t, version):
+        raise RuntimeError(
+            f"{type(self).__name__}.backward: {kind} {i} (shape {t.shape}) was modified in "
+            f"place after the forward pass (version {t._version}, expected {version})")
 
     def release(self):
         self.inputs = None
@@ -422,15 +456,15 @@ def _topological_order(roots):
         if expanded:
             order.append(fn)
             continue
-        if id(fn) in visited:
+        if fn in visited:
             continue
-        visited.add(id(fn))
+        visited.add(fn)
         if fn.inputs is None:
             raise RuntimeError(f"backward through {type(fn).__name__} a second time: the graph "
                                "was freed; use backward(retain_graph=True) the first time")
         stack.append((fn, True))
         for t in fn.inputs:
-            if t._ctx is not None and id(t._ctx) not in visited:
+            if t._ctx is not None and t._ctx not in visited:
                 stack.append((t._ctx, False))
     order.reverse()  # consumers before producers
     return order
@@ -454,38 +488,44 @@ def run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False, 
     for out in outputs:
         if not out.requires_grad:
             raise RuntimeError("backward: tensor does not require grad and has no graph")
-    pending = {}   # id(fn) -> list of output grads
+    pending = {}   # Function -> list of its output grads (Functions hash by identity)
     captured = {id(t): None for t in inputs} if inputs is not None else None
 
     def deliver(t, g):
+        ctx = t._ctx
         if captured is not None:
             if id(t) in captured:
                 captured[id(t)] = g if captured[id(t)] is None else captured[id(t)] + g
-        elif t._ctx is None and t.requires_grad:
+        elif ctx is None and t.requires_grad:
             t.grad = g if t.grad is None else t.grad + g
-        if t._ctx is not None:
-            slot = pending.setdefault(id(t._ctx), [None] * len(t._ctx.outputs))
-            slot[t._index] = g if slot[t._index] is None else slot[t._index] + g
+        if ctx is not None:
+            slot = pending.get(ctx)
+            if slot is None:
+                slot = pending[ctx] = [None] * len(ctx.outputs)
+            i = t._index
+            slot[i] = g if slot[i] is None else slot[i] + g
 
     with _GradMode(create_graph):
         for out, g in zip(outputs, grad_outputs):
             deliver(out, _seed_grad(out, g))
         order = _topological_order(outputs)
         for fn in order:
-            grads = pending.pop(id(fn), None)
+            grads = pending.pop(fn, None)
             if grads is None:
                 continue
             if create_graph and not fn.differentiable:
                 raise RuntimeError(f"{type(fn).__name__}: double backward is not supported")
             fn.check_versions()
             in_grads = fn.backward(*grads)
-            if not isinstance(in_grads, tuple):
+            if type(in_grads) is not tuple:
                 in_grads = (in_grads,)
             for t, g in zip(fn.inputs, in_grads):
                 if g is not None and t.requires_grad:
-                    if g.shape != t.shape:
-                        g = sum_to(g, t.shape)
-                    deliver(t, g if g.dtype == t.dtype else cast(g, t.dtype))
+                    if g.data.shape != t.data.shape:
+                        g = sum_to(g, t.data.shape)
+                    if g.data.dtype != t.data.dtype:
+                        g = cast(g, t.data.dtype)
+                    deliver(t, g)
     if not retain_graph:  # after the walk: a backward may still read an earlier output
         for fn in order:
             fn.release()

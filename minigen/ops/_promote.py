@@ -43,10 +43,17 @@ def operands(a, b, floats=False):
             if b.data.dtype == a.data.dtype and (kind in "fc" or not floats):
                 return a, b
         elif kind == "f" and isinstance(b, (int, float)):
-            return a, Tensor(xp(a.data).asarray(b, dtype=a.data.dtype))
+            return a, _scalar_like(b, a.data)
     elif isinstance(b, Tensor) and b.data.dtype.kind == "f" and isinstance(a, (int, float)):
-        return Tensor(xp(b.data).asarray(a, dtype=b.data.dtype)), b
+        return _scalar_like(a, b.data), b
     return _promote([a, b], floats)
+
+
+def _scalar_like(x, array):
+    """The number ``x`` as a 0-d Tensor of ``array``'s dtype, on its device."""
+    if type(array) is np.ndarray:
+        return Tensor(np.array(x, dtype=array.dtype))
+    return Tensor(xp(array).asarray(x, dtype=array.dtype))
 
 
 def _promote(xs, floats):

@@ -13,14 +13,24 @@ from ..autograd import Function, Tensor
 from ..backend import xp
 from ._promote import floating, operands
 
-def _binary(cls, name, a, b, floats=False, **kwargs):
-    a, b = operands(a, b, floats=floats)
-    try:
-        return cls.apply(a, b, **kwargs)
-    except ValueError as err:
-        if "broadcast" not in str(err):
-            raise
-        raise ValueError(f"{name}: cannot broadcast shapes {a.shape} and {b.shape}") from None
+
+def binary_op(cls, name, floats=False, doc=None, **fixed):
+    """The public op ``name(a, b)`` for a two-input Function: both operands promoted to one
+    dtype (``operands``; two Tensors of one dtype, floating where ``floats``, skip it), then
+    ``cls.apply(a, b, **fixed)``; a broadcasting failure names both shapes."""
+    def op(a, b):
+        if not (isinstance(a, Tensor) and isinstance(b, Tensor)
+                and a.data.dtype == b.data.dtype and (not floats or a.data.dtype.kind in "fc")):
+            a, b = operands(a, b, floats=floats)
+        try:
+            return cls.apply(a, b, **fixed)
+        except ValueError as err:
+            if "broadcast" not in str(err):
+                raise
+            raise ValueError(f"{name}: cannot broadcast shapes {a.shape} and {b.shape}") \
+                from None
+    op.__name__, op.__doc__ = name, doc or cls.__doc__
+    return op
 
 
 class Add(Function):
@@ -92,25 +102,12 @@ class Neg(Function):
         return -g
 
 
-def add(a, b):
-    return _binary(Add, "add", a, b)
-
-
-def sub(a, b):
-    return _binary(Sub, "sub", a, b)
-
-
-def mul(a, b):
-    return _binary(Mul, "mul", a, b)
-
-
-def div(a, b):
-    """a / b, always floating (int / int gives the default float dtype, as in PyTorch)."""
-    return _binary(Div, "div", a, b, floats=True)
-
-
-def pow(a, b):
-    return _binary(Pow, "pow", a, b)
+add = binary_op(Add, "add", doc="a + b")
+sub = binary_op(Sub, "sub", doc="a - b")
+mul = binary_op(Mul, "mul", doc="a * b")
+div = binary_op(Div, "div", floats=True, doc="a / b, always floating (int / int gives the "
+                "default float dtype, as in PyTorch)")
+pow = binary_op(Pow, "pow", doc="a ** b")
 
 
 def neg(a):
@@ -258,12 +255,8 @@ class Maximum(Function):
         return g * share, g * (1 - share)
 
 
-def maximum(a, b):
-    return _binary(Maximum, "maximum", a, b, take_max=True)
-
-
-def minimum(a, b):
-    return _binary(Maximum, "minimum", a, b, take_max=False)
+maximum = binary_op(Maximum, "maximum", take_max=True, doc="Elementwise max(a, b).")
+minimum = binary_op(Maximum, "minimum", take_max=False, doc="Elementwise min(a, b).")
 
 
 class Clip(Function):
@@ -315,6 +308,9 @@ def _transposed(t):
     return d.ndim == 2 and d.flags.f_contiguous and not d.flags.c_contiguous
 
 
+_matmul = binary_op(MatMul, "matmul")
+
+
 class Linear(Function):
     """y = x W^T + b (W of shape (out, in)): one GEMM with the bias added in place. The
     backward is in Tensor ops (gx = g W, gW = g^T x, gb = g summed over rows), so it
@@ -358,10 +354,10 @@ def matmul(a, b):
         raise ValueError(f"matmul: inner dimensions differ: a has shape {a.shape}, b has shape "
                          f"{b.shape} (expected a.shape[-1] == b.shape[-2])")
     if a.ndim > 1 and b.ndim > 1:
-        return _binary(MatMul, "matmul", a, b)
+        return _matmul(a, b)
     a2 = a.reshape(1, -1) if a.ndim == 1 else a
     b2 = b.reshape(-1, 1) if b.ndim == 1 else b
-    out = _binary(MatMul, "matmul", a2, b2)
+    out = _matmul(a2, b2)
     if a.ndim == 1:
         out = out.squeeze(-2)
     if b.ndim == 1:
