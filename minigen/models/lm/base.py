@@ -54,7 +54,9 @@ class LanguageModel(DeepModel):
     _vocab_param = None    # a weight whose first axis is the vocabulary size
 
     def _setup(self, vocab_size, tokenizer, block_size, rng):
-        """Check the shared arguments, then build the layers if the vocabulary is known."""
+        """Check the shared arguments, then build the layers if the vocabulary is known.
+        block_size is kept as the plain int the check returns, so sizes computed from it never
+        wrap around in a small NumPy integer type."""
         name = type(self).__name__
         if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
             raise TypeError(f"{name}: tokenizer must be a minigen Tokenizer or None, got "
@@ -63,7 +65,7 @@ class LanguageModel(DeepModel):
         if tokenizer is not None and vocab_size not in (None, tokenizer.vocab_size):
             raise ValueError(f"{name}: vocab_size must be None or the tokenizer's vocab_size "
                              f"{tokenizer.vocab_size} (every id must decode), got {vocab_size}")
-        positive_int(block_size, "block_size", name)
+        self.block_size = positive_int(block_size, "block_size", name)
         self._rng = as_rng(rng)
         self._vocab = None
         size = vocab_size if vocab_size is not None else \
@@ -97,6 +99,10 @@ class LanguageModel(DeepModel):
                 raise ValueError(f"{where}: rows of ids must have 2 .. block_size + 1 = "
                                  f"{self.block_size + 1} columns, got {X.shape[1]}")
             rows = self._check_ids(X.astype(np.int64, copy=False), where)
+            empty = np.flatnonzero(np.all(rows[:, 1:] == PAD_ID, axis=1))
+            if empty.size:
+                raise ValueError(f"{where}: row {empty[0]} of ids has no token to predict (its "
+                                 "targets are all <pad>, id 0)")
             return rows, False, np.bincount(rows[rows != PAD_ID], minlength=self._vocab) / \
                 max(np.count_nonzero(rows != PAD_ID), 1)
         if isinstance(X, str):
@@ -119,6 +125,14 @@ class LanguageModel(DeepModel):
         if len(stream) < self.block_size + 1:
             raise ValueError(f"{where}: the text has {len(stream)} tokens, fewer than "
                              f"block_size + 1 = {self.block_size + 1}")
+        # the longest run of <pad> among the targets stream[1:]: a window inside it has
+        # nothing to predict (its loss would be 0 / 0)
+        targets = np.flatnonzero(stream[1:] != PAD_ID)
+        gaps = np.diff(np.concatenate([[-1], targets, [len(stream) - 1]])) - 1
+        if gaps.max() >= self.block_size:
+            raise ValueError(f"{where}: the stream has {gaps.max()} <pad> ids (id 0) in a row, "
+                             f"so a window of block_size = {self.block_size} targets has no "
+                             "token to predict; id 0 is padding, not data")
         rows = stream_windows(stream, self.block_size + 1, stride)
         return rows, False, np.bincount(stream, minlength=self._vocab) / len(stream)
 
