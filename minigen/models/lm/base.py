@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from ... import functional as F
-from ..._checks import integer, positive_int, real
+from ..._checks import excerpt, integer, positive_int, real
 from ...autograd import Tensor
 from ...backend import as_rng
 from ...data.text import document_pieces, pad_sequences, stream_windows
@@ -422,10 +422,30 @@ class LanguageModel(DeepModel):
         return super().load_state_dict(state, strict)
 
     def _set_fitted_state(self, state):
+        """As Configurable's, after checking that the state agrees with the weights: the
+        tokenizer decodes every id of the output layer, ``documents_`` is a bool and a stream
+        model's ``unigram_`` is a distribution over the vocabulary."""
+        name = type(self).__name__
         state = dict(state)
         tok = state.pop("tokenizer_", None)
         if tok is not None:
-            self.tokenizer_ = Tokenizer.from_json(str(tok))
+            tok = Tokenizer.from_json(str(tok))
+            if self._vocab not in (None, tok.vocab_size):
+                raise ValueError(f"{name}: the saved {type(tok).__name__} has {tok.vocab_size} "
+                                 f"ids but the weights have {self._vocab}")
+            self.tokenizer_ = tok
             if self._vocab is None:
-                self._build_vocab(self.tokenizer_.vocab_size)
+                self._build_vocab(tok.vocab_size)
+        documents = state.get("documents_", False)
+        if not isinstance(documents, (bool, np.bool_)):
+            raise ValueError(f"{name}: documents_ must be True or False, got "
+                             f"{excerpt(documents)}")
+        if "documents_" in state and not documents:
+            unigram = state.get("unigram_")
+            ok = isinstance(unigram, np.ndarray) and unigram.shape == (self._vocab,) and \
+                unigram.dtype.kind == "f" and np.all(unigram >= 0) and \
+                abs(unigram.sum() - 1) < 1e-6
+            if not ok:
+                raise ValueError(f"{name}: unigram_ must be {self._vocab} probabilities summing "
+                                 f"to 1, got {excerpt(unigram)}")
         super()._set_fitted_state(state)
