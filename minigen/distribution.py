@@ -75,7 +75,11 @@ def check_sample_weight(sample_weight, n, where):
 def check_n_samples(n, where):
     """The ``n`` of ``sample(n)``: an int in [0, the largest array length] (``sample(0)``
     gives an empty array; a larger n could never index an array)."""
-    return integer(n, "n", where, low=0, high=np.iinfo(np.intp).max)
+    n = integer(n, "n", where, low=0)
+    if n > np.iinfo(np.intp).max:
+        raise ValueError(f"{where}: n must be at most {np.iinfo(np.intp).max} (the largest array "
+                         f"length), got {n}")
+    return n
 
 
 def check_fitted(model, attribute, where):

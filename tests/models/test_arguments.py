@@ -137,7 +137,8 @@ def test_sample_n_is_an_int_that_can_size_an_array(make):
     model = make().fit(np.random.default_rng(0).random((8, 4)), steps=1, batch_size=4, rng=0)
     assert model.sample(np.int64(3), rng=0).shape == (3, 4)
     where = type(model).__name__ + ".sample"
-    for bad in (2.0, 2 ** 70):
-        with pytest.raises(ValueError, match=rf"^{where}: n must be an int in \[0, "
-                                             rf"{np.iinfo(np.intp).max}\], got {bad!r}"):
-            model.sample(bad)
+    with pytest.raises(ValueError, match=rf"^{where}: n must be an int >= 0, got 2.0"):
+        model.sample(2.0)
+    with pytest.raises(ValueError, match=rf"^{where}: n must be at most "
+                                         rf"{np.iinfo(np.intp).max} .*, got {2 ** 70}"):
+        model.sample(2 ** 70)
