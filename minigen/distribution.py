@@ -19,7 +19,7 @@ import inspect
 
 import numpy as np
 
-from ._checks import excerpt, integer, positive, positive_int
+from ._checks import excerpt, integer
 
 
 class NotFittedError(ValueError, AttributeError):
@@ -73,19 +73,19 @@ def check_sample_weight(sample_weight, n, where):
 
 
 def check_n_samples(n, where):
-    """The ``n`` of ``sample(n)``: an int >= 0 (``sample(0)`` gives an empty array)."""
-    return integer(n, "n", where, low=0)
+    """The ``n`` of ``sample(n)``: an int in [0, the largest array length] (``sample(0)``
+    gives an empty array; a larger n could never index an array)."""
+    n = integer(n, "n", where, low=0)
+    if n > np.iinfo(np.intp).max:
+        raise ValueError(f"{where}: n must be at most {np.iinfo(np.intp).max} (the largest array "
+                         f"length), got {n}")
+    return n
 
 
 def check_fitted(model, attribute, where):
     if getattr(model, attribute, None) is None:
         raise NotFittedError(f"{where}: this {type(model).__name__} is not fitted yet; "
                              "call fit(X) first")
-
-
-def check_positive(value, name, where, integer=False):
-    """``value`` as a positive int (``integer``) or a positive finite number."""
-    return positive_int(value, name, where) if integer else positive(value, name, where)
 
 
 def logsumexp(a, axis):

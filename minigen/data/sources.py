@@ -90,49 +90,52 @@ def load_labels(spec, split=None):
 
 
 def load_file(path):
-    """A .npy / .csv file as a checked (n, d) float array, or a .txt file as text."""
+    """A .npy / .csv file as a checked (n, d) float array, or a .txt file as text. Errors
+    quote the path as an excerpt."""
+    name = _quoted(path)
     if not os.path.isfile(path):
-        raise ValueError(f"{path}: no such file")
+        raise ValueError(f"{name}: no such file")
     ext = os.path.splitext(path)[1].lower()
     if ext == ".txt":
-        try:
-            text = load_text(path)
-        except UnicodeDecodeError as err:
-            raise ValueError(f"{path}: not UTF-8 text (byte {err.start} cannot be decoded); "
-                             "save the file as UTF-8") from None
+        text = load_text(path)
         if not text:
-            raise ValueError(f"{path}: the text file is empty")
+            raise ValueError(f"{name}: the text file is empty")
         return text
     if ext == ".npy":
         try:
             X = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as err:
-            raise ValueError(f"{path}: not a readable .npy array ({err})") from None
+            raise ValueError(f"{name}: not a readable .npy array ({err})") from None
     elif ext == ".csv":
         X = _read_csv(path)
     else:
-        raise ValueError(f"{path}: unsupported file type {ext!r}; expected .npy, .csv or .txt")
-    return check_rows(X, path)
+        raise ValueError(f"{name}: unsupported file type {excerpt(ext)}; expected .npy, .csv or .txt")
+    return check_rows(X, name)
+
+
+def _quoted(path):
+    return excerpt(os.fspath(path), 120)
 
 
 def _read_csv(path):
+    name = _quoted(path)
     try:
         with open(path, encoding="utf-8") as f:
             lines = [line.strip() for line in f if line.strip()]
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text (byte {err.start} cannot be decoded)") from None
+        raise ValueError(f"{name}: not UTF-8 text (byte {err.start} cannot be decoded)") from None
     if lines and not _numeric(lines[0]):
         lines = lines[1:]            # a header row
     if not lines:
-        raise ValueError(f"{path}: the CSV file has no data rows")
+        raise ValueError(f"{name}: the CSV file has no data rows")
     rows = [line.split(",") for line in lines]
     widths = {len(r) for r in rows}
     if len(widths) != 1:
-        raise ValueError(f"{path}: rows have different numbers of columns {sorted(widths)}")
+        raise ValueError(f"{name}: rows have different numbers of columns {sorted(widths)}")
     for number, row in enumerate(rows, 1):
         for value in row:
             if not _numeric(value):
-                raise ValueError(f"{path}: a value is not a number: {excerpt(value.strip())} "
+                raise ValueError(f"{name}: a value is not a number: {excerpt(value.strip())} "
                                  f"in data row {number}")
     return np.array([[float(v) for v in r] for r in rows])
 

@@ -21,7 +21,7 @@ import os
 
 import numpy as np
 
-from .._checks import choice, integer, positive_int, real
+from .._checks import choice, excerpt, integer, positive_int, real
 from .tokenizers import PAD_ID
 
 _NAMES_PATH = os.path.join(os.path.dirname(__file__), "names.txt")
@@ -41,14 +41,15 @@ def load_names():
 
 
 def load_text(path, encoding="utf-8"):
-    """The contents of the text file at ``path``."""
+    """The contents of the text file at ``path``; errors quote the path as an excerpt."""
+    name = excerpt(os.fspath(path), 120)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"load_text: no such file {path!r}")
+        raise FileNotFoundError(f"load_text: no such file {name}")
     try:
         with open(path, encoding=encoding) as f:
             return f.read()
     except UnicodeDecodeError as err:
-        raise ValueError(f"load_text: {path!r} is not {encoding.upper()} text (byte {err.start}: "
+        raise ValueError(f"load_text: {name} is not {encoding.upper()} text (byte {err.start}: "
                          f"{err.reason})") from None
 
 

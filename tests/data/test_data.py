@@ -95,3 +95,15 @@ def test_built_in_sets_hold_out_a_disjoint_test_split(spec):
 def test_pydoc_split_is_its_head_and_tail():
     train, test = sources.load("pydoc", split="train"), sources.load("pydoc", split="test")
     assert train + test == sources.load("pydoc") and len(test) < len(train) / 5
+
+
+def test_file_errors_quote_the_path_as_an_excerpt(tmp_path):
+    from minigen.data.sources import load_file
+    long = tmp_path / ("d" * 200) / ("x" * 200 + ".csv")
+    with pytest.raises(ValueError, match=r"^'.*dddd \.\.\.: no such file$") as err:
+        load_file(long)
+    assert len(str(err.value)) < 150
+    long.parent.mkdir()
+    long.write_text("1,2\n3\n")
+    with pytest.raises(ValueError, match=r"^'.* \.\.\.: rows have different numbers of columns"):
+        load_file(long)

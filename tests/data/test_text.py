@@ -157,3 +157,10 @@ def test_load_text_names_a_file_that_is_not_utf8(tmp_path):
     path.write_bytes("café".encode("latin-1"))
     with pytest.raises(ValueError, match=r"load_text: '.*latin1.txt' is not UTF-8 text \(byte 3"):
         load_text(str(path))
+
+
+def test_load_text_quotes_a_long_path_as_an_excerpt(tmp_path):
+    path = tmp_path / ("d" * 300) / "t.txt"
+    with pytest.raises(FileNotFoundError, match=r"load_text: no such file '.*dddd \.\.\.$") as err:
+        load_text(path)
+    assert len(str(err.value)) < 150

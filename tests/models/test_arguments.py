@@ -127,3 +127,18 @@ def test_autoencoder_fit_checks_n_components_before_training(n_components):
     with pytest.raises(ValueError, match="AutoEncoder.fit: n_components must be a positive int"):
         model.fit(np.zeros((8, 2)), steps=1, n_components=n_components)
     assert not hasattr(model, "n_features_in_")                   # nothing was trained
+
+
+@pytest.mark.parametrize("make", [
+    lambda: VAE(4, 2, hidden=(3,), rng=0), lambda: SWAE(4, 2, hidden=(3,), rng=0),
+    lambda: AutoEncoder(4, 2, hidden=(3,), rng=0)], ids=["VAE", "SWAE", "AutoEncoder"])
+def test_sample_n_is_an_int_that_can_size_an_array(make):
+    """NumPy ints count as ints; floats, and ints no array could hold, are named errors."""
+    model = make().fit(np.random.default_rng(0).random((8, 4)), steps=1, batch_size=4, rng=0)
+    assert model.sample(np.int64(3), rng=0).shape == (3, 4)
+    where = type(model).__name__ + ".sample"
+    with pytest.raises(ValueError, match=rf"^{where}: n must be an int >= 0, got 2.0"):
+        model.sample(2.0)
+    with pytest.raises(ValueError, match=rf"^{where}: n must be at most "
+                                         rf"{np.iinfo(np.intp).max} .*, got {2 ** 70}"):
+        model.sample(2 ** 70)

@@ -139,3 +139,29 @@ def test_stream_windows_and_pad_sequences_errors():
         pad_sequences([[1]], side="middle")
     with pytest.raises(ValueError, match="no document has a token to predict"):
         Bigram(V, block_size=4).fit([np.array([3]), np.array([4])], steps=1)
+
+
+# --- sizes and data a user may pass in unexpected forms ----------------------------------------
+def test_sizes_given_as_small_numpy_ints_never_wrap_around():
+    """np.uint8 sizes pass the int check; the layers must be built from their true values
+    (100 * 3 = 300 inputs, not 300 mod 256) and generation past block_size must work."""
+    mlp = MLPLM(V, context=np.uint8(100), n_embd=np.uint8(3), n_hidden=np.uint8(4))
+    assert mlp.hidden.weight.shape == (4, 300)
+    gpt = TransformerLM(V, block_size=np.uint8(4), n_layer=1, n_head=1, n_embd=4, rng=0)
+    gpt.fit(np.arange(3, 9).repeat(3), steps=1, rng=0)
+    assert [len(s) for s in gpt.sample(2, rng=0, max_new_tokens=7)] == [7, 7]
+
+
+@pytest.mark.parametrize("cls", [Bigram, MLPLM])
+def test_data_with_nothing_to_predict_is_refused(cls):
+    """Targets that are all <pad> would give a 0 / 0 loss: a clear error before training."""
+    model = cls(V, block_size=4)
+    with pytest.raises(ValueError, match=f"{cls.__name__}.fit: the stream has 23 <pad> ids"):
+        model.fit(np.zeros(24, dtype=np.int64), steps=1)
+    four_pads = np.array([3, 4, 0, 0, 0, 0, 5, 6, 7, 8])
+    with pytest.raises(ValueError, match="has 4 <pad> ids .id 0. in a row"):
+        model.fit(four_pads, steps=1)
+    with pytest.raises(ValueError, match="row 1 of ids has no token to predict"):
+        model.fit(np.array([[3, 4, 0], [5, 0, 0]]), steps=1)
+    model.fit(np.delete(four_pads, 2), steps=1, rng=0)     # three pads: every window has a
+    assert np.all(np.isfinite(model.history_.losses))       # target

@@ -127,3 +127,34 @@ def test_fuzzed_headers_raise_only_value_errors(saved_ddpm, data):
             mg.load_model(path)
         except ValueError as err:
             assert str(err).startswith(f"load_model: {path!r}"), str(err)
+
+
+# --- a language model's fitted state must agree with its weights -------------------------------
+@pytest.fixture(scope="module")
+def saved_bigram(tmp_path_factory):
+    """A Bigram fitted on a text stream: a tokenizer of 6 ids, its table, unigram_."""
+    from minigen.models import Bigram
+    path = tmp_path_factory.mktemp("lm") / "m.npz"
+    mg.save_model(Bigram(block_size=4, rng=0).fit("abcabcabcabc", steps=1, rng=0), path)
+    return str(path)
+
+
+@pytest.mark.parametrize("fitted, match", [
+    ({"tokenizer_": '{"type": "CharTokenizer", "params": {"chars": "a"}}'},
+     "the saved CharTokenizer has 4 ids but the weights have 6"),
+    ({"documents_": "yes"}, "documents_ must be True or False, got 'yes'"),
+    ({"unigram_": None}, "unigram_ must be 6 probabilities summing to 1, got None"),
+    ({"unigram_": [0.5, 0.5]}, "unigram_ must be 6 probabilities"),
+])
+def test_an_edited_language_model_state_is_refused_at_load(tmp_path, saved_bigram, fitted,
+                                                           match):
+    """Otherwise the model loads and fails later, in sample (ids the tokenizer cannot decode,
+    a first token drawn from no distribution)."""
+    arrays = mg.load(saved_bigram)
+    header = _header(arrays)
+    header["model"]["fitted"].update(fitted)
+    path = tmp_path / "m.npz"
+    _write(arrays, header, path)
+    with pytest.raises(ValueError, match=rf"load_model: '.*m\.npz'.*Bigram: {match}"):
+        mg.load_model(path)
+    assert len(mg.load_model(saved_bigram).sample(2, rng=0, max_new_tokens=3)) == 2

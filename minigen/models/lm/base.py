@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from ... import functional as F
-from ..._checks import integer, positive_int, real
+from ..._checks import excerpt, integer, positive_int, real
 from ...autograd import Tensor
 from ...backend import as_rng
 from ...data.text import document_pieces, pad_sequences, stream_windows
@@ -54,7 +54,9 @@ class LanguageModel(DeepModel):
     _vocab_param = None    # a weight whose first axis is the vocabulary size
 
     def _setup(self, vocab_size, tokenizer, block_size, rng):
-        """Check the shared arguments, then build the layers if the vocabulary is known."""
+        """Check the shared arguments, then build the layers if the vocabulary is known.
+        block_size is kept as the plain int the check returns, so sizes computed from it never
+        wrap around in a small NumPy integer type."""
         name = type(self).__name__
         if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
             raise TypeError(f"{name}: tokenizer must be a minigen Tokenizer or None, got "
@@ -63,7 +65,7 @@ class LanguageModel(DeepModel):
         if tokenizer is not None and vocab_size not in (None, tokenizer.vocab_size):
             raise ValueError(f"{name}: vocab_size must be None or the tokenizer's vocab_size "
                              f"{tokenizer.vocab_size} (every id must decode), got {vocab_size}")
-        positive_int(block_size, "block_size", name)
+        self.block_size = positive_int(block_size, "block_size", name)
         self._rng = as_rng(rng)
         self._vocab = None
         size = vocab_size if vocab_size is not None else \
@@ -97,6 +99,10 @@ class LanguageModel(DeepModel):
                 raise ValueError(f"{where}: rows of ids must have 2 .. block_size + 1 = "
                                  f"{self.block_size + 1} columns, got {X.shape[1]}")
             rows = self._check_ids(X.astype(np.int64, copy=False), where)
+            empty = np.flatnonzero(np.all(rows[:, 1:] == PAD_ID, axis=1))
+            if empty.size:
+                raise ValueError(f"{where}: row {empty[0]} of ids has no token to predict (its "
+                                 "targets are all <pad>, id 0)")
             return rows, False, np.bincount(rows[rows != PAD_ID], minlength=self._vocab) / \
                 max(np.count_nonzero(rows != PAD_ID), 1)
         if isinstance(X, str):
@@ -119,6 +125,14 @@ class LanguageModel(DeepModel):
         if len(stream) < self.block_size + 1:
             raise ValueError(f"{where}: the text has {len(stream)} tokens, fewer than "
                              f"block_size + 1 = {self.block_size + 1}")
+        # the longest run of <pad> among the targets stream[1:]: a window inside it has
+        # nothing to predict (its loss would be 0 / 0)
+        targets = np.flatnonzero(stream[1:] != PAD_ID)
+        gaps = np.diff(np.concatenate([[-1], targets, [len(stream) - 1]])) - 1
+        if gaps.max() >= self.block_size:
+            raise ValueError(f"{where}: the stream has {gaps.max()} <pad> ids (id 0) in a row, "
+                             f"so a window of block_size = {self.block_size} targets has no "
+                             "token to predict; id 0 is padding, not data")
         rows = stream_windows(stream, self.block_size + 1, stride)
         return rows, False, np.bincount(stream, minlength=self._vocab) / len(stream)
 
@@ -408,10 +422,30 @@ class LanguageModel(DeepModel):
         return super().load_state_dict(state, strict)
 
     def _set_fitted_state(self, state):
+        """As Configurable's, after checking that the state agrees with the weights: the
+        tokenizer decodes every id of the output layer, ``documents_`` is a bool and a stream
+        model's ``unigram_`` is a distribution over the vocabulary."""
+        name = type(self).__name__
         state = dict(state)
         tok = state.pop("tokenizer_", None)
         if tok is not None:
-            self.tokenizer_ = Tokenizer.from_json(str(tok))
+            tok = Tokenizer.from_json(str(tok))
+            if self._vocab not in (None, tok.vocab_size):
+                raise ValueError(f"{name}: the saved {type(tok).__name__} has {tok.vocab_size} "
+                                 f"ids but the weights have {self._vocab}")
+            self.tokenizer_ = tok
             if self._vocab is None:
-                self._build_vocab(self.tokenizer_.vocab_size)
+                self._build_vocab(tok.vocab_size)
+        documents = state.get("documents_", False)
+        if not isinstance(documents, (bool, np.bool_)):
+            raise ValueError(f"{name}: documents_ must be True or False, got "
+                             f"{excerpt(documents)}")
+        if "documents_" in state and not documents:
+            unigram = state.get("unigram_")
+            ok = isinstance(unigram, np.ndarray) and unigram.shape == (self._vocab,) and \
+                unigram.dtype.kind == "f" and np.all(unigram >= 0) and \
+                abs(unigram.sum() - 1) < 1e-6
+            if not ok:
+                raise ValueError(f"{name}: unigram_ must be {self._vocab} probabilities summing "
+                                 f"to 1, got {excerpt(unigram)}")
         super()._set_fitted_state(state)

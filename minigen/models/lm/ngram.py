@@ -51,9 +51,10 @@ class MLPLM(LanguageModel):
 
     def __init__(self, vocab_size=None, context=8, n_embd=32, n_hidden=256, block_size=128,
                  dropout=0.0, tokenizer=None, rng=None):
-        for name, value in (("context", context), ("n_embd", n_embd), ("n_hidden", n_hidden)):
-            positive_int(value, name, "MLPLM")
-        real(dropout, "dropout", "MLPLM", low=0, high=1, high_open=True)
+        context, n_embd, n_hidden = (positive_int(value, name, "MLPLM") for name, value in
+                                     (("context", context), ("n_embd", n_embd),
+                                      ("n_hidden", n_hidden)))
+        dropout = real(dropout, "dropout", "MLPLM", low=0, high=1, high_open=True)
         super().__init__()
         self.vocab_size, self.context, self.n_embd, self.n_hidden = \
             vocab_size, context, n_embd, n_hidden
