@@ -17,6 +17,10 @@ tiles of ``TILE`` points, the polynomial exp of ``_math``; from d = 4, distances
 product form c_j + 2 q.x_j - ||q||^2 with 4 queries per pass over a tile, where the
 coordinates are finite and their norms bounded, ``PRODUCT_MAX_NORM2``), ``cuda_core`` (one
 thread per query).  All three take the whitened points and return float64.
+
+This file is over 400 lines because the kernel's three implementations (NumPy reference,
+Numba CPU with the direct and product forms, CUDA) sit side by side, as every kernel file's
+do, and the KDE kernel is the one with two distance forms and a gradient.
 """
 import math
 

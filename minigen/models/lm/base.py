@@ -13,6 +13,9 @@ Data: ``fit(text)`` trains on one stream (every window of block_size + 1 tokens 
 (``key_padding_mask`` True there). Without a tokenizer a model fits token ids: a 1-D array is
 a stream, a 2-D array holds rows, and id 0 is padding (the layout of
 ``minigen.data.tokenizers``: 0 <pad>, 1 <bos>, 2 <eos>).
+
+This file is over 400 lines because fitting, scoring and sampling all go through the same
+token bookkeeping (rows, documents, padding, <bos>/<eos>), which reads best in one place.
 """
 import math
 
@@ -228,6 +231,11 @@ class LanguageModel(DeepModel):
         pad = x == PAD_ID
         logits = self(x, key_padding_mask=pad if pad.any() else None)
         return F.cross_entropy(logits, y, ignore_index=PAD_ID)
+
+    def loss_weight(self, batch):
+        """How many targets ``loss(batch)`` averages over (those that are not padding): the
+        weight data-parallel training gives each rank's loss, so the global mean is exact."""
+        return int((np.asarray(batch)[:, 1:] != PAD_ID).sum())
 
     # --- scoring ---------------------------------------------------------------------------
     def _sequences(self, X, where):

@@ -80,9 +80,9 @@ class TransformerLM(LanguageModel):
 
     def __init__(self, vocab_size=None, block_size=128, n_layer=4, n_head=4, n_embd=128,
                  dropout=0.0, tokenizer=None, rng=None):
-        positive_int(n_layer, "n_layer", "TransformerLM")
-        positive_int(n_head, "n_head", "TransformerLM")
-        positive_int(n_embd, "n_embd", "TransformerLM")
+        n_layer = positive_int(n_layer, "n_layer", "TransformerLM")
+        n_head = positive_int(n_head, "n_head", "TransformerLM")
+        n_embd = positive_int(n_embd, "n_embd", "TransformerLM")
         if n_embd % n_head:
             raise ValueError(f"TransformerLM: n_embd must be a multiple of n_head = {n_head}, "
                              f"got {n_embd}")
