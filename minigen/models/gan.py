@@ -118,8 +118,9 @@ class GAN(DeepModel):
         """Small conv generator and discriminator for images flattened to rows (DCGAN-like:
         strided convolutions down with LeakyReLU in the discriminator, transposed convolutions
         up with ReLU in the generator; Radford et al. 2016). ``channels`` per stride-2 stage.
-        On the 8x8 digits (800 steps, lr 1e-3) the LeakyReLU discriminator took the sliced
-        Wasserstein distance to held-out digits from 0.142 (ReLU, lr 2e-4) to 0.086."""
+        Sliced Wasserstein distance to the held-out 8x8 digits (seed 0): 0.142 with a ReLU
+        discriminator at lr 2e-4 (800 steps), 0.086 with LeakyReLU at lr 1e-3, 0.069 with
+        channels (32, 64) and 1,200 steps (the demo's recipe)."""
         where = f"{cls.__name__}.conv"
         _checks.positive_int(z_dim, "z_dim", where)
         channels = _checks.int_tuple(channels, "channels", where, nonempty=True)
