@@ -77,8 +77,9 @@ BINARY_DIGITS = [
 TEXT = [
     Run("Bigram", "bigram", steps=(600, 200), fit_options={"lr": 3e-2}),
     Run("MLPLM (context 8)", "mlp-lm", steps=(800, 200)),
-    Run("TransformerLM (2 layers, 64 wide)", "transformer-lm",
-        {"n_layer": 2, "n_head": 4, "n_embd": 64, "block_size": 64}, (300, 80)),
+    Run("TransformerLM (2 layers, 64 wide, block 32)", "transformer-lm",
+        {"n_layer": 2, "n_head": 4, "n_embd": 64, "block_size": 32}, (900, 200),
+        {"lr": 1e-2}),
 ]
 
 TEXT_CHARS = (300_000, 100_000)    # characters of the pydoc corpus used (full, quick)
