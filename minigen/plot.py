@@ -82,7 +82,7 @@ def image_panels(panels, cols=None, vmin=None, vmax=None, title=None):
     for ax, (label, images) in zip(axes, panels):
         ax.imshow(image_grid(images, cols), cmap="gray_r", vmin=vmin, vmax=vmax,
                   interpolation="nearest")
-        ax.set_title(label)
+        ax.set_title(label, fontsize=9)
         ax.axis("off")
     if title:
         fig.suptitle(title)
@@ -182,6 +182,39 @@ def histogram_overlays(panels, bins=60, title=None, curve=None):
             ax.plot(x, curve[1](x), "k--", lw=1, label=curve[0])
         ax.set_title(label, fontsize=10)
     axes[0][-1].legend(fontsize=7, loc="upper right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def moving_average(values, window):
+    """The mean of each run of ``window`` consecutive values (len(values) - window + 1 of them;
+    the values themselves when there are fewer than ``window``)."""
+    values = np.asarray(values, dtype=np.float64)
+    if window <= 1 or len(values) < window:
+        return values
+    sums = np.cumsum(np.concatenate([[0.0], values]))
+    return (sums[window:] - sums[:-window]) / window
+
+
+def training_curves(panels, title=None, smooth=50):
+    """One panel per (label, {name: per-step values}, [(step, validation value)]): each named
+    loss against the step, drawn as its moving average over len / ``smooth`` steps (a step's
+    loss is one noisy batch), and the validation values as dots joined by a dashed line."""
+    fig, axes = _panel_axes(len(panels), 3.6, 2.8, per_row=4)
+    for ax, (label, history, validation) in zip(axes, panels):
+        for name, values in history.items():
+            window = max(1, len(values) // smooth)
+            y = moving_average(values, window)
+            ax.plot(np.arange(len(y)) + (window + 1) / 2, y, lw=1, label=name)
+        if validation:
+            steps, values = zip(*validation)
+            ax.plot(steps, values, "k.--", lw=0.8, label="validation")
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
     if title:
         fig.suptitle(title)
     fig.tight_layout()

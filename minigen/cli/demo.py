@@ -5,10 +5,13 @@ table per data set, and a gallery (a figure per family and a self-contained repo
   * two moons: KDE, Gaussian mixture, DDPM and a GAN, scored on held-out points;
   * digits (pixels scaled to [0, 1]): PCA -> Gaussian mixture, the auto-encoder family, VAE and
     hierarchical VAE (on binarised digits, where their Bernoulli bound applies) and a conv GAN,
-    each compared with held-out digits by sliced Wasserstein distance and MMD (the digits DDPM
-    needs minutes of its own: examples/diffusion_toys.py);
-  * text: bigram, MLP and Transformer language models on Python's own documentation.
-Which models run, with which options and budgets, is the data below (registry names).
+    each compared with held-out digits by sliced Wasserstein distance and MMD, and a DDPM on a
+    short budget (examples/diffusion_toys.py trains it for minutes);
+  * text: bigram, MLP and Transformer language models on Python's own documentation, each
+    scored on held-out text during training.
+Which models run, with which options and budgets, is the data below (registry names). Every
+table row and figure title carries the model's budget in steps; report.html adds each deep
+model's training curve and a few lines from each language model.
 """
 import os
 import sys
@@ -28,13 +31,24 @@ from . import commands, figures, report, tables
 
 class Run(NamedTuple):
     """One model of the demo: its table label, registry name, options for ``for_data``, its
-    training budget as (steps, quick steps) (None for a closed-form or EM fit) and the options
-    of ``fit``."""
+    training budget as (steps, quick steps) (None for a closed-form or EM fit), the options
+    of ``fit``, and whether its held-out log-likelihood is computed (False where the bound
+    costs more than the fit)."""
     label: str
     name: str
     options: dict = {}
     steps: Optional[Tuple[int, int]] = None
     fit_options: dict = {}
+    scored: bool = True
+
+    def title(self, quick):
+        """The label with the budget: 'label, 1,500 steps' (the label alone for a closed-form
+        or EM fit)."""
+        steps = self.budget(quick)
+        return self.label if steps is None else f"{self.label}, {steps:,} steps"
+
+    def budget(self, quick):
+        return None if self.steps is None else self.steps[1 if quick else 0]
 
 
 MOONS = [
@@ -50,7 +64,11 @@ DIGITS = [
     Run("SupervisedAutoEncoder(z=8)", "supervised-ae", {"z_dim": 8, "n_classes": 10},
         (800, 200)),
     Run("SWAE(z=8, normal prior)", "swae", {"z_dim": 8}, (600, 200)),
-    Run("GAN (conv)", "gan", {"image_shape": (1, 8, 8), "z_dim": 16}, (800, 100)),
+    Run("GAN (conv 32-64)", "gan", {"image_shape": (1, 8, 8), "z_dim": 16,
+                                    "channels": (32, 64)}, (1200, 100), {"lr": 1e-3}),
+    Run("DDPM (TinyUNet 16 ch, 50-step DDIM)", "ddpm",
+        {"image_shape": (1, 8, 8), "channels": 16, "sample_steps": 50}, (300, 30),
+        {"lr": 3e-3, "batch_size": 64, "clip_grad": 1.0, "ema_decay": 0.995}, scored=False),
 ]
 BINARY_DIGITS = [
     Run("VAE(z=16)", "vae", {"z_dim": 16}, (1500, 300)),
@@ -59,11 +77,14 @@ BINARY_DIGITS = [
 TEXT = [
     Run("Bigram", "bigram", steps=(600, 200), fit_options={"lr": 3e-2}),
     Run("MLPLM (context 8)", "mlp-lm", steps=(800, 200)),
-    Run("TransformerLM (2 layers, 64 wide)", "transformer-lm",
-        {"n_layer": 2, "n_head": 4, "n_embd": 64, "block_size": 64}, (300, 80)),
+    Run("TransformerLM (2 layers, 64 wide, block 32)", "transformer-lm",
+        {"n_layer": 2, "n_head": 4, "n_embd": 64, "block_size": 32}, (900, 200),
+        {"lr": 1e-2}),
 ]
 
 TEXT_CHARS = (300_000, 100_000)    # characters of the pydoc corpus used (full, quick)
+VALIDATION_CHARS = 4_000           # held-out characters scored during an LM's training ...
+VALIDATIONS = 5                    # ... this many times
 
 
 def _section(title):
@@ -99,26 +120,51 @@ def engine_demo(quick, log, rng=0):
     return float((clf.predict(Xte / 16.0) == yte).mean()), len(yte)
 
 
-def run_models(runs, train_data, test, labels, quick, quiet, rng=0, corpus=None):
-    """Fit each ``Run`` and evaluate it on ``test``; rows (label, result, seconds) and the
-    fitted models by label. ``corpus``: all the text, for the character models' alphabet."""
-    rows, fitted = [], {}
+def run_models(runs, train_data, test, labels, quick, quiet, rng=0, corpus=None,
+               validation=None):
+    """Fit each ``Run`` and evaluate it on ``test``. Returns rows (title, result, seconds),
+    the fitted models by label and training curves (title, {loss name: per-step values},
+    [(step, validation loss)]) for the models trained by steps. ``corpus``: all the text, for
+    the character models' alphabet; ``validation``: held-out data scored ``VALIDATIONS``
+    times during each trained model's fit."""
+    rows, fitted, curves = [], {}, []
     for run in runs:
-        steps = None if run.steps is None else run.steps[1 if quick else 0]
+        steps, title = run.budget(quick), run.title(quick)
+        fit_options = dict(run.fit_options)
+        if validation is not None and steps is not None:
+            fit_options.update(validation=validation,
+                               val_every=max(1, steps // VALIDATIONS))
         model, seconds = commands.fit_model(run.name, train_data,
                                             commands.with_alphabet(run.name, run.options,
                                                                    corpus),
                                             steps, quiet=quiet, rng=rng, labels=labels,
-                                            **run.fit_options)
-        rows.append((run.label, commands.evaluate(model, test, rng=rng), seconds))
+                                            **fit_options)
+        result = commands.evaluate(model, test, rng=rng) if run.scored else \
+            samples_only(model, test, rng)
+        rows.append((title, result, seconds))
         fitted[run.label] = model
-        print(f"  {run.label}: fitted in {seconds:.1f} s", flush=True)
-    return rows, fitted
+        history = getattr(model, "history_", None)
+        if history is not None:
+            curves.append((title, history.history, history.val_losses))
+        print(f"  {title}: fitted in {seconds:.1f} s", flush=True)
+    return rows, fitted, curves
+
+
+def samples_only(model, test, rng=0):
+    """``commands.evaluate``'s result without the held-out log-likelihood: sliced Wasserstein
+    and MMD of len(test) samples against ``test``."""
+    S = np.asarray(model.sample(len(test), rng=rng), dtype=np.float64).reshape(len(test), -1)
+    return {"log_p": None, "sw": metrics.sliced_wasserstein(S, test, rng=rng),
+            "mmd": metrics.mmd(S, test), "samples": S}
 
 
 def _gallery_figure(plot, rows, data, path, title):
     panels = [("data", data)] + [(label, r["samples"]) for label, r, _ in rows]
-    return figures.save(plot, panels, path, title, per_panel=30)
+    return figures.save(plot, panels, path, title, per_panel=30), title
+
+
+def _curves_figure(plot, curves, path, title):
+    return plot.save(plot.training_curves(curves, title), path), title
 
 
 def demo(args, options=None):
@@ -132,28 +178,32 @@ def demo(args, options=None):
     _section("engine: an MLP classifier trained on the 8x8 digits")
     acc, n_test = engine_demo(quick, log)
     print(f"test accuracy: {acc:.3f} on {n_test} held-out digits")
-    sections.append(("Engine", None, [], f"MLP classifier on the 8x8 digits: test accuracy "
-                                         f"{acc:.3f} on {n_test} held-out digits."))
+    sections.append(report.Section("Engine", note=f"MLP classifier on the 8x8 digits: test "
+                                   f"accuracy {acc:.3f} on {n_test} held-out digits."))
 
     _section("two moons: held-out log-likelihood and sample quality")
     X, Xte = moons(2000, rng=0), moons(2000, rng=1)
-    rows, _ = run_models(MOONS, X, Xte, None, quick, quiet)
+    rows, _, curves = run_models(MOONS, X, Xte, None, quick, quiet)
     ref = {"sw": metrics.sliced_wasserstein(moons(2000, rng=2), Xte, rng=0),
            "mmd": metrics.mmd(moons(2000, rng=2), Xte)}
     table = tables.table(rows, ref)
     print(table)
     figs = [_gallery_figure(plot, rows, X, os.path.join(out, "moons.png"),
-                            "two moons: data and samples")] if drawing else []
-    sections.append(("Two moons", table, figs, "log p is per point (the DDPM's is its "
-                     "variational bound); lower sliced W and MMD are better."))
+                            "two moons: data and samples (budgets in the panel titles)"),
+            _curves_figure(plot, curves, os.path.join(out, "moons_training.png"),
+                           "two moons: training loss per step")] if drawing else []
+    sections.append(report.Section("Two moons", table, figs, "log p is per point (the "
+                                   "DDPM's is its variational bound); lower sliced W and MMD "
+                                   "are better."))
 
     _section("digits: generative models of 8x8 images")
     (Xtr, ytr), (Xte, _) = load_digits("train"), load_digits("test")
     Xtr, Xte = Xtr / 16.0, Xte / 16.0
-    rows, fitted = run_models(DIGITS, Xtr, Xte, ytr, quick, quiet)
+    rows, fitted, curves = run_models(DIGITS, Xtr, Xte, ytr, quick, quiet)
     Btr, Bte = (Xtr >= 0.5).astype(np.float64), (Xte >= 0.5).astype(np.float64)
-    brows, _ = run_models(BINARY_DIGITS, Btr, Bte, None, quick, quiet)
+    brows, _, bcurves = run_models(BINARY_DIGITS, Btr, Bte, None, quick, quiet)
     rows += [(label + " [binarised]", r, s) for label, r, s in brows]
+    curves += [(label + " [binarised]", h, v) for label, h, v in bcurves]
     ref = {"sw": metrics.sliced_wasserstein(Xtr[:len(Xte)], Xte, rng=0),
            "mmd": metrics.mmd(Xtr[:len(Xte)], Xte)}
     table = tables.table(rows, ref)
@@ -161,29 +211,43 @@ def demo(args, options=None):
     figs = []
     if drawing:
         figs.append(_gallery_figure(plot, rows, Xte, os.path.join(out, "digits.png"),
-                                    "digits: held-out data and samples"))
-        ae = fitted[DIGITS[1].label]
+                                    "digits: held-out data and samples (budgets in the panel "
+                                    "titles)"))
+        ae_run = DIGITS[1]
+        ae = fitted[ae_run.label]
         recon = ae.inverse_transform(ae.transform(Xte[:30]))
-        figs.append(plot.save(plot.image_panels([("held-out digits", Xte[:30]),
-                                                 ("auto-encoder reconstructions",
-                                                  np.clip(recon, 0, 1))], vmin=0, vmax=1),
-                              os.path.join(out, "reconstructions.png")))
-    sections.append(("Digits", table, figs, "log p: nats per image where a density exists "
-                     "(PCA -> GMM on [0, 1] pixels; the VAE bounds are on binarised pixels, a "
-                     "different space); the AE, SWAE and GAN define no density."))
+        title = f"held-out digits and their reconstructions by {ae_run.title(quick)}"
+        figs.append((plot.save(plot.image_panels([("held-out digits", Xte[:30]),
+                                                  ("reconstructions", np.clip(recon, 0, 1))],
+                                                 vmin=0, vmax=1, title=title),
+                               os.path.join(out, "reconstructions.png")), title))
+        figs.append(_curves_figure(plot, curves, os.path.join(out, "digits_training.png"),
+                                   "digits: training losses per step"))
+    sections.append(report.Section(
+        "Digits", table, figs, "log p: nats per image where a density exists (PCA -> GMM on "
+        "[0, 1] pixels; the VAE bounds are on binarised pixels, a different space); the AE, "
+        "SWAE and GAN define no density, and the DDPM's bound (T = 1,000 network calls per "
+        "image) is left out."))
 
     _section("text: language models on Python's documentation")
     corpus = sources.load("pydoc")[:TEXT_CHARS[quick]]
     text_train, text_test = commands.split(corpus)
-    rows, _ = run_models(TEXT, text_train, text_test[:20_000], None, quick, quiet, corpus=corpus)
+    rows, _, curves = run_models(TEXT, text_train, text_test[:20_000], None, quick, quiet,
+                                 corpus=corpus, validation=text_test[-VALIDATION_CHARS:])
     table = tables.table(rows)
-    excerpts = [f"[{label}]\n{r['samples'][0]}" for label, r, _ in rows]
     print(table)
-    for excerpt in excerpts:
-        print("\n" + excerpt)
-    figs = [figures.save(plot, [(label, r["samples"]) for label, r, _ in rows],
-                         os.path.join(out, "text.png"), "generated text")] if drawing else []
-    sections.append(("Text", table, figs, None))
+    for label, r, _ in rows:
+        print(f"\n[{label}]\n{r['samples'][0]}")
+    figs = [(figures.save(plot, [(label, r["samples"]) for label, r, _ in rows],
+                          os.path.join(out, "text.png"), "generated text (budgets in brackets)"),
+             "the first generated sample of each language model"),
+            _curves_figure(plot, curves, os.path.join(out, "text_training.png"),
+                           "text: training and held-out loss (nats per character)")] \
+        if drawing else []
+    sections.append(report.Section("Text", table, figs, "The validation loss is scored on "
+                                   f"the last {VALIDATION_CHARS:,} held-out characters, "
+                                   f"{VALIDATIONS} times per fit.",
+                                   [(label, r["samples"]) for label, r, _ in rows]))
 
     seconds = time.perf_counter() - started
     if drawing:
@@ -193,4 +257,3 @@ def demo(args, options=None):
         print(f"\n{seconds:.0f} s in all. For the figures and report.html: "
               "pip install 'minigen[plot]'")
     return 0
-

@@ -210,15 +210,31 @@ def test_compare_runs_every_array_model_and_writes_its_table_and_figure(tmp_path
 
 
 class _Images(html.parser.HTMLParser):
+    """The report's images (alt, start of src), its table count, and its generated text:
+    heading -> the texts of the <pre> blocks that follow an <h3>."""
+
     def __init__(self):
         super().__init__()
-        self.images, self.tables = [], 0
+        self.images, self.tables, self.generated = [], 0, {}
+        self._tag, self._heading = None, None
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
         if tag == "img":
             self.images.append((attrs["alt"], attrs["src"][:22]))
         self.tables += tag == "table"
+        self._tag = tag
+
+    def handle_data(self, data):
+        if self._tag == "h3":
+            self._heading = data
+        elif self._tag == "pre" and self._heading is not None:
+            self.generated.setdefault(self._heading, []).append(data)
+
+    def handle_endtag(self, tag):
+        self._tag = None
+        if tag in ("h2", "body"):
+            self._heading = None
 
 
 def test_demo_writes_its_tables_gallery_and_report(tmp_path, monkeypatch, capsys):
@@ -235,6 +251,12 @@ def test_demo_writes_its_tables_gallery_and_report(tmp_path, monkeypatch, capsys
                                          for run in getattr(demo, name)])
     monkeypatch.setattr(demo, "engine_demo", lambda quick, log, rng=0: (0.5, 359))
     monkeypatch.setattr(demo, "TEXT_CHARS", (20_000, 20_000))
+    from minigen import plot
+    drawn = []                                   # the panels of every training-curve figure
+    draw_curves = plot.training_curves
+    monkeypatch.setattr(plot, "training_curves",
+                        lambda panels, title=None: drawn.extend(panels) or draw_curves(panels,
+                                                                                       title))
     assert run_cli("demo", "--quick", "--out", tmp_path, "--quiet") == 0
     out = capsys.readouterr().out
     rows = {}
@@ -245,7 +267,8 @@ def test_demo_writes_its_tables_gallery_and_report(tmp_path, monkeypatch, capsys
                               if c.replace(".", "").replace("-", "").isdigit() or c == "-"]
     for runs in (demo.MOONS, demo.DIGITS, demo.TEXT):
         for run in runs:
-            assert run.label in rows, run.label
+            assert run.title(quick=True) in rows, run.title(quick=True)
+    _check_training_curves(drawn)
 
     X, Xte = mg.data.moons(2000, rng=0), mg.data.moons(2000, rng=1)      # the demo's data
     mean, cov = X.mean(0), np.cov(X.T)
@@ -267,7 +290,7 @@ def test_demo_writes_its_tables_gallery_and_report(tmp_path, monkeypatch, capsys
     assert rows["PCA(16) -> GaussianMixture(10)"][0] > ppca.mean() + Z * ppca.std() / np.sqrt(
         len(Xdt))
     for run in demo.TEXT:
-        nats, bpc, perplexity, _ = rows[run.label]
+        nats, bpc, perplexity, _ = rows[run.title(quick=True)]
         assert bpc == pytest.approx(nats / np.log(2), rel=0.1) and perplexity > 1
 
     parser = _Images()
@@ -276,3 +299,26 @@ def test_demo_writes_its_tables_gallery_and_report(tmp_path, monkeypatch, capsys
     assert sorted(alt for alt, _ in parser.images) == written and len(written) >= 4
     assert all(src == "data:image/png;base64," for _, src in parser.images)
     assert parser.tables == 3
+    assert {"moons_training.png", "digits_training.png", "text_training.png"} <= set(written)
+    for run in demo.TEXT:                        # a few generated lines of every LM
+        samples = parser.generated.get(run.title(quick=True), [])
+        assert len(samples) == 3 and all(s.strip() for s in samples), run.label
+
+
+def _check_training_curves(panels):
+    """One curve panel per model trained by steps, titled with its budget, holding every step
+    of its loss; the language models' panels also hold their held-out losses."""
+    by_title = {title: (history, validation) for title, history, validation in panels}
+    assert len(by_title) == len(panels)
+    for runs, suffix in ((demo.MOONS, ""), (demo.DIGITS, ""), (demo.BINARY_DIGITS,
+                                                               " [binarised]"), (demo.TEXT, "")):
+        for run in runs:
+            title = run.title(quick=True) + suffix
+            if run.steps is None:
+                assert title not in by_title, title
+                continue
+            history, validation = by_title[title]
+            assert history and all(len(v) == run.budget(quick=True) for v in history.values())
+            assert all(np.isfinite(v).all() for v in history.values()), title
+            if run in demo.TEXT:
+                assert [step for step, _ in validation] == list(range(1, 4)), title
