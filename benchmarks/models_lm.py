@@ -118,20 +118,18 @@ def unfused():
     import contextlib
 
     import minigen.functional as F
-    from minigen.models.lm import gpt
-    from minigen.nn import attention
     from minigen.ops import norm
 
     @contextlib.contextmanager
     def patched():
-        saved = gpt.linear_act, norm.LayerNorm, attention.masked_softmax
-        gpt.linear_act = lambda x, w, b, kind: F.gelu(F.linear(x, w, b), approximate="tanh")
+        saved = F.linear_act, norm.LayerNorm, F.masked_softmax
+        F.linear_act = lambda x, w, b, kind: F.gelu(F.linear(x, w, b), approximate="tanh")
         norm.LayerNorm = norm.Norm
-        attention.masked_softmax = lambda s, m: F.where(m, -math.inf, s).softmax(-1)
+        F.masked_softmax = lambda s, m: F.where(m, -math.inf, s).softmax(-1)
         try:
             yield
         finally:
-            gpt.linear_act, norm.LayerNorm, attention.masked_softmax = saved
+            F.linear_act, norm.LayerNorm, F.masked_softmax = saved
     return patched()
 
 
