@@ -18,15 +18,14 @@ object with the same values; the differences are where the arrays live:
   which is marked stale, and an optimizer holding it lays its parameters out afresh at its
   next step (``Module.to`` and ``copy.deepcopy`` end the same way).
 
-Measured (``benchmarks/fused.py --step``: MLP 784-512-512-784, batch 256, Adam, float32; the
-per-parameter and flat optimizers in turns in one process, median and range of 5 rounds; the
-2-core machine shared with other jobs, load average 15, so whole steps are ~10x their quiet
-time and only the update's ratio means much): with Numba, zero_grad + gradient copy + Adam
-step 3.3 ms (3.2-18) flat against 5.6 ms (5.2-10) per parameter; whole step 333 ms
-(178-422) against 335 ms (271-556). Under ``MINIGEN_KERNELS=reference`` the flat update takes
-51 ms (49-74) against 5.1 ms (4.3-7.6): the kernels' NumPy reference allocates a fresh array
-for each of its passes (page faults on a 4 MB buffer), where the per-parameter update reuses
-one scratch buffer. The optimizers flatten by default for the Numba path.
+Measured on the quiet 2-core machine (MLP 784-512-512-784, batch 256, Adam, float32, both
+optimizers in one process, medians of 15 steps): the flat Adam update takes 1.8-2.7 ms against
+3.4 ms per parameter, but the zero fill (0.4 ms) and the copy of every gradient into the
+buffer cost about as much again, and the whole step took 12.7 ms flat against 11.6 ms per
+parameter (the Transformer step: 435 against 448 ms, within the noise). So the optimizers
+take ``flat=True`` on request and are per parameter by default; the buffer pays where a
+gradient is written into it directly, which needs the engine's accumulation to know the
+buffer.
 """
 import numpy as np
 

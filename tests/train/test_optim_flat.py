@@ -156,7 +156,7 @@ def test_clip_grad_norm_over_the_buffer_matches_the_per_parameter_path():
 
 def test_ema_and_zero_grad_on_a_flat_module():
     net = _net()
-    opt = optim.Adam(net.parameters(), lr=0.05)
+    opt = optim.Adam(net.parameters(), lr=0.05, flat=True)
     start = {n: v.copy() for n, v in net.state_dict().items()}
     ema = optim.EMA(net, decay=0.5)
     _train(net, opt, 1)
