@@ -30,6 +30,7 @@ from .. import _checks
 from .. import functional as F
 from ..autograd import Tensor, grad, no_grad
 from ..backend import as_rng, per_example
+from ..distributed import allreduce_scalar
 from ..distribution import check_fitted, check_n_samples, register
 from ..nn import Module
 from ..optim import Adam
@@ -61,11 +62,15 @@ def _check_betas(betas, where):
     return tuple(_checks.real(b, "betas", where, low=0, high=1, high_open=True) for b in pair)
 
 
-def _check_finite(name, loss, step):
-    value = loss.item()
+def _checked(name, loss, step, rows):
+    """The loss's value averaged over the ranks by their ``rows`` (itself in one process), so
+    that a non-finite loss on any rank stops every rank at the same step, and the loss history
+    does not depend on the number of ranks."""
+    value = allreduce_scalar(loss.item(), rows)
     if not np.isfinite(value):
         raise FloatingPointError(f"GAN.train_step: the {name} is {value} at step {step}; lower "
                                  "the learning rate or check the data")
+    return value
 
 
 @register("gan")
@@ -177,17 +182,17 @@ class GAN(DeepModel):
             fake = self.generator(self._noise(len(batch)))
         optimizers["discriminator"].zero_grad()
         d_loss, report = self.discriminator_loss(real, fake)
-        _check_finite("discriminator loss", d_loss, step)
+        _checked("discriminator loss", d_loss, step, len(batch))
         d_loss.backward()
         optimizers["discriminator"].step()
         if (step - 1) % self._n_critic == 0:
             optimizers["generator"].zero_grad()
             g_loss = self.generator_loss(self.discriminator(self.generator(
                 self._noise(len(batch)))))
-            _check_finite("generator loss", g_loss, step)
+            g_value = _checked("generator loss", g_loss, step, len(batch))
             g_loss.backward()
             optimizers["generator"].step()
-            self.g_loss[...] = g_loss.item()
+            self.g_loss[...] = g_value
         report["g_loss"] = float(self.g_loss)
         return report
 
