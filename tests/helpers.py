@@ -1,8 +1,12 @@
 """Helpers shared by several test files (imported as ``tests.helpers``; pytest's docs advise
 against importing from conftest.py, which pytest loads under a name of its own)."""
+import importlib.util
 import os
+import shutil
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -35,3 +39,27 @@ def run_simulator_cases(test_file):
                           timeout=600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert " passed" in done.stdout and "failed" not in done.stdout
+
+
+# --- scripts under mpiexec -----------------------------------------------------------------------
+ROOT = Path(__file__).resolve().parents[1]
+MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or shutil.which("mpiexec")
+
+
+def run_mpi(script, n, *args, timeout):
+    """(return code, stdout + stderr, seconds) of ``python script args`` under ``mpiexec -n n``,
+    importing this checkout's minigen."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    start = time.perf_counter()
+    out = subprocess.run([MPIEXEC, "-n", str(n), sys.executable, str(script), *map(str, args)],
+                         env=env, capture_output=True, text=True, timeout=timeout)
+    return out.returncode, out.stdout + out.stderr, time.perf_counter() - start
+
+
+def load_script(path):
+    """The module at ``path`` (an mpiexec script, imported to run its single-process side)."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,44 +2,28 @@
 held to the single-process run of the same global batches (tests/train/mpi_scripts/train_mlp.py
 runs both), and the fault paths: a diverged replica, an exception, a hung rank, a killed
 rank. Skipped without mpi4py or mpiexec."""
-import importlib.util
-import os
-import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.helpers import MPIEXEC, load_script, run_mpi
+
 pytest.importorskip("mpi4py")
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "tests" / "train" / "mpi_scripts" / "train_mlp.py"
-MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or \
-    shutil.which("mpiexec")
+SCRIPT = Path(__file__).resolve().parent / "mpi_scripts" / "train_mlp.py"
 if MPIEXEC is None:
     pytest.skip("no mpiexec", allow_module_level=True)
 TIMEOUT = 60
 
 
 def launch(n, *args):
-    """(return code, stdout + stderr, seconds) of the script under mpiexec -n n."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-    start = time.perf_counter()
-    out = subprocess.run([MPIEXEC, "-n", str(n), sys.executable, str(SCRIPT), *args], env=env,
-                         capture_output=True, text=True, timeout=TIMEOUT)
-    return out.returncode, out.stdout + out.stderr, time.perf_counter() - start
+    return run_mpi(SCRIPT, n, *args, timeout=TIMEOUT)
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("train_mlp", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 @pytest.fixture(scope="module")

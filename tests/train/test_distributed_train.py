@@ -4,46 +4,30 @@ loopback, held to the one-process run of the same global batches
 ragged validation batch, WGAN-GP (two optimisers), a TransformerLM weighted by tokens; a
 checkpoint written on 2 ranks resumed on 1 and on 3; a killed rank. Skipped without mpi4py or
 mpiexec."""
-import importlib.util
-import os
-import shutil
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.helpers import MPIEXEC, load_script, run_mpi
+
 pytest.importorskip("mpi4py")
 
 from minigen.train import load_checkpoint  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "tests" / "train" / "mpi_scripts" / "train_models.py"
-MPIEXEC = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or \
-    shutil.which("mpiexec")
+SCRIPT = Path(__file__).resolve().parent / "mpi_scripts" / "train_models.py"
 if MPIEXEC is None:
     pytest.skip("no mpiexec", allow_module_level=True)
 TIMEOUT = 90
 
 
 def launch(n, *args):
-    """(return code, stdout + stderr, seconds) of the script under mpiexec -n n."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-    start = time.perf_counter()
-    out = subprocess.run([MPIEXEC, "-n", str(n), sys.executable, str(SCRIPT), *map(str, args)],
-                         env=env, capture_output=True, text=True, timeout=TIMEOUT)
-    return out.returncode, out.stdout + out.stderr, time.perf_counter() - start
+    return run_mpi(SCRIPT, n, *args, timeout=TIMEOUT)
 
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("train_models", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(SCRIPT)
 
 
 @pytest.fixture(scope="module")
