@@ -118,7 +118,24 @@ def norm_grad_element(x, gy, mu, r, w, mean_h, mean_hx):
     return r * (gy * w - mean_h - (x - mu) * r * mean_hx)
 
 
+def group_stats(x, q, eps):
+    """(mean, 1 / sqrt(var + eps)) of group x[q] (K, S), the sums in float64, two passes."""
+    K, S = x.shape[1], x.shape[2]
+    total = 0.0
+    for k in range(K):
+        for s in range(S):
+            total += x[q, k, s]
+    mean = total / (K * S)
+    sq = 0.0
+    for k in range(K):
+        for s in range(S):
+            d = x[q, k, s] - mean
+            sq += d * d
+    return mean, 1.0 / math.sqrt(sq / (K * S) + eps)
+
+
 _norm_cpu, _norm_gpu = both(normalize_element)
+_stats_cpu, _stats_gpu = both(group_stats)
 _norm_grad_cpu, _norm_grad_gpu = both(norm_grad_element)
 
 
@@ -131,18 +148,7 @@ def _numba_norm(x, w, b, eps, out, mu, rstd):
     G, step = w.shape[0], 1 if w.shape[2] == S else 0
     for q in prange(Q):
         g = q % G
-        total = 0.0
-        for k in range(K):
-            for s in range(S):
-                total += x[q, k, s]
-        mean = total / (K * S)
-        sq = 0.0
-        for k in range(K):
-            for s in range(S):
-                d = x[q, k, s] - mean
-                sq += d * d
-        r = 1.0 / math.sqrt(sq / (K * S) + eps)
-        mu[q], rstd[q] = mean, r
+        mu[q], rstd[q] = _stats_cpu(x, q, eps)
         m, rr = mu[q], rstd[q]              # the stored (rounded) values, as the backward sees
         for k in range(K):
             for s in range(S):
@@ -185,17 +191,7 @@ def _cuda_norm(x, w, b, eps, out, mu, rstd):
     Q, K, S = x.shape
     if q < Q:
         g, step = q % w.shape[0], 1 if w.shape[2] == S else 0
-        total = 0.0
-        for k in range(K):
-            for s in range(S):
-                total += x[q, k, s]
-        mean = total / (K * S)
-        sq = 0.0
-        for k in range(K):
-            for s in range(S):
-                d = x[q, k, s] - mean
-                sq += d * d
-        mu[q], rstd[q] = mean, 1.0 / math.sqrt(sq / (K * S) + eps)
+        mu[q], rstd[q] = _stats_gpu(x, q, eps)
         m, rr = mu[q], rstd[q]
         for k in range(K):
             for s in range(S):
