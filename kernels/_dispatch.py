@@ -30,8 +30,19 @@ import hashlib
 import importlib.util
 import os
 import threading
+import warnings
 
 import numpy as np
+
+# Numba's SSA pass checks, pedantically, that every variable of an inlined helper with a branch
+# (e.g. exp's selects) is in scope, and warns (NumbaIRAssumptionWarning, "please report") that
+# it is not; the compiled code is right (the parity tests check it). This filter matches only
+# variables named after this package's helpers, so the warning still reaches users for their
+# own code. It is installed at import and by message, so Numba need not be imported for it, and
+# a test runner that restores the filters after each test keeps it.
+warnings.filterwarnings(
+    "ignore", message=r"variable '[^']*(exp_|lse_|reciprocal|_element|_online_max_sum|_dist_pass"
+                      r"|_tile_max|_span|_stats|_row_)[^']*' is not in scope")
 
 IMPLS = ("reference", "numba", "cuda")
 _REGISTRY = {}          # kernel name -> work threshold for the Numba CPU path
@@ -173,7 +184,6 @@ def _materialize(namespace, target):
         import numba
         _prefer_workqueue(numba)
         _key_cache_on_sources()
-        _quiet_inliner_check(numba)
         namespace["prange"] = numba.prange
     else:
         from numba import cuda
@@ -181,23 +191,6 @@ def _materialize(namespace, target):
     for key, value in list(namespace.items()):
         if isinstance(value, _Lazy) and value.target == target and value.built is not _BUILDING:
             namespace[key] = value.build()
-
-
-def _quiet_inliner_check(numba):
-    """Hide NumbaIRAssumptionWarning about our own inlined helpers (``inline='always'``).
-
-    Numba's SSA pass checks, pedantically, that every variable of an inlined function with a
-    branch (e.g. exp's selects) is in scope, and warns that it is not; the compiled code is
-    right (the parity tests check it).  The filter matches only variables named after this
-    package's helpers, so the warning still reaches users for their own code.
-    """
-    if "quiet" not in _state:
-        _state["quiet"] = True
-        import warnings
-        warnings.filterwarnings(
-            "ignore", category=numba.errors.NumbaIRAssumptionWarning,
-            message=r".*(exp_|lse_|reciprocal|_element|_online_max_sum|_dist_pass|_tile_max"
-                    r"|_span)")
 
 
 def _prefer_workqueue(numba):
