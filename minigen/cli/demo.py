@@ -55,7 +55,8 @@ MOONS = [
     Run("KDE (Scott)", "kde"),
     Run("KDE (leave-one-out CV)", "kde", {"bandwidth": "cv"}),
     Run("GaussianMixture (12, full)", "gmm", {"n_components": 12, "random_state": 0}),
-    Run("DDPM (TimeMLP 3x128, T=1000)", "ddpm", steps=(2000, 400), fit_options={"lr": 2e-3}),
+    Run("DDPM (TimeMLP 3x128, T=1000, v-prediction)", "ddpm", {"prediction": "v"},
+        steps=(4000, 400), fit_options={"lr": 3e-3}),
     Run("GAN (MLP 3x128)", "gan", steps=(1500, 400), fit_options={"lr": 1e-3}),
 ]
 DIGITS = [
