@@ -57,6 +57,8 @@ __all__ = ["world", "abort_on_error", "set_timeout", "shard_bounds", "shard", "s
            "allreduce_mean", "allreduce_scalar", "check_in_sync"]
 
 MISSING = "minigen.distributed needs mpi4py and MPICH: pip install -e '.[dist]'"
+ABORT_GRACE = 0.5   # s between printing the error and MPI_Abort: the launcher forwards the
+                    # ranks' output through pipes, and an abort can drop what is still in them
 _LAUNCHERS = (("PMI_SIZE", "PMI_RANK"), ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"))
 _state = {"MPI": None, "timeout": 300.0, "hooked": False, "watchdog": None}
 
@@ -95,6 +97,8 @@ def _abort(message):
     rank = _mpi().COMM_WORLD.Get_rank()
     sys.stderr.write(f"minigen.distributed: rank {rank}: {message}\n")
     sys.stderr.flush()
+    sys.stdout.flush()
+    time.sleep(ABORT_GRACE)
     _mpi().COMM_WORLD.Abort(1)
 
 
