@@ -343,7 +343,7 @@ def train(model, data, *, steps=None, epochs=None, batch_size=128, optimizer=Non
         restore(resume, model, run, total)
     params = list(model.parameters())
     progress = Progress(out or sys.stdout, total, log_every, verbose and ranks.writer, run.step,
-                        ranks.size)
+                        ranks.size, type(model).__name__)
     model.train()
     try:
         with deferred_interrupt() as interrupt_requested:

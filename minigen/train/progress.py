@@ -14,12 +14,12 @@ import numpy as np
 
 
 class Progress:
-    """``step  k/total  <loss> <mean of the last log_every values> ...  val v  r steps/s  ETA``,
-    then ``N ranks`` for a data-parallel run; nothing when not ``verbose``."""
+    """``<model>  step  k/total  <loss> <mean of the last log_every values> ...  val v  r steps/s
+    ETA``, then ``N ranks`` for a data-parallel run; nothing when not ``verbose``."""
 
-    def __init__(self, out, total, log_every, verbose, first_step, ranks=1):
+    def __init__(self, out, total, log_every, verbose, first_step, ranks=1, label=""):
         self.out, self.total, self.log_every, self.verbose = out, total, log_every, verbose
-        self.ranks = ranks
+        self.ranks, self.label = ranks, label
         isatty = getattr(out, "isatty", None)
         self.tty = bool(isatty and isatty())
         self.first_step, self.start, self.drawn = first_step, time.perf_counter(), 0.0
@@ -34,7 +34,8 @@ class Progress:
             return
         self.drawn = now
         window = min(self.log_every, step)
-        parts = [f"step {step:>6}/{self.total}"]
+        parts = [self.label] if self.label else []
+        parts.append(f"step {step:>6}/{self.total}")
         parts += [f"{name} {np.mean(values[-window:]):.4f}" for name, values in history.items()]
         if val_losses:
             parts.append(f"val {val_losses[-1][1]:.4f}")

@@ -44,7 +44,7 @@ def test_train_fits_a_linear_model_and_reports_progress():
     assert result.losses[-1] < 1e-3 * result.losses[0]
     np.testing.assert_allclose(model.lin.weight.numpy(), [[1.0, -2.0, 0.5]], atol=1e-2)
     lines = out.getvalue().splitlines()
-    assert len(lines) == 4 and lines[-1].startswith("step    400/400  loss")
+    assert len(lines) == 4 and lines[-1].startswith("Regression  step    400/400  loss")
     assert not model.training                       # left in eval mode
 
 
@@ -533,7 +533,7 @@ def test_progress_on_a_terminal_redraws_one_line():
     last = text.split("\r")[-1]
     assert "step     30/30" in last and "loss" in last and "val" in last and "steps/s" in last
     partial = text.split("\r")[1]
-    assert "ETA" in partial or partial.startswith("step     30")
+    assert "ETA" in partial or partial.startswith("Regression  step     30")
 
 
 def test_verbose_false_prints_nothing():
