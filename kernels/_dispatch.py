@@ -40,9 +40,9 @@ import numpy as np
 # variables named after this package's helpers, so the warning still reaches users for their
 # own code. It is installed at import and by message, so Numba need not be imported for it, and
 # a test runner that restores the filters after each test keeps it.
-warnings.filterwarnings(
-    "ignore", message=r"variable '[^']*(exp_|lse_|reciprocal|_element|_online_max_sum|_dist_pass"
-                      r"|_tile_max|_span|_stats|_row_)[^']*' is not in scope")
+INLINED_HELPER_NOTE = (r"variable '[^']*(exp_|lse_|reciprocal|_element|_online_max_sum"
+                       r"|_dist_pass|_tile_max|_span|_stats|_row_)[^']*' is not in scope")
+warnings.filterwarnings("ignore", message=INLINED_HELPER_NOTE)
 
 IMPLS = ("reference", "numba", "cuda")
 _REGISTRY = {}          # kernel name -> work threshold for the Numba CPU path

@@ -13,7 +13,8 @@ from numbers import Integral, Real
 
 import numpy as np
 
-__all__ = ["integer", "positive_int", "real", "positive", "choice", "int_tuple", "excerpt"]
+__all__ = ["integer", "positive_int", "real", "positive", "choice", "int_tuple", "int_pair",
+           "excerpt"]
 
 
 def _interval(low, high, low_open, high_open):
@@ -96,6 +97,15 @@ def int_tuple(values, name, where, low=1, length=None, nonempty=False):
         kind = "positive ints" if low == 1 else f"ints >= {low}"
         raise ValueError(f"{where}: {name} must be {size}tuple of {kind}, got {values!r}")
     return tuple(int(v) for v in items)
+
+
+def int_pair(value, name, where, low=1):
+    """``value`` (an int, or a pair of ints) as a pair of ints >= ``low``: a kernel size,
+    stride or dilation (low 1), a padding (low 0)."""
+    if isinstance(value, (str, bytes)) or not np.iterable(value):
+        v = integer(value, name, where, low=low)
+        return v, v
+    return int_tuple(value, name, where, low=low, length=2)
 
 
 def excerpt(value, limit=80):

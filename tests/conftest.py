@@ -16,6 +16,7 @@ import os
 import pytest
 
 from minigen import backend
+from minigen.kernels import _dispatch
 
 try:
     from hypothesis import HealthCheck, settings
@@ -28,6 +29,12 @@ if settings is not None:
     settings.register_profile("dev", max_examples=200, deadline=None,
                               suppress_health_check=[HealthCheck.too_slow], print_blob=True)
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_configure(config):
+    # kernels/_dispatch.py filters Numba's note about minigen's inlined helpers at import, but
+    # pytest restores its own filters after collection and after each test: give it the same one
+    config.addinivalue_line("filterwarnings", f"ignore:{_dispatch.INLINED_HELPER_NOTE}")
 
 
 @pytest.fixture(autouse=True)

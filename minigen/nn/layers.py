@@ -8,7 +8,6 @@ from .. import _checks as C
 from .. import backend
 from .. import functional as F
 from ..autograd import Tensor
-from ..ops.nn import int_pair
 from . import init
 from .module import Module, Parameter, Sequential
 
@@ -52,7 +51,7 @@ class Conv2d(Module):
                  bias=True, rng=None):
         super().__init__()
         _check_sizes("Conv2d", in_channels=in_channels, out_channels=out_channels)
-        kh, kw = int_pair(kernel_size, "kernel_size", "Conv2d")
+        kh, kw = C.int_pair(kernel_size, "kernel_size", "Conv2d")
         self.stride, self.padding, self.dilation = stride, padding, dilation
         fan_in = in_channels * kh * kw
         self.weight = _default_uniform(_empty(out_channels, in_channels, kh, kw), fan_in, rng)
@@ -71,7 +70,7 @@ class ConvTranspose2d(Module):
                  output_padding=0, dilation=1, bias=True, rng=None):
         super().__init__()
         _check_sizes("ConvTranspose2d", in_channels=in_channels, out_channels=out_channels)
-        kh, kw = int_pair(kernel_size, "kernel_size", "ConvTranspose2d")
+        kh, kw = C.int_pair(kernel_size, "kernel_size", "ConvTranspose2d")
         self.stride, self.padding = stride, padding
         self.output_padding, self.dilation = output_padding, dilation
         fan_in = out_channels * kh * kw  # PyTorch computes fan_in from weight.shape[1]

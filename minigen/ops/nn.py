@@ -175,15 +175,6 @@ def one_hot(indices, num_classes, dtype=None):
 
 
 # --- convolution --------------------------------------------------------------------------
-def int_pair(value, name, where, low=1):
-    """``value`` (an int, or a pair of ints) as a pair of ints >= ``low``: a kernel size,
-    stride or dilation (low 1), a padding (low 0)."""
-    if isinstance(value, (str, bytes)) or not np.iterable(value):
-        v = C.integer(value, name, where, low=low)
-        return v, v
-    return C.int_tuple(value, name, where, low=low, length=2)
-
-
 class Conv2d(Function):
     """y[n,o] = sum_c x[n,c] (*) w[o,c] (cross-correlation, NCHW)."""
 
@@ -251,9 +242,9 @@ def _check_conv(name, x, w, in_axis):
 def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
     """2-D cross-correlation, NCHW; weight (C_out, C_in, kh, kw), bias (C_out,)."""
     _check_conv("conv2d", x, weight, 1)
-    geometry = (int_pair(stride, "stride", "conv2d"),
-                int_pair(padding, "padding", "conv2d", low=0),
-                int_pair(dilation, "dilation", "conv2d"))
+    geometry = (C.int_pair(stride, "stride", "conv2d"),
+                C.int_pair(padding, "padding", "conv2d", low=0),
+                C.int_pair(dilation, "dilation", "conv2d"))
     (sh, sw), (ph, pw), (dh, dw) = geometry
     if x.shape[2] + 2 * ph < dh * (weight.shape[2] - 1) + 1 or \
             x.shape[3] + 2 * pw < dw * (weight.shape[3] - 1) + 1:
@@ -269,11 +260,11 @@ def conv_transpose2d(x, weight, bias=None, stride=1, padding=0, output_padding=0
     H_out = (H - 1) stride - 2 padding + dilation (kh - 1) + output_padding + 1.
     """
     _check_conv("conv_transpose2d", x, weight, 0)
-    geometry = (int_pair(stride, "stride", "conv_transpose2d"),
-                int_pair(padding, "padding", "conv_transpose2d", low=0),
-                int_pair(dilation, "dilation", "conv_transpose2d"))
+    geometry = (C.int_pair(stride, "stride", "conv_transpose2d"),
+                C.int_pair(padding, "padding", "conv_transpose2d", low=0),
+                C.int_pair(dilation, "dilation", "conv_transpose2d"))
     (sh, sw), (ph, pw), (dh, dw) = geometry
-    oph, opw = int_pair(output_padding, "output_padding", "conv_transpose2d", low=0)
+    oph, opw = C.int_pair(output_padding, "output_padding", "conv_transpose2d", low=0)
     if oph >= max(sh, dh) or opw >= max(sw, dw):
         raise ValueError("conv_transpose2d: output_padding must be smaller than stride or dilation")
     h = (x.shape[2] - 1) * sh - 2 * ph + dh * (weight.shape[2] - 1) + oph + 1
@@ -298,9 +289,9 @@ def _windows(name, x, kernel_size, stride, padding):
     """Flat indices (into each padded H*W image) of every pooling window: (Ho, Wo, kh*kw)."""
     if x.ndim != 4:
         raise ValueError(f"{name}: expected input (N, C, H, W), got shape {x.shape}")
-    kh, kw = int_pair(kernel_size, "kernel_size", name)
-    sh, sw = int_pair(stride if stride is not None else (kh, kw), "stride", name)
-    ph, pw = int_pair(padding, "padding", name, low=0)
+    kh, kw = C.int_pair(kernel_size, "kernel_size", name)
+    sh, sw = C.int_pair(stride if stride is not None else (kh, kw), "stride", name)
+    ph, pw = C.int_pair(padding, "padding", name, low=0)
     H, W = x.shape[2] + 2 * ph, x.shape[3] + 2 * pw
     if kh > H or kw > W:
         raise ValueError(f"{name}: kernel {(kh, kw)} is larger than the padded input {(H, W)}")
