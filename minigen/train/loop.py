@@ -39,13 +39,14 @@ class TrainingInterrupted(KeyboardInterrupt):
     eval mode and ``result`` holds the TrainResult of the completed steps. Interrupted at a step
     boundary (a first Ctrl-C), the checkpoint asked for is written at that step; interrupted
     inside a step (``inside_step``), the model holds part of that step's update and the
-    checkpoint file keeps the last step boundary written."""
+    checkpoint file keeps the last step boundary written. ``checkpoint`` is (path, step) of the
+    last checkpoint this run wrote, or of the one it resumed from, or None."""
 
-    def __init__(self, result, inside_step):
+    def __init__(self, result, inside_step, checkpoint=None):
         where = f"inside step {result.steps + 1}" if inside_step else \
             f"after step {result.steps}"
         super().__init__(f"training interrupted {where}")
-        self.result, self.inside_step = result, inside_step
+        self.result, self.inside_step, self.checkpoint = result, inside_step, checkpoint
 
 
 class TrainResult:
@@ -339,8 +340,10 @@ def train(model, data, *, steps=None, epochs=None, batch_size=128, optimizer=Non
     schedulers = _schedulers(schedule, optimizers, checkpoint is not None or resume is not None)
     ema = EMA(model, ema_decay) if ema_decay is not None else None
     run = RunState(optimizers, schedulers, ema, stream)
+    saved = None                                # (path, step) of the last good checkpoint
     if resume is not None:
         restore(resume, model, run, total)
+        saved = (resume, run.step)
     params = list(model.parameters())
     progress = Progress(out or sys.stdout, total, log_every, verbose and ranks.writer, run.step,
                         ranks.size, type(model).__name__)
@@ -374,13 +377,19 @@ def train(model, data, *, steps=None, epochs=None, batch_size=128, optimizer=Non
                     ranks.check_in_sync(model, step)
                     if ranks.writer:
                         write_checkpoint(checkpoint, model, run)
+                    saved = (checkpoint, step)
                 if ranks.any(interrupt_requested):
                     raise KeyboardInterrupt
     except KeyboardInterrupt as err:
         progress.close()
-        if checkpoint is not None and run.step > 0 and not run.in_step and ranks.writer:
-            write_checkpoint(checkpoint, model, run)
-        raise TrainingInterrupted(run.result(), run.in_step) from err
+        if checkpoint is not None and run.step > 0 and not run.in_step:
+            try:
+                if ranks.writer:
+                    write_checkpoint(checkpoint, model, run)
+                saved = (checkpoint, run.step)
+            except KeyboardInterrupt:   # another Ctrl-C while writing: the file is unchanged
+                pass
+        raise TrainingInterrupted(run.result(), run.in_step, saved) from err
     finally:
         model.eval()
     if patience is not None and run.best is not None:
