@@ -95,6 +95,7 @@ def main(argv=None):
         if extra and args.command != "fit":
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         model_options = options.parse(extra, args.model) if args.command == "fit" else {}
+        args.argv = argv                  # for the command that resumes an interrupted fit
         return args.func(args, model_options)
     except commands.UsageError as err:
         print(f"minigen: {err}", file=sys.stderr)

@@ -9,6 +9,8 @@ any work starts (an output path before a model is trained), and every error is a
 import inspect
 import json
 import os
+import shlex
+import sys
 import time
 
 import numpy as np
@@ -22,6 +24,7 @@ from ..data.tokenizers import CharTokenizer
 from ..distributed import world
 from ..distribution import NoDensityError, models
 from ..io import load_model, save_model
+from ..train import TrainingInterrupted
 from . import figures, tables
 from .options import UsageError, parse as parse_options, unknown_option
 
@@ -192,6 +195,43 @@ def _load(path):
 
 
 # --- fit / sample / score ----------------------------------------------------------------------
+def default_checkpoint(output):
+    """Where ``minigen fit -o OUTPUT`` keeps its training checkpoint when no --checkpoint is
+    given: beside the output, ``model.npz`` -> ``model.ckpt.npz``."""
+    root, ext = os.path.splitext(output)
+    return (root if ext.lower() == ".npz" else output) + ".ckpt.npz"
+
+
+def resume_command(argv, path, ranks):
+    """The command line that continues an interrupted ``minigen fit``: ``argv`` with --resume
+    PATH in place of any --resume it had (under ``mpiexec -n ranks`` when it ran on more than
+    one; a checkpoint resumes on any number)."""
+    words, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--resume":
+            i += 2
+            continue
+        if not argv[i].startswith("--resume="):
+            words.append(argv[i])
+        i += 1
+    launcher = ["mpiexec", "-n", str(ranks)] if ranks > 1 else []
+    return shlex.join(launcher + ["minigen"] + words + ["--resume", path])
+
+
+def interrupted(stop, argv, total):
+    """The line that says where an interrupted fit stopped (``total``: its budget in steps, or
+    None) and how to go on from there."""
+    steps, of = stop.result.steps, f" of {total}" if total else ""
+    head = f"interrupted inside step {steps + 1}{of}" if stop.inside_step else \
+        f"interrupted after step {steps}{of}"
+    if stop.checkpoint is None:
+        return f"{head}; no checkpoint was written yet, nothing to resume from"
+    path, saved = os.fspath(stop.checkpoint[0]), stop.checkpoint[1]
+    kept = f"saved the checkpoint {path}" if saved == steps and not stop.inside_step else \
+        f"the last good checkpoint, {path}, holds step {saved}"
+    return f"{head}; {kept}; resume with: {resume_command(argv, path, world()[1])}"
+
+
 def fit(args, options):
     where = "fit"
     seed = checked(_checks.integer, args.seed, "--seed", where, low=0)
@@ -202,15 +242,29 @@ def fit(args, options):
             if getattr(args, key, None) is not None}
     if "resume" in runs and not os.path.isfile(runs["resume"]):
         raise UsageError(f"{where}: --resume {excerpt_path(runs['resume'])} is not a file")
+    default_steps = getattr(model_class(args.model), "default_steps", None)
+    trained = default_steps is not None
+    own_checkpoint = trained and "checkpoint" not in runs
+    if own_checkpoint:
+        runs["checkpoint"] = default_checkpoint(args.output)
     if "checkpoint" in runs:
         check_output(runs["checkpoint"], where)
     data = load_data(args.data, split="train")
     check_kind(args.model, model_class(args.model), data, args.data)
-    model, seconds = fit_model(args.model, data, options, steps, epochs, args.quiet, seed,
-                               labels_for(args.model, args.data, "train"), **runs)
     rank, size = world()
+    try:
+        model, seconds = fit_model(args.model, data, options, steps, epochs, args.quiet, seed,
+                                   labels_for(args.model, args.data, "train"), **runs)
+    except TrainingInterrupted as stop:
+        if rank == 0:
+            total = None if epochs is not None else steps or default_steps
+            print(f"minigen: {interrupted(stop, args.argv, total)}", file=sys.stderr,
+                  flush=True)
+        return 130
     if rank == 0:
         save_model(model, args.output)
+        if own_checkpoint and os.path.exists(runs["checkpoint"]):
+            os.remove(runs["checkpoint"])             # the fit is complete: nothing to resume
         ranks = f" on {size} ranks" if size > 1 else ""
         print(f"fitted {args.model} on {describe(data, args.data, 'train')}{ranks} in "
               f"{seconds:.1f} s; saved {args.output}")
