@@ -25,7 +25,7 @@ from ..distributed import world
 from ..distribution import NoDensityError, models
 from ..io import load_model, save_model
 from ..train import TrainingInterrupted
-from . import figures, tables
+from . import diagnose, figures, tables
 from .options import UsageError, parse as parse_options, unknown_option
 
 __all__ = ["UsageError", "parse_options", "fit", "sample", "score", "compare", "info"]
@@ -340,6 +340,13 @@ def evaluate(model, test, rng=0):
             "mmd": metrics.mmd(S, test), "samples": S}
 
 
+def failed(kind, err):
+    """The result of a fit that stopped on a non-finite value: no scores, flagged."""
+    empty = {"log_p": None, "bits_per_char": None, "perplexity": None} if kind == "text" else \
+        {"log_p": None, "sw": None, "mmd": None}
+    return dict(empty, samples=None, flags=[("model", f"did not converge: {err}")])
+
+
 def compare(args, options):
     seed = checked(_checks.integer, args.seed, "--seed", "compare", low=0)
     steps = checked(_checks.positive_int, args.steps, "--steps", "compare",
@@ -353,20 +360,26 @@ def compare(args, options):
         check_kind(name, model_class(name), data, args.data)
     train, test = split(data)
     y_train = split(sources.load_labels(args.data))[0] if labelled else None
+    floor = None if kind == "text" else diagnose.noise_floor(train, test, rng=seed)
     rows = []
     for name in names:
         if y_train is None:
             labels_for(name, args.data)          # a clear error for a supervised model
         trained = getattr(model_class(name), "default_steps", None) is not None
-        model, seconds = fit_model(name, train, with_alphabet(name, {}, data),
-                                   steps=steps if trained else None, quiet=args.quiet,
-                                   rng=seed, labels=y_train)
-        rows.append((name, evaluate(model, test, rng=seed), seconds))
+        start = time.perf_counter()
+        try:
+            model, seconds = fit_model(name, train, with_alphabet(name, {}, data),
+                                       steps=steps if trained else None, quiet=args.quiet,
+                                       rng=seed, labels=y_train)
+        except FloatingPointError as err:        # diverged: a row that says so, not a crash
+            rows.append((name, failed(kind, err), time.perf_counter() - start))
+            print(f"  {name}: stopped after {rows[-1][2]:.1f} s: {err}", flush=True)
+            continue
+        result = evaluate(model, test, rng=seed)
+        result["flags"] = diagnose.flags(result, model, floor)
+        rows.append((name, result, seconds))
         print(f"  {name}: fitted in {seconds:.1f} s", flush=True)
-    reference = None if kind == "text" else {
-        "sw": metrics.sliced_wasserstein(train[:len(test)], test, rng=seed),
-        "mmd": metrics.mmd(train[:len(test)], test)}
-    text = tables.table(rows, reference)
+    text = tables.table(rows, floor)
     print(text)
     os.makedirs(args.out, exist_ok=True)
     md = os.path.join(args.out, "compare.md")
@@ -375,7 +388,8 @@ def compare(args, options):
     from .. import plot
     figure = None
     if plot.available():
-        panels = [("held-out data", test)] + [(name, r["samples"]) for name, r, _ in rows]
+        panels = [("held-out data", test)] + [(name, r["samples"]) for name, r, _ in rows
+                                               if r["samples"] is not None]
         figure = figures.save(plot, panels, os.path.join(args.out, "compare.png"),
                               f"compare on {args.data}", per_panel=30)
     print(f"wrote {md}" + (f" and {figure}" if figure else
