@@ -54,7 +54,9 @@ def _parser(model=None):
     budget.add_argument("--steps", type=int)
     budget.add_argument("--epochs", type=int)
     p.add_argument("-o", "--output", required=True, help="the fitted model's path (.npz)")
-    p.add_argument("--checkpoint", help="write a training checkpoint here as training goes (.npz)")
+    p.add_argument("--checkpoint", help="write a training checkpoint here every 100 steps and "
+                   "on Ctrl-C (default: beside the output, -o model.npz -> model.ckpt.npz, removed "
+                   "when the fit completes)")
     p.add_argument("--resume", help="continue from this training checkpoint, on any number of "
                    "ranks")
 

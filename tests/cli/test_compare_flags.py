@@ -120,3 +120,26 @@ def test_compare_flags_a_diverged_fit_and_a_flat_loss_and_goes_on(tmp_path, caps
         assert "[2] ae: the training loss did not go down" in text
         assert next(line for line in text.splitlines() if line.startswith("| kde")).count(
             "[") == 0
+
+
+def test_the_floor_spread_estimates_the_spread_of_one_independent_sample():
+    """s (the floor's spread over the finite-population factor) against the standard deviation
+    of the metric over 200 independent samples (rows drawn at random from 200,000 points of
+    moons, not moons(n), which puts exactly n / 2 on each moon); ten training pools of N = 4n
+    rows, compare's split; z = (mean log s - log sd) / SE with SE^2 = var(log s) / 10 +
+    1 / (2 * 199), the second term the variance of the log standard deviation of 200 normal
+    values."""
+    big, gen = moons(200_000, rng=5), np.random.default_rng(9)
+
+    def iid(n):
+        return big[gen.choice(len(big), n, replace=False)]
+    test = iid(100)
+    fresh = [iid(100) for _ in range(200)]
+    floors = [diagnose.noise_floor(iid(400), test, rng=k) for k in range(10)]
+    for key, metric in (("sw", lambda S, i: metrics.sliced_wasserstein(S, test, rng=i)),
+                        ("mmd", lambda S, i: metrics.mmd(S, test))):
+        spread = np.std([metric(S, i) for i, S in enumerate(fresh)], ddof=1)
+        log_s = np.log([floor[key][1] for floor in floors])
+        se = np.sqrt(log_s.var(ddof=1) / len(log_s) + 1 / (2 * 199))
+        z = (log_s.mean() - np.log(spread)) / se
+        assert -3 < z < 3, (key, z)

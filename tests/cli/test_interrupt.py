@@ -80,7 +80,8 @@ def test_ctrl_c_keeps_a_checkpoint_and_the_printed_command_resumes_exactly(tmp_p
     command = shlex.split(err[len(head + "resume with: "):])
     assert command[:1] == ["minigen"] and command[-2:] == ["--resume", ckpt]
     assert not os.path.exists(cut)                   # an interrupted fit saves no model
-    _run(command[1:])
+    resumed = _run(command[1:]).stdout                # progress every 100 steps, from step
+    assert resumed.count(" step ") == 15 - step // 100  # on: it went on, not from the start
     assert not os.path.exists(ckpt)
     _run(VAE_FIT + ["--steps", "1500", "-o", whole])
     assert not os.path.exists(tmp_path / "whole.ckpt.npz")
@@ -140,7 +141,11 @@ def test_a_first_ctrl_c_in_process_stops_after_the_step_and_resumes_exactly(
     monkeypatch.undo()
     command = shlex.split(err.split("resume with: ")[1])
     assert command[-4:] == ["--checkpoint", str(ckpt), "--resume", str(ckpt)]
+    loss, calls = VAE.loss, []
+    monkeypatch.setattr(VAE, "loss", lambda self, batch: calls.append(1) or loss(self, batch))
     assert main(*command[1:]) == 0
+    assert len(calls) == 60 - 23                     # the steps after the checkpoint's
+    monkeypatch.undo()
     assert ckpt.exists()                             # a --checkpoint given is the user's
     assert main(*argv, "-o", tmp_path / "whole.npz") == 0
     _same_weights(tmp_path / "cut.npz", tmp_path / "whole.npz")
