@@ -93,6 +93,35 @@ class GaussianMixture(Distribution):
         self.init_params, self.random_state = init_params, random_state
         self.weights_init, self.means_init, self.precisions_init = weights_init, means_init, precisions_init
 
+    #: the component counts ``for_data`` tries when none is given
+    BIC_CANDIDATES = (1, 2, 3, 4, 5, 6, 8, 10, 12, 16, 20)
+
+    @classmethod
+    def for_data(cls, X, **params):
+        """The mixture the command line fits to X: ``n_components`` as given, else the count in
+        ``BIC_CANDIDATES`` with the smallest BIC = -2 log L + n_params log n on X (Schwarz
+        1978), among counts whose parameters number fewer than X's rows; ``random_state``
+        defaults to 0 so the choice repeats. Other parameters pass through unchanged."""
+        params.setdefault("random_state", 0)
+        if "n_components" in params:
+            return cls(**params)
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or len(X) < 2:
+            return cls(**params)
+        n, d = X.shape
+        covariance_type = params.get("covariance_type", "full")
+        best = None
+        for K in cls.BIC_CANDIDATES:
+            n_params = _n_precision_parameters(covariance_type, K, d) + K * d + K - 1
+            if K > 1 and (K >= n or n_params >= n):
+                break
+            with warnings.catch_warnings():      # a candidate need not converge to be ranked
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                bic = cls(n_components=K, **params).fit(X).bic(X)
+            if best is None or bic < best[0]:
+                best = (bic, K)
+        return cls(n_components=best[1], **params)
+
     # ---------------------------------------------------------------- checks and initialisation
     def _check_inits(self, d):
         K, where = self.n_components, "GaussianMixture.fit"
