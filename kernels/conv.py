@@ -26,6 +26,9 @@ shape (``NHWC_MIN_CHANNELS``, ``FLIP_MIN_CHANNELS``; timed by benchmarks/conv_la
   cols_nhwc[(n, ho, wo), (i, j, c)] is kh runs of kw*C contiguous numbers, so the copy runs
   near memcpy speed (the channel-major copy moves runs of Wo numbers, 8 for an 8x8 image);
   then Y^T = cols_nhwc @ W2'^T, a tall-skinny GEMM, with W2' = w laid out (O, kh kw C);
+* below that many channels, per-image patches: cols[n] (C kh kw, Ho Wo) and one GEMM per
+  image, W2 @ cols[n], whose stacked result is y in NCHW order (no transposing copy), and
+  gw = sum_n gy[n] @ cols[n]^T reads gy as it lies;
 * the input gradient of a stride-1 convolution as a forward convolution of gy with the
   flipped, transposed kernel, padding d (k - 1) - p (the transposed convolution of stride 1
   is a convolution), which replaces col2im's kh*kw scatter-adds by one more GEMM;
@@ -247,6 +250,21 @@ def nhwc_im2col(x, g):
     return np.ascontiguousarray(windows).reshape(N * Ho * Wo, kh * kw * C)
 
 
+def batched_im2col(x, g):
+    """cols (N, C kh kw, Ho Wo): image n's own patch matrix, so that W2 @ cols (one GEMM per
+    image, NumPy's stacked matmul) is y already in NCHW order. For few input channels this
+    replaces the one wide GEMM W2 @ cols (O, N Ho Wo) and the transposing copy of its result
+    to NCHW, and the weight gradient reads gy as it lies: with 1 channel, 32 outputs, 3x3,
+    128x28x28 the forward took 1.0 ms against 8.8 ms and the weight gradient 1.7 ms against
+    5.2 ms (one core, CPU clock, best of 15)."""
+    N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo = g
+    xpad = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    sN, sC, sH, sW = xpad.strides
+    windows = np.lib.stride_tricks.as_strided(
+        xpad, (N, C, kh, kw, Ho, Wo), (sN, sC, dh * sH, dw * sW, sh * sH, sw * sW))
+    return np.ascontiguousarray(windows).reshape(N, C * kh * kw, Ho * Wo)
+
+
 def to_rows(a):
     """a (N, C, H, W) as the (N H W, C) matrix of its channels-last layout: a view when a is
     NHWC in memory, else one transposing copy."""
@@ -271,8 +289,8 @@ def conv2d(x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), impl=None, *,
            return_patches=False):
     """y (N, O, Ho, Wo) = the cross-correlation of x (N, C, H, W) with w (O, C, kh, kw).
 
-    ``return_patches=True`` returns (y, patches): the channels-last patch matrix when that
-    route ran (else None), which ``conv2d_weight_grad(..., patches=)`` reuses instead of
+    ``return_patches=True`` returns (y, patches): the channels-last or per-image patch
+    matrix when one of those routes ran (else None), which ``conv2d_weight_grad(..., patches=)`` reuses instead of
     building it again."""
     where = "conv2d"
     check_float(where, x=x, w=w)
@@ -285,6 +303,9 @@ def conv2d(x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), impl=None, *,
     if _fast_layouts(path, impl, x) and g[1] >= NHWC_MIN_CHANNELS:
         patches = nhwc_im2col(x, g)
         y = from_rows(patches @ _weights_last(w).T, N, Ho, Wo)   # Y^T: (N Ho Wo, O)
+    elif _fast_layouts(path, impl, x):
+        patches = batched_im2col(x, g)
+        y = (w.reshape(O, -1) @ patches).reshape(N, O, Ho, Wo)
     else:
         Y = w.reshape(O, -1) @ _IM2COL[path](x, g)           # (O, N Ho Wo)
         y = _xp(x).ascontiguousarray(Y.reshape(O, N, Ho, Wo).transpose(1, 0, 2, 3))
@@ -326,11 +347,18 @@ def conv2d_weight_grad(x, gy, w_shape, stride=(1, 1), padding=(0, 0), dilation=(
     if tuple(gy.shape) != (N, O, Ho, Wo):
         raise ValueError(f"{where}: gy must have shape {(N, O, Ho, Wo)}, got {tuple(gy.shape)}")
     path = choose(where, x, N * int(np.prod(w_shape[1:])) * Ho * Wo, impl)
+    K = g[1] * g[5] * g[6]
     if _fast_layouts(path, impl, x) and g[1] >= NHWC_MIN_CHANNELS:
-        if patches is None or patches.shape != (N * Ho * Wo, g[1] * g[5] * g[6]):
+        if patches is None or patches.shape != (N * Ho * Wo, K):
             patches = nhwc_im2col(x, g)
         gw = (to_rows(gy).T @ patches).reshape(O, g[5], g[6], g[1]).transpose(0, 3, 1, 2)
         return np.ascontiguousarray(gw, dtype=x.dtype)
+    if _fast_layouts(path, impl, x):
+        if patches is None or patches.shape != (N, K, Ho * Wo):
+            patches = batched_im2col(x, g)
+        # gw = sum_n gy[n] @ cols[n]^T: one (O, K) product per image, then their sum
+        gw = (gy.reshape(N, O, Ho * Wo) @ patches.transpose(0, 2, 1)).sum(axis=0)
+        return gw.reshape(tuple(w_shape)).astype(x.dtype, copy=False)
     G = gy.reshape(N, O, Ho * Wo).transpose(1, 0, 2).reshape(O, N * Ho * Wo)
     gw = G @ _IM2COL[path](x, g).T
     return gw.reshape(tuple(w_shape)).astype(x.dtype, copy=False)
