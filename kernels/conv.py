@@ -32,7 +32,13 @@ shape (``NHWC_MIN_CHANNELS``, ``FLIP_MIN_CHANNELS``; timed by benchmarks/conv_la
 * the input gradient of a stride-1 convolution as a forward convolution of gy with the
   flipped, transposed kernel, padding d (k - 1) - p (the transposed convolution of stride 1
   is a convolution), which replaces col2im's kh*kw scatter-adds by one more GEMM;
-* else col2im runs on Numba when installed: one prange iteration per channel.
+* else, from NHWC_MIN_CHANNELS channels on, the patch gradient in channels-last rows
+  (gy as (N Ho Wo, O) @ W2') scattered back by a Numba kernel, one image per prange
+  iteration (32 -> 64 channels, stride 2, 128x28x28: 19.1 against 23.1 ms for the
+  channel-major GEMM and col2im, one core); below that, col2im on Numba when installed,
+  one prange iteration per channel.
+On the 'numba' path the channels-last patch rows are gathered by a Numba kernel straight
+from NCHW x, padding included.
 All routes compute the same sums in a different order: they agree to rounding.
 
 Channels-last between layers (PyTorch's ``channels_last`` memory format): x, y and gy keep
@@ -185,6 +191,28 @@ def _numba_nhwc_im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
                     else:
                         for c in range(C):
                             row[k + c] = 0.0
+
+
+@lazy_njit(parallel=True, cache=True)
+def _numba_nhwc_col2im(rows, gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
+    """The adjoint of ``_numba_nhwc_im2col``: each channels-last patch row (n, ho, wo) of
+    ``rows`` scatter-added back onto the pixels of gx (N, C, H, W) it was read from; one
+    image per prange iteration, so no two iterations share a pixel."""
+    N, C, H, W = gx.shape
+    for n in prange(N):
+        gx[n] = 0.0
+        for ho in range(Ho):
+            for wo in range(Wo):
+                row = rows[(n * Ho + ho) * Wo + wo]
+                for i in range(kh):
+                    h = ho * sh - ph + i * dh
+                    if 0 <= h < H:
+                        for j in range(kw):
+                            w = wo * sw - pw + j * dw
+                            if 0 <= w < W:
+                                k = (i * kw + j) * C
+                                for c in range(C):
+                                    gx[n, c, h, w] += row[k + c]
 
 
 def numba_col2im(cols, g):
@@ -363,6 +391,12 @@ def conv2d_input_grad(gy, w, x_shape, stride=(1, 1), padding=(0, 0), dilation=(1
         flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
         return conv2d(gy, flipped, (1, 1), (dh * (kh - 1) - ph, dw * (kw - 1) - pw), (dh, dw),
                       impl=impl)
+    if path == "numba" and _fast_layouts(path, impl, gy) and g[1] >= NHWC_MIN_CHANNELS:
+        # channels-last patch rows of the gradient, scattered back by the adjoint gather
+        rows = to_rows(gy) @ _weights_last(w)           # (N Ho Wo, kh kw C)
+        gx = np.empty(tuple(x_shape), rows.dtype)
+        launch(path, _numba_nhwc_col2im, None, rows.size, None, rows, gx, *g[5:])
+        return gx
     G = gy.reshape(N, O, Ho * Wo).transpose(1, 0, 2).reshape(O, N * Ho * Wo)
     return _COL2IM[path](w.reshape(O, -1).T @ G, g)
 
