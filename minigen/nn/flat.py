@@ -10,22 +10,26 @@ so an optimizer updates every parameter of a group in one kernel launch, gradien
 zeroed by one fill and clipped by one norm. For the user a flattened parameter is the same
 object with the same values; the differences are where the arrays live:
 
-* ``p.grad = g`` (what backward does) copies g's values into the parameter's slice of the
-  gradient buffer, and ``p.grad`` is then a Tensor over that slice (a gradient that carries a
-  graph, from ``backward(create_graph=True)``, is kept as given). ``p.grad = None`` zeroes the
-  slice, so a buffer's gradient is zero wherever a member has no gradient.
+* A first-order ``backward`` writes a parameter's gradient straight into its slice when the
+  parameter has none yet: the engine's ``grad_destination`` hands the slice to the backward
+  (``Linear`` computes dW = g^T x by one GEMM into it, and the bias gradient by one sum into
+  it), so nothing is copied. Any other ``p.grad = g`` copies g's values into the slice, and
+  ``p.grad`` is then a Tensor over it (a gradient that carries a graph, from
+  ``backward(create_graph=True)``, is kept as given). ``p.grad = None`` zeroes the slice.
+* ``zero_grad`` through an optimizer drops the gradients without a fill: the next gradient
+  overwrites its slice whole. A slice whose member then gets no gradient is zeroed when the
+  buffer's gradient is read as a stretch (``grad_spans``, so ``clip_grad_norm_``), so every
+  reader sees zeros wherever a member has no gradient.
 * ``p.data = array`` rebinds ``p.data`` as for any Tensor; the parameter leaves its buffer,
   which is marked stale, and an optimizer holding it lays its parameters out afresh at its
   next step (``Module.to`` and ``copy.deepcopy`` end the same way).
 
-Measured on the quiet 2-core machine (MLP 784-512-512-784, batch 256, Adam, float32, both
-optimizers in one process, medians of 15 steps): the flat Adam update takes 1.8-2.7 ms against
-3.4 ms per parameter, but the zero fill (0.4 ms) and the copy of every gradient into the
-buffer cost about as much again, and the whole step took 12.7 ms flat against 11.6 ms per
-parameter (the Transformer step: 435 against 448 ms, within the noise). So the optimizers
-take ``flat=True`` on request and are per parameter by default; the buffer pays where a
-gradient is written into it directly, which needs the engine's accumulation to know the
-buffer.
+Why the gradient is written in place: on the 2-core machine (MLP 784-512-512-784, batch 256,
+Adam, float32) the one-launch flat Adam update takes 1.8-2.7 ms against 3.4 ms per parameter,
+but when backward's gradients were copied into the buffer and the buffer zero-filled, those
+copies cost as much again and the flat step was the slower one (12.7 against 11.6 ms). With
+the gradients written in place the optimizers are flat by default (numbers in
+``benchmarks/README.md``, "A step inside one process").
 """
 import numpy as np
 
