@@ -6,8 +6,8 @@ device (a ``FlatBuffer``), and re-points each one's ``.data`` at its slice:
     buffer.data[o_i : o_i + n_i].reshape(shape_i) is params[i].data
     buffer.grad[o_i : o_i + n_i].reshape(shape_i) holds params[i].grad
 
-so an optimizer updates every parameter of a group in one kernel launch, gradients are
-zeroed by one fill and clipped by one norm. For the user a flattened parameter is the same
+so an optimizer updates every parameter of a group in one kernel launch, backward writes
+gradients into the buffer in place, and they are clipped by one norm. For the user a flattened parameter is the same
 object with the same values; the differences are where the arrays live:
 
 * A first-order ``backward`` writes a parameter's gradient straight into its slice when the

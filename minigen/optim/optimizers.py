@@ -97,7 +97,7 @@ class Optimizer:
             g["lr"] = value
 
     def zero_grad(self):
-        """Every gradient to None (on the flat path: one fill per buffer stretch)."""
+        """Every gradient to None (on the flat path without a fill: see ``FlatBuffer.unset``)."""
         if not self.flat:
             for p in self.params:
                 p.grad = None
