@@ -183,3 +183,13 @@ def test_a_member_left_without_a_gradient_reads_as_zeros_after_zero_grad():
     want = np.sqrt(sum(float((p.grad.numpy() ** 2).sum()) for p in net.parameters()
                        if p.grad is not None))
     np.testing.assert_allclose(total, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("cls", [mg.optim.SGD, mg.optim.Adam, mg.optim.AdamW])
+def test_optimizers_lay_parameters_out_flat_by_default(cls):
+    net = _net()
+    opt = cls(net.parameters(), lr=0.1)
+    assert opt.flat
+    (buffer,) = {p.flat[0] for p in net.parameters()}
+    assert buffer.valid and buffer.data.size == net.num_parameters()
+    assert not cls(_net().parameters(), lr=0.1, flat=False).flat
