@@ -31,6 +31,7 @@ class _Mode(threading.local):
     """Per-thread state, as in PyTorch: one thread's backward (which runs under no_grad) or
     inference must not switch graph building off in another thread's forward."""
     grad_enabled = True
+    into_leaves = False   # a first-order backward that accumulates into the leaves' .grad
 
 
 _mode = _Mode()
@@ -212,6 +213,12 @@ class Tensor:
             self.data[_raw_index(index)] = _raw(value)
         self._inplace("__setitem__", update, value)
 
+    def _grad_home(self):
+        """A Tensor over preallocated memory that this leaf's next gradient may be written
+        into directly, or None (a Parameter in a flat buffer answers its slice of the
+        buffer's gradient while it holds no gradient; see ``grad_destination``)."""
+        return None
+
     # --- backward -----------------------------------------------------------------------
     def backward(self, grad=None, retain_graph=False, create_graph=False):
         """Accumulate d(self)/d(leaf) * grad into every leaf's ``.grad``.
@@ -224,6 +231,28 @@ class Tensor:
 
 def _raw(x):
     return x.data if isinstance(x, Tensor) else x
+
+
+def grad_destination(t, fn):
+    """Where a backward may write the gradient of input ``t`` in place of a fresh array: a
+    Tensor whose ``.data`` the backward fills completely (``out=``) and then returns as that
+    gradient, or None. Only while a first-order backward accumulates into ``.grad`` (not under
+    ``grad()`` or ``create_graph=True``) and only for a leaf with no gradient yet whose
+    gradient has a home of its own (a Parameter in a flat buffer): the engine then stores the
+    returned Tensor as ``t.grad`` with no copy. A leaf reached twice gets its home once, the
+    later gradients are added as usual; a leaf that is more than one input of ``fn`` (the
+    Function asking) gets none, since the gradient of its other slot, delivered first, would
+    be copied over the one written there."""
+    if not _mode.into_leaves or t._ctx is not None or not t.requires_grad:
+        return None
+    home = t._grad_home()
+    if home is not None:
+        seen = 0
+        for u in fn.inputs:
+            seen += u is t
+        if seen > 1:
+            return None
+    return home
 
 
 def _is_array(data):
@@ -505,6 +534,23 @@ def run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False, 
             i = t._index
             slot[i] = g if slot[i] is None else slot[i] + g
 
+    outer = _mode.into_leaves       # a backward run inside a backward (e.g. in a hook)
+    _mode.into_leaves = captured is None and not create_graph
+    try:
+        order = _walk(outputs, grad_outputs, create_graph, deliver, pending)
+    finally:
+        _mode.into_leaves = outer
+    if not retain_graph:  # after the walk: a backward may still read an earlier output
+        for fn in order:
+            fn.release()
+    if captured is not None:
+        return [captured[id(t)] for t in inputs]
+    return None
+
+
+def _walk(outputs, grad_outputs, create_graph, deliver, pending):
+    """The walk itself: seed, then each Function's backward in topological order, handing
+    each input its gradient through ``deliver``; returns the order."""
     with _GradMode(create_graph):
         for out, g in zip(outputs, grad_outputs):
             deliver(out, _seed_grad(out, g))
@@ -526,12 +572,7 @@ def run_backward(outputs, grad_outputs, retain_graph=False, create_graph=False, 
                     if g.data.dtype != t.data.dtype:
                         g = cast(g, t.data.dtype)
                     deliver(t, g)
-    if not retain_graph:  # after the walk: a backward may still read an earlier output
-        for fn in order:
-            fn.release()
-    if captured is not None:
-        return [captured[id(t)] for t in inputs]
-    return None
+    return order
 
 
 def grad(outputs, inputs, grad_outputs=None, retain_graph=None, create_graph=False,

@@ -6,26 +6,30 @@ device (a ``FlatBuffer``), and re-points each one's ``.data`` at its slice:
     buffer.data[o_i : o_i + n_i].reshape(shape_i) is params[i].data
     buffer.grad[o_i : o_i + n_i].reshape(shape_i) holds params[i].grad
 
-so an optimizer updates every parameter of a group in one kernel launch, gradients are
-zeroed by one fill and clipped by one norm. For the user a flattened parameter is the same
+so an optimizer updates every parameter of a group in one kernel launch, backward writes
+gradients into the buffer in place, and they are clipped by one norm. For the user a flattened parameter is the same
 object with the same values; the differences are where the arrays live:
 
-* ``p.grad = g`` (what backward does) copies g's values into the parameter's slice of the
-  gradient buffer, and ``p.grad`` is then a Tensor over that slice (a gradient that carries a
-  graph, from ``backward(create_graph=True)``, is kept as given). ``p.grad = None`` zeroes the
-  slice, so a buffer's gradient is zero wherever a member has no gradient.
+* A first-order ``backward`` writes a parameter's gradient straight into its slice when the
+  parameter has none yet: the engine's ``grad_destination`` hands the slice to the backward
+  (``Linear`` computes dW = g^T x by one GEMM into it, and the bias gradient by one sum into
+  it), so nothing is copied. Any other ``p.grad = g`` copies g's values into the slice, and
+  ``p.grad`` is then a Tensor over it (a gradient that carries a graph, from
+  ``backward(create_graph=True)``, is kept as given). ``p.grad = None`` zeroes the slice.
+* ``zero_grad`` through an optimizer drops the gradients without a fill: the next gradient
+  overwrites its slice whole. A slice whose member then gets no gradient is zeroed when the
+  buffer's gradient is read as a stretch (``grad_spans``, so ``clip_grad_norm_``), so every
+  reader sees zeros wherever a member has no gradient.
 * ``p.data = array`` rebinds ``p.data`` as for any Tensor; the parameter leaves its buffer,
   which is marked stale, and an optimizer holding it lays its parameters out afresh at its
   next step (``Module.to`` and ``copy.deepcopy`` end the same way).
 
-Measured on the quiet 2-core machine (MLP 784-512-512-784, batch 256, Adam, float32, both
-optimizers in one process, medians of 15 steps): the flat Adam update takes 1.8-2.7 ms against
-3.4 ms per parameter, but the zero fill (0.4 ms) and the copy of every gradient into the
-buffer cost about as much again, and the whole step took 12.7 ms flat against 11.6 ms per
-parameter (the Transformer step: 435 against 448 ms, within the noise). So the optimizers
-take ``flat=True`` on request and are per parameter by default; the buffer pays where a
-gradient is written into it directly, which needs the engine's accumulation to know the
-buffer.
+Why the gradient is written in place: on the 2-core machine (MLP 784-512-512-784, batch 256,
+Adam, float32) the one-launch flat Adam update takes 1.8-2.7 ms against 3.4 ms per parameter,
+but when backward's gradients were copied into the buffer and the buffer zero-filled, those
+copies cost as much again and the flat step was the slower one (12.7 against 11.6 ms). With
+the gradients written in place the optimizers are flat by default (numbers in
+``benchmarks/README.md``, "A step inside one process").
 """
 import numpy as np
 
@@ -68,18 +72,30 @@ class Parameter(Tensor):
         if slot is None:
             self._grad = value
             return
-        view = slot[2]
-        if value is view:
+        buffer, index, view = slot
+        if value is view:       # a backward wrote it there (``_grad_home``)
+            buffer.unset.discard(index)
+            self._grad = view
             return
         if value is None or value.requires_grad:
             view.data.fill(0)
+            buffer.unset.discard(index)
             self._grad = value
             return
         if tuple(value.shape) != self.shape:
             raise ValueError(f"Parameter.grad: the gradient has shape {tuple(value.shape)}, "
                              f"the parameter {self.shape}")
         xp(view.data).copyto(view.data, value.data)
+        buffer.unset.discard(index)
         self._grad = view
+
+    def _grad_home(self):
+        """The slice of the buffer's gradient while this parameter has no gradient: the
+        engine's ``grad_destination`` lets a backward write the gradient there (no copy)."""
+        slot = self._slot
+        if slot is None or self._grad is not None or not slot[0].valid:
+            return None
+        return slot[2]
 
     def _attach(self, buffer, index):
         """Make this parameter member ``index`` of ``buffer`` (its values already copied)."""
@@ -94,9 +110,6 @@ class Parameter(Tensor):
         if grad is not None:
             self.grad = grad
 
-    def _drop_grad(self):
-        """Forget the gradient without touching the buffer (the caller fills it)."""
-        self._grad = None
 
     @property
     def flat(self):
@@ -108,7 +121,13 @@ class Parameter(Tensor):
 class FlatBuffer:
     """Parameters of one dtype and device laid end to end: ``data`` and ``grad`` are 1-D
     arrays, member i occupies ``[offsets[i], offsets[i + 1])``. ``valid`` turns False when
-    any member leaves (its ``.data`` rebound, or it joined another buffer)."""
+    any member leaves (its ``.data`` rebound, or it joined another buffer).
+
+    ``unset`` holds the members whose gradient ``zero_grad`` dropped without filling their
+    stretch of ``grad`` with zeros: the next gradient overwrites it whole (a backward writes
+    it there, or the setter copies it), so the fill is only needed where a stretch is read
+    while its member has no gradient: ``settle`` zeros those, and ``grad_spans`` settles
+    before it hands out a stretch."""
 
     def __init__(self, params):
         self.params = list(params)
@@ -127,6 +146,7 @@ class FlatBuffer:
         self.grad = mod.zeros(self.offsets[-1], dtype)
         for i, p in enumerate(self.params):
             self.data[self.offsets[i]:self.offsets[i + 1]] = p.data.reshape(-1)
+        self.unset = set()
         for i, p in enumerate(self.params):
             p._attach(self, i)
         self.valid = True
@@ -135,7 +155,7 @@ class FlatBuffer:
         """A copy's members are copies whose arrays are no views of this buffer: they must be
         laid out afresh, so the copy is a stale, empty buffer."""
         dead = FlatBuffer.__new__(FlatBuffer)
-        dead.params, dead.offsets, dead.valid = [], [0], False
+        dead.params, dead.offsets, dead.valid, dead.unset = [], [0], False, set()
         dead.data = dead.grad = None
         return dead
 
@@ -162,11 +182,29 @@ class FlatBuffer:
         return self.offsets[i], self.offsets[j]
 
     def zero_grad(self, i, j):
-        """Members i..j-1 lose their gradients: one fill of their stretch of ``grad``."""
-        start, stop = self.span(i, j)
-        self.grad[start:stop].fill(0)
-        for p in self.params[i:j]:
-            p._drop_grad()
+        """Members i..j-1 lose their gradients; their stretches are filled later, and only
+        where still needed (``unset``, ``settle``)."""
+        for k in range(i, j):
+            self.params[k]._grad = None
+        self.unset.update(range(i, j))
+
+    def settle(self, i, j):
+        """Zero the stretch of every member among i..j-1 that holds no gradient and was not
+        zeroed since ``zero_grad``: one fill per run of such members."""
+        if not self.unset:
+            return
+        k = i
+        while k < j:
+            if k in self.unset and self.params[k]._grad is None:
+                m = k
+                while m + 1 < j and m + 1 in self.unset and self.params[m + 1]._grad is None:
+                    m += 1
+                start, stop = self.span(k, m + 1)
+                self.grad[start:stop].fill(0)
+                self.unset.difference_update(range(k, m + 1))
+                k = m + 1
+            else:
+                k += 1
 
     def gather_grads(self, i, j):
         """Which of members i..j-1 have a gradient; a gradient held outside the buffer (one
@@ -202,6 +240,7 @@ def grad_spans(params):
     def close():
         if run:
             buffer, i = run[0]._slot[0], run[0]._slot[1]
+            buffer.settle(i, i + len(run))
             start, stop = buffer.span(i, i + len(run))
             spans.append(buffer.grad[start:stop])
             run.clear()

@@ -133,7 +133,7 @@ class Module:
 
     def flatten_parameters(self):
         """Lay the parameters out as views into one contiguous buffer per dtype and device
-        (``nn.flat``), so one launch, one fill or one norm covers them all; returns the
+        (``nn.flat``), so one launch or one norm covers them all; returns the
         ``FlatBuffer`` objects. Optimizers lay out their own parameters (group by group) when
         a group is not already one stretch of a buffer."""
         return flatten(list(self.parameters()))

@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from .. import backend
-from ..autograd import Function, Tensor
+from ..autograd import Function, Tensor, grad_destination
 from ..backend import xp
 from ._promote import floating, operands
 
@@ -326,8 +326,20 @@ class Linear(Function):
         x, w, *bias = self.inputs
         rows = g.reshape(-1, g.shape[-1])
         gx = g @ w if x.requires_grad else None
-        gw = rows.T @ x.reshape(-1, x.shape[-1]) if w.requires_grad else None
-        gb = rows.sum(0) if bias and bias[0].requires_grad else None
+        gw = gb = None
+        if w.requires_grad:
+            x_rows = x.reshape(-1, x.shape[-1])
+            gw = grad_destination(w, self)
+            if gw is None:
+                gw = rows.T @ x_rows
+            else:       # the one GEMM writes straight into W's slot of the flat gradient
+                xp(g.data).matmul(rows.data.T, x_rows.data, out=gw.data)
+        if bias and bias[0].requires_grad:
+            gb = grad_destination(bias[0], self)
+            if gb is None:
+                gb = rows.sum(0)
+            else:
+                rows.data.sum(axis=0, out=gb.data)
         return gx, gw, gb
 
 

@@ -6,15 +6,14 @@ Parameter groups follow ``torch.optim``: ``params`` is an iterable of Tensors, o
 group (e.g. no weight decay on biases). Schedules set every group's lr. Updates run on raw
 arrays in place (no graph).
 
-With ``flat=True`` (off by default: on the 2-core machine the one-launch update is faster,
-1.8-2.7 ms against 3.4 ms for a 1M-parameter Adam, but copying each gradient into the buffer
-and the zero fill cost more, so the MLP step took 12.7 ms flat against 11.6 ms; see
-``benchmarks/README.md``) an optimizer lays its
-``nn.Parameter``s out as views into one buffer per dtype and device, group after group, so a
-group's update is one ``kernels.optimizer`` call over all its parameters, ``zero_grad`` one
-fill and ``clip_grad_norm_`` one norm. On the reference path the flat update does the
-per-parameter one's (``flat=False``) operations in the same order: float64 trajectories agree
-to the last bit. Tensors that are not Parameters are updated one by one.
+By default (``flat=True``) an optimizer lays its ``nn.Parameter``s out as views into one
+buffer per dtype and device, group after group (``nn.flat``), so a group's update is one
+``kernels.optimizer`` call over all its parameters, ``zero_grad`` drops the gradients without
+a fill, ``clip_grad_norm_`` takes one norm, and backward writes each ``Linear``'s gradients
+straight into the buffer (no copy). ``flat=False`` updates each parameter on its own. On the
+reference path the flat update does the per-parameter one's operations in the same order:
+float64 trajectories agree to the last bit. Tensors that are not Parameters are updated one
+by one. ``state_dict`` / ``load_state_dict`` are the same on both paths.
 """
 import math
 
@@ -35,7 +34,7 @@ class Optimizer:
     ``moment(name)`` is the state array over it), ``_moments(group)`` (the state's names) and
     ``_first_key(state)`` (members whose keys differ take separate calls)."""
 
-    def __init__(self, params, defaults, flat=False):
+    def __init__(self, params, defaults, flat=True):
         where = type(self).__name__
         params = list(params)
         if not params:
@@ -98,7 +97,7 @@ class Optimizer:
             g["lr"] = value
 
     def zero_grad(self):
-        """Every gradient to None (on the flat path: one fill per buffer stretch)."""
+        """Every gradient to None (on the flat path without a fill: see ``FlatBuffer.unset``)."""
         if not self.flat:
             for p in self.params:
                 p.grad = None
@@ -208,7 +207,7 @@ class SGD(Optimizer):
     (Nesterov: p <- p - lr (g + momentum v)); Sutskever et al. 2013, as torch.optim.SGD."""
 
     def __init__(self, params, lr=1e-2, momentum=0.0, nesterov=False, weight_decay=0.0,
-                 flat=False):
+                 flat=True):
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov,
                                       weight_decay=weight_decay), flat)
 
@@ -252,7 +251,7 @@ class Adam(Optimizer):
     decoupled = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 flat=False):
+                 flat=True):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay),
                          flat)
         self._buffers = {}   # scratch space of the update, one array per (dtype, array type)
@@ -317,7 +316,7 @@ class AdamW(Adam):
     decoupled = True
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
-                 flat=False):
+                 flat=True):
         super().__init__(params, lr, betas, eps, weight_decay, flat)
 
 

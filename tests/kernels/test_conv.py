@@ -22,8 +22,8 @@ geometries = st.fixed_dictionaries({
 
 @contextlib.contextmanager
 def layouts(name):
-    """Force the default route's layout choice: 'channels-first' (channel-major patches and
-    col2im everywhere) or 'channels-last' (NHWC patches and the flipped-kernel input
+    """Force the default route's layout choice: 'channels-first' (per-image channel-major
+    patches and col2im everywhere) or 'channels-last' (NHWC patches and the flipped-kernel input
     gradient wherever they apply), whatever the channel counts."""
     saved = conv.NHWC_MIN_CHANNELS, conv.FLIP_MIN_CHANNELS
     conv.NHWC_MIN_CHANNELS = conv.FLIP_MIN_CHANNELS = 1 if name == "channels-last" else 10 ** 9
@@ -164,8 +164,13 @@ def test_patches_from_the_forward_give_the_weight_gradient():
     # patches of another geometry are not used
     np.testing.assert_allclose(conv.conv2d_weight_grad(x, gy, w.shape, *geo, patches=patches[1:]),
                                ref, rtol=1e-10, atol=1e-12)
-    with layouts("channels-first"):
-        assert conv.conv2d(x, w, *geo, return_patches=True)[1] is None
+    with layouts("channels-first"):     # per-image patches, reused the same way
+        y, patches = conv.conv2d(x, w, *geo, return_patches=True)
+        assert patches.shape == (3, 9 * 3 * 2, y.shape[2] * y.shape[3])
+        np.testing.assert_allclose(conv.conv2d_weight_grad(x, gy, w.shape, *geo,
+                                                           patches=patches),
+                                   ref, rtol=1e-10, atol=1e-12)
+    assert conv.conv2d(x, w, *geo, impl="reference", return_patches=True)[1] is None
 
 
 def test_autograd_conv_with_many_channels_matches_torch():
@@ -181,3 +186,24 @@ def test_autograd_conv_with_many_channels_matches_torch():
     torch.nn.functional.conv2d(xt, wt, bt, padding=1).backward(torch.tensor(gy))
     for ours, theirs in ((xs, xt), (ws, wt), (bs, bt)):
         np.testing.assert_allclose(ours.grad.numpy(), theirs.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("geo", [((2, 2), (1, 1), (1, 1)), ((2, 1), (1, 0), (1, 2)),
+                                 ((1, 3), (2, 1), (2, 1))])
+def test_numba_channels_last_gather_and_scatter_match_the_reference(geo, dtype):
+    # 9 channels: the channels-last patch rows (a Numba gather from NCHW x) and, for strides
+    # above 1, the input gradient scattered back from channels-last rows (a Numba scatter)
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(3, 9, 7, 8)).astype(dtype)
+    w = rng.normal(size=(5, 9, 3, 2)).astype(dtype)
+    y = conv.conv2d(x, w, *geo, impl="reference")
+    gy = rng.normal(size=y.shape).astype(dtype)
+    tol = TOL[dtype]
+    np.testing.assert_allclose(conv.conv2d(x, w, *geo, impl="numba"), y, **tol)
+    np.testing.assert_allclose(conv.conv2d_input_grad(gy, w, x.shape, *geo, impl="numba"),
+                               conv.conv2d_input_grad(gy, w, x.shape, *geo, impl="reference"),
+                               **tol)
+    np.testing.assert_allclose(conv.conv2d_weight_grad(x, gy, w.shape, *geo, impl="numba"),
+                               conv.conv2d_weight_grad(x, gy, w.shape, *geo, impl="reference"),
+                               **tol)

@@ -109,3 +109,87 @@ def test_buffer_arguments_are_checked():
     with pytest.raises(TypeError, match="flatten: only Parameters can live in a flat buffer, "
                                         "got Tensor"):
         flatten([mg.tensor(np.ones(2), requires_grad=True)])
+
+
+def test_backward_writes_a_linear_weight_gradient_into_its_slot_without_a_copy(monkeypatch):
+    net = _net()
+    (buffer,) = net.flatten_parameters()
+    copies = []
+    real = np.copyto
+    monkeypatch.setattr(np, "copyto", lambda dst, *a, **k: (copies.append(dst), real(dst, *a,
+                                                                                       **k)))
+    _loss(net).backward()
+    monkeypatch.undo()
+    # every Linear's weight and bias gradient was computed in place: nothing copied in
+    assert not any(np.shares_memory(dst, buffer.grad) for dst in copies)
+    plain = _net()
+    _loss(plain).backward()
+    np.testing.assert_array_equal(
+        buffer.grad, np.concatenate([p.grad.numpy().ravel() for p in plain.parameters()]))
+
+
+def test_grad_destination_only_for_a_first_order_backward_into_grad():
+    net = _net()
+    net.flatten_parameters()
+    w = next(net.parameters())
+    seen = []
+    real = mg.autograd.grad_destination
+
+    def spy(t, fn):
+        out = real(t, fn)
+        if t is w:
+            seen.append(out)
+        return out
+    from minigen.ops import math as ops_math
+    ops_math.grad_destination, saved = spy, ops_math.grad_destination
+    try:
+        mg.autograd.grad(_loss(net), [w])                          # grad(): no .grad touched
+        _loss(net).backward(create_graph=True)                     # a gradient with a graph
+        net.zero_grad()
+        _loss(net).backward()                                      # the one case with a home
+        _loss(net).backward()                                      # w already has a gradient
+    finally:
+        ops_math.grad_destination = saved
+    assert [s is not None for s in seen] == [False, False, True, False]
+
+
+def test_a_leaf_used_twice_by_one_function_is_not_written_over():
+    # linear(W, W): W is x and weight; its gradient is g W + g^T W, not twice either one
+    # (c is not symmetric, so neither is g)
+    rng = np.random.default_rng(0)
+    w = nn.Parameter(rng.normal(size=(3, 3)))
+    c = mg.tensor(rng.normal(size=(3, 3)))
+    plain = mg.tensor(w.numpy().copy(), requires_grad=True)
+    flatten([w])
+    for t in (w, plain):
+        (F.linear(t, t) * c).sum().backward()
+    np.testing.assert_allclose(w.grad.numpy(), plain.grad.numpy(), rtol=1e-12)
+
+
+def test_a_member_left_without_a_gradient_reads_as_zeros_after_zero_grad():
+    net = _net()
+    opt = mg.optim.SGD(net.parameters(), lr=0.1, flat=True)
+    _loss(net).backward()
+    opt.step()
+    opt.zero_grad()                              # drops the gradients, fills nothing yet
+    last = list(net.parameters())[-1]            # the output bias: no gradient this time
+    x = mg.tensor(np.random.default_rng(2).normal(size=(4, 3)))
+    (net[0](x).sum() + (net[2].weight ** 2).sum()).backward()
+    assert last.grad is None
+    (span,), rest = grad_spans(list(net.parameters()))
+    stop = span.size
+    np.testing.assert_array_equal(span[stop - last.size:], 0)
+    total = mg.optim.clip_grad_norm_(net.parameters(), 1e9)
+    want = np.sqrt(sum(float((p.grad.numpy() ** 2).sum()) for p in net.parameters()
+                       if p.grad is not None))
+    np.testing.assert_allclose(total, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("cls", [mg.optim.SGD, mg.optim.Adam, mg.optim.AdamW])
+def test_optimizers_lay_parameters_out_flat_by_default(cls):
+    net = _net()
+    opt = cls(net.parameters(), lr=0.1)
+    assert opt.flat
+    (buffer,) = {p.flat[0] for p in net.parameters()}
+    assert buffer.valid and buffer.data.size == net.num_parameters()
+    assert not cls(_net().parameters(), lr=0.1, flat=False).flat
