@@ -33,7 +33,9 @@ def filled(rng, shape, fill):
 
 @pytest.fixture(autouse=True)
 def keep_channels_last(monkeypatch):
-    """Every test starts with the channels-last routes keeping NHWC."""
+    """Every test starts with the channels-last routes keeping NHWC, and with them allowed:
+    MINIGEN_KERNELS=reference turns them off (the textbook route), so it is cleared here."""
+    monkeypatch.delenv("MINIGEN_KERNELS", raising=False)
     monkeypatch.setattr(kconv, "KEEP_CHANNELS_LAST", True)
 
 
