@@ -196,7 +196,7 @@ def erf_array(a):
     try:
         from scipy.special import erf
     except ImportError:
-        return np.frompyfunc(math.erf, 1, 1)(a).astype(np.float64)
+        return np.asarray(np.frompyfunc(math.erf, 1, 1)(a), dtype=np.float64)   # 0-d: a float
     return erf(a)
 
 
