@@ -26,7 +26,7 @@ as many per second on 2 cores as one process with 2 threads. Without mpi4py or m
 ``dist`` extra), or with ``--ranks 1``, they train in this process: the same steps, slower.
 Prints sliced Wasserstein distances to held-out data next to their floors (a second draw of
 the toy; the training digits) and, for the digits, a full-covariance Gaussian fit.
-``main(argv)`` returns these numbers.
+``main(argv)`` returns these numbers (and the digits model).
 """
 import argparse
 import importlib.util
@@ -59,7 +59,7 @@ DIGITS = dict(channels=16, batch=64, lr=3e-3, warmup=50, clip_grad=1.0, ema_deca
               steps=6000, samples=1000, sample_steps=50)
 QUICK_DIGITS = dict(DIGITS, channels=8, batch=32, warmup=5, steps=30, samples=64,
                     sample_steps=10)
-# the thread pools each rank gets cores / ranks threads of
+# the thread pools sized for each rank: cores / ranks threads
 THREADS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 FRAMES = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 1.0)   # where in the reverse process to look
 
@@ -108,9 +108,9 @@ def digits_model(r):
                 prediction="v", shape=(1, 8, 8), data_range=(0, 1), rng=0)
 
 
-def fit_digits(model, X, r, verbose=True):
+def fit_digits(model, X, r):
     return model.fit(X, steps=r["steps"], batch_size=r["batch"], lr=r["lr"],
-                     ema_decay=r["ema_decay"], clip_grad=r["clip_grad"], verbose=verbose,
+                     ema_decay=r["ema_decay"], clip_grad=r["clip_grad"], verbose=True,
                      schedule=lambda opt: CosineWarmup(opt, r["warmup"], r["steps"]),
                      log_every=max(r["steps"] // 5, 1))
 
