@@ -77,14 +77,11 @@ def minigen_vae(Xtr, steps, seed):
 
 
 # --- PyTorch: the same GAN, run with --torch-worker in its own process --------------------
-def torch_gan(steps, lr, seed, path):
-    """Train the twin and save its samples (``sample(n, rng)`` draws z from NumPy's generator
-    seeded by rng, as minigen's does) to ``path``; returns the training seconds."""
+def torch_networks():
+    """The PyTorch twins of ``GAN.conv``'s generator and discriminator (same layers, in the
+    same order, so a test can copy weights across)."""
     import torch
-    torch.set_num_threads(1)
-    torch.manual_seed(seed)
     nn = torch.nn
-    Xtr = torch.tensor(digits()[0], dtype=torch.float32)
     c1, c2 = CHANNELS
 
     class Generator(nn.Module):
@@ -107,10 +104,35 @@ def torch_gan(steps, lr, seed, path):
         def forward(self, x):
             return self.out(self.convs(x.reshape(len(x), 1, 8, 8)).reshape(len(x), -1))
 
-    G, D = Generator(), Discriminator()
+    return Generator(), Discriminator()
+
+
+def torch_step(G, D, opt_g, opt_d, real, z_d, z_g):
+    """One discriminator update on (real, G(z_d)), then one generator update on G(z_g): the
+    non-saturating losses of ``GAN``, softplus(-D(x)) + softplus(D(G(z))) and
+    softplus(-D(G(z)))."""
+    import torch
+    softplus = torch.nn.functional.softplus
+    with torch.no_grad():
+        fake = G(z_d)
+    opt_d.zero_grad()
+    (softplus(-D(real)).mean() + softplus(D(fake)).mean()).backward()
+    opt_d.step()
+    opt_g.zero_grad()
+    softplus(-D(G(z_g))).mean().backward()
+    opt_g.step()
+
+
+def torch_gan(steps, lr, seed, path):
+    """Train the twin and save its samples (``sample(n, rng)`` draws z from NumPy's generator
+    seeded by rng, as minigen's does) to ``path``; returns the training seconds."""
+    import torch
+    torch.set_num_threads(1)
+    torch.manual_seed(seed)
+    Xtr = torch.tensor(digits()[0], dtype=torch.float32)
+    G, D = torch_networks()
     opt_g = torch.optim.Adam(G.parameters(), lr=lr, betas=BETAS)
     opt_d = torch.optim.Adam(D.parameters(), lr=lr, betas=BETAS)
-    softplus = nn.functional.softplus
     ema = {k: v.detach().clone() for k, v in G.state_dict().items()}
     order, pos, rng = np.random.default_rng(seed).permutation(len(Xtr)), 0, \
         np.random.default_rng(seed)
@@ -119,14 +141,8 @@ def torch_gan(steps, lr, seed, path):
         if pos + BATCH > len(Xtr):          # reshuffled each epoch, the last part-batch dropped
             order, pos = rng.permutation(len(Xtr)), 0
         real, pos = Xtr[order[pos:pos + BATCH]], pos + BATCH
-        with torch.no_grad():
-            fake = G(torch.randn(BATCH, Z_DIM))
-        opt_d.zero_grad()
-        (softplus(-D(real)).mean() + softplus(D(fake)).mean()).backward()
-        opt_d.step()
-        opt_g.zero_grad()
-        softplus(-D(G(torch.randn(BATCH, Z_DIM)))).mean().backward()
-        opt_g.step()
+        torch_step(G, D, opt_g, opt_d, real, torch.randn(BATCH, Z_DIM),
+                   torch.randn(BATCH, Z_DIM))
         decay = min(EMA_DECAY, (1 + step) / (10 + step))
         with torch.no_grad():
             for k, v in G.state_dict().items():
