@@ -3,6 +3,7 @@ with the VAE on the same pixels as the reference.
 
     python benchmarks/models_gan_digits.py [--steps 8000] [--lr 2e-4] [--seeds 0 1 2]
         [--parts gan torch vae] [--vae-steps 3000] [--figure PATH] [--quick]
+    python benchmarks/models_gan_digits.py --speed-only [--rounds 3]
 
 Data: the 8x8 digits scaled to [0, 1] (``load_digits('train'|'test') / 16``, the seed-0 split:
 1,437 training and 360 held-out images), as in ``minigen demo``.
@@ -31,6 +32,11 @@ Metrics, printed as Markdown rows per seed:
     probability >= 0.9 (a blurred sample is labelled with less confidence), next to the same
     numbers for the held-out digits;
   * seconds of training (under whatever load the machine carried; not a timing benchmark).
+
+``--speed-only``: milliseconds per training step (one discriminator and one generator update)
+of the minigen GAN and the PyTorch twin, both single-threaded, each round a 300-step fit of
+each in turn (PyTorch in its own process; minigen after a 20-step warm-up fit that compiles
+its kernels): median and range over the rounds, and the ratio of the medians.
 """
 import argparse
 import json
@@ -40,7 +46,9 @@ import sys
 import tempfile
 import time
 
-import numpy as np
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")     # single-threaded, as PyTorch's worker below
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from _timing import machine  # noqa: E402
@@ -211,6 +219,19 @@ def figure(path, panels, title):
     print(f"\nfigure: {plot.save(fig, path)}")
 
 
+def speed(rounds, lr, steps=300):
+    Xtr = digits()[0]
+    minigen_gan(Xtr, 20, lr, 0)
+    mine, theirs = [], []
+    for _ in range(rounds):
+        mine.append(minigen_gan(Xtr, steps, lr, 0)[1] / steps * 1e3)
+        theirs.append(run_torch(steps, lr, 0)[1] / steps * 1e3)
+    print(f"# ms per step, {steps}-step fits, {rounds} rounds; {machine()}")
+    for name, ms in (("minigen", mine), ("PyTorch", theirs)):
+        print(f"{name}: median {np.median(ms):.1f} ms (range {min(ms):.1f} to {max(ms):.1f})")
+    print(f"ratio minigen / PyTorch: {np.median(mine) / np.median(theirs):.2f}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=8000, help="discriminator (= generator) steps")
@@ -221,13 +242,17 @@ def main():
     ap.add_argument("--vae-steps", type=int, default=3000)
     ap.add_argument("--figure", help="write the first seed's samples to this PNG")
     ap.add_argument("--quick", action="store_true", help="300 steps, one seed")
+    ap.add_argument("--speed-only", action="store_true", help="time steps of both libraries")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of --speed-only")
     ap.add_argument("--torch-worker", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.torch_worker:
         steps, lr, seed, path = args.torch_worker
         print(json.dumps({"seconds": torch_gan(int(steps), float(lr), int(seed), path)}))
         return
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    if args.speed_only:
+        speed(args.rounds, args.lr)
+        return
     steps, vae_steps, seeds = ((300, 300, [0]) if args.quick else
                                (args.steps, args.vae_steps, args.seeds))
     Xtr, ytr, Xte, yte = digits()
