@@ -29,7 +29,7 @@ Metrics, printed as Markdown rows per seed:
   * classes: a logistic regression fitted to the training digits (scikit-learn; its held-out
     accuracy is printed) labels 1,000 samples, clipped to [0, 1]: the smallest and largest
     share of a class (a collapsed generator leaves classes out) and the share labelled with
-    probability >= 0.9 (a blurred sample is labelled with less confidence), next to the same
+    probability >= 0.9 (an ambiguous sample is labelled with less confidence), next to the same
     numbers for the held-out digits;
   * seconds of training (under whatever load the machine carried; not a timing benchmark).
 
@@ -46,8 +46,10 @@ import sys
 import tempfile
 import time
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")     # single-threaded, as PyTorch's worker below
+if __name__ == "__main__":       # single-threaded, as PyTorch's worker (not when imported)
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                 "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
