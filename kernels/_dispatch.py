@@ -50,7 +50,7 @@ _state = {}
 _BUILDING = object()
 _BUILD_LOCK = threading.RLock()     # one compilation at a time; other threads wait for it
 _LAUNCH_LOCK = threading.Lock()     # parallel CPU kernels take turns under 'workqueue'
-_THREADSAFE_LAYERS = ("tbb", "omp", "safe", "threadsafe")
+_THREADSAFE_LAYERS = ("tbb", "omp")
 prange = range          # kernels import this; materialize(..., 'cpu') swaps in numba.prange
 
 # Fast-math flags that keep NaN and inf semantics: reassociation (vectorised sums; NaN and inf
@@ -87,18 +87,31 @@ def check_float(where, **arrays):
 def launch(path, cpu_kernel, cuda_kernel, size, threads, *args):
     """Run ``cpu_kernel(*args)`` (path 'numba') or ``cuda_kernel`` over ceil(size / threads)
     blocks of ``threads`` (path 'cuda'; nothing when size is 0), compiling it on first use.
-    CPU kernels launched from several Python threads take turns unless the user chose a
-    thread-safe Numba threading layer (Numba's default here, 'workqueue', aborts the process
-    on a concurrent launch)."""
+    CPU kernels launched from several Python threads take turns until a parallel kernel has
+    run under a thread-safe Numba threading layer ('tbb' or 'omp'): 'workqueue', minigen's
+    default, aborts the process on a concurrent launch."""
     if path == "numba":
-        kernel = _compiled(cpu_kernel)      # materialize set _state["serialise"]
+        kernel = _compiled(cpu_kernel)
         if _state["serialise"]:
             with _LAUNCH_LOCK:
                 kernel(*args)
+                if "layer" not in _state:
+                    _note_layer()
         else:
             kernel(*args)
     elif size:
         _compiled(cuda_kernel)[(size + threads - 1) // threads, threads](*args)
+
+
+def _note_layer():
+    """Once a parallel kernel has started Numba's pool, note its threading layer, and let
+    launches run concurrently if it is thread-safe."""
+    import numba
+    try:
+        _state["layer"] = numba.threading_layer()
+    except ValueError:          # no parallel kernel ran yet
+        return
+    _state["serialise"] = _state["layer"] not in _THREADSAFE_LAYERS
 
 
 def _compiled(kernel):
@@ -194,20 +207,22 @@ def _materialize(namespace, target):
 
 
 def _prefer_workqueue(numba):
-    """Use Numba's 'workqueue' threading layer unless the user chose one.
+    """Use Numba's 'workqueue' threading layer unless the user chose one (the environment
+    variable NUMBA_THREADING_LAYER, or ``numba.config.THREADING_LAYER`` set in code).
 
     The kernels alternate with BLAS calls (conv's matrix products).  Under the 'omp' layer,
     idle OpenMP workers spin after each parallel loop and starve OpenBLAS's threads: on 2 cores
     a conv2d's matmul measured 10-20x slower right after a Numba kernel.  The workqueue layer's
-    workers sleep.  It aborts the process when kernels are launched from several Python
-    threads at once, so ``launch`` makes them take turns; with NUMBA_THREADING_LAYER=omp (or
-    tbb) they run concurrently.  No effect once Numba's threads started.
+    workers sleep; 'tbb' measured the same as 'workqueue' on the steps (benchmarks/README.md,
+    "Threads that cooperate") and is a separate install.  'workqueue' aborts the process when
+    kernels are launched from several Python threads at once, so ``launch`` makes them take
+    turns until the active layer is known to be thread-safe.  No effect once Numba's threads
+    started.
     """
-    if "layer" not in _state:
-        _state["layer"] = True
-        chosen = os.environ.get("NUMBA_THREADING_LAYER", "")
-        _state["serialise"] = chosen.lower() not in _THREADSAFE_LAYERS
-        if not chosen:
+    if "serialise" not in _state:
+        _state["serialise"] = True
+        if not os.environ.get("NUMBA_THREADING_LAYER") and \
+                numba.config.THREADING_LAYER == "default":
             numba.config.THREADING_LAYER = "workqueue"
 
 
