@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from .. import backend
+from .._blas import blas_threads as limit_blas
 from .._checks import positive, positive_int, real
 from ..autograd import Tensor, no_grad
 from ..data.batching import BatchStream, batches
@@ -276,7 +277,7 @@ def _validate(model, validation, metric, batch_size, step, ranks):
 def train(model, data, *, steps=None, epochs=None, batch_size=128, optimizer=None, lr=1e-3,
           schedule=None, ema_decay=None, ema_warmup=True, clip_grad=None, validation=None,
           val_every=None, patience=None, metric=None, log_every=100, checkpoint=None,
-          resume=None, rng=None, verbose=True, out=None):
+          resume=None, rng=None, verbose=True, out=None, blas_threads=None):
     """Train ``model`` on ``data`` (an array, or a tuple of arrays sharing the first axis; the
     batches come in the same form) and return a ``TrainResult``.
 
@@ -294,7 +295,10 @@ def train(model, data, *, steps=None, epochs=None, batch_size=128, optimizer=Non
     written every ``log_every`` steps, at the end and on an interrupt (read it with
     ``load_checkpoint``; see ``minigen.train.checkpoint`` for what it holds); resume: a
     checkpoint to continue from, exactly. rng: the batch order. verbose / out: progress to
-    ``out`` (default sys.stdout).
+    ``out`` (default sys.stdout). blas_threads: limit the BLAS thread pool to this many threads
+    for the run (through threadpoolctl, ignored without it); 1 ran each step 2-5x faster on a
+    loaded 2-core machine and suits one rank per core under mpiexec (benchmarks/README.md,
+    "Threads that cooperate"), while a quiet machine may prefer the default pool.
 
     A NaN or inf loss, gradient, validation or parameter stops training with a
     FloatingPointError naming the step, before anything of that step is saved. A first Ctrl-C
@@ -319,6 +323,7 @@ def train(model, data, *, steps=None, epochs=None, batch_size=128, optimizer=Non
     val_every = positive_int(val_every, "val_every", "train", optional=True)
     patience = positive_int(patience, "patience", "train", optional=True)
     lr = positive(lr, "lr", "train")
+    blas_threads = positive_int(blas_threads, "blas_threads", "train", optional=True)
     clip_grad = positive(clip_grad, "clip_grad", "train", optional=True)
     ema_decay = real(ema_decay, "ema_decay", "train", low=0, high=1, high_open=True,
                      optional=True)
@@ -349,7 +354,7 @@ def train(model, data, *, steps=None, epochs=None, batch_size=128, optimizer=Non
                         ranks.size, type(model).__name__)
     model.train()
     try:
-        with deferred_interrupt() as interrupt_requested:
+        with deferred_interrupt() as interrupt_requested, limit_blas(blas_threads):
             while run.step < total and not run.stopped:
                 step = run.step + 1
                 run.in_step = True
