@@ -196,6 +196,8 @@ def worker(args):
         return
     run = run_minigen if args.worker == "minigen" else run_torch
     out = run(args, args.seed, tok, train, held, args.steps)
+    out = {k: v for k, v in out.items() if k not in ("step_seconds", "step_cpu")}
+    out["train_loss"] = [round(v, 4) for v in out["train_loss"]]
     out.update(library=args.worker, seed=args.seed, steps=args.steps, config=config(args),
                block=args.block, batch=args.batch, lr=args.lr)
     with open(args.json, "w") as f:
@@ -273,6 +275,12 @@ def table(results, tolerance=0.02):
         cpu = f"{np.median(cpu):.0f} s ({len(cpu)} runs)" if cpu else "-"
         print(f"| {lib} | {len(v)} | {np.median(v):.4f} [{v.min():.4f}-{v.max():.4f}] | "
               f"{np.median(v) * bits:.3f} | {cpu} |")
+    curves = {lib: np.median([np.array(r["curve"])[:, 1] for r in results[lib].values()], 0)
+              for lib in LIBRARIES}
+    steps = np.array(next(iter(results["minigen"].values()))["curve"])[:, 0]
+    along = (curves["minigen"] / curves["PyTorch"])[steps >= 500]
+    print(f"\nalong the curve (steps 500-{steps[-1]:.0f}, medians over the seeds at each "
+          f"evaluation), minigen / PyTorch: {along.min():.4f} to {along.max():.4f}")
     ratio = np.median(finals["minigen"]) / np.median(finals["PyTorch"])
     verdict = "PASS" if abs(ratio - 1) <= tolerance else "FAIL"
     print(f"\nratio of the medians, minigen / PyTorch: {ratio:.4f} "
