@@ -66,10 +66,10 @@ def corpus():
     return tok, train, held
 
 
-def held_out_rows(tok, held):
-    """The pieces ``LanguageModel.evaluate`` scores: 129 ids overlapping by one, padded."""
+def held_out_rows(tok, held, block=BLOCK):
+    """The pieces ``LanguageModel.evaluate`` scores: block + 1 ids overlapping by one, padded."""
     ids = np.asarray(tok.encode(held))
-    return pad_sequences([ids[i:i + BLOCK + 1] for i in range(0, len(ids) - 1, BLOCK)])[0]
+    return pad_sequences([ids[i:i + block + 1] for i in range(0, len(ids) - 1, block)])[0]
 
 
 def step_times(step, n=TIMED_STEPS):
@@ -216,7 +216,7 @@ def torch_step_only(args):
 
 
 # --- PyTorch (run in its own process) ---------------------------------------------------------
-def torch_model(torch, vocab, n_layer=4, n_head=4, n_embd=128):
+def torch_model(torch, vocab, n_layer=4, n_head=4, n_embd=128, block=BLOCK):
     nn, F = torch.nn, torch.nn.functional
 
     class Attention(nn.Module):
@@ -246,7 +246,7 @@ def torch_model(torch, vocab, n_layer=4, n_head=4, n_embd=128):
     class GPT(nn.Module):
         def __init__(self):
             super().__init__()
-            self.wte, self.wpe = nn.Embedding(vocab, n_embd), nn.Embedding(BLOCK, n_embd)
+            self.wte, self.wpe = nn.Embedding(vocab, n_embd), nn.Embedding(block, n_embd)
             self.blocks = nn.ModuleList([Block() for _ in range(n_layer)])
             self.ln_f = nn.LayerNorm(n_embd)
 
