@@ -30,13 +30,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
+from _timing import best_time, machine  # noqa: E402
 
 WORKLOADS = ("lm", "unet16", "unet32", "conv", "mlp")
 TITLES = {"lm": "TransformerLM 4x4x128, block 128, batch 32, AdamW",
@@ -159,18 +159,6 @@ def torch_step(torch, name):
         engine.torch_conv(torch, xc)
 
 
-def best(fn, repeat, number, warmup=1):
-    for _ in range(warmup):
-        fn()
-    t = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for _ in range(number):
-            fn()
-        t = min(t, (time.perf_counter() - start) / number)
-    return t
-
-
 def gemm_time(shapes, matmul, empty, repeat=5):
     """Seconds for all products in ``shapes`` ({(batch, m, k, n): count}), each distinct one
     timed alone (best of ``repeat``, enough calls for about 2 ms), the faster orientation."""
@@ -186,8 +174,8 @@ def gemm_time(shapes, matmul, empty, repeat=5):
 
             def call(a=a, b=b, c=c):
                 matmul(a, b, out=c)
-            once = best(call, 1, 1)
-            times.append(best(call, repeat, max(1, int(2e-3 / max(once, 1e-7)))))
+            once = best_time(call, 1, 1)
+            times.append(best_time(call, repeat, max(1, int(2e-3 / max(once, 1e-7)))))
         total += count * min(times)
     return total
 
@@ -202,7 +190,7 @@ def child(side, only, shapes_path):
             with GemmRecorder() as rec:
                 step()
             shapes[name] = rec.gemms
-            out[name] = {"step": best(step, *REPEAT[name]),
+            out[name] = {"step": best_time(step, *REPEAT[name]),
                          "gemm": gemm_time(counted(rec.gemms), np.matmul, lambda a: a)}
         out["shapes"] = shapes
         return out
@@ -211,7 +199,7 @@ def child(side, only, shapes_path):
     with open(shapes_path) as f:
         shapes = json.load(f)
     for name in only:
-        out[name] = {"step": best(torch_step(torch, name), *REPEAT[name]),
+        out[name] = {"step": best_time(torch_step(torch, name), *REPEAT[name]),
                      "gemm": gemm_time(counted(shapes[name]), torch.matmul, torch.from_numpy)}
     return out
 
@@ -240,7 +228,6 @@ def main():
         print(json.dumps(child(args.child, only, args.shapes_file)))
         return
     import tempfile
-    from _timing import machine
     env = dict(os.environ, **{v: str(args.threads) for v in (
         "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")})
     cmd = [sys.executable, os.path.abspath(__file__), "--only", args.only]

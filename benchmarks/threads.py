@@ -35,13 +35,13 @@ import os
 import subprocess
 import sys
 import threading
-import time
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
+from _timing import best_time  # noqa: E402
 
 WORKLOADS = ("fused", "pair", "mlp", "conv", "unet16", "unet32", "lm")
 DEFAULT = ("fused", "pair", "mlp", "conv", "unet16", "lm")
@@ -60,18 +60,6 @@ def config_env(config):
     if "t4" in flags:
         env["OPENBLAS_THREAD_TIMEOUT"] = "4"
     return env
-
-
-def best(fn, repeat, number, warmup=1):
-    for _ in range(warmup):
-        fn()
-    t = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for _ in range(number):
-            fn()
-        t = min(t, (time.perf_counter() - start) / number)
-    return t
 
 
 def fused_step():
@@ -150,7 +138,7 @@ def child(config, only):
     times = {}
     with scope:
         for name, (fn, repeat, number) in steps.items():
-            times[name] = best(fn, repeat, number)
+            times[name] = best_time(fn, repeat, number)
     import numba
     times["layer"] = numba.threading_layer()
     return times
