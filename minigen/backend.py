@@ -112,22 +112,23 @@ def default_rng(device="cpu"):
     return _rngs[device]
 
 
-def as_rng(rng, device="cpu", name="rng"):
+def as_rng(rng, device="cpu", name="rng", where="as_rng"):
     """A random Generator from ``rng``: a Generator (NumPy's, or CuPy's on 'cuda'), an int
     seed >= 0, None (the default generator of ``manual_seed``), or a legacy
     ``np.random.RandomState``, which seeds a new Generator from one draw of 128 bits
     (deterministic: the same state gives the same numbers; the RandomState advances, as after
-    any draw). ``name`` is the argument named in the error for anything else."""
+    any draw). ``name`` is the argument and ``where`` the call named in the error for anything
+    else (a constructor passes its class name, so ``VAE(rng=-1)`` says "VAE: rng ...")."""
     if rng is None:
         return default_rng(device)
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_)):
-        seed = _checks.integer(rng, name, "as_rng", low=0)
+        seed = _checks.integer(rng, name, where, low=0)
     elif isinstance(rng, np.random.RandomState):
         seed = rng.randint(0, 2 ** 32, size=4, dtype=np.uint64).tolist()
     elif isinstance(rng, np.random.Generator) or type(rng).__module__.startswith("cupy"):
         return rng
     else:
-        raise TypeError(f"as_rng: {name} must be None, an int seed >= 0, a "
+        raise TypeError(f"{where}: {name} must be None, an int seed >= 0, a "
                         f"numpy.random.Generator or a numpy.random.RandomState, got "
                         f"{type(rng).__name__} {_checks.excerpt(rng)}")
     return np.random.default_rng(seed) if device == "cpu" else cupy().random.default_rng(seed)

@@ -40,7 +40,7 @@ class BatchStream:
         if self.n < batch_size:
             raise ValueError(f"infinite_batches: {self.n} rows is fewer than batch_size "
                              f"{batch_size}")
-        self.batch_size, self.rng = batch_size, as_rng(rng)
+        self.batch_size, self.rng = batch_size, as_rng(rng, where="train")
         self.order, self.pos = None, 0
 
     @property

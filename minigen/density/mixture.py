@@ -249,7 +249,7 @@ class GaussianMixture(Distribution):
         # whose largest variance is no more than this has collapsed onto a point.
         resolution = (4 * np.finfo(np.float64).eps * top) ** 2
         inits = self._check_inits(d)
-        rng = as_rng(self.random_state, name=f"{where}: random_state")
+        rng = as_rng(self.random_state, name="random_state", where=where)
         return self._keep_best(lambda: best_run(X, s, inits, rng, resolution), d, stacklevel=3)
 
     def _keep_best(self, best_run, d, stacklevel):

@@ -37,7 +37,7 @@ def mmd2(X, Y, bandwidth=None, unbiased=True):
     if bandwidth is None:
         Z = _da().concatenate([X, Y])
         if len(Z) > _MEDIAN_POINTS:
-            Z = Z[np.sort(as_rng(0).choice(len(Z), _MEDIAN_POINTS, replace=False))]
+            Z = Z[np.sort(as_rng(0, where=where).choice(len(Z), _MEDIAN_POINTS, replace=False))]
         Z = Z.compute()
         bandwidth = median_bandwidth(Z[:1], Z[1:], max_points=len(Z))
     hs = check_bandwidths(bandwidth, where)

@@ -72,7 +72,7 @@ class AutoEncoderBase(CodeModel):
         where = type(self).__name__
         _checks.positive_int(self.z_dim, "z_dim", where)
         _checks.choice(self.reconstruction, "reconstruction", where, RECONSTRUCTIONS)
-        rng = as_rng(self.rng)
+        rng = as_rng(self.rng, where=where)
         self.encoder = make_encoder(self.x_dim, self.z_dim, self.hidden, self.activation,
                                     self.image_shape, self.channels, rng, where)
         self.decoder = make_decoder(self.z_dim, self.x_dim, self.hidden, self.activation,
@@ -151,7 +151,7 @@ class AutoEncoder(AutoEncoderBase):
     def fit_latent_density(self, X, latent_density="gmm", n_components=10, rng=None):
         """Fit p(z) to the codes of X (after training, or to change the density)."""
         where = f"{type(self).__name__}.fit_latent_density"
-        rng = self._rng if rng is None else as_rng(rng)
+        rng = self._rng if rng is None else as_rng(rng, where=where)
         if latent_density is None:
             raise ValueError(f"{where}: latent_density must be 'gmm', 'kde' or an estimator")
         _check_latent_spec(latent_density, where)
@@ -169,7 +169,7 @@ class AutoEncoder(AutoEncoderBase):
         if getattr(self, "latent_density_", None) is None:
             raise NotFittedError(f"{where}: no latent density was fitted (fit was called with "
                                  "latent_density=None); call fit_latent_density(X) first")
-        return self.inverse_transform(self.latent_density_.sample(n, rng=as_rng(rng)))
+        return self.inverse_transform(self.latent_density_.sample(n, rng=as_rng(rng, where=where)))
 
 
 @register("supervised-ae")
@@ -221,7 +221,7 @@ class SupervisedAutoEncoder(AutoEncoder):
             raise ValueError(f"{where}: latent_density must be 'gmm', 'kde' or an estimator")
         _check_latent_spec(latent_density, where)
         X, y = self._check_fit_data(X[0], X[1], where)
-        rng = self._rng if rng is None else as_rng(rng)
+        rng = self._rng if rng is None else as_rng(rng, where=where)
         codes = self.transform(X)
         self.latent_density_ = _latent_density(latent_density, len(codes), n_components,
                                                rng).fit(codes)
@@ -257,7 +257,7 @@ class SupervisedAutoEncoder(AutoEncoder):
                 (n and (labels.min() < 0 or labels.max() >= self.n_classes)):
             raise ValueError(f"{where}: y must be an int in 0..{self.n_classes - 1} or such ints "
                              f"of shape ({n},), got {y!r}")
-        rng = as_rng(rng)
+        rng = as_rng(rng, where=where)
         Z = np.zeros((n, self.z_dim))
         for c in np.unique(labels):
             if self.class_densities_[c] is None:

@@ -106,7 +106,7 @@ class GAN(DeepModel):
         self.z_dim, self.n_critic, self.betas, self.rng = z_dim, n_critic, betas, rng
         self._z_dim = _z_dim(generator, z_dim, where)
         self._n_critic = self.default_n_critic if n is None else n
-        self._rng = as_rng(rng)
+        self._rng = as_rng(rng, where=where)
         self.ema_ = None
         # the generator loss of its latest update, reported at every step; a buffer, so a
         # checkpoint carries it and a resumed run reports (and draws) exactly as an unbroken one
@@ -121,7 +121,7 @@ class GAN(DeepModel):
         _checks.positive_int(x_dim, "x_dim", where)
         _checks.positive_int(z_dim, "z_dim", where)
         _checks.int_tuple(hidden, "hidden", where)
-        init = as_rng(rng)
+        init = as_rng(rng, where=where)
         return cls(MLPDecoder(z_dim, x_dim, hidden=hidden, rng=init),
                    MLPEncoder(x_dim, 1, hidden=hidden, rng=init), z_dim=z_dim, rng=rng,
                    **kwargs)
@@ -138,7 +138,7 @@ class GAN(DeepModel):
         _checks.positive_int(z_dim, "z_dim", where)
         channels = _checks.int_tuple(channels, "channels", where, nonempty=True)
         check_image_shape(image_shape, len(channels), where)   # one halving per stage
-        init = as_rng(rng)
+        init = as_rng(rng, where=where)
         return cls(ConvDecoder(z_dim, image_shape, channels=channels, rng=init),
                    ConvEncoder(1, image_shape, channels=channels, activation="leaky_relu",
                                rng=init), z_dim=z_dim, rng=rng, **kwargs)
@@ -211,7 +211,7 @@ class GAN(DeepModel):
         where = f"{type(self).__name__}.sample"
         check_fitted(self, "n_features_in_", where)
         n = check_n_samples(n, where)
-        z = as_rng(rng).standard_normal((n, self._z_dim)).astype(self.dtype)
+        z = as_rng(rng, where=where).standard_normal((n, self._z_dim)).astype(self.dtype)
         averaged = self.ema_.applied(self) if self.ema_ is not None else contextlib.nullcontext()
         with self.inference(), averaged:
             x = self.generator(Tensor(z)).numpy()

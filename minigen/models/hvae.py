@@ -59,7 +59,7 @@ class HierarchicalVAE(LatentVariableModel):
         self.warmup_steps, self.free_bits, self.activation = warmup_steps, free_bits, activation
         self.image_shape, self.channels, self.rng = image_shape, channels, rng
         self._build_likelihood()
-        rng = as_rng(rng)
+        rng = as_rng(rng, where=type(self).__name__)
         self.encoder = make_encoder(x_dim, 2 * d1, hidden, activation, image_shape, channels,
                                     rng, "HierarchicalVAE")
         self.encoder2 = MLPEncoder(d1, 2 * d2, latent, activation, rng)

@@ -112,7 +112,7 @@ class LatentVariableModel(CodeModel):
         k = _checks.positive_int(k, "k", where)
         rows = _checks.positive_int(batch_size, "batch_size", where, optional=True)
         X = self._check_X(X, where)
-        rng = as_rng(rng)
+        rng = as_rng(rng, where=where)
         rows = rows or max(1, 8192 // k)
         out = np.empty(len(X))
         wide = None                     # the float64 copy, made when first needed
@@ -140,7 +140,7 @@ class LatentVariableModel(CodeModel):
         where = f"{type(self).__name__}.sample"
         n = check_n_samples(n, where)
         check_fitted(self, "n_features_in_", where)
-        rng = as_rng(rng)
+        rng = as_rng(rng, where=where)
         with self.inference():
             out = self._prior_decode(n, rng)
         if self.likelihood == "bernoulli":
@@ -177,7 +177,7 @@ class VAE(LatentVariableModel):
         self.image_shape, self.channels, self.rng = image_shape, channels, rng
         z_dim = _checks.positive_int(z_dim, "z_dim", "VAE")
         self._build_likelihood()
-        rng = as_rng(rng)
+        rng = as_rng(rng, where=type(self).__name__)
         self.encoder = make_encoder(x_dim, 2 * z_dim, hidden, activation, image_shape, channels,
                                     rng, "VAE")
         self.decoder = make_decoder(z_dim, x_dim, hidden, activation, image_shape, channels,

@@ -99,7 +99,8 @@ class DDPM(DeepModel):
             schedule.ddim_timesteps(sample_steps)          # checks 1 <= sample_steps <= T
         self.sample_steps = sample_steps
         self.rng = rng                  # as given (a constructor argument)
-        self.rng_ = as_rng(rng)         # the working generator (training batches and noise), saved
+        # the working generator (training batches and noise), saved
+        self.rng_ = as_rng(rng, where=type(self).__name__)
         self.ema_ = self.losses_ = None
 
     def forward(self, x, t):
@@ -140,7 +141,7 @@ class DDPM(DeepModel):
         X = np.asarray(X, dtype=np.float64)
         if X.ndim < 2 or len(X) == 0:
             raise ValueError(f"{where}: X must have shape (n, ...) with n >= 1, got {X.shape}")
-        rng = as_rng(rng)
+        rng = as_rng(rng, where=where)
         if image_shape is None:
             return cls(TimeMLP(int(np.prod(X.shape[1:])), rng=rng), rng=rng, **params)
         image_shape = tuple(int(s) for s in image_shape)
@@ -295,7 +296,7 @@ class DDPM(DeepModel):
         if clip is None and self.data_range is not None:
             clip = 1.0
         weights = self._weights(eps_fn)
-        rng = as_rng(rng)
+        rng = as_rng(rng, where=where)
         eps_fn = eps_fn or self._eps_predictor(n)
         x = rng.standard_normal((n,) + shape).astype(self.dtype)
         if n == 0:
@@ -341,7 +342,7 @@ class DDPM(DeepModel):
         X = self._check_X(X, where)
         self._check_sampling(where, eps_fn, X.shape[1:])
         weights = self._weights(eps_fn)
-        s, rng, n = self.schedule, as_rng(rng), len(X)
+        s, rng, n = self.schedule, as_rng(rng, where=where), len(X)
         dtype = self.dtype if eps_fn is None else np.float64
         x0 = self._to_model(X, np.float64) if self.shape_ is not None else X
         x0 = _check_scale(x0, dtype, where).astype(dtype)

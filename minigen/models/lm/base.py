@@ -390,7 +390,7 @@ class LanguageModel(DeepModel):
         check_sampling_args(temperature, top_k, top_p, where)
         new = integer(max_new_tokens, "max_new_tokens", where, low=0, optional=True)
         new = self.block_size if new is None else new
-        rng = as_rng(rng)
+        rng = as_rng(rng, where=where)
         if self.documents_:
             start = np.full((n, 1), BOS_ID, dtype=np.int64)
         elif new > 0:
