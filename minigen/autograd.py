@@ -246,12 +246,8 @@ def grad_destination(t, fn):
     if not _mode.into_leaves or t._ctx is not None or not t.requires_grad:
         return None
     home = t._grad_home()
-    if home is not None:
-        seen = 0
-        for u in fn.inputs:
-            seen += u is t
-        if seen > 1:
-            return None
+    if home is not None and sum(u is t for u in fn.inputs) > 1:
+        return None
     return home
 
 

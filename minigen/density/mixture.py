@@ -61,6 +61,11 @@ def _n_precision_parameters(covariance_type, K, d):
             "spherical": K}[covariance_type]
 
 
+def _n_parameters(covariance_type, K, d):
+    """Free parameters of a K-component mixture in d dimensions: precisions, means, weights."""
+    return _n_precision_parameters(covariance_type, K, d) + K * d + K - 1
+
+
 @register("gmm")
 class GaussianMixture(Distribution):
     """Gaussian mixture fitted by EM (formulas in the module docstring).
@@ -112,8 +117,7 @@ class GaussianMixture(Distribution):
         covariance_type = params.get("covariance_type", "full")
         best = None
         for K in cls.BIC_CANDIDATES:
-            n_params = _n_precision_parameters(covariance_type, K, d) + K * d + K - 1
-            if K > 1 and (K >= n or n_params >= n):
+            if K > 1 and (K >= n or _n_parameters(covariance_type, K, d) >= n):
                 break
             with warnings.catch_warnings():      # a candidate need not converge to be ranked
                 warnings.simplefilter("ignore", ConvergenceWarning)
@@ -329,8 +333,7 @@ class GaussianMixture(Distribution):
         return (X, labels) if return_labels else X
 
     def _n_parameters(self):
-        K, d = self.n_components, self.n_features_in_
-        return _n_precision_parameters(self.covariance_type, K, d) + K * d + K - 1
+        return _n_parameters(self.covariance_type, self.n_components, self.n_features_in_)
 
     def bic(self, X):
         """Bayesian information criterion: -2 sum_i log p(x_i) + n_params log n (Schwarz 1978)."""

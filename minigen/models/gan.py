@@ -207,7 +207,8 @@ class GAN(DeepModel):
 
     # --- the protocol -----------------------------------------------------------------------
     def sample(self, n, rng=None):
-        """G(z) s for n draws z ~ N(0, I) (s: ``data_scale``, else 1), as a NumPy array (n, x_dim)."""
+        """G(z) s for n draws z ~ N(0, I) (s: ``data_scale``, else 1), as a NumPy array
+        (n, x_dim)."""
         where = f"{type(self).__name__}.sample"
         check_fitted(self, "n_features_in_", where)
         n = check_n_samples(n, where)

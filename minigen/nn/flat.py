@@ -7,8 +7,9 @@ device (a ``FlatBuffer``), and re-points each one's ``.data`` at its slice:
     buffer.grad[o_i : o_i + n_i].reshape(shape_i) holds params[i].grad
 
 so an optimizer updates every parameter of a group in one kernel launch, backward writes
-gradients into the buffer in place, and they are clipped by one norm. For the user a flattened parameter is the same
-object with the same values; the differences are where the arrays live:
+gradients into the buffer in place, and they are clipped by one norm. For the user a
+flattened parameter is the same object with the same values; the differences are where the
+arrays live:
 
 * A first-order ``backward`` writes a parameter's gradient straight into its slice when the
   parameter has none yet: the engine's ``grad_destination`` hands the slice to the backward
@@ -110,7 +111,6 @@ class Parameter(Tensor):
         if grad is not None:
             self.grad = grad
 
-
     @property
     def flat(self):
         """(buffer, index) when this parameter is member ``index`` of a FlatBuffer, else None."""
@@ -191,20 +191,21 @@ class FlatBuffer:
     def settle(self, i, j):
         """Zero the stretch of every member among i..j-1 that holds no gradient and was not
         zeroed since ``zero_grad``: one fill per run of such members."""
-        if not self.unset:
-            return
+        def stale(k):
+            return k < j and k in self.unset and self.params[k]._grad is None
+
         k = i
-        while k < j:
-            if k in self.unset and self.params[k]._grad is None:
-                m = k
-                while m + 1 < j and m + 1 in self.unset and self.params[m + 1]._grad is None:
-                    m += 1
-                start, stop = self.span(k, m + 1)
-                self.grad[start:stop].fill(0)
-                self.unset.difference_update(range(k, m + 1))
-                k = m + 1
-            else:
+        while self.unset and k < j:
+            if not stale(k):
                 k += 1
+                continue
+            m = k + 1
+            while stale(m):
+                m += 1
+            start, stop = self.span(k, m)
+            self.grad[start:stop].fill(0)
+            self.unset.difference_update(range(k, m))
+            k = m
 
     def gather_grads(self, i, j):
         """Which of members i..j-1 have a gradient; a gradient held outside the buffer (one
