@@ -4,8 +4,8 @@ import numpy as np
 from minigen.density.mixture import GaussianMixture
 
 
-def _three_clusters(n=600, seed=0):
-    rng = np.random.default_rng(seed)
+def _three_clusters(n=600, rng=0):
+    rng = np.random.default_rng(rng)
     centres = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
     return centres[rng.integers(3, size=n)] + rng.normal(size=(n, 2))
 

@@ -6,8 +6,8 @@ import pytest
 from minigen.models import GAN, WGANGP
 
 
-def _rows(n=256, seed=0):
-    rng = np.random.default_rng(seed)
+def _rows(n=256, rng=0):
+    rng = np.random.default_rng(rng)
     return rng.normal(size=(n, 2)) * np.array([3.0, 0.5]) + np.array([4.0, -1.0])
 
 
