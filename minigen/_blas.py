@@ -15,6 +15,11 @@ each training step.  A BLAS library loaded after the first call (e.g. PyTorch's 
 imported later) is not limited.
 """
 import contextlib
+import math
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
 
 _controller = {}
 
@@ -39,3 +44,96 @@ def blas_threads(n):
         return
     with controller.limit(limits=n):
         yield
+
+
+# --- matrix products arranged for BLAS -------------------------------------------------------
+# NumPy's matmul on stacked operands calls one GEMM per matrix, and OpenBLAS does not split a
+# product below a few million multiply-adds over its threads (one core works, the other
+# waits).  Measured on the 2-core Xeon at 2 threads (benchmarks/README.md, "Matrix products
+# arranged for BLAS"): a TransformerLM's (32, 128, 128) @ (128, 384) as 32 stacked GEMMs 2.8 ms,
+# as one (4096, 128) @ (128, 384) GEMM 1.55 ms; the attention's 128 products (128, 32) @ (32,
+# 128): 1.13 ms on one thread or two, 0.76 ms split in two halves over two threads; with the
+# right operand a transposed view (k^T in q k^T) 2.86 ms, 1.70 ms after copying it to rows.
+SPLIT_MAX_WORK = 1 << 22   # m k n of one product below which OpenBLAS leaves a core idle
+_pool = {}
+_split_lock = threading.Lock()
+
+
+def _openblas():
+    """threadpoolctl's controller of the OpenBLAS that NumPy loaded, or None (no threadpoolctl,
+    or another BLAS: MKL and BLIS thread small products themselves)."""
+    if "openblas" not in _pool:
+        controller = _blas_controller()
+        libs = [] if controller is None else \
+            [lib for lib in controller.lib_controllers if lib.internal_api == "openblas"]
+        _pool["openblas"] = libs[0] if len(libs) == 1 else None
+    return _pool["openblas"]
+
+
+def _rows_view(a):
+    """a (..., m, k) as an (M, k) view, or None when its leading axes do not merge in place."""
+    lead = [(n, s) for n, s in zip(a.shape[:-1], a.strides[:-1]) if n != 1]
+    for (_, s), (n, s_next) in zip(lead, lead[1:]):
+        if s != s_next * n:
+            return None
+    return a.reshape(-1, a.shape[-1])
+
+
+def _transposed(a):
+    """True when the last two axes of a stacked operand are stored column-major."""
+    return a.strides[-2] == a.itemsize and a.strides[-1] != a.itemsize and a.shape[-2] > 1
+
+
+def _part(errors, a, b, out):
+    """One thread's share of a split product; NumPy's error state is per thread."""
+    with np.errstate(**errors):
+        np.matmul(a, b, out=out)
+
+
+def matmul(a, b):
+    """``a @ b`` for NumPy arrays (ndim >= 2), arranged so that OpenBLAS runs at its rate:
+
+    * (..., m, k) @ (k, n) whose leading axes merge is one (M, k) @ (k, n) GEMM;
+    * a stack whose right operand is a transposed view is multiplied after copying that
+      operand to rows (NumPy's transposed small products run at half speed);
+    * a stack of small products (m k n < ``SPLIT_MAX_WORK``) is split over OpenBLAS's
+      threads, each half on one thread with OpenBLAS held at one thread meanwhile.
+
+    The values are NumPy's: each output element is the same dot product.  CuPy arrays and
+    everything else go to ``a @ b`` unchanged."""
+    if type(a) is not np.ndarray or type(b) is not np.ndarray or a.ndim < 2 or b.ndim < 2:
+        return a @ b
+    if b.ndim == 2:
+        if a.ndim > 2:
+            rows = _rows_view(a)
+            if rows is not None:
+                return (rows @ b).reshape(*a.shape[:-1], b.shape[1])
+        return a @ b
+    if _transposed(b) and b.size <= a.size:
+        b = np.ascontiguousarray(b)
+    stack = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    lib = _openblas() if a.shape[-2] * a.shape[-1] * b.shape[-1] < SPLIT_MAX_WORK else None
+    threads = lib.get_num_threads() if lib is not None else 1
+    count = math.prod(stack)
+    if threads < 2 or count < 2 * threads:
+        return a @ b
+    a, b = np.broadcast_to(a, stack + a.shape[-2:]), np.broadcast_to(b, stack + b.shape[-2:])
+    if stack[0] < threads:      # split the stack's first axis; merge the axes only if it is short
+        a, b = a.reshape(count, *a.shape[-2:]), b.reshape(count, *b.shape[-2:])
+    out = np.empty(a.shape[:-1] + b.shape[-1:], np.result_type(a, b))
+    bounds = [len(a) * i // threads for i in range(threads + 1)]
+    with _split_lock:
+        size, pool = _pool.get("workers", (0, None))
+        if size < threads:
+            _pool["workers"] = threads, ThreadPoolExecutor(threads, "minigen-gemm")
+            size, pool = _pool["workers"]
+        lib.set_num_threads(1)
+        try:
+            errors = np.geterr()      # the caller's floating-point error handling
+            parts = [pool.submit(_part, errors, a[lo:hi], b[lo:hi], out[lo:hi])
+                     for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
+            for part in parts:
+                part.result()
+        finally:
+            lib.set_num_threads(threads)
+    return out.reshape(*stack, *out.shape[-2:])
