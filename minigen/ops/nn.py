@@ -67,19 +67,14 @@ class MaskedSoftmax(Function):
     """softmax over the last axis with the entries where ``mask`` is True left out:
     y_k = exp(x_k - M) / sum_{j not masked} exp(x_j - M) where k is not masked, y_k = 0 where
     it is, M the largest unmasked x_j; a row with every entry masked is 0.  ``mask`` (a
-    boolean array) broadcasts to x.  The masked entries are filled with -inf, then one softmax
-    kernel runs: exp(-inf) = 0 exactly, whatever the scale of x.  Since y is 0 there, the
+    boolean array) broadcasts to x; the kernel reads it in place of the masked entries (one
+    pass, no -inf-filled copy of x), so a masked weight is exactly 0 whatever the scale of
+    x.  Since y is 0 there, the
     softmax gradient y (gy - sum(gy y)) is exactly 0 at masked entries and on empty rows, so
     the backward is one ``SoftmaxBackward`` and no separate pass for the mask."""
 
     def forward(self, x, mask):
-        m = xp(x)
-        with np.errstate(invalid="ignore"):     # an empty row: exp(-inf - -inf), zeroed below
-            y = ksoftmax.softmax(m.where(mask, -m.inf, x))
-        empty = mask.all(axis=-1, keepdims=True)
-        if empty.any():
-            y = m.where(empty, 0, y)
-        return y
+        return ksoftmax.masked_softmax(x, mask)
 
     def backward(self, g):
         return SoftmaxBackward.apply(self.output(), g)

@@ -109,3 +109,20 @@ def test_sim_nonfinite_and_empty():
         except AssertionError as e:
             failed.append(f"{name}: {e}")
     assert not failed, "\n".join(failed)
+
+
+@sim
+def test_sim_masked_softmax(rng):
+    from minigen.kernels import softmax as sm
+    t = int(rng.integers(1, 6))
+    x = (rng.normal(size=(2, 2, t, t)) * 30)
+    x[0, 0, 0, 0] = np.nan
+    causal = np.triu(np.ones((t, t), bool), 1)[None, None]
+    pad = rng.random((2, 1, 1, t)) < 0.5
+    pad[1] = True
+    for mask in (causal, pad, causal | pad):
+        ref = sm.masked_softmax(x, mask, impl="reference")
+        got = sm.masked_softmax(x, mask, impl="cuda")
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        np.testing.assert_allclose(got[~np.isnan(ref)], ref[~np.isnan(ref)], rtol=1e-12,
+                                   atol=1e-15)

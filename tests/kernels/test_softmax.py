@@ -123,3 +123,72 @@ def test_bad_inputs_raise():
         sm.cross_entropy(z, np.array([0, 4, 1]))
     with pytest.raises(ValueError, match=r"g must have shape \(3,\)"):
         sm.cross_entropy_backward(z, np.array([0, 1, 2]), np.zeros(2))
+
+
+def masks(rng, b, h, t):
+    """The masks attention builds, as (name, boolean mask broadcastable to (b, h, t, t))."""
+    causal = np.triu(np.ones((t, t), bool), 1)[None, None]
+    pad = rng.random((b, 1, 1, t)) < 0.4
+    pad[0] = True                                     # a batch row with every key padding
+    return [("causal", causal), ("padding", pad), ("both", causal | pad),
+            ("per query", rng.random((b, 1, t, 1)) < 0.3),        # the last axis broadcast
+            ("full", rng.random((b, h, t, t)) < 0.5), ("none", np.zeros(t, bool))]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("t", [1, 5, 300])
+def test_masked_softmax_numba_matches_reference(dtype, t):
+    rng = np.random.default_rng(t)
+    x = (5 * rng.normal(size=(3, 2, t, t))).astype(dtype)
+    for name, mask in masks(rng, 3, 2, t):
+        ref = sm.masked_softmax(x, mask, impl="reference")
+        got = sm.masked_softmax(x, mask, impl="numba")
+        assert got.dtype == dtype and got.shape == x.shape, name
+        np.testing.assert_allclose(got, ref, **TOL[dtype], err_msg=name)
+        full = np.broadcast_to(mask, x.shape)
+        assert np.all(got[full] == 0), name                # masked weights are exactly 0
+        rows = ~full.all(-1)
+        np.testing.assert_allclose(got.sum(-1)[rows], 1, rtol=1e-5)
+
+
+def test_masked_softmax_nonfinite_and_empty_rows_match_reference():
+    x = np.array([[np.nan, 1.0, 2.0, 3.0],        # NaN kept: the row is NaN
+                  [1.0, np.nan, 2.0, 3.0],        # NaN masked: ignored
+                  [np.inf, 0.0, 1.0, 2.0],        # +inf kept: NaN, as exp(inf - inf)
+                  [-np.inf, -np.inf, 5.0, 1.0],   # -inf kept among finite: weight 0
+                  [-np.inf, -np.inf, 5.0, 1.0],   # every kept entry -inf: NaN
+                  [3.0, 2.0, 1.0, 0.0]],          # every entry masked: 0
+                 dtype=np.float32)
+    mask = np.array([[0, 0, 0, 1], [0, 1, 0, 0], [0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 1],
+                     [1, 1, 1, 1]], bool)
+    ref = sm.masked_softmax(x, mask, impl="reference")
+    got = sm.masked_softmax(x, mask, impl="numba")
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_allclose(got[~np.isnan(ref)], ref[~np.isnan(ref)], rtol=1e-6)
+    assert np.isnan(got[0]).all() and np.isnan(got[2]).all() and np.isnan(got[4]).all()
+    np.testing.assert_array_equal(got[5], 0)
+    for impl in ("reference", "numba"):
+        empty = sm.masked_softmax(np.zeros((0, 3), np.float32), np.zeros(3, bool), impl=impl)
+        assert empty.shape == (0, 3) and empty.dtype == np.float32
+
+
+def test_masked_softmax_rejects_a_mask_that_does_not_broadcast():
+    with pytest.raises(ValueError, match=r"masked_softmax: mask of shape \(3,\) does not"):
+        sm.masked_softmax(np.zeros((2, 4)), np.zeros(3, bool))
+
+
+@pytest.mark.parametrize("K", [3, sm.SHORT_ROW, sm.SHORT_ROW + 1])
+def test_short_and_long_rows_take_their_kernels_and_agree(K, monkeypatch):
+    """Rows up to SHORT_ROW go through the four-pass (masked) kernel, longer ones through
+    the online one; both agree with the reference."""
+    rng = np.random.default_rng(K)
+    x = (10 * rng.normal(size=(3, K))).astype(np.float32)
+    x[1, K // 2] = np.nan
+    calls = []
+    real = sm.masked_softmax
+    monkeypatch.setattr(sm, "masked_softmax", lambda *a, **k: calls.append(1) or real(*a, **k))
+    got = sm.softmax(x, impl="numba")
+    assert calls == ([1] if K <= sm.SHORT_ROW else [])
+    ref = sm.softmax(x, impl="reference")
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_allclose(got[[0, 2]], ref[[0, 2]], rtol=1e-5, atol=1e-7)
