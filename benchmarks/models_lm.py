@@ -47,9 +47,11 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _timing import machine  # noqa: E402
 
 import minigen as mg  # noqa: E402
+from minigen._alloc import keep_freed_memory  # noqa: E402
 from minigen.data import CharTokenizer, load_pydoc, pad_sequences, split_text  # noqa: E402
 from minigen.data.batching import BatchStream  # noqa: E402
 from minigen.models.lm import (BETAS, CLIP_GRAD, MIN_LR, WARMUP, WEIGHT_DECAY, Bigram,  # noqa: E402
@@ -174,8 +176,9 @@ def step_only(args):
     with tempfile.TemporaryDirectory() as tmp:
         init_path = os.path.join(tmp, "init.npz")
         mg.save(model.state_dict(), init_path)
-        times = step_rounds(transformer_step(model, batch_rows), args.rounds,
-                            contexts={"unfused": unfused, "fused": contextlib.nullcontext})
+        with keep_freed_memory():      # as train() runs each step
+            times = step_rounds(transformer_step(model, batch_rows), args.rounds,
+                                contexts={"unfused": unfused, "fused": contextlib.nullcontext})
         cmd = [sys.executable, __file__, "--torch-worker", "--step-only", "--init", init_path,
                "--batch", str(args.batch), "--seed", str(args.seed),
                "--rounds", str(args.rounds)]
