@@ -57,6 +57,7 @@ from _timing import best_time, machine  # noqa: E402
 import minigen as mg  # noqa: E402
 from minigen import functional as F  # noqa: E402
 from minigen import nn, optim  # noqa: E402
+from minigen.train import keep_freed_memory  # noqa: E402
 
 
 def minigen_tiny():
@@ -362,7 +363,8 @@ def main():
                                    "--only", args.only],
                                   capture_output=True, text=True, check=True)
             base = json.loads(done.stdout.strip().splitlines()[-1])
-        times = minigen_times(only, *data)
+        with keep_freed_memory():      # as train() runs each step
+            times = minigen_times(only, *data)
         if not have_torch:   # the hand-written NumPy step is the baseline of every row
             base = {k: times["numpy"] if k in ("mlp", "mlp_loose", "numpy") else float("nan")
                     for k in times}

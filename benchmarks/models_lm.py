@@ -51,7 +51,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from _timing import machine  # noqa: E402
 
 import minigen as mg  # noqa: E402
-from minigen._alloc import keep_freed_memory  # noqa: E402
+from minigen.train import keep_freed_memory  # noqa: E402
 from minigen.data import CharTokenizer, load_pydoc, pad_sequences, split_text  # noqa: E402
 from minigen.data.batching import BatchStream  # noqa: E402
 from minigen.models.lm import (BETAS, CLIP_GRAD, MIN_LR, WARMUP, WEIGHT_DECAY, Bigram,  # noqa: E402
