@@ -55,19 +55,19 @@ def blas_threads(n):
 # 128): 1.13 ms on one thread or two, 0.76 ms split in two halves over two threads; with the
 # right operand a transposed view (k^T in q k^T) 2.86 ms, 1.70 ms after copying it to rows.
 SPLIT_MAX_WORK = 1 << 22   # m k n of one product below which OpenBLAS leaves a core idle
-_pool = {}
+_cache = {}                # "openblas": its controller; "workers": (threads, pool)
 _split_lock = threading.Lock()
 
 
 def _openblas():
     """threadpoolctl's controller of the OpenBLAS that NumPy loaded, or None (no threadpoolctl,
     or another BLAS: MKL and BLIS thread small products themselves)."""
-    if "openblas" not in _pool:
+    if "openblas" not in _cache:
         controller = _blas_controller()
         libs = [] if controller is None else \
             [lib for lib in controller.lib_controllers if lib.internal_api == "openblas"]
-        _pool["openblas"] = libs[0] if len(libs) == 1 else None
-    return _pool["openblas"]
+        _cache["openblas"] = libs[0] if len(libs) == 1 else None
+    return _cache["openblas"]
 
 
 def _rows_view(a):
@@ -109,7 +109,7 @@ def matmul(a, b):
             if rows is not None:
                 return (rows @ b).reshape(*a.shape[:-1], b.shape[1])
         return a @ b
-    if _transposed(b) and b.size <= a.size:
+    if _transposed(b) and b.size <= a.size:      # the copy costs less than the product saves
         b = np.ascontiguousarray(b)
     stack = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
     lib = _openblas() if a.shape[-2] * a.shape[-1] * b.shape[-1] < SPLIT_MAX_WORK else None
@@ -123,10 +123,10 @@ def matmul(a, b):
     out = np.empty(a.shape[:-1] + b.shape[-1:], np.result_type(a, b))
     bounds = [len(a) * i // threads for i in range(threads + 1)]
     with _split_lock:
-        size, pool = _pool.get("workers", (0, None))
+        size, pool = _cache.get("workers", (0, None))
         if size < threads:
-            _pool["workers"] = threads, ThreadPoolExecutor(threads, "minigen-gemm")
-            size, pool = _pool["workers"]
+            _cache["workers"] = threads, ThreadPoolExecutor(threads, "minigen-gemm")
+            size, pool = _cache["workers"]
         lib.set_num_threads(1)
         try:
             errors = np.geterr()      # the caller's floating-point error handling

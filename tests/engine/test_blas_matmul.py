@@ -69,7 +69,7 @@ def openblas_threads():
 
 def count_submissions(monkeypatch):
     calls = []
-    pool = _blas._pool.pop("workers", None)
+    pool = _blas._cache.pop("workers", None)
     if pool is not None:
         pool[1].shutdown()
     real = _blas.ThreadPoolExecutor
@@ -79,7 +79,7 @@ def count_submissions(monkeypatch):
             calls.append(args[1].shape)       # (errors, a, b, out)
             return super().submit(fn, *args, **kwargs)
     monkeypatch.setattr(_blas, "ThreadPoolExecutor", Counting)
-    monkeypatch.setattr(_blas, "_pool", {k: v for k, v in _blas._pool.items()
+    monkeypatch.setattr(_blas, "_cache", {k: v for k, v in _blas._cache.items()
                                          if k != "workers"})
     return calls
 
@@ -131,7 +131,7 @@ def test_without_threadpoolctl_the_product_is_numpys(monkeypatch):
     import sys
     monkeypatch.setitem(sys.modules, "threadpoolctl", None)
     monkeypatch.setattr(_blas, "_controller", {})
-    monkeypatch.setattr(_blas, "_pool", {})
+    monkeypatch.setattr(_blas, "_cache", {})
     a, b = rand(8, 4, 16, 8), rand(8, 4, 8, 16)
     np.testing.assert_array_equal(_blas.matmul(a, b), a @ b)
     assert _blas._openblas() is None
