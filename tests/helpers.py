@@ -63,3 +63,20 @@ def load_script(path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def recording_model(record):
+    """A Linear(3, 1) model whose ``loss`` appends ``record()`` to its ``seen`` list at each
+    training step: what the training loop had set up while the step ran."""
+    from minigen import nn
+
+    class Recorder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Linear(3, 1)
+            self.seen = []
+
+        def loss(self, batch):
+            self.seen.append(record())
+            return ((self.net(batch) - 1.0) ** 2).mean()
+    return Recorder()

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from minigen import _alloc
+from tests.helpers import recording_model
 
 
 def faults():
@@ -85,19 +86,9 @@ def test_without_glibc_the_block_runs_as_is(monkeypatch):
     assert ran == [True]
 
 
-def test_train_keeps_freed_memory_during_the_run(monkeypatch):
-    from minigen import nn
+def test_train_keeps_freed_memory_during_the_run():
     from minigen.train import train
-    seen = []
-
-    class Recorder(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = nn.Linear(3, 1)
-
-        def loss(self, batch):
-            seen.append(_alloc._state["depth"])
-            return (self.net(batch) ** 2).mean()
     before = _alloc._state["depth"]
-    train(Recorder(), np.ones((8, 3), np.float32), steps=2, batch_size=4, verbose=False)
-    assert seen == [before + 1] * 2 and _alloc._state["depth"] == before
+    model = recording_model(lambda: _alloc._state["depth"])
+    train(model, np.ones((8, 3), np.float32), steps=2, batch_size=4, verbose=False)
+    assert model.seen == [before + 1] * 2 and _alloc._state["depth"] == before

@@ -4,6 +4,7 @@ import sys
 import pytest
 
 from minigen import _blas
+from tests.helpers import recording_model
 
 
 def blas_counts():
@@ -48,25 +49,15 @@ def test_train_runs_its_steps_under_the_limit_and_restores_it():
     import numpy as np
     from threadpoolctl import threadpool_limits
 
-    from minigen import nn
     from minigen.train import train
 
-    seen = []
-
-    class Recorder(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = nn.Linear(3, 1)
-
-        def loss(self, batch):
-            seen.append(blas_counts())
-            return ((self.net(batch) - 1.0) ** 2).mean()
-
+    model = recording_model(blas_counts)
+    seen = model.seen
     with threadpool_limits(2, "blas"):
         before = blas_counts()
-        train(Recorder(), np.ones((8, 3)), steps=3, batch_size=4, blas_threads=1, verbose=False)
+        train(model, np.ones((8, 3)), steps=3, batch_size=4, blas_threads=1, verbose=False)
         assert len(seen) == 3 and all(n == 1 for counts in seen for n in counts)
         assert blas_counts() == before
         seen.clear()
-        train(Recorder(), np.ones((8, 3)), steps=2, batch_size=4, verbose=False)
+        train(model, np.ones((8, 3)), steps=2, batch_size=4, verbose=False)
         assert seen and all(counts == before for counts in seen)
