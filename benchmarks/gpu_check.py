@@ -65,6 +65,8 @@ def main():
     x32 = rng.standard_normal((S, S), dtype=cp.float32) * 5
     g32 = rng.standard_normal((S, S), dtype=cp.float32)
     y32, ly32 = softmax.softmax(x32, impl="reference"), softmax.log_softmax(x32, impl="reference")
+    att = rng.standard_normal((8 if q else 32, 4, 128, 128), dtype=cp.float32) * 5
+    causal = cp.triu(cp.ones((128, 128), dtype=bool), 1)[None, None]
     t = cp.asarray(np.random.default_rng(0).integers(0, S, S))
     t[::7] = -100
     g_rows = rng.standard_normal(S, dtype=cp.float32)
@@ -88,6 +90,8 @@ def main():
          lambda impl: kde.log_kernel_sum_grad(Q2[:n_kde // 5], X2, L2, logw, impl=impl)),
         ("softmax float32", 1e-5, lambda impl: softmax.softmax(x32, impl=impl)),
         ("log_softmax float32", 1e-5, lambda impl: softmax.log_softmax(x32, impl=impl)),
+        ("masked_softmax causal 32x4x128x128 float32", 1e-5,
+         lambda impl: softmax.masked_softmax(att, causal, impl=impl)),
         ("softmax_backward float32", 1e-5,
          lambda impl: softmax.softmax_backward(y32, g32, impl=impl)),
         ("log_softmax_backward float32", 1e-5,

@@ -37,6 +37,9 @@ def _softmax_cases(rng, dtype, K):
     g = rng.normal(size=6).astype(dtype)
     g[5] = np.nan
     empty = np.zeros((0, K), dtype)
+    mask = rng.random(x.shape) < 0.3             # NaN, inf or every entry masked, per row
+    mask[0, 1] = mask[2, 2] = True
+    mask[5] = True
     return {
         "softmax": lambda impl: softmax.softmax(x, impl=impl),
         "log_softmax": lambda impl: softmax.log_softmax(x, impl=impl),
@@ -48,6 +51,8 @@ def _softmax_cases(rng, dtype, K):
         "cross_entropy_backward": lambda impl: softmax.cross_entropy_backward(x, t, g, impl=impl),
         "cross_entropy_backward_ignore": lambda impl: softmax.cross_entropy_backward(
             x, np.where(t > K // 2, -1, t), g, -1, impl=impl),
+        "masked_softmax": lambda impl: softmax.masked_softmax(x, mask, impl=impl),
+        "masked_softmax_empty": lambda impl: softmax.masked_softmax(empty, mask[0], impl=impl),
         "softmax_empty": lambda impl: softmax.softmax(empty, impl=impl),
         "cross_entropy_empty": lambda impl: softmax.cross_entropy(empty, t[:0], impl=impl),
     }
