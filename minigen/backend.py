@@ -94,6 +94,7 @@ _rngs = {}
 
 def manual_seed(seed):
     """Seed minigen's default generators (NumPy, and CuPy when present)."""
+    seed = _checks.integer(seed, "seed", "manual_seed", low=0, optional=True)
     _rngs["cpu"] = np.random.default_rng(seed)
     if _cupy is not None:
         _rngs["cuda"] = _cupy.random.default_rng(seed)
@@ -112,6 +113,20 @@ def default_rng(device="cpu"):
     return _rngs[device]
 
 
+def check_rng(rng, name, where):
+    """``rng`` itself if ``as_rng`` takes it, else the error ``as_rng`` gives, naming ``where``.
+    For a call that hands its rng on to several parts (an int seed seeds each of them alike,
+    so converting it once would change the numbers): a bad one is reported by that call."""
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_)):
+        _checks.integer(rng, name, where, low=0)
+    elif not (rng is None or isinstance(rng, (np.random.RandomState, np.random.Generator))
+              or type(rng).__module__.startswith("cupy")):
+        raise TypeError(f"{where}: {name} must be None, an int seed >= 0, a "
+                        f"numpy.random.Generator or a numpy.random.RandomState, got "
+                        f"{type(rng).__name__} {_checks.excerpt(rng)}")
+    return rng
+
+
 def as_rng(rng, device="cpu", name="rng", where="as_rng"):
     """A random Generator from ``rng``: a Generator (NumPy's, or CuPy's on 'cuda'), an int
     seed >= 0, None (the default generator of ``manual_seed``), or a legacy
@@ -119,18 +134,15 @@ def as_rng(rng, device="cpu", name="rng", where="as_rng"):
     (deterministic: the same state gives the same numbers; the RandomState advances, as after
     any draw). ``name`` is the argument and ``where`` the call named in the error for anything
     else (a constructor passes its class name, so ``VAE(rng=-1)`` says "VAE: rng ...")."""
+    check_rng(rng, name, where)
     if rng is None:
         return default_rng(device)
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, (bool, np.bool_)):
-        seed = _checks.integer(rng, name, where, low=0)
-    elif isinstance(rng, np.random.RandomState):
+    if isinstance(rng, np.random.RandomState):
         seed = rng.randint(0, 2 ** 32, size=4, dtype=np.uint64).tolist()
     elif isinstance(rng, np.random.Generator) or type(rng).__module__.startswith("cupy"):
         return rng
     else:
-        raise TypeError(f"{where}: {name} must be None, an int seed >= 0, a "
-                        f"numpy.random.Generator or a numpy.random.RandomState, got "
-                        f"{type(rng).__name__} {_checks.excerpt(rng)}")
+        seed = int(rng)
     return np.random.default_rng(seed) if device == "cpu" else cupy().random.default_rng(seed)
 
 

@@ -28,7 +28,7 @@ import math
 import numpy as np
 
 from . import _checks
-from .backend import as_rng
+from .backend import as_rng, check_rng
 from .kernels import kde as kde_kernel
 
 
@@ -209,6 +209,7 @@ def sample(model, n, rng=None, *, chunk_size=100_000):
     import dask
     da = _da()
     n = _checks.integer(n, "n", "blockwise.sample", low=0)
+    check_rng(rng, "rng", "blockwise.sample")
     if is_dask(getattr(model, "data_", None)):
         return model.sample(n, rng)
     chunk_size = _checks.positive_int(chunk_size, "chunk_size", "blockwise.sample")

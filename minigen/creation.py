@@ -56,13 +56,14 @@ def ones(mod, shape, dtype, device):
 @_wrap_factory
 def randn(mod, shape, dtype, device, rng=None):
     """Standard normal samples from ``rng`` (default: the generator of ``manual_seed``)."""
-    return backend.as_rng(rng, device).standard_normal(shape).astype(dtype, copy=False)
+    rng = backend.as_rng(rng, device, where="randn")
+    return rng.standard_normal(shape).astype(dtype, copy=False)
 
 
 @_wrap_factory
 def rand(mod, shape, dtype, device, rng=None):
     """Uniform [0, 1) samples from ``rng`` (default: the generator of ``manual_seed``)."""
-    return backend.as_rng(rng, device).random(shape).astype(dtype, copy=False)
+    return backend.as_rng(rng, device, where="rand").random(shape).astype(dtype, copy=False)
 
 
 def zeros_like(t, requires_grad=False):

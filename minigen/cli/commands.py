@@ -173,7 +173,7 @@ def split(data, held_out=0.2, rng=0):
     seeded permutation."""
     if isinstance(data, str):
         return split_text(data, held_out)
-    order = as_rng(rng).permutation(len(data))
+    order = as_rng(rng, where="split").permutation(len(data))
     n_test = max(1, int(round(held_out * len(data))))
     if isinstance(data, list):
         return [data[i] for i in order[n_test:]], [data[i] for i in order[:n_test]]

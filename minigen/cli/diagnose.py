@@ -88,7 +88,7 @@ def noise_floor(train, test, rng=0):
     random rows of ``train`` and ``test``, and the standard deviation of one fresh sample (the
     spread of the draws over the finite-population factor). A training split smaller than
     twice the held-out one is resampled with replacement (a bootstrap), with no factor."""
-    gen = as_rng(rng)
+    gen = as_rng(rng, where="noise_floor")
     train, test = np.asarray(train, dtype=np.float64), np.asarray(test, dtype=np.float64)
     n, pool = len(test), len(train)
     subsets = pool >= 2 * n

@@ -19,7 +19,7 @@ def batches(arrays, batch_size, shuffle=True, drop_last=False, rng=None):
     """Yield batches (an array, or a tuple of arrays when given a tuple) for one epoch."""
     arrays, single, n = _as_arrays(arrays, "batches")
     positive_int(batch_size, "batch_size", "batches")
-    order = as_rng(rng).permutation(n) if shuffle else np.arange(n)
+    order = as_rng(rng, where="batches").permutation(n) if shuffle else np.arange(n)
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
         idx = order[start:start + batch_size]

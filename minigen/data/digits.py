@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from .._checks import choice, real
+from ..backend import check_rng
 
 _PATH = os.path.join(os.path.dirname(__file__), "digits.npz")
 SCALES = (None, "unit", "binary")
@@ -34,6 +35,7 @@ def load_digits(split=None, test_fraction=0.2, seed=0, flatten=True, dtype=np.fl
         raise ValueError(f"load_digits: scale='unit' needs a float dtype, got {np.dtype(dtype)}")
     real(test_fraction, "test_fraction", "load_digits", low=0, high=1, low_open=True,
          high_open=True)
+    check_rng(seed, "seed", "load_digits")
     with np.load(_PATH) as archive:
         images, labels = archive["images"], archive["labels"]
     if split is not None:

@@ -90,7 +90,7 @@ def sample(model, n, rng=None):
     X = _rows(model.data_, "KDE.sample", "data_")
     w = da.asarray(model.weights_).rechunk((X.chunks[0],))
     totals = np.array(dask.compute(*[b.sum() for b in w.to_delayed()]))
-    rng = as_rng(rng)
+    rng = as_rng(rng, where="KDE.sample")
     counts = rng.multinomial(n, totals / totals.sum())
     blocks = [da.from_delayed(dask.delayed(_sample_block)(x, wb, int(c), model.cholesky_, child),
                               shape=(int(c), X.shape[1]), dtype=np.float64)

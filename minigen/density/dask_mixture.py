@@ -107,7 +107,7 @@ def kmeans_parallel(X, k, rng):
     candidate is weighted by the points nearest to it, and a weighted k-means++ picks k of them.
     """
     import dask
-    rng = as_rng(rng)
+    rng = as_rng(rng, where="kmeans_parallel")
     n = X.shape[0]
     blocks, offsets = X.to_delayed()[:, 0], _offsets(X.chunks[0])
     rows = np.array([int(rng.integers(n))])
@@ -151,7 +151,7 @@ def kmeans(X, k, rng, max_iter=300, tol=1e-4):
     import dask
     n, d = X.shape
     tol = tol * float(X.var(axis=0).mean().compute())
-    centers = kmeans_parallel(X, k, rng)[0]
+    centers = kmeans_parallel(X, k, as_rng(rng, where="kmeans"))[0]
     for _ in range(max_iter):
         stats = _reduce(_map_rows(_lloyd_block, [X], 1 + k + k * d, centers), X, n, "kmeans")
         counts, sums = stats[:k], stats[k:].reshape(k, d)

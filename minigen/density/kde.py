@@ -242,6 +242,6 @@ class KDE(Distribution):
             return sample(self, n, rng)
         check_fitted(self, "cholesky_", "KDE.sample")
         n = check_n_samples(n, "KDE.sample")
-        rng = as_rng(rng, name="KDE.sample: rng")
+        rng = as_rng(rng, where="KDE.sample")
         index = rng.choice(len(self.data_), size=n, p=self.weights_)
         return self.data_[index] + rng.standard_normal((n, self.n_features_in_)) @ self.cholesky_.T

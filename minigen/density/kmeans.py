@@ -34,7 +34,7 @@ def kmeans_plusplus(X, n_clusters, rng=None):
     _checks.positive_int(n_clusters, "n_clusters", "kmeans_plusplus")
     if n_clusters > len(X):
         raise ValueError(f"kmeans_plusplus: n_clusters={n_clusters} exceeds n_samples={len(X)}")
-    rng = as_rng(rng, name="kmeans_plusplus: rng")
+    rng = as_rng(rng, where="kmeans_plusplus")
     x_sq = np.einsum("ij,ij->i", X, X)
     n_trials = 2 + int(np.log(n_clusters))
     indices = [int(rng.integers(len(X)))]
@@ -102,7 +102,7 @@ class KMeans(Configurable):
         X = check_scale(check_array(X, "KMeans.fit"), "KMeans.fit")
         if self.n_clusters > len(X):
             raise ValueError(f"KMeans.fit: n_clusters={self.n_clusters} exceeds n_samples={len(X)}")
-        rng = as_rng(self.random_state, name="KMeans.fit: random_state")
+        rng = as_rng(self.random_state, name="random_state", where="KMeans.fit")
         x_sq = np.einsum("ij,ij->i", X, X)
         tol = self.tol * float(np.mean(np.var(X, axis=0)))
         best = None

@@ -68,7 +68,7 @@ class LatentDensity(Distribution):
         (the PPCA noise outside the principal subspace) and the reducer has one."""
         check_fitted(self, "codes_", "LatentDensity.sample")
         n = check_n_samples(n, "LatentDensity.sample")
-        rng = as_rng(rng, name="LatentDensity.sample: rng")
+        rng = as_rng(rng, where="LatentDensity.sample")
         X = self.reducer.inverse_transform(self.density.sample(n, rng=rng))
         add_noise = getattr(self.reducer, "sample_residual", None)
         return X + add_noise(n, rng) if residual and add_noise is not None else X

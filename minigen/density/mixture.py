@@ -315,7 +315,7 @@ class GaussianMixture(Distribution):
         """Draw k ~ Categorical(pi), then x = mu_k + L_k u with L_k L_k^T = Sigma_k, u ~ N(0, I)."""
         check_fitted(self, "precisions_cholesky_", "GaussianMixture.sample")
         n = check_n_samples(n, "GaussianMixture.sample")
-        rng = as_rng(rng, name="GaussianMixture.sample: rng")
+        rng = as_rng(rng, where="GaussianMixture.sample")
         labels = rng.choice(self.n_components, size=n, p=self.weights_ / self.weights_.sum())
         U = rng.standard_normal((n, self.n_features_in_))
         P = self.precisions_cholesky_

@@ -104,7 +104,7 @@ class PCA(Distribution):
             S = np.sqrt(variance * (n - 1))
         else:
             Xc = X - mean
-            rng = as_rng(self.random_state, name="PCA.fit: random_state")
+            rng = as_rng(self.random_state, name="random_state", where="PCA.fit")
             S, Vt = _randomized_svd(Xc, rank if nc is None else nc, rng)
             variance = S ** 2 / (n - 1)
             total_var = np.einsum("ij,ij->", Xc, Xc) / (n - 1)
@@ -213,7 +213,7 @@ class PCA(Distribution):
         with u ~ N(0, I_k), e ~ N(0, I_d)."""
         check_fitted(self, "components_", "PCA.sample")
         n = check_n_samples(n, "PCA.sample")
-        rng = as_rng(rng, name="PCA.sample: rng")
+        rng = as_rng(rng, where="PCA.sample")
         codes = rng.standard_normal((n, self.n_components_)) * np.sqrt(self.explained_variance_)
         return codes @ self.components_ + self.mean_ + self.sample_residual(n, rng)
 
@@ -221,6 +221,6 @@ class PCA(Distribution):
         """Noise sigma (I - W^T W) e, e ~ N(0, I_d): the PPCA variation outside the principal axes."""
         check_fitted(self, "components_", "PCA.sample_residual")
         n = check_n_samples(n, "PCA.sample_residual")
-        rng = as_rng(rng, name="PCA.sample_residual: rng")
+        rng = as_rng(rng, where="PCA.sample_residual")
         E = np.sqrt(self.noise_variance_) * rng.standard_normal((n, self.n_features_in_))
         return E - (E @ self.components_.T) @ self.components_

@@ -64,7 +64,7 @@ def sliced_wasserstein(X, Y, n_projections=256, p=2, rng=None):
     where = "sliced_wasserstein"
     X, Y = _pair(where, X, Y)
     check_projections(where, n_projections, p)
-    theta = random_directions(X.shape[1], n_projections, rng)
+    theta = random_directions(X.shape[1], n_projections, as_rng(rng, where=where))
     group = max(1, _PROJECTION_FLOATS // (len(X) + len(Y)))
     PX = (X @ theta).rechunk({0: -1, 1: group})
     PY = (Y @ theta).rechunk({0: -1, 1: group})

@@ -89,7 +89,7 @@ def check_bandwidths(bandwidth, where):
 def random_directions(d, n_projections, rng=None):
     """``n_projections`` directions theta ~ U(S^{d-1}) as the columns of a (d, L) array
     (normalised Gaussian draws): the projections of both sliced Wasserstein functions."""
-    theta = as_rng(rng).standard_normal((d, n_projections))
+    theta = as_rng(rng, where="random_directions").standard_normal((d, n_projections))
     return theta / np.linalg.norm(theta, axis=0, keepdims=True)
 
 
@@ -102,7 +102,7 @@ def sliced_wasserstein(X, Y, n_projections=256, p=2, rng=None):
     differentiable version on Tensors see ``sliced_wasserstein_loss``."""
     X, Y = _pair("sliced_wasserstein", X, Y)
     check_projections("sliced_wasserstein", n_projections, p)
-    theta = random_directions(X.shape[1], n_projections, rng)
+    theta = random_directions(X.shape[1], n_projections, as_rng(rng, where="sliced_wasserstein"))
     wpp = wasserstein_1d(X @ theta, Y @ theta, p) ** p
     return float(np.mean(wpp) ** (1.0 / p))
 
@@ -124,7 +124,8 @@ def sliced_wasserstein_loss(X, Y, n_projections=50, p=2, rng=None):
         raise ValueError(f"{where}: X and Y must be non-empty (n, d) and (m, d) Tensors, got "
                          f"{X.shape} and {Y.shape}")
     check_projections(where, n_projections, p)
-    theta = Tensor(random_directions(X.shape[1], n_projections, rng).astype(X.dtype))
+    theta = Tensor(random_directions(X.shape[1], n_projections, as_rng(rng, where=where))
+                   .astype(X.dtype))
     x, y = sort(X @ theta, axis=0), sort(Y @ theta, axis=0)
     n, m = len(X), len(Y)
     if n == m:
@@ -140,7 +141,7 @@ def median_bandwidth(X, Y, max_points=1000, rng=0):
     X, Y = _pair("median_bandwidth", X, Y)
     Z = np.concatenate([X, Y])
     if len(Z) > max_points:
-        Z = Z[as_rng(rng).choice(len(Z), max_points, replace=False)]
+        Z = Z[as_rng(rng, where="median_bandwidth").choice(len(Z), max_points, replace=False)]
     sq = (Z * Z).sum(1)
     d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * Z @ Z.T, 0)[np.triu_indices(len(Z), 1)]
     return float(np.sqrt(np.median(d2) / 2)) if d2.size and np.median(d2) > 0 else 1.0

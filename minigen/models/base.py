@@ -11,6 +11,7 @@ import contextlib
 import numpy as np
 
 from ..autograd import no_grad
+from ..backend import check_rng
 from ..distribution import Distribution, check_array
 from ..nn import Module
 from ..optim import Adam
@@ -33,6 +34,7 @@ class DeepModel(Module, Distribution):
         patience, checkpoint, resume, log_every, ...) go to ``train``. Keeps ``history_``.
         """
         where = f"{type(self).__name__}.fit"
+        check_rng(rng, "rng", where)
         data = self._check_fit_data(X, y, where)
         if (steps is None) == (epochs is None):
             raise ValueError(f"{where}: give exactly one of steps= or epochs= "

@@ -64,7 +64,7 @@ class CodeModel(DeepModel):
 
     def fit(self, X, y=None, *, rng=None, **kwargs):
         """Train with ``DeepModel.fit``; ``rng`` draws the batches and the model's noise."""
-        self._rng = as_rng(rng)
+        self._rng = as_rng(rng, where=f"{type(self).__name__}.fit")
         return super().fit(X, y, rng=self._rng, **kwargs)
 
     def _check_X(self, X, where):

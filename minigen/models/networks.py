@@ -19,6 +19,7 @@ al. 2016: strided convolutions down, strided transposed convolutions up, no pool
 import math
 
 from .. import _checks
+from ..backend import check_rng
 from ..distribution import Configurable, register
 from ..nn import MLP, Conv2d, ConvTranspose2d, Linear, Module, Sequential, activation as make_act
 
@@ -75,6 +76,7 @@ class MLPEncoder(Module, Configurable):
         self.x_dim, self.out_dim, self.activation, self.rng = x_dim, out_dim, activation, rng
         self.hidden = _checks.int_tuple(hidden, "hidden", "MLPEncoder")
         check_activation(activation, "MLPEncoder")
+        check_rng(rng, "rng", "MLPEncoder")
         self.net = MLP((x_dim,) + self.hidden + (out_dim,), activation, rng=rng)
 
     def forward(self, x):
@@ -93,6 +95,7 @@ class MLPDecoder(Module, Configurable):
         self.z_dim, self.x_dim, self.activation, self.rng = z_dim, x_dim, activation, rng
         self.hidden = _checks.int_tuple(hidden, "hidden", "MLPDecoder")
         check_activation(activation, "MLPDecoder")
+        check_rng(rng, "rng", "MLPDecoder")
         self.net = MLP((z_dim,) + self.hidden + (x_dim,), activation, rng=rng)
 
     def forward(self, z):
@@ -111,6 +114,7 @@ class ConvEncoder(Module, Configurable):
         self.channels = _checks.int_tuple(channels, "channels", "ConvEncoder", nonempty=True)
         self.image_shape = check_image_shape(image_shape, len(self.channels), "ConvEncoder")
         check_activation(activation, "ConvEncoder")
+        check_rng(rng, "rng", "ConvEncoder")
         self.out_dim, self.activation, self.rng = out_dim, activation, rng
         c, h, w = self.image_shape
         layers = []
@@ -139,6 +143,7 @@ class ConvDecoder(Module, Configurable):
         self.channels = _checks.int_tuple(channels, "channels", "ConvDecoder", nonempty=True)
         self.image_shape = check_image_shape(image_shape, len(self.channels), "ConvDecoder")
         check_activation(activation, "ConvDecoder")
+        check_rng(rng, "rng", "ConvDecoder")
         self.z_dim, self.activation, self.rng = z_dim, activation, rng
         c_img, h, w = self.image_shape
         k = len(self.channels)

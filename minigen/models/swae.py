@@ -49,7 +49,7 @@ class SWAE(AutoEncoderBase):
 
     def sample_prior(self, n, rng=None):
         """n draws of p(z), (n, z_dim) float64."""
-        rng = as_rng(rng)
+        rng = as_rng(rng, where=f"{type(self).__name__}.sample_prior")
         if self.prior == "normal":
             return rng.standard_normal((n, self.z_dim))
         if self.prior == "uniform":
@@ -71,4 +71,4 @@ class SWAE(AutoEncoderBase):
         """Decoded prior draws, (n, x_dim) (pixel probabilities for a Bernoulli decoder)."""
         n = check_n_samples(n, "SWAE.sample")
         check_fitted(self, "n_features_in_", "SWAE.sample")
-        return self.inverse_transform(self.sample_prior(n, rng))
+        return self.inverse_transform(self.sample_prior(n, as_rng(rng, where="SWAE.sample")))

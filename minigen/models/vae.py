@@ -63,7 +63,8 @@ def standard_normal_log_density(z):
 def reparameterize(mu, logvar, rng=None):
     """z = mu + exp(logvar / 2) * eps with eps ~ N(0, I) from ``rng``: a draw of
     N(mu, diag exp(logvar)) that is differentiable in mu and logvar (Tensors)."""
-    eps = per_example(as_rng(rng).standard_normal, mu.shape).astype(mu.dtype)
+    rng = as_rng(rng, where="reparameterize")
+    eps = per_example(rng.standard_normal, mu.shape).astype(mu.dtype)
     return mu + (logvar * 0.5).exp() * Tensor(eps)
 
 

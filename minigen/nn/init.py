@@ -20,12 +20,22 @@ def _fill(p, sample):
     return p
 
 
+def _uniform(p, low, high, rng, where):
+    """U(low, high) into p; ``where`` is the public initialiser named by a bad rng."""
+    return _fill(p, backend.as_rng(rng, p.device, where=where).uniform(low, high, p.shape))
+
+
+def _normal(p, mean, std, rng, where):
+    rng = backend.as_rng(rng, p.device, where=where)
+    return _fill(p, mean + std * rng.standard_normal(p.shape))
+
+
 def uniform_(p, low=0.0, high=1.0, rng=None):
-    return _fill(p, backend.as_rng(rng, p.device).uniform(low, high, p.shape))
+    return _uniform(p, low, high, rng, "nn.init.uniform_")
 
 
 def normal_(p, mean=0.0, std=1.0, rng=None):
-    return _fill(p, mean + std * backend.as_rng(rng, p.device).standard_normal(p.shape))
+    return _normal(p, mean, std, rng, "nn.init.normal_")
 
 
 def zeros_(p):
@@ -40,12 +50,13 @@ def xavier_uniform_(p, gain=1.0, rng=None):
     """U(-a, a), a = gain sqrt(6 / (fan_in + fan_out)) (Glorot & Bengio 2010)."""
     fan_in, fan_out = _fans(p)
     a = gain * math.sqrt(6.0 / (fan_in + fan_out))
-    return uniform_(p, -a, a, rng)
+    return _uniform(p, -a, a, rng, "nn.init.xavier_uniform_")
 
 
 def xavier_normal_(p, gain=1.0, rng=None):
     fan_in, fan_out = _fans(p)
-    return normal_(p, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), rng)
+    return _normal(p, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), rng,
+                   "nn.init.xavier_normal_")
 
 
 def kaiming_uniform_(p, a=0.0, rng=None):
@@ -53,9 +64,10 @@ def kaiming_uniform_(p, a=0.0, rng=None):
     default for Linear and Conv, b = 1 / sqrt(fan_in)."""
     fan_in, _ = _fans(p)
     b = math.sqrt(6.0 / ((1 + a * a) * fan_in))
-    return uniform_(p, -b, b, rng)
+    return _uniform(p, -b, b, rng, "nn.init.kaiming_uniform_")
 
 
 def kaiming_normal_(p, a=0.0, rng=None):
     fan_in, _ = _fans(p)
-    return normal_(p, 0.0, math.sqrt(2.0 / ((1 + a * a) * fan_in)), rng)
+    return _normal(p, 0.0, math.sqrt(2.0 / ((1 + a * a) * fan_in)), rng,
+                   "nn.init.kaiming_normal_")

@@ -32,6 +32,7 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, rng=None):
         super().__init__()
+        backend.check_rng(rng, "rng", "Linear")
         self.in_features, self.out_features = in_features, out_features
         self.weight = _default_uniform(_empty(out_features, in_features), in_features, rng)
         self.bias = _default_uniform(_empty(out_features), in_features, rng) if bias else None
@@ -51,6 +52,7 @@ class Conv2d(Module):
                  bias=True, rng=None):
         super().__init__()
         _check_sizes("Conv2d", in_channels=in_channels, out_channels=out_channels)
+        backend.check_rng(rng, "rng", "Conv2d")
         kh, kw = C.int_pair(kernel_size, "kernel_size", "Conv2d")
         self.stride, self.padding, self.dilation = stride, padding, dilation
         fan_in = in_channels * kh * kw
@@ -70,6 +72,7 @@ class ConvTranspose2d(Module):
                  output_padding=0, dilation=1, bias=True, rng=None):
         super().__init__()
         _check_sizes("ConvTranspose2d", in_channels=in_channels, out_channels=out_channels)
+        backend.check_rng(rng, "rng", "ConvTranspose2d")
         kh, kw = C.int_pair(kernel_size, "kernel_size", "ConvTranspose2d")
         self.stride, self.padding = stride, padding
         self.output_padding, self.dilation = output_padding, dilation
@@ -85,6 +88,7 @@ class ConvTranspose2d(Module):
 class Embedding(Module):
     def __init__(self, num_embeddings, embedding_dim, rng=None):
         super().__init__()
+        backend.check_rng(rng, "rng", "Embedding")
         self.weight = init.normal_(_empty(num_embeddings, embedding_dim), rng=rng)
 
     def forward(self, indices):
@@ -182,7 +186,7 @@ class BatchNorm2d(_BatchNorm):
 class Dropout(Module):
     def __init__(self, p=0.5, rng=None):
         super().__init__()
-        self.p, self.rng = p, rng
+        self.p, self.rng = p, backend.check_rng(rng, "rng", "Dropout")
 
     def forward(self, x):
         return F.dropout(x, self.p, self.training, self.rng)
@@ -250,6 +254,7 @@ def MLP(sizes, activation="relu", final_activation=None, rng=None):
     """Linear layers sizes[0] -> sizes[1] -> ... with ``activation`` between them."""
     if len(sizes) < 2:
         raise ValueError(f"MLP: sizes needs at least an input and an output size, got {sizes}")
+    backend.check_rng(rng, "rng", "MLP")
 
     def make(act):
         if isinstance(act, str):

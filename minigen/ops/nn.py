@@ -328,7 +328,7 @@ def dropout(x, p=0.5, training=True, rng=None):
     p = C.real(p, "p", "dropout", low=0, high=1, high_open=True)
     if not training or p == 0:
         return x
-    keep = backend.per_example(backend.as_rng(rng, x.device).random, x.shape) >= p
+    keep = backend.per_example(backend.as_rng(rng, x.device, where="dropout").random, x.shape) >= p
     return x * Tensor((keep / (1 - p)).astype(x.dtype))
 
 

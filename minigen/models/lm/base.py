@@ -69,7 +69,7 @@ class LanguageModel(DeepModel):
             raise ValueError(f"{name}: vocab_size must be None or the tokenizer's vocab_size "
                              f"{tokenizer.vocab_size} (every id must decode), got {vocab_size}")
         self.block_size = positive_int(block_size, "block_size", name)
-        self._rng = as_rng(rng)
+        self._rng = as_rng(rng, where=name)
         self._vocab = None
         size = vocab_size if vocab_size is not None else \
             tokenizer.vocab_size if tokenizer is not None else None
@@ -330,6 +330,7 @@ class LanguageModel(DeepModel):
         where = f"{type(self).__name__}.generate"
         check_sampling_args(temperature, top_k, top_p, where)
         max_new_tokens = integer(max_new_tokens, "max_new_tokens", where, low=0)
+        rng = as_rng(rng, where=where)
         documents = getattr(self, "documents_", False)
         if isinstance(prompt, str):
             tok = self._tokenizer()
@@ -355,7 +356,6 @@ class LanguageModel(DeepModel):
         return tok.decode(row[:row.index(EOS_ID)] if EOS_ID in row else row)
 
     def _generate_ids(self, ids, max_new_tokens, temperature, top_k, top_p, rng, use_cache):
-        rng = as_rng(rng)
         documents = getattr(self, "documents_", False)
         done = np.zeros(len(ids), dtype=bool)
         cache = None

@@ -59,5 +59,5 @@ def sample_next(logits, temperature=1.0, top_k=None, top_p=None, rng=None):
     if temperature == 0:
         return probs.argmax(-1)
     cdf = np.cumsum(probs, axis=-1)
-    u = 1.0 - as_rng(rng).random(probs.shape[:-1] + (1,))
+    u = 1.0 - as_rng(rng, where="sample_next").random(probs.shape[:-1] + (1,))
     return (cdf < u * cdf[..., -1:]).sum(-1).astype(np.int64)   # u * total <= total: idx < V
