@@ -146,6 +146,16 @@ def as_rng(rng, device="cpu", name="rng", where="as_rng"):
     return np.random.default_rng(seed) if device == "cpu" else cupy().random.default_rng(seed)
 
 
+def shared_rng(rng, where):
+    """The generator a module hands to its parts: None stays None (each part draws from the
+    default generator when it needs to), anything else becomes one Generator that the parts
+    share, so parts of one shape start different and a stored generator (``Dropout``'s) moves
+    on from call to call.  Handed on as an int, a seed would seed every part alike: the two
+    hidden layers of ``MLP([4, 8, 8, 8], rng=0)`` would start equal, and a dropout would draw
+    the same mask at every step."""
+    return None if rng is None else as_rng(rng, where=where)
+
+
 # --- per-example noise under a shard of a global batch -------------------------------------
 _shard = contextvars.ContextVar("minigen_shard", default=None)
 

@@ -19,7 +19,7 @@ al. 2016: strided convolutions down, strided transposed convolutions up, no pool
 import math
 
 from .. import _checks
-from ..backend import check_rng
+from ..backend import check_rng, shared_rng
 from ..distribution import Configurable, register
 from ..nn import MLP, Conv2d, ConvTranspose2d, Linear, Module, Sequential, activation as make_act
 
@@ -114,8 +114,8 @@ class ConvEncoder(Module, Configurable):
         self.channels = _checks.int_tuple(channels, "channels", "ConvEncoder", nonempty=True)
         self.image_shape = check_image_shape(image_shape, len(self.channels), "ConvEncoder")
         check_activation(activation, "ConvEncoder")
-        check_rng(rng, "rng", "ConvEncoder")
         self.out_dim, self.activation, self.rng = out_dim, activation, rng
+        rng = shared_rng(rng, "ConvEncoder")
         c, h, w = self.image_shape
         layers = []
         for c_out in self.channels:
@@ -143,8 +143,8 @@ class ConvDecoder(Module, Configurable):
         self.channels = _checks.int_tuple(channels, "channels", "ConvDecoder", nonempty=True)
         self.image_shape = check_image_shape(image_shape, len(self.channels), "ConvDecoder")
         check_activation(activation, "ConvDecoder")
-        check_rng(rng, "rng", "ConvDecoder")
         self.z_dim, self.activation, self.rng = z_dim, activation, rng
+        rng = shared_rng(rng, "ConvDecoder")
         c_img, h, w = self.image_shape
         k = len(self.channels)
         self.start = (self.channels[-1], h >> k, w >> k)

@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from .. import functional as F
-from ..backend import check_rng
+from ..backend import shared_rng
 from ..autograd import Tensor
 from .layers import Linear
 from .module import Module
@@ -89,7 +89,7 @@ class MultiheadAttention(Module):
             raise ValueError(f"MultiheadAttention: embed_dim {embed_dim} is not divisible by "
                              f"num_heads {num_heads}")
         self.embed_dim, self.num_heads = embed_dim, num_heads
-        check_rng(rng, "rng", "MultiheadAttention")
+        rng = shared_rng(rng, "MultiheadAttention")
         self.q_proj = Linear(embed_dim, embed_dim, bias, rng)
         self.k_proj = Linear(embed_dim, embed_dim, bias, rng)
         self.v_proj = Linear(embed_dim, embed_dim, bias, rng)

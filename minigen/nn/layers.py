@@ -186,7 +186,7 @@ class BatchNorm2d(_BatchNorm):
 class Dropout(Module):
     def __init__(self, p=0.5, rng=None):
         super().__init__()
-        self.p, self.rng = p, backend.check_rng(rng, "rng", "Dropout")
+        self.p, self.rng = p, backend.shared_rng(rng, "Dropout")
 
     def forward(self, x):
         return F.dropout(x, self.p, self.training, self.rng)
@@ -254,7 +254,7 @@ def MLP(sizes, activation="relu", final_activation=None, rng=None):
     """Linear layers sizes[0] -> sizes[1] -> ... with ``activation`` between them."""
     if len(sizes) < 2:
         raise ValueError(f"MLP: sizes needs at least an input and an output size, got {sizes}")
-    backend.check_rng(rng, "rng", "MLP")
+    rng = backend.shared_rng(rng, "MLP")
 
     def make(act):
         if isinstance(act, str):

@@ -11,7 +11,8 @@ from minigen.kernels import _dispatch, _math, softmax
 
 KERNELS = {"log_kernel_sum", "log_kernel_sum_grad", "conv2d", "conv2d_input_grad",
            "conv2d_weight_grad", "softmax", "log_softmax", "softmax_backward",
-           "log_softmax_backward", "cross_entropy", "cross_entropy_backward", "q_sample",
+           "log_softmax_backward", "masked_softmax", "cross_entropy", "cross_entropy_backward",
+           "q_sample",
            "ddpm_step", "ddim_step", "layer_norm",
            "layer_norm_backward", "group_norm", "group_norm_backward", "sgd_step", "adam_step"}
 KERNELS |= {f"{name}[{kind}]" for name in ("bias_act", "bias_act_backward")

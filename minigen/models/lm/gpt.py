@@ -18,7 +18,7 @@ import numpy as np
 
 from ... import functional as F
 from ..._checks import positive_int, real
-from ...backend import check_rng
+from ...backend import shared_rng
 from ...distribution import register
 from ...nn import Dropout, Embedding, LayerNorm, Linear, Module, ModuleList, init
 from ...nn.attention import KVCache, scaled_dot_product_attention
@@ -32,7 +32,7 @@ class CausalSelfAttention(Module):
 
     def __init__(self, n_embd, n_head, dropout=0.0, rng=None):
         super().__init__()
-        check_rng(rng, "rng", "CausalSelfAttention")
+        rng = shared_rng(rng, "CausalSelfAttention")
         self.n_head = n_head
         self.qkv = Linear(n_embd, 3 * n_embd, rng=rng)
         self.proj = Linear(n_embd, n_embd, rng=rng)
@@ -57,7 +57,7 @@ class Block(Module):
 
     def __init__(self, n_embd, n_head, dropout=0.0, rng=None):
         super().__init__()
-        check_rng(rng, "rng", "Block")
+        rng = shared_rng(rng, "Block")
         self.ln1 = LayerNorm(n_embd)
         self.attn = CausalSelfAttention(n_embd, n_head, dropout, rng)
         self.ln2 = LayerNorm(n_embd)
