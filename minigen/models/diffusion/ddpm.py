@@ -66,12 +66,17 @@ class DDPM(DeepModel):
     noise is at the data's scale (Ho et al. 2020, sec. 3.3); samples are mapped back, x0_hat
     is clipped to [-1, 1] by default (inside the range), and ``log_prob`` adds the Jacobian
     d log(2 / (hi - lo)). None: the data is diffused as given.
+    standardize: diffuse z = (x - mean_) / scale_, each feature at mean 0 and standard deviation
+    1 over the training data (a feature with none keeps scale 1), so that the data has the
+    unit variance the schedule's signal-to-noise ratios abar_t / (1 - abar_t) assume (the
+    noise at t reaches the data's spread where abar_t = 1/2 for every feature); samples are
+    mapped back and ``log_prob`` adds the Jacobian -sum_j log scale_j. Not with data_range.
     sample_steps: ``sample``'s default ``steps`` (None: all T, Algorithm 2; fewer: DDIM),
     so a caller that passes none (the command line) gets the cheaper sampler.
     """
 
     def __init__(self, denoiser, schedule=None, prediction="eps", shape=None, data_range=None,
-                 sample_steps=None, rng=None):
+                 standardize=False, sample_steps=None, rng=None):
         super().__init__()
         C.choice(prediction, "prediction", "DDPM", PREDICTIONS)
         if data_range is not None:
@@ -84,6 +89,11 @@ class DDPM(DeepModel):
                 raise ValueError(f"DDPM: data_range must be finite with lo < hi, got "
                                  f"{data_range!r}")
             data_range = (lo, hi)
+        if not isinstance(standardize, (bool, np.bool_)):
+            raise TypeError(f"DDPM: standardize must be True or False, got {standardize!r}")
+        if standardize and data_range is not None:
+            raise ValueError("DDPM: give data_range or standardize=True, not both (each sets "
+                             "the scale of the diffused variable)")
         if denoiser is not None and not isinstance(denoiser, Module):
             raise TypeError(f"DDPM: denoiser must be a minigen Module or None, "
                             f"got {type(denoiser).__name__}")
@@ -94,14 +104,14 @@ class DDPM(DeepModel):
         self.denoiser, self.schedule, self.prediction = denoiser, schedule, prediction
         self.shape = None if shape is None else tuple(int(s) for s in shape)
         self.shape_ = self.shape
-        self.data_range = data_range
+        self.data_range, self.standardize = data_range, bool(standardize)
         if sample_steps is not None:
             schedule.ddim_timesteps(sample_steps)          # checks 1 <= sample_steps <= T
         self.sample_steps = sample_steps
         self.rng = rng                  # as given (a constructor argument)
         # the working generator (training batches and noise), saved
         self.rng_ = as_rng(rng, where=type(self).__name__)
-        self.ema_ = self.losses_ = None
+        self.ema_ = self.losses_ = self.mean_ = self.scale_ = None
 
     def forward(self, x, t):
         """The denoiser's raw prediction for a Tensor x_t and int array t."""
@@ -131,7 +141,8 @@ class DDPM(DeepModel):
     @classmethod
     def for_data(cls, X, image_shape=None, channels=16, rng=None, **params):
         """The DDPM the command line fits to X: for rows (n, d), DDPM(TimeMLP(d),
-        NoiseSchedule()); with ``image_shape`` (C, H, W), a TinyUNet(C, channels) on the rows
+        NoiseSchedule()) diffusing the standardized features (``standardize``, unless a
+        data_range is given); with ``image_shape`` (C, H, W), a TinyUNet(C, channels) on the rows
         reshaped to it, with the cosine schedule, v-prediction and the data's range mapped to
         [-1, 1] (``data_range`` = (X.min(), X.max()) unless given) and 100-step DDIM as
         ``sample``'s default (``sample_steps``): the digits recipe of benchmarks/README.md
@@ -143,6 +154,7 @@ class DDPM(DeepModel):
             raise ValueError(f"{where}: X must have shape (n, ...) with n >= 1, got {X.shape}")
         rng = as_rng(rng, where=where)
         if image_shape is None:
+            params.setdefault("standardize", params.get("data_range") is None)
             return cls(TimeMLP(int(np.prod(X.shape[1:])), rng=rng), rng=rng, **params)
         image_shape = tuple(int(s) for s in image_shape)
         if len(image_shape) != 3 or int(np.prod(image_shape)) != int(np.prod(X.shape[1:])):
@@ -165,6 +177,7 @@ class DDPM(DeepModel):
             raise TypeError("DDPM.fit: this DDPM has no denoiser (DDPM(None, ...))")
         if rng is not None:
             self.rng_ = as_rng(rng)
+        self.mean_ = self.scale_ = None     # the training data's, set by _check_fit_data
         return super().fit(X, y, steps=steps, epochs=epochs, batch_size=batch_size, lr=lr,
                            ema_decay=ema_decay, rng=self.rng_, verbose=verbose, **train_options)
 
@@ -181,14 +194,19 @@ class DDPM(DeepModel):
         if y is not None:
             raise ValueError(f"{where}: DDPM is unsupervised; got targets y")
         self.shape_ = X.shape[1:]
+        if self.standardize and self.mean_ is None:     # the training data, not validation
+            sd = X.std(axis=0)
+            self.mean_, self.scale_ = X.mean(axis=0), np.where(sd > 0, sd, 1.0)
         return self._to_model(X)
 
     def _to_model(self, X, dtype=None):
-        """Data (n, *shape_) -> the diffused variable (n, *shape) in [-1, 1] with data_range,
-        in ``dtype`` (default: the model's)."""
+        """Data (n, *shape_) -> the diffused variable (n, *shape): in [-1, 1] with data_range,
+        standardized with ``standardize``; in ``dtype`` (default: the model's)."""
         if self.data_range is not None:
             lo, hi = self.data_range
             X = 2 * (X - lo) / (hi - lo) - 1
+        elif self.mean_ is not None:
+            X = (X - self.mean_) / self.scale_
         return X.reshape((len(X),) + self._model_shape()).astype(dtype or self.dtype)
 
     def _from_model(self, x):
@@ -197,7 +215,10 @@ class DDPM(DeepModel):
             lo, hi = self.data_range
             x = (lo + (x + 1) * ((hi - lo) / 2)).astype(x.dtype, copy=False)
         lead = x.shape[:x.ndim - len(self._model_shape())]
-        return x.reshape(lead + tuple(self.shape_))
+        x = x.reshape(lead + tuple(self.shape_))
+        if self.mean_ is not None:
+            x = (self.mean_ + x * self.scale_).astype(x.dtype, copy=False)
+        return x
 
     def _model_shape(self):
         return self.shape if self.shape is not None else tuple(self.shape_)
@@ -368,4 +389,6 @@ class DDPM(DeepModel):
         if self.data_range is not None:     # change of variables x -> y = 2 (x - lo)/(hi - lo) - 1
             lo, hi = self.data_range
             bound -= x0[0].size * np.log(2 / (hi - lo))
+        elif self.mean_ is not None:        # z = (x - mean_) / scale_
+            bound += np.log(self.scale_).sum()
         return -bound
