@@ -208,7 +208,10 @@ def demo(args, options=None):
     ref = {"sw": _mean_sd([metrics.sliced_wasserstein(D, Xte, rng=k)
                            for k, D in enumerate(fresh)]),
            "mmd": _mean_sd([metrics.mmd(D, Xte) for D in fresh])}
-    table = tables.table(rows, ref)
+    # the training draw scored as the samples are (2,000 points, the same directions): a
+    # model that learned exactly its training points would read this, whatever the floor
+    seen = {"sw": metrics.sliced_wasserstein(X, Xte, rng=0), "mmd": metrics.mmd(X, Xte)}
+    table = tables.table(rows, ref, seen)
     print(table)
     figs = [_gallery_figure(plot, rows, X, os.path.join(out, "moons.png"),
                             "two moons: data and samples (budgets in the panel titles)"),

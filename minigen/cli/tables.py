@@ -34,10 +34,11 @@ class Footnotes:
         return table if not self.lines else "\n".join([table, ""] + self.lines)
 
 
-def table(rows, reference=None):
+def table(rows, reference=None, training=None):
     """Rows of (label, result, seconds) as a Markdown table; ``reference`` (the held-out data
     against training rows: its sliced W and MMD, each a number or (mean, sd)) is the noise
-    floor, printed as the last row."""
+    floor, printed as the last row; ``training`` (the same for the training data the models
+    saw) is printed above it: a model that copies its training points scores about that."""
     if rows and "bits_per_char" in rows[0][1]:
         return text_table(rows)
     notes = Footnotes()
@@ -48,6 +49,9 @@ def table(rows, reference=None):
                  notes.mark(label, r, "sw", _cell(r["sw"], ".4f")),
                  notes.mark(label, r, "mmd", _cell(r["mmd"], ".4f")), f"{seconds:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    if training is not None:
+        lines.append(f"| (the training data itself) | - | {_cell(training['sw'], '.4f')} | "
+                     f"{_cell(training['mmd'], '.4f')} | - |")
     if reference is not None:
         lines.append(f"| (held-out data itself) | - | {_floor_cell(reference['sw'], '.4f')} | "
                      f"{_floor_cell(reference['mmd'], '.4f')} | - |")

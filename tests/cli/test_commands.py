@@ -279,6 +279,9 @@ def test_demo_writes_its_tables_gallery_and_report(tmp_path, monkeypatch, capsys
     _check_training_curves(drawn)
 
     X, Xte = mg.data.moons(2000, rng=0), mg.data.moons(2000, rng=1)      # the demo's data
+    seen = rows["(the training data itself)"]          # the training draw, scored as samples
+    assert seen[1] == pytest.approx(mg.metrics.sliced_wasserstein(X, Xte, rng=0), abs=5e-5)
+    assert seen[2] == pytest.approx(mg.metrics.mmd(X, Xte), abs=5e-5)
     mean, cov = X.mean(0), np.cov(X.T)
     diff = Xte - mean
     gaussian_logp = -0.5 * (np.einsum("ij,jk,ik->i", diff, np.linalg.inv(cov), diff)

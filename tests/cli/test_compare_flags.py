@@ -85,6 +85,10 @@ def test_the_table_marks_each_flag_and_explains_it_under_the_table():
                           "[2] copy: sliced W too low", "[3] copy: MMD too low"]
     assert tables.table(rows[:1], {"sw": 0.07, "mmd": 0.05}).splitlines()[-1] == \
         "| (held-out data itself) | - | 0.0700 | 0.0500 | - |"
+    assert tables.table(rows[:1], {"sw": 0.07, "mmd": 0.05},
+                        {"sw": 0.045, "mmd": 0.036}).splitlines()[-2:] == [
+        "| (the training data itself) | - | 0.0450 | 0.0360 | - |",
+        "| (held-out data itself) | - | 0.0700 | 0.0500 | - |"]
     text_rows = [("bigram", {"log_p": None, "bits_per_char": None, "perplexity": None,
                              "flags": [("model", "did not converge: loss is inf")]}, 0.1)]
     assert tables.table(text_rows).splitlines()[2:] == [
