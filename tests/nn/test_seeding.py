@@ -6,6 +6,7 @@ import pytest
 
 import minigen as mg
 from minigen import nn
+from minigen.models.diffusion.denoisers import TimeMLP
 from minigen.models.lm.gpt import Block, CausalSelfAttention
 from minigen.models.networks import ConvDecoder, ConvEncoder
 
@@ -16,6 +17,7 @@ BUILDERS = {
     "Block": lambda rng: Block(8, 2, rng=rng),
     "ConvEncoder": lambda rng: ConvEncoder(4, (1, 8, 8), channels=(4, 4), rng=rng),
     "ConvDecoder": lambda rng: ConvDecoder(4, (4, 8, 8), channels=(4, 4), rng=rng),
+    "TimeMLP": lambda rng: TimeMLP(2, hidden=8, depth=3, rng=rng),
 }
 
 

@@ -176,7 +176,7 @@ class DDPM(DeepModel):
         if self.denoiser is None:
             raise TypeError("DDPM.fit: this DDPM has no denoiser (DDPM(None, ...))")
         if rng is not None:
-            self.rng_ = as_rng(rng)
+            self.rng_ = as_rng(rng, where="DDPM.fit")
         self.mean_ = self.scale_ = None     # the training data's, set by _check_fit_data
         return super().fit(X, y, steps=steps, epochs=epochs, batch_size=batch_size, lr=lr,
                            ema_decay=ema_decay, rng=self.rng_, verbose=verbose, **train_options)

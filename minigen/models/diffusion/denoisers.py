@@ -11,6 +11,7 @@ import numpy as np
 
 from ... import functional as F
 from ...autograd import Tensor
+from ...backend import shared_rng
 from ...distribution import Configurable, register
 from ...nn import Conv2d, GroupNorm, Identity, Linear, Module, ModuleList, init
 from ...nn import activation as activation_module
@@ -67,6 +68,7 @@ class TimeMLP(Module, Configurable):
         self.dim, self.hidden, self.depth, self.emb_dim = dim, hidden, depth, emb_dim
         self.activation, self.rng = activation, rng
         self.act = activation_module(activation, "TimeMLP")
+        rng = shared_rng(rng, "TimeMLP")
         self.layers = ModuleList([Linear(dim if k == 0 else hidden, hidden, rng=rng)
                                   for k in range(depth)])
         self.time = ModuleList([Linear(emb_dim, hidden, bias=False, rng=rng)
