@@ -34,12 +34,18 @@ cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
 CUDA_THREADS = 128     # 4 warps per block; untuned: chosen by warp count;
                        # benchmarks/gpu_check.py tunes it
 TASKS = 64             # at most this many backward tasks, each with float64 partial gw, gb
-for _name in ("layer_norm", "layer_norm_backward", "group_norm", "group_norm_backward"):
+for _name in ("layer_norm", "layer_norm_backward"):
     # work = elements.  ``benchmarks/fused.py --sweep`` on the 2-core machine shared with
     # other jobs (layer norm, float32, D = 128), NumPy/Numba time ratio at 16k / 65k / 262k /
     # 1M elements: forward 0.79 / 1.15 / 1.84 / 2.15, backward 0.72 / 0.34 / 1.55 / 1.72.
     # Re-measure on a quiet machine.
     register(_name, threshold=262_144)
+# Group norm of the TinyUNet's shapes (batch 64, 8 groups, float32; one core, CPU clock,
+# median of 40), NumPy / Numba ms: 64x64x4x4 (65k) forward 0.19 / 0.18, backward 0.46 / 0.29;
+# 64x16x8x8 (65k) 0.17 / 0.14, 0.35 / 0.30; 64x32x8x8 (131k) 0.40 / 0.21, 0.79 / 0.58;
+# 64x32x4x4 (32k) 0.11 / 0.12, 0.24 / 0.17.
+register("group_norm", threshold=65_536)
+register("group_norm_backward", threshold=32_768)
 
 
 def _check(where, x, weight, bias, pshape, eps, gy=None, stats=()):
