@@ -349,6 +349,20 @@ def from_rows(rows, N, H, W):
     return y if KEEP_CHANNELS_LAST else np.ascontiguousarray(y)
 
 
+def backward_rows(x, gy, w_shape, impl=None):
+    """gy laid out for both gradients of a convolution of x: an NCHW view of a channels-last
+    copy when the weight gradient reads gy's channels-last rows (the fast layouts, from
+    NHWC_MIN_CHANNELS input channels), else gy itself.  The input gradient then reads the same
+    copy: its patch rows, or its rows @ W2' at stride 2, start from contiguous C-runs, and gy
+    is transposed once instead of twice (conv net, 128x64x14x14: 1.8 ms a step)."""
+    N, C = x.shape[:2]
+    work = N * int(np.prod(w_shape[1:])) * gy.shape[2] * gy.shape[3]
+    if C < NHWC_MIN_CHANNELS or \
+            not _fast_layouts(choose("conv2d_weight_grad", x, work, impl), impl, x):
+        return gy
+    return np.ascontiguousarray(gy.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
 def _weights_last(w):
     """w (O, C, kh, kw) laid out (O, kh kw C), to match nhwc_im2col's columns."""
     return w.transpose(0, 2, 3, 1).reshape(w.shape[0], -1)
