@@ -2,6 +2,7 @@
 
     python benchmarks/models_speed.py [--rounds 5] [--steps 20] [--channels 16,32]
     python benchmarks/models_speed.py --layouts [--rounds 5] [--steps 10]
+    python benchmarks/models_speed.py --faults [--steps 20]
 
 The step: eps_hat = TinyUNet(x_t, t) on a batch of 64 8x8 one-channel images (channels 16
 and 32, each timed on its own, time embedding 32, SiLU, GroupNorm with 8 groups), mean squared error against eps, backward,
@@ -14,6 +15,11 @@ results copied back to NCHW (``kernels.conv.KEEP_CHANNELS_LAST = False``) agains
 channels-last, alternating per round, on the process's CPU clock (run it with
 OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 for one core's time, which other jobs on a shared
 machine disturb far less than the wall clock); prints the median and range of each.
+``--faults`` runs minigen's TinyUNet steps (16 and 32 channels) and the conv net of
+benchmarks/engine.py for ``--steps`` steps after 5 and prints, per step, the wall time, the
+minor page faults and the system and user CPU time (``resource.getrusage``); run it with and
+without glibc's MALLOC_TRIM_THRESHOLD_ / MALLOC_MMAP_THRESHOLD_ / MALLOC_TOP_PAD_ set large
+to see what returning freed memory to the OS costs.
 """
 import argparse
 import json
@@ -150,6 +156,25 @@ def layouts(rounds, steps):
     return out
 
 
+def faults(steps):
+    """{name: (wall ms, minor faults, system ms, user ms) per step}."""
+    import resource
+    import engine
+    out = {}
+    for name, step in (("TinyUNet 16 ch", minigen_step(16)), ("TinyUNet 32 ch", minigen_step(32)),
+                       ("conv net", engine.minigen_conv(engine.inputs()[3]))):
+        for _ in range(5):
+            step()
+        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        for _ in range(steps):
+            step()
+        t, r1 = time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF)
+        out[name] = (t / steps * 1e3, (r1.ru_minflt - r0.ru_minflt) / steps,
+                     (r1.ru_stime - r0.ru_stime) / steps * 1e3,
+                     (r1.ru_utime - r0.ru_utime) / steps * 1e3)
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -159,7 +184,15 @@ def main():
     parser.add_argument("--torch-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--layouts", action="store_true",
                         help="minigen only: NCHW copies vs channels-last, 16 and 32 channels")
+    parser.add_argument("--faults", action="store_true",
+                        help="minigen only: page faults and system time per step")
     args = parser.parse_args()
+    if args.faults:
+        print(f"machine: {machine()}")
+        for name, (wall, flt, sys_ms, user_ms) in faults(args.steps).items():
+            print(f"{name}: {wall:.1f} ms a step, {flt:.0f} minor faults, system {sys_ms:.1f} ms,"
+                  f" user {user_ms:.1f} ms")
+        return
     if args.layouts:
         print(f"machine: {machine()}")
         for channels, times in layouts(args.rounds, args.steps).items():
