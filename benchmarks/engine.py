@@ -52,6 +52,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.dirname(os.path.abspath(os.path.dirname(__file__))))  # this checkout
 from _timing import best_time, machine  # noqa: E402
 
 import minigen as mg  # noqa: E402

@@ -35,12 +35,18 @@ CUDA_THREADS = 128     # 4 warps per block; untuned: chosen by warp count;
                        # benchmarks/gpu_check.py tunes it
 TASKS = 64             # at most this many backward tasks, each with float64 partial gw, gb
 BLOCK = 16_384         # elements per forward task of layer-norm rows
-for _name in ("layer_norm", "layer_norm_backward", "group_norm", "group_norm_backward"):
+for _name in ("layer_norm", "layer_norm_backward"):
     # work = elements.  ``benchmarks/fused.py --sweep`` on the 2-core machine shared with
     # other jobs (layer norm, float32, D = 128), NumPy/Numba time ratio at 16k / 65k / 262k /
     # 1M elements: forward 0.79 / 1.15 / 1.84 / 2.15, backward 0.72 / 0.34 / 1.55 / 1.72.
     # Re-measure on a quiet machine.
     register(_name, threshold=262_144)
+# Group norm of the TinyUNet's shapes (batch 64, 8 groups, float32; one core, CPU clock,
+# median of 40), NumPy / Numba ms: 64x64x4x4 (65k) forward 0.19 / 0.18, backward 0.46 / 0.18;
+# 64x16x8x8 (65k) 0.17 / 0.14, 0.35 / 0.17; 64x32x8x8 (131k) 0.40 / 0.21, 0.79 / 0.33;
+# 64x32x4x4 (32k) 0.11 / 0.12, 0.24 / 0.11 (the backward kernel's per-channel sums below).
+register("group_norm", threshold=65_536)
+register("group_norm_backward", threshold=32_768)
 
 
 def _check(where, x, weight, bias, pshape, eps, gy=None, stats=()):
@@ -158,7 +164,12 @@ def _numba_norm(x, w, b, eps, out, mu, rstd):
 
 @lazy_njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH)
 def _numba_norm_backward(x, gy, mu, rstd, w, out, gw, gb):
-    """out = gx; gw[task], gb[task] = the task's float64 partial sums of gy x_hat and gy."""
+    """out = gx; gw[task], gb[task] = the task's float64 partial sums of gy x_hat and gy.
+    With per-channel parameters (group norm) the sums over a channel's S entries run in
+    scalars and reach gw, gb once per channel: an update of gw[g, k, 0] per entry is a chain
+    through memory that keeps the loop from vectorising (8 groups, float32, one core, CPU
+    clock, median of 40: 64x32x8x8 0.33 against 0.58 ms with per-entry updates, NumPy 0.77;
+    64x64x8x8 0.58 against 1.08, NumPy 2.5)."""
     Q, K, S = x.shape
     G, step = w.shape[0], 1 if w.shape[2] == S else 0
     tasks = gw.shape[0]
@@ -171,13 +182,25 @@ def _numba_norm_backward(x, gy, mu, rstd, w, out, gw, gb):
             g, m, r = q % G, mu[q], rstd[q]
             sh, shx = 0.0, 0.0
             for k in range(K):
-                for s in range(S):
-                    xh = (x[q, k, s] - m) * r
-                    h = gy[q, k, s] * w[g, k, s * step]
-                    sh += h
-                    shx += h * xh
-                    pw[g, k, s * step] += gy[q, k, s] * xh
-                    pb[g, k, s * step] += gy[q, k, s]
+                if step == 0:
+                    cw, cb = 0.0, 0.0
+                    for s in range(S):
+                        xh = (x[q, k, s] - m) * r
+                        cw += gy[q, k, s] * xh
+                        cb += gy[q, k, s]
+                    wk = w[g, k, 0]
+                    pw[g, k, 0] += cw
+                    pb[g, k, 0] += cb
+                    sh += wk * cb
+                    shx += wk * cw
+                else:
+                    for s in range(S):
+                        xh = (x[q, k, s] - m) * r
+                        h = gy[q, k, s] * w[g, k, s]
+                        sh += h
+                        shx += h * xh
+                        pw[g, k, s] += gy[q, k, s] * xh
+                        pb[g, k, s] += gy[q, k, s]
             mh, mhx = sh / (K * S), shx / (K * S)
             for k in range(K):
                 for s in range(S):

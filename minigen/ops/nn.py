@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import _checks as C
 from .. import backend
-from ..autograd import Function, Tensor
+from ..autograd import Function, Tensor, is_grad_enabled
 from ..backend import xp
 from ..kernels import conv as kconv
 from ..kernels import softmax as ksoftmax
@@ -181,6 +181,10 @@ class Conv2d(Function):
 
     def backward(self, g):
         x, w = self.inputs
+        if x.requires_grad and w.requires_grad and not is_grad_enabled():
+            # both gradients read g's channels-last rows: one transposing copy for the two
+            # (under create_graph g stays the Tensor on the graph)
+            g = Tensor(kconv.backward_rows(x.data, g.data, w.shape))
         gx = ConvInputGrad.apply(g, w, x_shape=x.shape, geometry=self.geometry) \
             if x.requires_grad else None
         gw = ConvWeightGrad.apply(x, g, w_shape=w.shape, geometry=self.geometry,

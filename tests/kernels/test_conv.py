@@ -208,3 +208,16 @@ def test_numba_channels_last_gather_and_scatter_match_the_reference(geo, dtype):
     np.testing.assert_allclose(conv.conv2d_weight_grad(x, gy, w.shape, *geo, impl="numba"),
                                conv.conv2d_weight_grad(x, gy, w.shape, *geo, impl="reference"),
                                **tol)
+
+
+def test_backward_rows_is_gy_in_channels_last_memory_where_the_weight_gradient_reads_rows(
+        monkeypatch):
+    monkeypatch.delenv("MINIGEN_KERNELS", raising=False)    # impl=None: the default routes
+    rng = np.random.default_rng(5)
+    for channels, impl, moved in ((9, None, True), (9, "reference", False), (3, None, False)):
+        x = rng.normal(size=(2, channels, 6, 6)).astype(np.float32)
+        gy = rng.normal(size=(2, 4, 6, 6)).astype(np.float32)
+        got = conv.backward_rows(x, gy, (4, channels, 3, 3), impl=impl)
+        np.testing.assert_array_equal(got, gy)
+        assert got.transpose(0, 2, 3, 1).flags.c_contiguous == moved
+        assert (got is gy) != moved

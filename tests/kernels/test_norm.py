@@ -85,7 +85,8 @@ def test_layer_norm_numba_matches_reference(shape, dtype, affine, nonfinite, see
 
 
 @settings(max_examples=25)
-@given(shape=st.sampled_from([(0, 4, 3), (1, 4), (3, 6, 5), (2, 8, 3, 7), (5, 4, 300)]),
+@given(shape=st.sampled_from([(0, 4, 3), (1, 4), (3, 6, 5), (2, 8, 3, 7), (5, 4, 300),
+                              (300, 4, 5)]),   # 300 groups: a task sums several
        groups=st.sampled_from([1, 2, 4]), dtype=st.sampled_from([np.float32, np.float64]),
        affine=st.booleans(), nonfinite=st.booleans(), seed=st.integers(0, 2 ** 16))
 def test_group_norm_numba_matches_reference(shape, groups, dtype, affine, nonfinite, seed):
