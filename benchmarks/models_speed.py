@@ -17,9 +17,9 @@ OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 for one core's time, which other jobs
 machine disturb far less than the wall clock); prints the median and range of each.
 ``--faults`` runs minigen's TinyUNet steps (16 and 32 channels) and the conv net of
 benchmarks/engine.py for ``--steps`` steps after 5 and prints, per step, the wall time, the
-minor page faults and the system and user CPU time (``resource.getrusage``); run it with and
-without glibc's MALLOC_TRIM_THRESHOLD_ / MALLOC_MMAP_THRESHOLD_ / MALLOC_TOP_PAD_ set large
-to see what returning freed memory to the OS costs.
+minor page faults and the system and user CPU time (``resource.getrusage``) with glibc's
+defaults, i.e. outside ``minigen.train.keep_freed_memory`` (which ``train`` and the timed
+rounds above use): what returning freed memory to the OS costs.
 """
 import argparse
 import json
@@ -129,6 +129,7 @@ def torch_time(steps, channels):
 def rounds_of(rounds, steps, channels):
     """[(minigen s, PyTorch s)] per round and the per-round ratios; PyTorch in a fresh
     process each round, the two alternating."""
+    from minigen.train import keep_freed_memory
     ours = minigen_step(channels)
     times = []
     for _ in range(rounds):
@@ -136,7 +137,8 @@ def rounds_of(rounds, steps, channels):
                                "--steps", str(steps), "--channels", str(channels)],
                               capture_output=True, text=True, check=True)
         t_torch = json.loads(done.stdout.strip().splitlines()[-1])
-        times.append((best_time(ours, repeat=3, number=steps, warmup=3), t_torch))
+        with keep_freed_memory():          # as train() runs each step
+            times.append((best_time(ours, repeat=3, number=steps, warmup=3), t_torch))
     return times, [a / b for a, b in times]
 
 

@@ -169,6 +169,7 @@ class TinyUNet(Module, Configurable):
         self.activation, self.groups, self.rng = activation, groups, rng
         c = channels
         self.act = act = activation_module(activation, "TinyUNet")
+        rng = shared_rng(rng, "TinyUNet")
         tdim = 2 * c
         self.time = Linear(emb_dim, tdim, rng=rng)
         self.conv_in = Conv2d(in_channels, c, 3, padding=1, rng=rng)
