@@ -80,3 +80,27 @@ def recording_model(record):
             self.seen.append(record())
             return ((self.net(batch) - 1.0) ** 2).mean()
     return Recorder()
+
+
+def gaussian_eps(schedule, mu, sd):
+    """The exact E[eps | x_t] of a DDPM for data N(mu, sd^2) (per coordinate)."""
+    def eps_fn(x, t):
+        ab = schedule.alpha_bars[t].reshape((-1,) + (1,) * (x.ndim - 1))
+        return np.sqrt(1 - ab) * (x - np.sqrt(ab) * mu) / (ab * sd ** 2 + 1 - ab)
+    return eps_fn
+
+
+def spy_denoiser():
+    """A denoiser that records the inputs it is given (``seen``) and predicts zero."""
+    from minigen.nn import Module
+
+    class Spy(Module):
+        def __init__(self):
+            super().__init__()
+            self.seen = []
+            self.w = mg.nn.Parameter(np.zeros(1, dtype=np.float32))
+
+        def forward(self, x, t):
+            self.seen.append(x.numpy().copy())
+            return x * self.w
+    return Spy()

@@ -8,30 +8,9 @@ from minigen import Tensor
 from minigen.data import load_digits
 from minigen.models import DDPM, NoiseSchedule, TimeMLP, TinyUNet
 from minigen.models.diffusion.denoisers import group_norm
-from minigen.nn import Module
+from tests.helpers import gaussian_eps, spy_denoiser
 
 Z = 4.0   # tolerance in standard errors
-
-
-def gaussian_eps(schedule, mu, sd):
-    """The exact E[eps | x_t] for data N(mu, sd^2) (per coordinate)."""
-    def eps_fn(x, t):
-        ab = schedule.alpha_bars[t].reshape((-1,) + (1,) * (x.ndim - 1))
-        return np.sqrt(1 - ab) * (x - np.sqrt(ab) * mu) / (ab * sd ** 2 + 1 - ab)
-    return eps_fn
-
-
-class Spy(Module):
-    """A denoiser that records the shapes and values it is given and predicts zero."""
-
-    def __init__(self):
-        super().__init__()
-        self.seen = []
-        self.w = mg.nn.Parameter(np.zeros(1, dtype=np.float32))
-
-    def forward(self, x, t):
-        self.seen.append(x.numpy().copy())
-        return x * self.w
 
 
 # --- for_data ------------------------------------------------------------------------------
@@ -84,7 +63,7 @@ def test_sample_steps_is_the_default_number_of_sampler_steps():
 
 # --- shape: flat rows diffused as images ----------------------------------------------------
 def test_flat_rows_reach_the_denoiser_as_images_and_come_back_as_rows():
-    spy = Spy()
+    spy = spy_denoiser()
     model = DDPM(spy, NoiseSchedule(T=10), shape=(1, 2, 3), rng=0)
     X = np.arange(24, dtype=np.float64).reshape(4, 6) / 24
     model.fit(X, steps=1, batch_size=4, ema_decay=None)
@@ -96,20 +75,20 @@ def test_flat_rows_reach_the_denoiser_as_images_and_come_back_as_rows():
     assert model.log_prob(X, rng=0).shape == (4,)
     with pytest.raises(ValueError, match="sample shape"):
         model.log_prob(X.reshape(4, 1, 2, 3))
-    images = DDPM(Spy(), NoiseSchedule(T=10), shape=(1, 2, 3), rng=0)
+    images = DDPM(spy_denoiser(), NoiseSchedule(T=10), shape=(1, 2, 3), rng=0)
     images.fit(X.reshape(4, 1, 2, 3), steps=1, batch_size=4)
     assert images.sample(3, rng=0, steps=2).shape == (3, 1, 2, 3)
     unknown = DDPM(None, NoiseSchedule(T=10)).sample(4, rng=0, eps_fn=lambda x, t: 0 * x,
                                                       shape=(2, 3))
     assert unknown.shape == (4, 2, 3)
     with pytest.raises(ValueError, match=r"DDPM.fit: X has sample shape \(5,\)"):
-        DDPM(Spy(), shape=(1, 2, 3)).fit(np.zeros((4, 5)), steps=1)
+        DDPM(spy_denoiser(), shape=(1, 2, 3)).fit(np.zeros((4, 5)), steps=1)
 
 
 # --- data_range: [lo, hi] -> [-1, 1] inside the model ----------------------------------------
 @pytest.mark.parametrize("lo,hi", [(0.0, 1.0), (-3.0, 5.0)])
 def test_training_data_is_scaled_to_the_unit_interval(lo, hi):
-    spy = Spy()
+    spy = spy_denoiser()
     model = DDPM(spy, NoiseSchedule(T=10), data_range=(lo, hi), rng=0)
     X = np.array([[lo], [hi], [(lo + hi) / 2]])
     data = model._check_fit_data(X, None, "test")

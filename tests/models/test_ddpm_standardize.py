@@ -5,31 +5,10 @@ import pytest
 
 import minigen as mg
 from minigen.models import DDPM, NoiseSchedule, TimeMLP
-from minigen.nn import Module
+from tests.helpers import gaussian_eps, spy_denoiser
 
 Z = 4.0   # tolerance in standard errors
 MEAN, SD = np.array([3.0, -1.0, 0.5]), np.array([2.0, 0.25, 1.0])
-
-
-def gaussian_eps(schedule, mu, sd):
-    """The exact E[eps | x_t] for data N(mu, sd^2) (per coordinate)."""
-    def eps_fn(x, t):
-        ab = schedule.alpha_bars[t].reshape((-1,) + (1,) * (x.ndim - 1))
-        return np.sqrt(1 - ab) * (x - np.sqrt(ab) * mu) / (ab * sd ** 2 + 1 - ab)
-    return eps_fn
-
-
-class Spy(Module):
-    """A denoiser that records what it is given and predicts zero."""
-
-    def __init__(self):
-        super().__init__()
-        self.seen = []
-        self.w = mg.nn.Parameter(np.zeros(1, dtype=np.float32))
-
-    def forward(self, x, t):
-        self.seen.append(x.numpy().copy())
-        return x * self.w
 
 
 def data(n=500, rng=0):
@@ -38,7 +17,7 @@ def data(n=500, rng=0):
 
 def fitted(X, T=20, **options):
     """A standardizing DDPM fitted on X for one step (enough to set mean_ and scale_)."""
-    return DDPM(Spy(), NoiseSchedule(T=T), standardize=True, rng=0, **options).fit(
+    return DDPM(spy_denoiser(), NoiseSchedule(T=T), standardize=True, rng=0, **options).fit(
         X, steps=1, batch_size=len(X), rng=0)
 
 
@@ -54,7 +33,7 @@ def test_the_training_data_is_diffused_at_mean_0_and_sd_1_per_feature():
 
 def test_validation_data_does_not_move_the_statistics():
     X, V = data(rng=0), data(rng=1) * 3
-    model = DDPM(Spy(), NoiseSchedule(T=20), standardize=True, rng=0).fit(
+    model = DDPM(spy_denoiser(), NoiseSchedule(T=20), standardize=True, rng=0).fit(
         X, steps=2, batch_size=100, validation=V, val_every=1, rng=0)
     np.testing.assert_allclose(model.mean_, X.mean(0), rtol=1e-12)
     np.testing.assert_allclose(model.scale_, X.std(0), rtol=1e-12)
