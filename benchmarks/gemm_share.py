@@ -118,8 +118,8 @@ def counted(gemms):
 # --- steps -------------------------------------------------------------------------------------
 def minigen_step(name):
     if name == "lm":
-        import threads
-        return threads.lm_step()
+        import models_lm
+        return models_lm.transformer_step(*models_lm.step_model())
     if name.startswith("unet"):
         import models_speed
         return models_speed.minigen_step(int(name[4:]))

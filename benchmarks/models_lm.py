@@ -163,13 +163,19 @@ def transformer_step(model, batch_rows, lr=1e-3):
     return step
 
 
-def step_only(args):
-    import contextlib
-    tok, train, held = corpus()
-    model = TransformerLM(block_size=BLOCK, tokenizer=tok, rng=args.seed, n_layer=4, n_head=4,
+def step_model(rng=0, batch=32):
+    """The timed step's TransformerLM (4 x 4 x 128, block 128) and one batch of training rows,
+    both drawn from ``rng``; ``transformer_step(*step_model())`` is the step."""
+    tok, train, _ = corpus()
+    model = TransformerLM(block_size=BLOCK, tokenizer=tok, rng=rng, n_layer=4, n_head=4,
                           n_embd=128)
     rows = model._rows(train, "benchmark")[0]
-    batch_rows = rows[np.random.default_rng(args.seed).integers(0, len(rows), args.batch)]
+    return model, rows[np.random.default_rng(rng).integers(0, len(rows), batch)]
+
+
+def step_only(args):
+    import contextlib
+    model, batch_rows = step_model(args.seed, args.batch)
     print(f"# {machine()}; TransformerLM 4 x 4 x 128, block {BLOCK}, batch {args.batch}, "
           f"AdamW; {os.environ['OPENBLAS_NUM_THREADS']} BLAS thread(s); machine shared with "
           f"other jobs", flush=True)

@@ -23,6 +23,7 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)          # the benchmarks' shared modules (_timing, models_lm, engine)
 
 
 def _set_threads(n):
@@ -58,7 +59,6 @@ def products():
 
 def time_pair(f, g, rounds):
     import numpy as np
-    sys.path.insert(0, HERE)
     from _timing import best_time
     a, b = [], []
     for _ in range(rounds):
@@ -93,17 +93,9 @@ def step_child(workload, keep):
     import numpy as np
 
     from minigen.train import keep_freed_memory
-    sys.path.insert(0, HERE)
     if workload == "lm":
-        import models_lm as M
-
-        from minigen.models import TransformerLM
-        tok, train, _ = M.corpus()
-        model = TransformerLM(block_size=128, tokenizer=tok, rng=0, n_layer=4, n_head=4,
-                              n_embd=128)
-        rows = model._rows(train, "benchmark")[0]
-        step = M.transformer_step(model, rows[np.random.default_rng(0).integers(0, len(rows),
-                                                                                32)])
+        import models_lm
+        step = models_lm.transformer_step(*models_lm.step_model())
     else:
         import engine as E
         x, y, weights, _ = E.inputs()
@@ -151,7 +143,6 @@ def main():
     _set_threads(args.threads)
     if args.child:
         return step_child(args.child, bool(args.keep))
-    sys.path.insert(0, HERE)
     from _timing import machine
     print(f"# {machine()}; {args.threads} thread(s); {args.rounds} rounds")
     print("| product / kernel | NumPy / reference ms | minigen ms | ratio |\n|---|---:|---:|---:|")

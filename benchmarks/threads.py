@@ -113,19 +113,9 @@ def minigen_steps(only):
             import models_speed
             out[f"unet{c}"] = (models_speed.minigen_step(c), 3, 3)
     if "lm" in only:
-        out["lm"] = (lm_step(), 1, 1)
+        import models_lm
+        out["lm"] = (models_lm.transformer_step(*models_lm.step_model()), 1, 1)
     return out
-
-
-def lm_step(seed=0, batch=32):
-    import models_lm
-    from minigen.models.lm import TransformerLM
-    tok, train, _ = models_lm.corpus()
-    model = TransformerLM(block_size=models_lm.BLOCK, tokenizer=tok, rng=seed, n_layer=4,
-                          n_head=4, n_embd=128)
-    rows = model._rows(train, "benchmark")[0]
-    return models_lm.transformer_step(
-        model, rows[np.random.default_rng(seed).integers(0, len(rows), batch)])
 
 
 def child(config, only):

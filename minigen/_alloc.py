@@ -47,7 +47,8 @@ def _libc():
 
 
 def _set(libc, values):
-    return all(libc.mallopt(param, value) == 1 for param, value in values.items())
+    for param, value in values.items():
+        libc.mallopt(param, value)
 
 
 @contextlib.contextmanager

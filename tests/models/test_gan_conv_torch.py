@@ -44,8 +44,8 @@ class Recording(nn.Module):
         return self.net(z)
 
 
-def _twins(bench, seed=0):
-    gan = GAN.conv(image_shape=(1, 8, 8), z_dim=bench.Z_DIM, channels=bench.CHANNELS, rng=seed)
+def _twins(bench, rng=0):
+    gan = GAN.conv(image_shape=(1, 8, 8), z_dim=bench.Z_DIM, channels=bench.CHANNELS, rng=rng)
     gan.double()
     G, D = bench.torch_networks()
     G.double(), D.double()
