@@ -7,6 +7,7 @@ DistributedDataParallel (2 ranks, gloo) as the peer.
     python benchmarks/distributed.py --project --load out/benchmarks/distributed.json
                                                         the projection of a saved run
     python benchmarks/distributed.py --smoke            tiny networks and budgets: it all runs
+    python benchmarks/distributed.py --bound            also one thread at the full and half batch
 
 The steps (``CONFIG``), each the real ``fit`` / ``train`` path (batch stream, shard, loss,
 backward, all-reduce, clipping, optimiser, schedule, EMA where the recipe has one):
@@ -38,6 +39,14 @@ and with the per-rank batch fixed (the measured 2-rank shard), the step takes
 T(N) = t_compute + t_comm(N), where t_compute is the measured 2-rank step minus its all-reduce
 (minigen reduces after backward: no overlap). Scaling efficiency t_compute / T(N) is the
 fraction of N times one rank's throughput that N ranks reach.
+
+Bound (``--bound``): each round also runs one process with one thread at the global batch B
+and at the shard B/2. A rank's step is at least T(B/2, 1 thread), so with no communication at
+all, 2 ranks reach at most T(B, 2 threads) / T(B/2, 1 thread) = s / g times the samples per
+second of one process, where s = T(B, 1) / T(B/2, 1) is what halving the batch saves (2 when
+the step has no per-step cost that the batch does not scale) and g = T(B, 1) / T(B, 2) is what
+the process gains from its second thread. The faster one process uses its second thread, the
+lower that bound.
 """
 import argparse
 import importlib.util
@@ -229,17 +238,23 @@ def summary(values, unit, digits=4):
            f"{max(values):.{digits}g}]"
 
 
-def measure(names, config, rounds, torch):
-    """name -> {"config", "1 process", "2 ranks", "torch DDP"}: lists of the rounds' reports."""
+def measure(names, config, rounds, torch, bound=False):
+    """name -> {"config", "1 process", "2 ranks", "torch DDP", "1 thread", "1 thread, half"}:
+    lists of the rounds' reports (the last two with ``bound``)."""
     results = {}
     for name in names:
         cfg = config[name]
-        runs = results[name] = {"config": cfg, "1 process": [], "2 ranks": [], "torch DDP": []}
+        half = dict(cfg, batch=max(1, cfg["batch"] // 2))
+        runs = results[name] = {"config": cfg, "1 process": [], "2 ranks": [], "torch DDP": [],
+                                "1 thread": [], "1 thread, half": []}
         for _ in range(rounds):
             runs["1 process"].append(launch(name, cfg, 1, 2))
             runs["2 ranks"].append(launch(name, cfg, 2, 1))
             if torch and name in TARGETS:
                 runs["torch DDP"].append(launch_torch(name, cfg))
+            if bound:
+                runs["1 thread"].append(launch(name, cfg, 1, 1))
+                runs["1 thread, half"].append(launch(name, half, 1, 1))
         print_step(name, runs, rounds)
     return results
 
@@ -265,6 +280,15 @@ def print_step(name, runs, rounds):
         print(f"  {'torch DDP 2 ranks x 1 thread':<28} step {summary(ref, 'ms')}")
         print(f"  minigen 2 ranks / torch DDP 2 ranks (step time, medians): "
               f"{mine / np.median(ref):.2f}x (target <= {TORCH_TARGET}x)")
+    if runs.get("1 thread"):
+        ms = {key: [r["step_ms"] for r in runs[key]] for key in ("1 thread", "1 thread, half")}
+        for label, key in [("1 process x 1 thread", "1 thread"),
+                           ("  the same, half the batch", "1 thread, half")]:
+            print(f"  {label:<28} step {summary(ms[key], 'ms')}")
+        full, half = np.median(ms["1 thread"]), np.median(ms["1 thread, half"])
+        two = np.median([r["step_ms"] for r in runs["1 process"]])
+        print(f"  halving the batch s = {full / half:.2f}x, the second thread g = {full / two:.2f}x:"
+              f" 2 ranks reach at most s / g = {two / half:.2f}x without communication")
 
 
 def project(results):
@@ -301,6 +325,8 @@ def main():
     parser.add_argument("--no-torch", dest="torch", action="store_false",
                         help="skip the PyTorch DDP peer")
     parser.add_argument("--project", action="store_true", help="print the scaling projection")
+    parser.add_argument("--bound", action="store_true",
+                        help="also time one thread at the full and the half batch")
     parser.add_argument("--load", help="project from this saved run instead of measuring")
     parser.add_argument("--save", default=os.path.join("out", "benchmarks", "distributed.json"))
     args = parser.parse_args()
@@ -314,7 +340,8 @@ def main():
         print("PyTorch is not installed: no torch DDP rows")
         args.torch = False
     start = time.perf_counter()
-    results = measure(args.models, config, 1 if args.smoke else args.rounds, args.torch)
+    results = measure(args.models, config, 1 if args.smoke else args.rounds, args.torch,
+                      args.bound)
     print(f"\n{time.perf_counter() - start:.0f} s in all")
     if not args.smoke:
         os.makedirs(os.path.dirname(args.save) or ".", exist_ok=True)
