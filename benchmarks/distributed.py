@@ -46,7 +46,8 @@ all, 2 ranks reach at most T(B, 2 threads) / T(B/2, 1 thread) = s / g times the 
 second of one process, where s = T(B, 1) / T(B/2, 1) is what halving the batch saves (2 when
 the step has no per-step cost that the batch does not scale) and g = T(B, 1) / T(B, 2) is what
 the process gains from its second thread. The faster one process uses its second thread, the
-lower that bound.
+lower that bound. With ``--bound`` PyTorch also runs its step in one process of 2 threads, for
+the peer's own ratio of DDP on 2 ranks to one process.
 """
 import argparse
 import importlib.util
@@ -226,11 +227,12 @@ def launch(name, cfg, ranks, threads):
     return last_json(command, environment(threads))
 
 
-def launch_torch(name, cfg):
-    """The PyTorch DDP peer: 2 ranks of 1 thread each (benchmarks/distributed_torch.py)."""
+def launch_torch(name, cfg, ranks=2, threads=1):
+    """The PyTorch peer (benchmarks/distributed_torch.py): DDP on 2 ranks of 1 thread each, or
+    one process of 2 threads."""
     command = [sys.executable, str(HERE / "distributed_torch.py"), "--model", name, "--config",
-               json.dumps(cfg)]
-    return last_json(command, environment(1))
+               json.dumps(cfg), "--ranks", str(ranks), "--threads", str(threads)]
+    return last_json(command, environment(threads))
 
 
 def summary(values, unit, digits=4):
@@ -239,14 +241,14 @@ def summary(values, unit, digits=4):
 
 
 def measure(names, config, rounds, torch, bound=False):
-    """name -> {"config", "1 process", "2 ranks", "torch DDP", "1 thread", "1 thread, half"}:
-    lists of the rounds' reports (the last two with ``bound``)."""
+    """name -> {"config", "1 process", "2 ranks", "torch DDP", "1 thread", "1 thread, half",
+    "torch 1 process"}: lists of the rounds' reports (the last three with ``bound``)."""
     results = {}
     for name in names:
         cfg = config[name]
         half = dict(cfg, batch=max(1, cfg["batch"] // 2))
         runs = results[name] = {"config": cfg, "1 process": [], "2 ranks": [], "torch DDP": [],
-                                "1 thread": [], "1 thread, half": []}
+                                "1 thread": [], "1 thread, half": [], "torch 1 process": []}
         for _ in range(rounds):
             runs["1 process"].append(launch(name, cfg, 1, 2))
             runs["2 ranks"].append(launch(name, cfg, 2, 1))
@@ -255,6 +257,8 @@ def measure(names, config, rounds, torch, bound=False):
             if bound:
                 runs["1 thread"].append(launch(name, cfg, 1, 1))
                 runs["1 thread, half"].append(launch(name, half, 1, 1))
+                if torch and name in TARGETS:
+                    runs["torch 1 process"].append(launch_torch(name, cfg, 1, 2))
         print_step(name, runs, rounds)
     return results
 
@@ -289,6 +293,11 @@ def print_step(name, runs, rounds):
         two = np.median([r["step_ms"] for r in runs["1 process"]])
         print(f"  halving the batch s = {full / half:.2f}x, the second thread g = {full / two:.2f}x:"
               f" 2 ranks reach at most s / g = {two / half:.2f}x without communication")
+    if runs.get("torch 1 process") and runs["torch DDP"]:
+        one = [r["samples_per_s"] for r in runs["torch 1 process"]]
+        ddp = np.median([r["samples_per_s"] for r in runs["torch DDP"]])
+        print(f"  {'torch 1 process x 2 threads':<28} {summary(one, 'samples/s')}; torch DDP 2 "
+              f"ranks / torch 1 process: {ddp / np.median(one):.2f}x")
 
 
 def project(results):

@@ -1,5 +1,6 @@
 """The PyTorch peer of benchmarks/distributed.py: the same TinyUNet DDPM and TransformerLM steps
-in DistributedDataParallel on the gloo backend, 2 ranks of 1 thread each on the loopback.
+in DistributedDataParallel on the gloo backend, 2 ranks of 1 thread each on the loopback
+(``--ranks 1 --threads 2``: the same step in one process of 2 threads, no DDP).
 
     python benchmarks/distributed_torch.py --model unet \\
         --config '{"batch": 64, "channels": 16, "warmup": 3, "steps": 20}'
@@ -36,7 +37,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 from minigen._checks import positive_int  # noqa: E402
 
-SEED, RANKS = 0, 2
+SEED = 0
 
 
 def cosine_warmup(step, warmup, total, floor):
@@ -53,13 +54,19 @@ def shard(n, rank, size):
     return slice(n * rank // size, n * (rank + 1) // size)
 
 
+def parallel(torch, module, size):
+    """``module`` in DistributedDataParallel on more than one rank, else itself."""
+    return torch.nn.parallel.DistributedDataParallel(module) if size > 1 else module
+
+
 def unet_step(torch, rank, size, cfg, total):
     """One DDPM training step of the TinyUNet in DDP (v-prediction, Adam, clip, EMA)."""
     from models_ddpm_digits import RECIPE, digits, minigen_model, torch_tinyunet
     r = dict(RECIPE, channels=cfg["channels"])
     model = minigen_model(r, SEED)
     s = model.schedule
-    net = torch.nn.parallel.DistributedDataParallel(torch_tinyunet(model.denoiser))
+    module = torch_tinyunet(model.denoiser)
+    net = parallel(torch, module, size)
     data = torch.tensor(digits()[0].reshape(-1, 1, 8, 8))
     sab = torch.tensor(s.sqrt_alpha_bars, dtype=torch.float32)
     s1mab = torch.tensor(s.sqrt_one_minus_alpha_bars, dtype=torch.float32)
@@ -67,7 +74,7 @@ def unet_step(torch, rank, size, cfg, total):
     warm = min(r["warmup"], total - 1)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda k: cosine_warmup(k, warm, total, r["min_factor"]))
-    state = net.module.state_dict()
+    state = module.state_dict()
     ema = {k: v.detach().clone() for k, v in state.items()}
     g = torch.Generator().manual_seed(SEED)
     mine = shard(cfg["batch"], rank, size)
@@ -104,7 +111,7 @@ def lm_step(torch, rank, size, cfg, total):
     init = TransformerLM(block_size=BLOCK, tokenizer=tok, rng=SEED, **shape)
     module = torch_model(torch, tok.vocab_size, **shape)
     module.load_state_dict({k: torch.tensor(np.asarray(v)) for k, v in init.state_dict().items()})
-    net = torch.nn.parallel.DistributedDataParallel(module)
+    net = parallel(torch, module, size)
     params = list(net.parameters())
     opt = torch.optim.AdamW([{"params": [p for p in params if p.dim() >= 2],
                               "weight_decay": WEIGHT_DECAY},
@@ -133,26 +140,32 @@ def lm_step(torch, rank, size, cfg, total):
 STEPS = {"unet": unet_step, "lm": lm_step}
 
 
-def rank_main(rank, name, cfg, port, out_path):
+def timed(torch, name, cfg, rank, size):
+    """Warm-up + timed steps of this rank; the report of the timed ones."""
+    step = STEPS[name](torch, rank, size, cfg, cfg["warmup"] + cfg["steps"])
+    for _ in range(cfg["warmup"]):
+        step()
+    start = time.perf_counter()
+    for _ in range(cfg["steps"]):
+        step()
+    seconds = time.perf_counter() - start
+    return {"ranks": size, "step_ms": 1e3 * seconds / cfg["steps"],
+            "samples_per_s": cfg["steps"] * cfg["batch"] / seconds}
+
+
+def rank_main(rank, name, cfg, port, out_path, size, threads):
     """One rank: join the gloo group on the loopback, run warm-up + timed steps; rank 0 writes
-    its milliseconds per timed step to ``out_path``."""
+    its report to ``out_path``."""
     import torch
     import torch.distributed as tdist
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    tdist.init_process_group("gloo", rank=rank, world_size=RANKS)
+    tdist.init_process_group("gloo", rank=rank, world_size=size)
     try:
-        step = STEPS[name](torch, rank, RANKS, cfg, cfg["warmup"] + cfg["steps"])
-        for _ in range(cfg["warmup"]):
-            step()
-        start = time.perf_counter()
-        for _ in range(cfg["steps"]):
-            step()
-        seconds = time.perf_counter() - start
+        report = timed(torch, name, cfg, rank, size)
         if rank == 0:
             with open(out_path, "w") as f:
-                json.dump({"ranks": RANKS, "step_ms": 1e3 * seconds / cfg["steps"],
-                           "samples_per_s": cfg["steps"] * cfg["batch"] / seconds}, f)
+                json.dump(report, f)
     finally:
         tdist.destroy_process_group()
 
@@ -168,17 +181,27 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, choices=sorted(STEPS))
     parser.add_argument("--config", required=True, help="the step's configuration (JSON)")
+    parser.add_argument("--ranks", type=int, default=2, help="DDP ranks (1: one process, no DDP)")
+    parser.add_argument("--threads", type=int, default=1, help="threads per process")
     args = parser.parse_args()
     cfg = json.loads(args.config)
     for key in ("batch", "warmup", "steps"):
         positive_int(cfg.get(key), f"config[{key!r}]", "benchmarks/distributed_torch.py")
+    for key, value in (("--ranks", args.ranks), ("--threads", args.threads)):
+        positive_int(value, key, "benchmarks/distributed_torch.py")
     for key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[key] = "1"
+        os.environ[key] = str(args.threads)
+    if args.ranks == 1:
+        import torch
+        torch.set_num_threads(args.threads)
+        print(json.dumps(timed(torch, args.model, cfg, 0, 1)))
+        return
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     import torch.multiprocessing as mp
     with tempfile.TemporaryDirectory() as tmp:
         out_path = os.path.join(tmp, "rank0.json")
-        mp.spawn(rank_main, args=(args.model, cfg, free_port(), out_path), nprocs=RANKS)
+        mp.spawn(rank_main, nprocs=args.ranks,
+                 args=(args.model, cfg, free_port(), out_path, args.ranks, args.threads))
         with open(out_path) as f:
             print(json.dumps(json.load(f)))
 
