@@ -39,6 +39,15 @@ shape (``NHWC_MIN_CHANNELS``, ``FLIP_MIN_CHANNELS``; timed by benchmarks/conv_la
   one prange iteration per channel.
 On the 'numba' path the channels-last patch rows of a strided kernel are gathered by a Numba
 kernel straight from NCHW x, padding included.
+
+A stride-1 kernel larger than 1x1 whose channels-last patch matrix would reach
+``BLOCK_MIN_BYTES`` runs in blocks of images instead (``patch_blocks``): each block's padded
+NHWC copy and patch rows are built in two small scratch buffers reused for every block, and
+the GEMM reads them while they are still in the L2 cache; no patch matrix is kept for the
+weight gradient, which rebuilds its blocks from x and sums gw = sum_b G_b^T @ rows_b.  A
+patch matrix is 9x its input for a 3x3 kernel (2.4-9.4 MB for the TinyUNet's 64 8x8 images
+of 16-64 channels), so written in one piece it lands in memory and is read back from there,
+by the GEMM at once and by the weight gradient one backward pass later.
 All routes compute the same sums in a different order: they agree to rounding.
 
 Channels-last between layers (PyTorch's ``channels_last`` memory format): x, y and gy keep
@@ -76,6 +85,11 @@ FLIP_MIN_CHANNELS = 16
 # at 32: it saves ~12 ms of copies per step (profile), but NumPy's reductions over the
 # strided axes (GroupNorm's statistics, the bias gradients) cost ~15 ms more.
 KEEP_CHANNELS_LAST = False
+# Stride-1 channels-last convolutions whose patch matrix would reach BLOCK_MIN_BYTES run in
+# blocks of images whose patches take about BLOCK_BYTES (``patch_blocks``), and keep no patch
+# matrix for the weight gradient, which rebuilds its blocks from x.  TBD measurements.
+BLOCK_MIN_BYTES = 1 << 20
+BLOCK_BYTES = 1 << 19
 
 
 def _pair(value, name, where, minimum):
@@ -318,10 +332,82 @@ def nhwc_im2col(x, g, path="reference"):
         return cols
     xpad = np.zeros((N, H + 2 * ph, W + 2 * pw, C), x.dtype)
     xpad[:, ph:ph + H, pw:pw + W] = x.transpose(0, 2, 3, 1)
+    return np.ascontiguousarray(_nhwc_windows(xpad, g)).reshape(N * Ho * Wo, kh * kw * C)
+
+
+def _nhwc_windows(xpad, g):
+    """The strided view (n, Ho, Wo, kh, kw, C) of a zero-padded channels-last buffer xpad
+    (n, H + 2 ph, W + 2 pw, C): [n, ho, wo, i, j] is the tap (i, j) under output pixel (ho, wo)."""
+    kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo = g[5:]
     sN, sH, sW, sC = xpad.strides
-    windows = np.lib.stride_tricks.as_strided(
-        xpad, (N, Ho, Wo, kh, kw, C), (sN, sh * sH, sw * sW, dh * sH, dw * sW, sC))
-    return np.ascontiguousarray(windows).reshape(N * Ho * Wo, kh * kw * C)
+    return np.lib.stride_tricks.as_strided(
+        xpad, (xpad.shape[0], Ho, Wo, kh, kw, xpad.shape[3]),
+        (sN, sh * sH, sw * sW, dh * sH, dw * sW, sC))
+
+
+def uses_blocks(g, itemsize):
+    """Whether a convolution of geometry g runs in image blocks (``patch_blocks``): stride 1,
+    a kernel larger than 1x1, and a patch matrix of at least BLOCK_MIN_BYTES."""
+    N, C, H, W, O, kh, kw, sh, sw = g[:9]
+    return (sh, sw) == (1, 1) and kh * kw > 1 and \
+        N * g[13] * g[14] * kh * kw * C * itemsize >= BLOCK_MIN_BYTES
+
+
+def _images_per_block(g, itemsize):
+    return max(1, min(g[0], BLOCK_BYTES // max(1, g[13] * g[14] * g[5] * g[6] * g[1] * itemsize)))
+
+
+def patch_blocks(x, g):
+    """Yield (start, stop, rows): the channels-last patch rows (as ``nhwc_im2col``) of images
+    start..stop-1, built in two scratch buffers reused for every block (a zero-padded NHWC copy
+    of the images, then the window copy), each block's patches about BLOCK_BYTES, so that the
+    copies and the GEMM that reads them stay in the L2 cache."""
+    N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo = g
+    K = kh * kw * C
+    per_block = _images_per_block(g, x.dtype.itemsize)
+    xpad = np.zeros((per_block, H + 2 * ph, W + 2 * pw, C), x.dtype)
+    windows = _nhwc_windows(xpad, g)
+    rows = np.empty((per_block * Ho * Wo, K), x.dtype)
+    x_last = x.transpose(0, 2, 3, 1)
+    for start in range(0, N, per_block):
+        stop = min(N, start + per_block)
+        m = stop - start
+        xpad[:m, ph:ph + H, pw:pw + W] = x_last[start:stop]
+        block = rows[:m * Ho * Wo]
+        np.copyto(block.reshape(m, Ho, Wo, kh, kw, C), windows[:m])
+        yield start, stop, block
+
+
+def blocked_conv2d(x, w, g):
+    """y = conv2d(x, w) one block of images at a time: Y_b^T = rows_b @ W2'^T, written
+    straight into y (NCHW, or the NHWC memory of a ``from_rows`` view)."""
+    N, O, Ho, Wo = g[0], g[4], g[13], g[14]
+    P = Ho * Wo
+    W2t = _weights_last(w).T
+    if KEEP_CHANNELS_LAST:
+        Y = np.empty((N * P, O), x.dtype)
+        for start, stop, rows in patch_blocks(x, g):
+            np.matmul(rows, W2t, out=Y[start * P:stop * P])
+        return from_rows(Y, N, Ho, Wo)
+    y = np.empty((N, O, Ho, Wo), x.dtype)
+    Y = np.empty((_images_per_block(g, x.dtype.itemsize) * P, O), x.dtype)
+    for start, stop, rows in patch_blocks(x, g):
+        m = stop - start
+        np.matmul(rows, W2t, out=Y[:m * P])
+        y[start:stop] = Y[:m * P].reshape(m, Ho, Wo, O).transpose(0, 3, 1, 2)
+    return y
+
+
+def blocked_weight_grad(x, gy, g):
+    """gw = sum over blocks of G_b^T @ rows_b, each block's patches rebuilt from x."""
+    O, C, kh, kw = g[4], g[1], g[5], g[6]
+    P = g[13] * g[14]
+    G = to_rows(gy)
+    gw = np.zeros((O, kh * kw * C), np.result_type(x, gy))
+    part = np.empty_like(gw)
+    for start, stop, rows in patch_blocks(x, g):
+        gw += np.matmul(G[start * P:stop * P].T, rows, out=part)
+    return np.ascontiguousarray(gw.reshape(O, kh, kw, C).transpose(0, 3, 1, 2), dtype=x.dtype)
 
 
 def batched_im2col(x, g):
@@ -384,7 +470,10 @@ def conv2d(x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), impl=None, *,
         raise TypeError(f"{where}: x and w must have the same dtype, got {x.dtype} and {w.dtype}")
     path = choose(where, x, N * w[0].size * Ho * Wo, impl)
     patches = None
-    if _fast_layouts(path, impl, x) and g[1] >= NHWC_MIN_CHANNELS:
+    if _fast_layouts(path, impl, x) and g[1] >= NHWC_MIN_CHANNELS and \
+            uses_blocks(g, x.dtype.itemsize):
+        y = blocked_conv2d(x, w, g)
+    elif _fast_layouts(path, impl, x) and g[1] >= NHWC_MIN_CHANNELS:
         patches = nhwc_im2col(x, g, path)
         y = from_rows(patches @ _weights_last(w).T, N, Ho, Wo)   # Y^T: (N Ho Wo, O)
     elif _fast_layouts(path, impl, x):
@@ -440,6 +529,8 @@ def conv2d_weight_grad(x, gy, w_shape, stride=(1, 1), padding=(0, 0), dilation=(
     K = g[1] * g[5] * g[6]
     if _fast_layouts(path, impl, x) and g[1] >= NHWC_MIN_CHANNELS:
         if patches is None or patches.shape != (N * Ho * Wo, K):
+            if uses_blocks(g, x.dtype.itemsize):
+                return blocked_weight_grad(x, gy, g)
             patches = nhwc_im2col(x, g, path)
         gw = (to_rows(gy).T @ patches).reshape(O, g[5], g[6], g[1]).transpose(0, 3, 1, 2)
         return np.ascontiguousarray(gw, dtype=x.dtype)
