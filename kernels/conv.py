@@ -485,6 +485,27 @@ def conv2d(x, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), impl=None, *,
     return (y, patches) if return_patches else y
 
 
+def _flip_applies(path, impl, gy, w, g):
+    """Whether the input gradient may run as the forward convolution of gy with the flipped
+    kernel: gx[n, c] = sum_{o,i,j} gy_pad[n, o, h + i d, w + j d] w[o, c, k-1-i, k-1-j], gy
+    padded by d (k - 1) - p.  Stride 1 and p <= d (k - 1) only; a non-finite w would meet
+    gy's zero padding (0 * inf = nan), which col2im never does."""
+    kh, kw, sh, sw, ph, pw, dh, dw = g[5:13]
+    return _fast_layouts(path, impl, gy) and (sh, sw) == (1, 1) and gy.dtype == w.dtype and \
+        g[1] >= FLIP_MIN_CHANNELS and ph <= dh * (kh - 1) and pw <= dw * (kw - 1) and \
+        bool(np.isfinite(w).all())
+
+
+def _flipped(w):
+    """w (O, C, kh, kw) as the kernel (C, O, kh, kw) of the flipped-kernel input gradient."""
+    return np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+
+
+def _flip_geometry(g):
+    kh, kw, ph, pw, dh, dw = g[5], g[6], g[9], g[10], g[11], g[12]
+    return (1, 1), (dh * (kh - 1) - ph, dw * (kw - 1) - pw), (dh, dw)
+
+
 def conv2d_input_grad(gy, w, x_shape, stride=(1, 1), padding=(0, 0), dilation=(1, 1),
                       impl=None):
     """gx (x_shape) = the transpose of conv2d in x applied to gy: col2im(W2^T @ gy)."""
@@ -495,16 +516,10 @@ def conv2d_input_grad(gy, w, x_shape, stride=(1, 1), padding=(0, 0), dilation=(1
     if tuple(gy.shape) != (N, O, Ho, Wo):
         raise ValueError(f"{where}: gy must have shape {(N, O, Ho, Wo)} for x_shape "
                          f"{tuple(x_shape)}, got {tuple(gy.shape)}")
-    kh, kw, (sh, sw), (ph, pw), (dh, dw) = g[5], g[6], g[7:9], g[9:11], g[11:13]
+    kh, kw = g[5], g[6]
     path = choose(where, gy, N * g[1] * kh * kw * Ho * Wo, impl)
-    if _fast_layouts(path, impl, gy) and (sh, sw) == (1, 1) and gy.dtype == w.dtype and \
-            g[1] >= FLIP_MIN_CHANNELS and ph <= dh * (kh - 1) and pw <= dw * (kw - 1) and \
-            np.isfinite(w).all():
-        # gx[n, c] = sum_{o,i,j} gy_pad[n, o, h + i d, w + j d] w[o, c, k-1-i, k-1-j]; a
-        # non-finite w would meet gy's zero padding (0 * inf = nan), which col2im never does
-        flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-        return conv2d(gy, flipped, (1, 1), (dh * (kh - 1) - ph, dw * (kw - 1) - pw), (dh, dw),
-                      impl=impl)
+    if _flip_applies(path, impl, gy, w, g):
+        return conv2d(gy, _flipped(w), *_flip_geometry(g), impl=impl)
     if path == "numba" and _fast_layouts(path, impl, gy) and g[1] >= NHWC_MIN_CHANNELS:
         # channels-last patch rows of the gradient, scattered back by the adjoint gather
         rows = to_rows(gy) @ _weights_last(w)           # (N Ho Wo, kh kw C)
@@ -543,3 +558,57 @@ def conv2d_weight_grad(x, gy, w_shape, stride=(1, 1), padding=(0, 0), dilation=(
     G = gy.reshape(N, O, Ho * Wo).transpose(1, 0, 2).reshape(O, N * Ho * Wo)
     gw = G @ _IM2COL[path](x, g).T
     return gw.reshape(tuple(w_shape)).astype(x.dtype, copy=False)
+
+
+def conv2d_gradients(x, gy, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), impl=None, *,
+                     patches=None):
+    """(gx, gw): both gradients of conv2d(x, w) for the output gradient gy, equal to
+    ``conv2d_input_grad`` and ``conv2d_weight_grad`` (``patches`` as there).
+
+    Where the input gradient runs as the flipped-kernel convolution of gy and either it or
+    the forward would run in image blocks, the weight gradient comes from the same patch rows
+    Q of the padded gy:
+    gw[o, c, k-1-i, k-1-j] = sum_{n,h,w} x[n, c, h, w] Q[(n, h, w), (i, j, o)] (substitute
+    h = ho + a - p in gw's sum), so each block's Q_b serves two GEMMs while it is in cache,
+    gx_b = Q_b @ W_flip and gw_flip += X_b^T @ Q_b, and x's patches are never built.  That
+    sum also multiplies x by gy's zero padding and leaves out gy times x's zero padding, so it
+    runs on finite x and gy only (0 * inf = nan would differ from the reference)."""
+    where = "conv2d_gradients"
+    check_float(where, x=x, gy=gy, w=w)
+    g = _geometry(where, x.shape, w.shape, stride, padding, dilation)
+    N, C, O, kh, kw, Ho, Wo = g[0], g[1], g[4], g[5], g[6], g[13], g[14]
+    if tuple(gy.shape) != (N, O, Ho, Wo):
+        raise ValueError(f"{where}: gy must have shape {(N, O, Ho, Wo)}, got {tuple(gy.shape)}")
+    path = choose("conv2d_input_grad", gy, N * C * kh * kw * Ho * Wo, impl)
+    if x.dtype == gy.dtype and _flip_applies(path, impl, gy, w, g):
+        flip = _geometry(where, gy.shape, (C, O, kh, kw), *_flip_geometry(g))
+        if (uses_blocks(g, x.dtype.itemsize) or uses_blocks(flip, x.dtype.itemsize)) and \
+                np.isfinite(x).all() and np.isfinite(gy).all():
+            return _blocked_gradients(x, gy, w, flip)
+    gy = backward_rows(x, gy, w.shape, impl)
+    return (conv2d_input_grad(gy, w, x.shape, stride, padding, dilation, impl),
+            conv2d_weight_grad(x, gy, w.shape, stride, padding, dilation, impl, patches=patches))
+
+
+def _blocked_gradients(x, gy, w, flip):
+    """``conv2d_gradients``' shared-patch route; ``flip`` is the geometry of the flipped-kernel
+    convolution of gy, whose output has x's shape."""
+    N, O, C, kh, kw, H, W = flip[0], flip[1], flip[4], flip[5], flip[6], flip[13], flip[14]
+    P = H * W
+    per_block = _images_per_block(flip, gy.dtype.itemsize)
+    W_flip = _weights_last(_flipped(w)).T                   # (kh kw O, C)
+    gx = np.empty((N, C, H, W), x.dtype)
+    gx_rows = np.empty((per_block * P, C), x.dtype)
+    x_rows = np.empty((per_block * P, C), x.dtype)
+    gw_flip = np.zeros((C, kh * kw * O), x.dtype)
+    part = np.empty_like(gw_flip)
+    x_last = x.transpose(0, 2, 3, 1)
+    for start, stop, rows in patch_blocks(gy, flip):
+        m = stop - start
+        np.matmul(rows, W_flip, out=gx_rows[:m * P])
+        gx[start:stop] = gx_rows[:m * P].reshape(m, H, W, C).transpose(0, 3, 1, 2)
+        block = x_rows[:m * P]
+        block.reshape(m, H, W, C)[...] = x_last[start:stop]
+        gw_flip += np.matmul(block.T, rows, out=part)
+    gw = gw_flip.reshape(C, kh, kw, O)[:, ::-1, ::-1].transpose(3, 0, 1, 2)
+    return gx, np.ascontiguousarray(gw)

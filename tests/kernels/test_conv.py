@@ -71,6 +71,10 @@ def test_numba_matches_reference_and_adjoint(g, dtype, seed, layout):
                                        gx, **tol)
             np.testing.assert_allclose(conv.conv2d_weight_grad(x, gy, w.shape, *geo, impl=impl),
                                        gw, **tol)
+            both = conv.conv2d_gradients(x, gy, w, *geo, impl=impl)
+            np.testing.assert_allclose(both[0], gx, **tol)
+            np.testing.assert_allclose(both[1], gw, **tol)
+            assert both[0].dtype == both[1].dtype == dtype
     assert y.dtype == gx.dtype == gw.dtype == dtype
     # <conv(x, w), gy> = <x, gx> = <w, gw>: both gradients are adjoints of the forward map
     inner = float((y.astype(float) * gy).sum())
@@ -133,6 +137,8 @@ def test_layouts_agree_with_the_reference_on_nan_inf_and_empty(layout, stride):
     calls = {"conv2d": lambda impl: conv.conv2d(x, w, *geo, impl=impl),
              "input_grad": lambda impl: conv.conv2d_input_grad(gy, w, x.shape, *geo, impl=impl),
              "weight_grad": lambda impl: conv.conv2d_weight_grad(x, gy, w.shape, *geo, impl=impl),
+             "gradients": lambda impl: np.concatenate([
+                 a.ravel() for a in conv.conv2d_gradients(x, gy, w, *geo, impl=impl)]),
              "empty": lambda impl: conv.conv2d(x[:0], w, *geo, impl=impl),
              "empty_grad": lambda impl: conv.conv2d_weight_grad(x[:0], gy[:0], w.shape, *geo,
                                                                 impl=impl)}
@@ -249,12 +255,15 @@ def test_blocks_of_several_images_and_a_shorter_last_one_match_the_reference(
         assert patches is None          # the weight gradient rebuilds its blocks
         gx = conv.conv2d_input_grad(gy, w, x.shape, *geo)
         gw = conv.conv2d_weight_grad(x, gy, w.shape, *geo)
+        both = conv.conv2d_gradients(x, gy, w, *geo)
     assert got.transpose(0, 2, 3, 1).flags.c_contiguous == keep_channels_last
     np.testing.assert_allclose(got, y, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(gx, conv.conv2d_input_grad(gy, w, x.shape, *geo, impl="reference"),
                                rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(gw, conv.conv2d_weight_grad(x, gy, w.shape, *geo, impl="reference"),
                                rtol=1e-10, atol=1e-12)
+    for a, b in zip(both, (gx, gw)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
 def test_blocks_run_where_the_patch_matrix_would_reach_block_min_bytes(monkeypatch):
@@ -266,3 +275,21 @@ def test_blocks_run_where_the_patch_matrix_would_reach_block_min_bytes(monkeypat
         monkeypatch.setattr(conv, "BLOCK_MIN_BYTES", block_min)
         patches = conv.conv2d(x, w, (stride, stride), (1, 1), return_patches=True)[1]
         assert (patches is None) == blocked
+
+
+def test_gradients_share_the_patch_rows_of_gy_only_where_x_and_gy_are_finite(monkeypatch):
+    # the shared-patch route multiplies x by gy's zero padding: an inf in x there must not
+    # make a nan that the reference (which never forms that product) does not have
+    monkeypatch.delenv("MINIGEN_KERNELS", raising=False)
+    rng = np.random.default_rng(7)
+    x, w = rng.normal(size=(2, 3, 5, 5)), rng.normal(size=(4, 3, 3, 3))
+    geo = ((1, 1), (1, 1), (1, 1))
+    gy = rng.normal(size=(2, 4, 5, 5))
+    x[1, 2, 0, 4] = np.inf
+    ref = (conv.conv2d_input_grad(gy, w, x.shape, *geo, impl="reference"),
+           conv.conv2d_weight_grad(x, gy, w.shape, *geo, impl="reference"))
+    with layouts("blocks"), np.errstate(invalid="ignore"):
+        got = conv.conv2d_gradients(x, gy, w, *geo)
+    for a, b in zip(got, ref):
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)

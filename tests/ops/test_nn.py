@@ -156,6 +156,7 @@ def test_conv2d_in_image_blocks_differentiates_twice(monkeypatch):
     y = F.conv2d(mg.tensor(x), mg.tensor(w), padding=1)
     np.testing.assert_allclose(y.numpy(), conv2d_ref(x, w, (1, 1), (1, 1), (1, 1)),
                                rtol=1e-10, atol=1e-12)
+    gradcheck(lambda xt, wt: F.conv2d(xt, wt, padding=1), [x, w])         # conv2d_gradients
     gradgradcheck(lambda xt, wt: F.conv2d(xt, wt, padding=1), [x, w])
 
 
