@@ -346,10 +346,13 @@ def _nhwc_windows(xpad, g):
 
 
 def uses_blocks(g, itemsize):
-    """Whether a convolution of geometry g runs in image blocks (``patch_blocks``): stride 1,
-    a kernel larger than 1x1, and a patch matrix of at least BLOCK_MIN_BYTES."""
-    N, C, H, W, O, kh, kw, sh, sw = g[:9]
-    return (sh, sw) == (1, 1) and kh * kw > 1 and \
+    """Whether a convolution of geometry g runs in image blocks (``patch_blocks``): a kernel
+    larger than 1x1 whose gradients ``conv2d_gradients`` computes from the patch rows of gy
+    (stride 1, p <= d (k - 1), from FLIP_MIN_CHANNELS input channels), so that no patch
+    matrix of x is wanted later, and a patch matrix of at least BLOCK_MIN_BYTES."""
+    N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw = g[:13]
+    return (sh, sw) == (1, 1) and kh * kw > 1 and C >= FLIP_MIN_CHANNELS and \
+        ph <= dh * (kh - 1) and pw <= dw * (kw - 1) and \
         N * g[13] * g[14] * kh * kw * C * itemsize >= BLOCK_MIN_BYTES
 
 
@@ -565,9 +568,8 @@ def conv2d_gradients(x, gy, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), i
     """(gx, gw): both gradients of conv2d(x, w) for the output gradient gy, equal to
     ``conv2d_input_grad`` and ``conv2d_weight_grad`` (``patches`` as there).
 
-    Where the input gradient runs as the flipped-kernel convolution of gy and either it or
-    the forward would run in image blocks, the weight gradient comes from the same patch rows
-    Q of the padded gy:
+    Where the input gradient runs as the flipped-kernel convolution of gy, for kernels larger
+    than 1x1, both run in image blocks of the patch rows Q of the padded gy:
     gw[o, c, k-1-i, k-1-j] = sum_{n,h,w} x[n, c, h, w] Q[(n, h, w), (i, j, o)] (substitute
     h = ho + a - p in gw's sum), so each block's Q_b serves two GEMMs while it is in cache,
     gx_b = Q_b @ W_flip and gw_flip += X_b^T @ Q_b, and x's patches are never built.  That
@@ -580,11 +582,10 @@ def conv2d_gradients(x, gy, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), i
     if tuple(gy.shape) != (N, O, Ho, Wo):
         raise ValueError(f"{where}: gy must have shape {(N, O, Ho, Wo)}, got {tuple(gy.shape)}")
     path = choose("conv2d_input_grad", gy, N * C * kh * kw * Ho * Wo, impl)
-    if x.dtype == gy.dtype and _flip_applies(path, impl, gy, w, g):
-        flip = _geometry(where, gy.shape, (C, O, kh, kw), *_flip_geometry(g))
-        if (uses_blocks(g, x.dtype.itemsize) or uses_blocks(flip, x.dtype.itemsize)) and \
-                np.isfinite(x).all() and np.isfinite(gy).all():
-            return _blocked_gradients(x, gy, w, flip)
+    if kh * kw > 1 and x.dtype == gy.dtype and _flip_applies(path, impl, gy, w, g) and \
+            np.isfinite(x).all() and np.isfinite(gy).all():
+        return _blocked_gradients(x, gy, w, _geometry(where, gy.shape, (C, O, kh, kw),
+                                                      *_flip_geometry(g)))
     gy = backward_rows(x, gy, w.shape, impl)
     return (conv2d_input_grad(gy, w, x.shape, stride, padding, dilation, impl),
             conv2d_weight_grad(x, gy, w.shape, stride, padding, dilation, impl, patches=patches))
