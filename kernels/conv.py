@@ -85,9 +85,14 @@ FLIP_MIN_CHANNELS = 16
 # at 32: it saves ~12 ms of copies per step (profile), but NumPy's reductions over the
 # strided axes (GroupNorm's statistics, the bias gradients) cost ~15 ms more.
 KEEP_CHANNELS_LAST = False
-# Stride-1 channels-last convolutions whose patch matrix would reach BLOCK_MIN_BYTES run in
-# blocks of images whose patches take about BLOCK_BYTES (``patch_blocks``), and keep no patch
-# matrix for the weight gradient, which rebuilds its blocks from x.  TBD measurements.
+# Convolutions whose gradients share gy's patch rows (``uses_blocks``) run in blocks of images
+# of about BLOCK_BYTES of patches once the whole patch matrix would reach BLOCK_MIN_BYTES
+# (the L2 is 2 MB).  Forward, one-shot / blocks, ms, one core, CPU clock, median of 22 calls,
+# each after 64 MB of other traffic as inside a step: 64x64x8x8 -> 32 (9 MB of patches)
+# 4.95 / 2.99, 64x16x8x8 -> 16 (2.3 MB) 1.28 / 0.91, 32x16x8x8 -> 16 (1.1 MB) 0.73 / 0.66,
+# 16x16x8x8 -> 16 (0.56 MB) 0.49 / 0.48, 64x16x4x4 -> 16 (0.56 MB) 0.49-0.52 / 0.54, 4 images
+# (0.14 MB) 0.35 / 0.37.  Blocks of 0.3-0.6 MB were the fastest on 64 images of 8x8 and 4x4,
+# 16-64 channels (0.15 and 1.2 MB up to 15% slower); in the TinyUNet step 256 KB-1 MB tied.
 BLOCK_MIN_BYTES = 1 << 20
 BLOCK_BYTES = 1 << 19
 
@@ -381,24 +386,26 @@ def patch_blocks(x, g):
         yield start, stop, block
 
 
-def blocked_conv2d(x, w, g):
+def blocked_conv2d(x, w, g, each_block=None):
     """y = conv2d(x, w) one block of images at a time: Y_b^T = rows_b @ W2'^T, written
-    straight into y (NCHW, or the NHWC memory of a ``from_rows`` view)."""
+    straight into y (NCHW, or the NHWC memory of a ``from_rows`` view); then
+    ``each_block(start, stop, rows)``, if given, while the block's patch rows are in cache."""
     N, O, Ho, Wo = g[0], g[4], g[13], g[14]
     P = Ho * Wo
     W2t = _weights_last(w).T
-    if KEEP_CHANNELS_LAST:
-        Y = np.empty((N * P, O), x.dtype)
-        for start, stop, rows in patch_blocks(x, g):
-            np.matmul(rows, W2t, out=Y[start * P:stop * P])
-        return from_rows(Y, N, Ho, Wo)
-    y = np.empty((N, O, Ho, Wo), x.dtype)
-    Y = np.empty((_images_per_block(g, x.dtype.itemsize) * P, O), x.dtype)
+    per_block = N if KEEP_CHANNELS_LAST else _images_per_block(g, x.dtype.itemsize)
+    Y = np.empty((per_block * P, O), x.dtype)
+    y = None if KEEP_CHANNELS_LAST else np.empty((N, O, Ho, Wo), x.dtype)
     for start, stop, rows in patch_blocks(x, g):
         m = stop - start
-        np.matmul(rows, W2t, out=Y[:m * P])
-        y[start:stop] = Y[:m * P].reshape(m, Ho, Wo, O).transpose(0, 3, 1, 2)
-    return y
+        if KEEP_CHANNELS_LAST:
+            np.matmul(rows, W2t, out=Y[start * P:stop * P])
+        else:
+            np.matmul(rows, W2t, out=Y[:m * P])
+            y[start:stop] = Y[:m * P].reshape(m, Ho, Wo, O).transpose(0, 3, 1, 2)
+        if each_block is not None:
+            each_block(start, stop, rows)
+    return from_rows(Y, N, Ho, Wo) if KEEP_CHANNELS_LAST else y
 
 
 def blocked_weight_grad(x, gy, g):
@@ -596,20 +603,16 @@ def _blocked_gradients(x, gy, w, flip):
     convolution of gy, whose output has x's shape."""
     N, O, C, kh, kw, H, W = flip[0], flip[1], flip[4], flip[5], flip[6], flip[13], flip[14]
     P = H * W
-    per_block = _images_per_block(flip, gy.dtype.itemsize)
-    W_flip = _weights_last(_flipped(w)).T                   # (kh kw O, C)
-    gx = np.empty((N, C, H, W), x.dtype)
-    gx_rows = np.empty((per_block * P, C), x.dtype)
-    x_rows = np.empty((per_block * P, C), x.dtype)
+    x_rows = np.empty((_images_per_block(flip, gy.dtype.itemsize) * P, C), x.dtype)
     gw_flip = np.zeros((C, kh * kw * O), x.dtype)
     part = np.empty_like(gw_flip)
     x_last = x.transpose(0, 2, 3, 1)
-    for start, stop, rows in patch_blocks(gy, flip):
-        m = stop - start
-        np.matmul(rows, W_flip, out=gx_rows[:m * P])
-        gx[start:stop] = gx_rows[:m * P].reshape(m, H, W, C).transpose(0, 3, 1, 2)
-        block = x_rows[:m * P]
-        block.reshape(m, H, W, C)[...] = x_last[start:stop]
-        gw_flip += np.matmul(block.T, rows, out=part)
+
+    def weight_grad(start, stop, rows):
+        block = x_rows[:(stop - start) * P]
+        block.reshape(stop - start, H, W, C)[...] = x_last[start:stop]
+        np.add(gw_flip, np.matmul(block.T, rows, out=part), out=gw_flip)
+
+    gx = blocked_conv2d(gy, _flipped(w), flip, weight_grad)
     gw = gw_flip.reshape(C, kh, kw, O)[:, ::-1, ::-1].transpose(3, 0, 1, 2)
     return gx, np.ascontiguousarray(gw)

@@ -257,6 +257,7 @@ def test_blocks_of_several_images_and_a_shorter_last_one_match_the_reference(
         gw = conv.conv2d_weight_grad(x, gy, w.shape, *geo)
         both = conv.conv2d_gradients(x, gy, w, *geo)
     assert got.transpose(0, 2, 3, 1).flags.c_contiguous == keep_channels_last
+    assert both[0].transpose(0, 2, 3, 1).flags.c_contiguous == keep_channels_last
     np.testing.assert_allclose(got, y, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(gx, conv.conv2d_input_grad(gy, w, x.shape, *geo, impl="reference"),
                                rtol=1e-10, atol=1e-12)
