@@ -47,7 +47,10 @@ the GEMM reads them while they are still in the L2 cache; no patch matrix is kep
 weight gradient, which rebuilds its blocks from x and sums gw = sum_b G_b^T @ rows_b.  A
 patch matrix is 9x its input for a 3x3 kernel (2.4-9.4 MB for the TinyUNet's 64 8x8 images
 of 16-64 channels), so written in one piece it lands in memory and is read back from there,
-by the GEMM at once and by the weight gradient one backward pass later.
+by the GEMM at once and by the weight gradient one backward pass later.  ``conv2d_gradients``
+computes both gradients of such a convolution from one blocked pass over the patch rows of gy
+(the input gradient's flipped-kernel convolution), the weight gradient included, so x's
+patches are never built for the backward.
 All routes compute the same sums in a different order: they agree to rounding.
 
 Channels-last between layers (PyTorch's ``channels_last`` memory format): x, y and gy keep
