@@ -94,8 +94,9 @@ KEEP_CHANNELS_LAST = False
 # each after 64 MB of other traffic as inside a step: 64x64x8x8 -> 32 (9 MB of patches)
 # 4.95 / 2.99, 64x16x8x8 -> 16 (2.3 MB) 1.28 / 0.91, 32x16x8x8 -> 16 (1.1 MB) 0.73 / 0.66,
 # 16x16x8x8 -> 16 (0.56 MB) 0.49 / 0.48, 64x16x4x4 -> 16 (0.56 MB) 0.49-0.52 / 0.54, 4 images
-# (0.14 MB) 0.35 / 0.37.  Blocks of 0.3-0.6 MB were the fastest on 64 images of 8x8 and 4x4,
-# 16-64 channels (0.15 and 1.2 MB up to 15% slower); in the TinyUNet step 256 KB-1 MB tied.
+# (0.14 MB) 0.35 / 0.36.  Blocks of 0.3-0.6 MB were the fastest on 64 images of 8x8 and 4x4,
+# 16-64 channels (0.15 MB 5-30% slower, 1.2-2.4 MB 0-14%); in the TinyUNet step 256 KB-1 MB
+# tied.
 BLOCK_MIN_BYTES = 1 << 20
 BLOCK_BYTES = 1 << 19
 
