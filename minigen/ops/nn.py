@@ -175,7 +175,8 @@ class Conv2d(Function):
 
     def forward(self, x, w, geometry):
         self.geometry = geometry
-        # the patch matrix of x, kept for the weight gradient (freed with the graph)
+        # the patch matrix of x, kept for the weight gradient (freed with the graph); None
+        # where the convolution ran in image blocks, whose gradients read gy's patches instead
         y, self.patches = kconv.conv2d(x, w, *geometry, return_patches=True)
         return y
 
