@@ -175,16 +175,20 @@ class Conv2d(Function):
 
     def forward(self, x, w, geometry):
         self.geometry = geometry
-        # the patch matrix of x, kept for the weight gradient (freed with the graph)
+        # the patch matrix of x, kept for the weight gradient (freed with the graph); None
+        # where the convolution ran in image blocks, whose gradients read gy's patches instead
         y, self.patches = kconv.conv2d(x, w, *geometry, return_patches=True)
         return y
 
     def backward(self, g):
         x, w = self.inputs
         if x.requires_grad and w.requires_grad and not is_grad_enabled():
-            # both gradients read g's channels-last rows: one transposing copy for the two
-            # (under create_graph g stays the Tensor on the graph)
-            g = Tensor(kconv.backward_rows(x.data, g.data, w.shape))
+            # both gradients in one kernel call, which shares their work where it can (the
+            # channels-last copy of g, or the patch rows of g); under create_graph the two
+            # Functions below keep the graph differentiable
+            gx, gw = kconv.conv2d_gradients(x.data, g.data, w.data, *self.geometry,
+                                            patches=self.patches)
+            return Tensor(gx), Tensor(gw)
         gx = ConvInputGrad.apply(g, w, x_shape=x.shape, geometry=self.geometry) \
             if x.requires_grad else None
         gw = ConvWeightGrad.apply(x, g, w_shape=w.shape, geometry=self.geometry,

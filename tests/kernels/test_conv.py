@@ -21,16 +21,23 @@ geometries = st.fixed_dictionaries({
 
 
 @contextlib.contextmanager
-def layouts(name):
+def layouts(name, block_bytes=1):
     """Force the default route's layout choice: 'channels-first' (per-image channel-major
-    patches and col2im everywhere) or 'channels-last' (NHWC patches and the flipped-kernel input
-    gradient wherever they apply), whatever the channel counts."""
-    saved = conv.NHWC_MIN_CHANNELS, conv.FLIP_MIN_CHANNELS
-    conv.NHWC_MIN_CHANNELS = conv.FLIP_MIN_CHANNELS = 1 if name == "channels-last" else 10 ** 9
+    patches and col2im everywhere), 'channels-last' (NHWC patches and the flipped-kernel input
+    gradient wherever they apply, whatever the channel counts) or 'blocks' (channels-last, with
+    every stride-1 kernel larger than 1x1 in image blocks of ``block_bytes`` of patches: one
+    image per block by default)."""
+    names = ("NHWC_MIN_CHANNELS", "FLIP_MIN_CHANNELS", "BLOCK_MIN_BYTES", "BLOCK_BYTES")
+    saved = [getattr(conv, n) for n in names]
+    last = name in ("channels-last", "blocks")
+    conv.NHWC_MIN_CHANNELS = conv.FLIP_MIN_CHANNELS = 1 if last else 10 ** 9
+    conv.BLOCK_MIN_BYTES = 0 if name == "blocks" else 2 ** 62
+    conv.BLOCK_BYTES = block_bytes
     try:
         yield
     finally:
-        conv.NHWC_MIN_CHANNELS, conv.FLIP_MIN_CHANNELS = saved
+        for n, value in zip(names, saved):
+            setattr(conv, n, value)
 
 
 def _sizes(g):
@@ -42,7 +49,8 @@ def _sizes(g):
 
 @settings(max_examples=60)
 @given(g=geometries, dtype=st.sampled_from([np.float32, np.float64]),
-       seed=st.integers(0, 2 ** 16), layout=st.sampled_from(["channels-first", "channels-last"]))
+       seed=st.integers(0, 2 ** 16),
+       layout=st.sampled_from(["channels-first", "channels-last", "blocks"]))
 def test_numba_matches_reference_and_adjoint(g, dtype, seed, layout):
     Ho, Wo = _sizes(g)
     if Ho < 1 or Wo < 1:
@@ -63,6 +71,10 @@ def test_numba_matches_reference_and_adjoint(g, dtype, seed, layout):
                                        gx, **tol)
             np.testing.assert_allclose(conv.conv2d_weight_grad(x, gy, w.shape, *geo, impl=impl),
                                        gw, **tol)
+            both = conv.conv2d_gradients(x, gy, w, *geo, impl=impl)
+            np.testing.assert_allclose(both[0], gx, **tol)
+            np.testing.assert_allclose(both[1], gw, **tol)
+            assert both[0].dtype == both[1].dtype == dtype
     assert y.dtype == gx.dtype == gw.dtype == dtype
     # <conv(x, w), gy> = <x, gx> = <w, gw>: both gradients are adjoints of the forward map
     inner = float((y.astype(float) * gy).sum())
@@ -110,10 +122,10 @@ def test_matches_torch_including_output_padding(g, seed):
 
 
 ROUTES = [("reference", None), ("numba", "channels-first"), ("numba", "channels-last"),
-          (None, "channels-last")]
+          (None, "channels-last"), (None, "blocks")]
 
 
-@pytest.mark.parametrize("layout", ["channels-first", "channels-last"])
+@pytest.mark.parametrize("layout", ["channels-first", "channels-last", "blocks"])
 @pytest.mark.parametrize("stride", [(1, 1), (2, 1)])
 def test_layouts_agree_with_the_reference_on_nan_inf_and_empty(layout, stride):
     rng = np.random.default_rng(1)
@@ -125,6 +137,8 @@ def test_layouts_agree_with_the_reference_on_nan_inf_and_empty(layout, stride):
     calls = {"conv2d": lambda impl: conv.conv2d(x, w, *geo, impl=impl),
              "input_grad": lambda impl: conv.conv2d_input_grad(gy, w, x.shape, *geo, impl=impl),
              "weight_grad": lambda impl: conv.conv2d_weight_grad(x, gy, w.shape, *geo, impl=impl),
+             "gradients": lambda impl: np.concatenate([
+                 a.ravel() for a in conv.conv2d_gradients(x, gy, w, *geo, impl=impl)]),
              "empty": lambda impl: conv.conv2d(x[:0], w, *geo, impl=impl),
              "empty_grad": lambda impl: conv.conv2d_weight_grad(x[:0], gy[:0], w.shape, *geo,
                                                                 impl=impl)}
@@ -221,3 +235,62 @@ def test_backward_rows_is_gy_in_channels_last_memory_where_the_weight_gradient_r
         np.testing.assert_array_equal(got, gy)
         assert got.transpose(0, 2, 3, 1).flags.c_contiguous == moved
         assert (got is gy) != moved
+
+
+@pytest.mark.parametrize("keep_channels_last", [False, True])
+def test_blocks_of_several_images_and_a_shorter_last_one_match_the_reference(
+        monkeypatch, keep_channels_last):
+    monkeypatch.delenv("MINIGEN_KERNELS", raising=False)
+    monkeypatch.setattr(conv, "KEEP_CHANNELS_LAST", keep_channels_last)
+    rng = np.random.default_rng(6)
+    x, w = rng.normal(size=(5, 9, 6, 7)), rng.normal(size=(4, 9, 3, 2))
+    geo = ((1, 1), (1, 0), (2, 1))
+    g = conv._geometry("test", x.shape, w.shape, *geo)
+    y = conv.conv2d(x, w, *geo, impl="reference")
+    gy = rng.normal(size=y.shape)
+    image_bytes = g[13] * g[14] * 9 * 3 * 2 * x.itemsize        # one image's patch rows
+    with layouts("blocks", block_bytes=2 * image_bytes + 1):
+        assert [(a, b) for a, b, _ in conv.patch_blocks(x, g)] == [(0, 2), (2, 4), (4, 5)]
+        got, patches = conv.conv2d(x, w, *geo, return_patches=True)
+        assert patches is None          # the weight gradient rebuilds its blocks
+        gx = conv.conv2d_input_grad(gy, w, x.shape, *geo)
+        gw = conv.conv2d_weight_grad(x, gy, w.shape, *geo)
+        both = conv.conv2d_gradients(x, gy, w, *geo)
+    assert got.transpose(0, 2, 3, 1).flags.c_contiguous == keep_channels_last
+    assert both[0].transpose(0, 2, 3, 1).flags.c_contiguous == keep_channels_last
+    np.testing.assert_allclose(got, y, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(gx, conv.conv2d_input_grad(gy, w, x.shape, *geo, impl="reference"),
+                               rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(gw, conv.conv2d_weight_grad(x, gy, w.shape, *geo, impl="reference"),
+                               rtol=1e-10, atol=1e-12)
+    for a, b in zip(both, (gx, gw)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_blocks_run_where_the_patch_matrix_would_reach_block_min_bytes(monkeypatch):
+    monkeypatch.delenv("MINIGEN_KERNELS", raising=False)
+    x, w = np.zeros((4, 16, 8, 8), np.float32), np.zeros((16, 16, 3, 3), np.float32)
+    patch_bytes = 4 * 8 * 8 * 16 * 9 * 4
+    for block_min, stride, blocked in ((patch_bytes, 1, True), (patch_bytes + 1, 1, False),
+                                       (0, 2, False)):
+        monkeypatch.setattr(conv, "BLOCK_MIN_BYTES", block_min)
+        patches = conv.conv2d(x, w, (stride, stride), (1, 1), return_patches=True)[1]
+        assert (patches is None) == blocked
+
+
+def test_gradients_share_the_patch_rows_of_gy_only_where_x_and_gy_are_finite(monkeypatch):
+    # the shared-patch route multiplies x by gy's zero padding: an inf in x there must not
+    # make a nan that the reference (which never forms that product) does not have
+    monkeypatch.delenv("MINIGEN_KERNELS", raising=False)
+    rng = np.random.default_rng(7)
+    x, w = rng.normal(size=(2, 3, 5, 5)), rng.normal(size=(4, 3, 3, 3))
+    geo = ((1, 1), (1, 1), (1, 1))
+    gy = rng.normal(size=(2, 4, 5, 5))
+    x[1, 2, 0, 4] = np.inf
+    ref = (conv.conv2d_input_grad(gy, w, x.shape, *geo, impl="reference"),
+           conv.conv2d_weight_grad(x, gy, w.shape, *geo, impl="reference"))
+    with layouts("blocks"), np.errstate(invalid="ignore"):
+        got = conv.conv2d_gradients(x, gy, w, *geo)
+    for a, b in zip(got, ref):
+        np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)

@@ -143,6 +143,23 @@ def test_conv2d_second_derivative(geometry):
     gradgradcheck(lambda xt, wt: F.conv2d(xt, wt, **geometry), [x, w])
 
 
+def test_conv2d_in_image_blocks_differentiates_twice(monkeypatch):
+    # every stride-1 kernel in blocks of one image (kernels.conv.patch_blocks): the weight
+    # gradient rebuilds its patches, and the double backward runs through the same routes
+    from minigen.kernels import conv as kconv
+    monkeypatch.delenv("MINIGEN_KERNELS", raising=False)
+    for name, value in (("NHWC_MIN_CHANNELS", 1), ("FLIP_MIN_CHANNELS", 1),
+                        ("BLOCK_MIN_BYTES", 0), ("BLOCK_BYTES", 1)):
+        monkeypatch.setattr(kconv, name, value)
+    rng = np.random.default_rng(6)
+    x, w = rng.standard_normal((3, 2, 4, 5)), rng.standard_normal((2, 2, 3, 2))
+    y = F.conv2d(mg.tensor(x), mg.tensor(w), padding=1)
+    np.testing.assert_allclose(y.numpy(), conv2d_ref(x, w, (1, 1), (1, 1), (1, 1)),
+                               rtol=1e-10, atol=1e-12)
+    gradcheck(lambda xt, wt: F.conv2d(xt, wt, padding=1), [x, w])         # conv2d_gradients
+    gradgradcheck(lambda xt, wt: F.conv2d(xt, wt, padding=1), [x, w])
+
+
 def test_conv_transpose2d_second_derivative():
     rng = np.random.default_rng(5)
     x, w = rng.standard_normal((1, 2, 3, 3)), rng.standard_normal((2, 2, 2, 2))
