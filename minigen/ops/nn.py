@@ -171,29 +171,38 @@ def one_hot(indices, num_classes, dtype=None):
 
 # --- convolution --------------------------------------------------------------------------
 class Conv2d(Function):
-    """y[n,o] = sum_c x[n,c] (*) w[o,c] (cross-correlation, NCHW)."""
+    """y[n,o] = sum_c x[n,c] (*) w[o,c] + b[o] (cross-correlation, NCHW; b optional): the bias
+    is added in place and its gradient, gb[o] = sum_{n,h,w} gy[n,o,h,w], summed here, so a
+    biased convolution is one node of the graph, not three (convolution, broadcast, add)."""
 
-    def forward(self, x, w, geometry):
+    def forward(self, x, w, *bias, geometry):
         self.geometry = geometry
         # the patch matrix of x, kept for the weight gradient (freed with the graph); None
         # where the convolution ran in image blocks, whose gradients read gy's patches instead
         y, self.patches = kconv.conv2d(x, w, *geometry, return_patches=True)
+        if bias:
+            y += bias[0].reshape(1, -1, 1, 1)
         return y
 
     def backward(self, g):
-        x, w = self.inputs
+        x, w, *bias = self.inputs
+        gb = None
+        if bias and bias[0].requires_grad:
+            gb = g.sum(axis=(0, 2, 3)) if is_grad_enabled() else \
+                Tensor(g.data.sum(axis=(0, 2, 3)))
         if x.requires_grad and w.requires_grad and not is_grad_enabled():
             # both gradients in one kernel call, which shares their work where it can (the
             # channels-last copy of g, or the patch rows of g); under create_graph the two
             # Functions below keep the graph differentiable
             gx, gw = kconv.conv2d_gradients(x.data, g.data, w.data, *self.geometry,
                                             patches=self.patches)
-            return Tensor(gx), Tensor(gw)
-        gx = ConvInputGrad.apply(g, w, x_shape=x.shape, geometry=self.geometry) \
-            if x.requires_grad else None
-        gw = ConvWeightGrad.apply(x, g, w_shape=w.shape, geometry=self.geometry,
-                                  patches=self.patches) if w.requires_grad else None
-        return gx, gw
+            gx, gw = Tensor(gx), Tensor(gw)
+        else:
+            gx = ConvInputGrad.apply(g, w, x_shape=x.shape, geometry=self.geometry) \
+                if x.requires_grad else None
+            gw = ConvWeightGrad.apply(x, g, w_shape=w.shape, geometry=self.geometry,
+                                      patches=self.patches) if w.requires_grad else None
+        return (gx, gw, gb) if bias else (gx, gw)
 
     def release(self):
         super().release()
@@ -253,6 +262,9 @@ def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
             x.shape[3] + 2 * pw < dw * (weight.shape[3] - 1) + 1:
         raise ValueError(f"conv2d: kernel {weight.shape[2:]} (dilation {geometry[2]}) is larger "
                          f"than the padded input {x.shape[2:]} (padding {geometry[1]})")
+    if bias is not None and tuple(bias.shape) == tuple(weight.shape[:1]) and \
+            bias.dtype == x.dtype == weight.dtype:
+        return Conv2d.apply(x, weight, bias, geometry=geometry)
     y = Conv2d.apply(x, weight, geometry=geometry)
     return y if bias is None else y + bias.reshape(1, -1, 1, 1)
 

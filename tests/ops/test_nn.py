@@ -141,6 +141,44 @@ def test_conv2d_second_derivative(geometry):
     rng = np.random.default_rng(4)
     x, w = rng.standard_normal((1, 2, 5, 5)), rng.standard_normal((2, 2, 2, 2))
     gradgradcheck(lambda xt, wt: F.conv2d(xt, wt, **geometry), [x, w])
+    b = rng.standard_normal(2)
+    # tanh after the biased convolution: its gy depends on x, w and b, so a bias gradient cut
+    # off the graph under create_graph would show
+    gradgradcheck(lambda xt, wt, bt: F.tanh(F.conv2d(xt, wt, bt, **geometry)), [x, w, b])
+
+
+def test_biased_conv2d_is_one_node_with_the_bias_gradient():
+    # the bias rides in the Conv2d Function: gb = sum over (n, h, w) of gy, also when only
+    # some inputs want a gradient
+    from minigen.ops.nn import Conv2d
+    rng = np.random.default_rng(7)
+    x, w, b = rng.standard_normal((2, 3, 5, 4)), rng.standard_normal((4, 3, 3, 3)), \
+        rng.standard_normal(4)
+    g = rng.standard_normal((2, 4, 5, 4))
+    for wants in [(True, True, True), (False, False, True), (True, False, True),
+                  (False, True, False)]:
+        xt, wt, bt = (mg.tensor(a, requires_grad=r) for a, r in zip((x, w, b), wants))
+        y = F.conv2d(xt, wt, bt, padding=1)
+        assert type(y._ctx) is Conv2d
+        np.testing.assert_allclose(y.numpy(), conv2d_ref(x, w, (1, 1), (1, 1), (1, 1))
+                                   + b.reshape(1, -1, 1, 1), rtol=1e-12, atol=1e-12)
+        y.backward(mg.tensor(g))
+        if wants[2]:
+            np.testing.assert_allclose(bt.grad.numpy(), g.sum(axis=(0, 2, 3)), rtol=1e-12)
+        else:
+            assert bt.grad is None
+        assert (xt.grad is not None) == wants[0] and (wt.grad is not None) == wants[1]
+
+
+def test_conv2d_bias_of_another_dtype_promotes_as_an_add():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((1, 2, 4, 4)).astype(np.float32)
+    w = rng.standard_normal((3, 2, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(3)                                  # float64
+    y = F.conv2d(mg.tensor(x), mg.tensor(w), mg.tensor(b))
+    assert y.dtype == np.float64
+    np.testing.assert_allclose(y.numpy(), conv2d_ref(x, w, (1, 1), (0, 0), (1, 1))
+                               + b.reshape(1, -1, 1, 1), rtol=1e-5, atol=1e-5)
 
 
 def test_conv2d_in_image_blocks_differentiates_twice(monkeypatch):
