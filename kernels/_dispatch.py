@@ -286,7 +286,18 @@ class _Lazy:
             with _BUILD_LOCK:       # reentrant: the building thread gets _BUILDING back
                 if self.built is None:
                     self._build()
+                    self._swap_into_home()
         return self.built
+
+    def _swap_into_home(self):
+        """Bind the built object in place of this one in its defining module.  Another module
+        may import it and build it first; a ``materialize`` of the home module running inside
+        that build skips it (it is being built) while swapping in the home module's kernels,
+        which are then launched without another ``materialize`` and would meet it unbuilt."""
+        home = self.py_func.__globals__
+        for key, value in list(home.items()):
+            if value is self:
+                home[key] = self.built
 
     def _build(self):
         self.built = _BUILDING
