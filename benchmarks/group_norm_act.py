@@ -2,7 +2,7 @@
 unfused sequence, at the TinyUNet's shapes (batch 64, 8 groups, float32).
 
     OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 \\
-        python benchmarks/group_norm_act.py [--rounds 7] [--clock cpu|wall]
+        python benchmarks/group_norm_act.py [--rounds 7] [--clock cpu|wall] [--sweep]
 
 Per shape and round, best of 5 runs of ``--number`` calls each (ms per call), for:
 
@@ -13,7 +13,8 @@ Per shape and round, best of 5 runs of ``--number`` calls each (ms per call), fo
   norm kernel, broadcast add, NumPy SiLU; backward: SiLU's gradient, the shift's sum, the
   group-norm backward kernel), each with the default dispatch.
 
-Prints the median and range over rounds; ``--clock cpu`` (the default) is the process's CPU
+``--sweep`` times the kernels alone at batch 4, 8, 16 and 32 of 16x8x8 (4k to 32k elements)
+instead.  Prints the median and range over rounds; ``--clock cpu`` (the default) is the process's CPU
 time, which other jobs on a shared machine disturb far less than the wall clock.
 """
 import argparse
@@ -28,10 +29,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 from _timing import best_time, machine  # noqa: E402
 
 SHAPES = [(64, 16, 8, 8), (64, 32, 4, 4), (64, 32, 8, 8), (64, 64, 4, 4)]
+SWEEP = [(4, 16, 8, 8), (8, 16, 8, 8), (16, 16, 8, 8), (32, 16, 8, 8)]
 GROUPS = 8
 
 
-def contenders(shape):
+def contenders(shape, ops=True):
     import minigen as mg
     from minigen import functional as F
     from minigen.kernels import norm
@@ -47,6 +49,8 @@ def contenders(shape):
             lambda impl=impl: norm.group_norm_act(x, GROUPS, w, b, s, impl=impl)
         out[f"kernel bwd {impl}"] = lambda impl=impl: norm.group_norm_act_backward(
             x, gy, mu, r, GROUPS, w, b, s, impl=impl)
+    if not ops:
+        return out
     xt, wt, bt, st = (mg.tensor(a, requires_grad=True) for a in (x, w, b, s))
     g = mg.tensor(gy)
 
@@ -64,13 +68,14 @@ def main():
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--number", type=int, default=20)
     parser.add_argument("--clock", choices=["cpu", "wall"], default="cpu")
+    parser.add_argument("--sweep", action="store_true")
     args = parser.parse_args()
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     print(f"# {machine()}; clock {args.clock}; NUMBA_NUM_THREADS="
           f"{os.environ.get('NUMBA_NUM_THREADS', 'all')}; ms per call, median [range] of "
           f"{args.rounds} rounds")
-    for shape in SHAPES:
-        fns = contenders(shape)
+    for shape in SWEEP if args.sweep else SHAPES:
+        fns = contenders(shape, ops=not args.sweep)
         times = {k: [] for k in fns}
         for _ in range(args.rounds):
             for k, fn in fns.items():

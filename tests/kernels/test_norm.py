@@ -195,6 +195,19 @@ def test_group_norm_act_numba_matches_reference(shape, groups, dtype, act, shift
     check_act_paths("numba", shape, groups, dtype, act, shift_rows, nonfinite, seed, affine)
 
 
+@pytest.mark.parametrize("parallel_min", [(0, 0), (1 << 40, 1 << 40)])
+def test_group_norm_act_prange_kernels_and_serial_twins_match_reference(parallel_min,
+                                                                        monkeypatch):
+    """Both compiled forms of each kernel, whichever the size threshold picks by default."""
+    pytest.importorskip("numba")
+    monkeypatch.setattr(norm, "PARALLEL_MIN", parallel_min)
+    for seed, (shape, act, rows) in enumerate([((130, 4, 2, 3), "silu", "each"),
+                                               ((5, 4, 30), "gelu", "one"),
+                                               ((3, 6, 5), None, "none")]):
+        for dtype in (np.float32, np.float64):
+            check_act_paths("numba", shape, 2, dtype, act, rows, seed == 0, seed)
+
+
 def test_group_norm_act_reference_is_the_unfused_sequence():
     """The reference: group_norm, + shift[n, c], then the activation, each as it runs alone;
     its backward is bias_act's backward, then group_norm's, and the per-(n, c) sums."""
