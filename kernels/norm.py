@@ -65,14 +65,17 @@ for _name in ("layer_norm", "layer_norm_backward"):
 # 64x32x4x4 (32k) 0.11 / 0.12, 0.24 / 0.11 (the backward kernel's per-channel sums below).
 register("group_norm", threshold=65_536)
 register("group_norm_backward", threshold=32_768)
+# group_norm_act: Numba at every size (``benchmarks/group_norm_act.py --sweep``, one core, CPU
+# clock, medians of 5, Numba / NumPy ms: 4x16x8x8 (4k) forward 0.019 / 0.056, backward
+# 0.031 / 0.103; 32x16x8x8 (32k) 0.056 / 0.188, 0.087 / 0.624).
 register("group_norm_act", threshold=0)
+register("group_norm_act_backward", threshold=0)
 # Elements from which group_norm_act's forward and backward run their prange kernels (below,
 # the serial twins).  Wall time on 2 Numba threads, ms, parallel / serial (float32, 8 groups):
 # 64x16x8x8 (65k) forward 0.23 / 0.09, backward 0.28 / 0.14; 64x64x8x8 (262k) 0.44 / 0.31,
 # 0.40 / 0.49; 128x64x8x8 (524k) 0.65 / 0.60, 0.95 / 0.93; 128x64x16x16 (2M) 1.08 / 1.83,
 # 1.38 / 2.52.  On one thread the serial twin is always faster (no pool to hand work to).
 PARALLEL_MIN = (1 << 19, 1 << 18)
-register("group_norm_act_backward", threshold=0)
 
 
 def _check(where, x, weight, bias, pshape, eps, gy=None, stats=()):
