@@ -38,6 +38,9 @@ backward on ga, and the shift's gradient is the per-(n, c) sum that gb needs any
 (sum_s over the entries of channel c; summed over n too where shift has one row).  The
 kernels write the per-(n, c) sums in float64 and the array library adds them over n, so no
 parallel task shares an accumulator.  f and f' are ``elementwise``'s per-element source.
+Below ``PARALLEL_MIN`` elements the Numba path runs serial twins of the prange kernels (the
+same source compiled without ``parallel``; a parallel launch costs more than the TinyUNet's
+whole norm).
 """
 import math
 
