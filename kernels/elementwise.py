@@ -293,10 +293,11 @@ def _gpu(py_func):
     return _compile(py_func, names, "cuda")
 
 
-_act_cpu = lazy_built("cpu")(lambda: _cpu_by_dtype(activation_element))
-_act_grad_cpu = lazy_built("cpu")(lambda: _cpu_by_dtype(activation_grad_element))
-_act_gpu = lazy_built("cuda")(lambda: _gpu(activation_element))
-_act_grad_gpu = lazy_built("cuda")(lambda: _gpu(activation_grad_element))
+# Public: kernels/norm.py applies the same per-element activations after a group norm.
+act_cpu = lazy_built("cpu")(lambda: _cpu_by_dtype(activation_element))
+act_grad_cpu = lazy_built("cpu")(lambda: _cpu_by_dtype(activation_grad_element))
+act_gpu = lazy_built("cuda")(lambda: _gpu(activation_element))
+act_grad_gpu = lazy_built("cuda")(lambda: _gpu(activation_grad_element))
 
 
 # ------------------------------------------------------------------ Numba CPU
@@ -308,7 +309,7 @@ _act_grad_gpu = lazy_built("cuda")(lambda: _gpu(activation_grad_element))
 @lazy_njit(fastmath=FASTMATH, error_model="numpy")
 def _row(xr, b, o, kind):
     for c in range(xr.shape[0]):
-        o[c] = _act_cpu(xr[c] + b[c], kind)
+        o[c] = act_cpu(xr[c] + b[c], kind)
 
 
 @lazy_njit(fastmath=FASTMATH, error_model="numpy")
@@ -317,7 +318,7 @@ def _row_grad(xr, gr, b, o, acc, kind):
     loop the float64 acc set the vector width to 4 lanes for the float32 math too (1.57
     against 0.92 ns per element, bias + gelu backward, one thread)."""
     for c in range(xr.shape[0]):
-        o[c] = _act_grad_cpu(xr[c] + b[c], gr[c], kind)
+        o[c] = act_grad_cpu(xr[c] + b[c], gr[c], kind)
     for c in range(xr.shape[0]):
         acc[c] += o[c]
 
@@ -354,7 +355,7 @@ def _cuda_bias_act(x, b, kind, out):
     C = x.shape[1]
     if i < x.shape[0] * C:
         r, c = i // C, i % C
-        out[r, c] = _act_gpu(x[r, c] + b[c], kind)
+        out[r, c] = act_gpu(x[r, c] + b[c], kind)
 
 
 @lazy_cuda_jit()
@@ -363,7 +364,7 @@ def _cuda_bias_act_backward(x, gy, b, kind, out):
     C = x.shape[1]
     if i < x.shape[0] * C:
         r, c = i // C, i % C
-        out[r, c] = _act_grad_gpu(x[r, c] + b[c], gy[r, c], kind)
+        out[r, c] = act_grad_gpu(x[r, c] + b[c], gy[r, c], kind)
 
 
 # ------------------------------------------------------------------ public API

@@ -22,13 +22,34 @@ engine's ``Norm``/``NormBackward`` in ``minigen.ops.norm``), the Numba CPU kerne
 and the tasks' partial sums are added) and the CUDA kernels ``_cuda_*`` (one thread per
 group; gw and gb by a second kernel, one thread per parameter entry).  The per-element maps
 are written once and compiled for both by ``both``.
+
+``group_norm_act`` fuses a group norm, an optional per-(n, c) shift and an activation f
+(``elementwise.KINDS`` or None), the TinyUNet's ``silu(group_norm(x) + U e)``:
+
+    a = x_hat w + b + shift[n, c],   y = f(a),
+
+one pass per group that saves only mu and r.  Its backward recomputes a (one read of x
+instead of a write and a read of a saved a), then with ga = gy f'(a) it is the group norm's
+backward on ga, and the shift's gradient is the per-(n, c) sum that gb needs anyway:
+
+    gx = r (h - mean(h) - x_hat mean(h x_hat)), h = ga w,
+    gw = sum_n sum_s ga x_hat,   gb = sum_n gshift,   gshift[n, c] = sum_s ga
+
+(sum_s over the entries of channel c; summed over n too where shift has one row).  The
+kernels write the per-(n, c) sums in float64 and the array library adds them over n, so no
+parallel task shares an accumulator.  f and f' are ``elementwise``'s per-element source.
+Below ``PARALLEL_MIN`` elements the Numba path runs serial twins of the prange kernels (the
+same source compiled without ``parallel``; a parallel launch costs more than the TinyUNet's
+whole norm).
 """
 import math
 
 import numpy as np
 
 from ._dispatch import (FASTMATH, _xp, both, check_float, choose, launch, lazy_cuda_jit,
-                        lazy_njit, prange, register)
+                        lazy_njit, prange, register, serial_twin)
+from .elementwise import (GELU, GELU_TANH, KINDS, RELU, SILU, act_cpu, act_gpu, act_grad_cpu,
+                          act_grad_gpu, reference_bias_act, reference_bias_act_backward)
 
 cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
 CUDA_THREADS = 128     # 4 warps per block; untuned: chosen by warp count;
@@ -47,6 +68,17 @@ for _name in ("layer_norm", "layer_norm_backward"):
 # 64x32x4x4 (32k) 0.11 / 0.12, 0.24 / 0.11 (the backward kernel's per-channel sums below).
 register("group_norm", threshold=65_536)
 register("group_norm_backward", threshold=32_768)
+# group_norm_act: Numba at every size (``benchmarks/group_norm_act.py --sweep``, one core, CPU
+# clock, medians of 5, Numba / NumPy ms: 4x16x8x8 (4k) forward 0.019 / 0.056, backward
+# 0.031 / 0.103; 32x16x8x8 (32k) 0.056 / 0.188, 0.087 / 0.624).
+register("group_norm_act", threshold=0)
+register("group_norm_act_backward", threshold=0)
+# Elements from which group_norm_act's forward and backward run their prange kernels (below,
+# the serial twins).  Wall time on 2 Numba threads, ms, parallel / serial (float32, 8 groups):
+# 64x16x8x8 (65k) forward 0.23 / 0.09, backward 0.28 / 0.14; 64x64x8x8 (262k) 0.44 / 0.31,
+# 0.40 / 0.49; 128x64x8x8 (524k) 0.65 / 0.60, 0.95 / 0.93; 128x64x16x16 (2M) 1.08 / 1.83,
+# 1.38 / 2.52.  On one thread the serial twin is always faster (no pool to hand work to).
+PARALLEL_MIN = (1 << 19, 1 << 18)
 
 
 def _check(where, x, weight, bias, pshape, eps, gy=None, stats=()):
@@ -114,6 +146,48 @@ def reference_norm_backward(x, gy, mu, r, view, wview, weight=None):
               - xhat * ((h * xhat).sum(axis=(2, 3), keepdims=True) / m))
     gw, gb = (gy4 * xhat).sum(axis=axes), gy4.sum(axis=axes)
     return gx.reshape(x.shape), gw.reshape(-1), gb.reshape(-1)
+
+
+def reference_group_norm_act(x, num_groups, weight=None, bias=None, shift=None, eps=1e-5,
+                             activation="silu"):
+    """(y, mu, r): the group norm, + shift, then f, as the engine's unfused ops compute it."""
+    view = _groups("group_norm_act", x, num_groups)
+    z, mu, r = reference_norm(x, view, (1,) + view[1:3] + (1,), weight, bias, eps)
+    a = _add_shift(z, shift)
+    y = a if activation is None else reference_bias_act(a, None, activation)
+    return y.astype(_act_dtype(x, weight, bias, shift), copy=False), mu, r
+
+
+def reference_group_norm_act_backward(x, gy, mu, r, num_groups, weight=None, bias=None,
+                                      shift=None, activation="silu"):
+    """(gx, gw, gb, gshift) of ``reference_group_norm_act`` (gshift None without a shift)."""
+    view = _groups("group_norm_act_backward", x, num_groups)
+    wview = (1,) + view[1:3] + (1,)
+    xhat = (x.reshape(view) - mu.reshape(view[:2] + (1, 1))) * r.reshape(view[:2] + (1, 1))
+    z = xhat * weight.reshape(wview) if weight is not None else xhat
+    if bias is not None:
+        z = z + bias.reshape(wview)
+    a = _add_shift(z.reshape(x.shape), shift)
+    ga = gy if activation is None else reference_bias_act_backward(a, gy, None, activation)[0]
+    dtype = _act_dtype(x, weight, bias, shift, gy)
+    gx, gw, gb = reference_norm_backward(x, ga.astype(dtype, copy=False), mu, r, view, wview,
+                                         weight)
+    if shift is None:
+        return gx.astype(dtype, copy=False), gw, gb, None
+    gshift = ga.reshape(x.shape[:2] + (math.prod(x.shape[2:]),)).sum(axis=2)
+    gshift = gshift.sum(axis=0, keepdims=True) if shift.shape[0] != x.shape[0] else gshift
+    return gx.astype(dtype, copy=False), gw, gb, gshift.astype(dtype, copy=False)
+
+
+def _add_shift(z, shift):
+    """z + shift[n, c] broadcast over z's trailing axes."""
+    if shift is None:
+        return z
+    return z + shift.reshape(shift.shape + (1,) * (z.ndim - 2))
+
+
+def _act_dtype(*arrays):
+    return np.result_type(*(a for a in arrays if a is not None))
 
 
 # ------------------------------------------------------------------ per-element maps
@@ -208,6 +282,89 @@ def _numba_norm_backward(x, gy, mu, rstd, w, out, gw, gb):
                                                   w[g, k, s * step], mh, mhx)
 
 
+# Group norm + shift + activation: x, gy, out (Q, K, S), Q = N G groups; w, b (G, K); shift
+# (Ns, G, K), Ns = 1 (one row for the whole batch) or N; kind: an index into KINDS, or -1
+# for no activation.  One prange iteration per group; the per-(group, channel) sums go to
+# cw, cb (Q, K), float64, each written by one iteration.
+@lazy_njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+def _act_row(xr, o, m, r, w, b, shift, kind):
+    """o = f(x_hat w + b + shift) for the entries xr of one channel of one group."""
+    for s in range(xr.shape[0]):
+        o[s] = act_cpu(_norm_cpu(xr[s], m, r, w, b) + shift, kind)
+
+
+@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
+def _numba_norm_act(x, w, b, shift, kind, eps, out, mu, rstd):
+    Q, K, S = x.shape
+    G, every = w.shape[0], shift.shape[0] > 1
+    for q in prange(Q):
+        g, n = q % G, q // G if every else 0
+        mu[q], rstd[q] = _stats_cpu(x, q, eps)
+        m, rr = mu[q], rstd[q]              # the stored (rounded) values, as the backward sees
+        for k in range(K):
+            wk, bk, sk, xr, o = w[g, k], b[g, k], shift[n, g, k], x[q, k], out[q, k]
+            if kind == SILU:        # a constant kind per call, as in the backward
+                _act_row(xr, o, m, rr, wk, bk, sk, SILU)
+            elif kind == RELU:
+                _act_row(xr, o, m, rr, wk, bk, sk, RELU)
+            elif kind == GELU:
+                _act_row(xr, o, m, rr, wk, bk, sk, GELU)
+            elif kind == GELU_TANH:
+                _act_row(xr, o, m, rr, wk, bk, sk, GELU_TANH)
+            else:
+                for s in range(S):
+                    o[s] = _norm_cpu(xr[s], m, rr, wk, bk) + sk
+
+
+@lazy_njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+def _act_grad_row(xr, gr, o, m, r, w, b, shift, kind):
+    """o = gr f'(a), a = x_hat w + b + shift recomputed from xr.  Called with ``kind`` a
+    constant: with the kind known only at run time this loop ran 1.6x slower (64x16x8x8
+    float32, one thread: 0.265 against 0.17 ms for the whole backward), LLVM keeping it out
+    of the 8 float32 lanes."""
+    for s in range(xr.shape[0]):
+        o[s] = act_grad_cpu(_norm_cpu(xr[s], m, r, w, b) + shift, gr[s], kind)
+
+
+@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
+def _numba_norm_act_backward(x, gy, mu, rstd, w, b, shift, kind, out, cw, cb):
+    """out = gx; cw[q, k] = sum_s ga x_hat, cb[q, k] = sum_s ga, ga = gy f'(a).  ga goes to
+    out first (a float32 loop of 8 lanes; the float64 sums run in a loop of their own, as in
+    ``elementwise._row_grad``), then out is overwritten by gx."""
+    Q, K, S = x.shape
+    G, every = w.shape[0], shift.shape[0] > 1
+    for q in prange(Q):
+        g, n = q % G, q // G if every else 0
+        m, r = mu[q], rstd[q]
+        sh, shx = 0.0, 0.0
+        for k in range(K):
+            wk, bk, sk = w[g, k], b[g, k], shift[n, g, k]
+            xr, gr, o = x[q, k], gy[q, k], out[q, k]
+            if kind == SILU:        # one call per kind, each with a constant kind (above)
+                _act_grad_row(xr, gr, o, m, r, wk, bk, sk, SILU)
+            elif kind == RELU:
+                _act_grad_row(xr, gr, o, m, r, wk, bk, sk, RELU)
+            elif kind == GELU:
+                _act_grad_row(xr, gr, o, m, r, wk, bk, sk, GELU)
+            elif kind == GELU_TANH:
+                _act_grad_row(xr, gr, o, m, r, wk, bk, sk, GELU_TANH)
+            else:
+                o[:] = gr
+            sw, sb = 0.0, 0.0
+            for s in range(S):
+                sw += o[s] * ((xr[s] - m) * r)
+                sb += o[s]
+            cw[q, k], cb[q, k] = sw, sb
+            sh += wk * sb
+            shx += wk * sw
+        # in x's dtype: float64 means would turn the float32 loop below to 4-lane float64
+        mh, mhx = x.dtype.type(sh / (K * S)), x.dtype.type(shx / (K * S))
+        for k in range(K):
+            wk, xr, o = w[g, k], x[q, k], out[q, k]
+            for s in range(S):
+                o[s] = _norm_grad_cpu(xr[s], o[s], m, r, wk, mh, mhx)
+
+
 # ------------------------------------------------------------------ Numba CUDA
 @lazy_cuda_jit()
 def _cuda_norm(x, w, b, eps, out, mu, rstd):
@@ -258,6 +415,55 @@ def _cuda_norm_param_grads(x, gy, mu, rstd, gw, gb):
                 sw += gy[q, k, s] * (x[q, k, s] - m) * r
                 sb += gy[q, k, s]
         gw[g, k, j], gb[g, k, j] = sw, sb
+
+
+_numba_norm_act_serial = serial_twin(_numba_norm_act)
+_numba_norm_act_backward_serial = serial_twin(_numba_norm_act_backward)
+
+
+@lazy_cuda_jit()
+def _cuda_norm_act(x, w, b, shift, kind, eps, out, mu, rstd):
+    """One thread per group, as ``_numba_norm_act``."""
+    q = cuda.grid(1)
+    Q, K, S = x.shape
+    if q < Q:
+        G = w.shape[0]
+        g, n = q % G, q // G if shift.shape[0] > 1 else 0
+        mu[q], rstd[q] = _stats_gpu(x, q, eps)
+        m, rr = mu[q], rstd[q]
+        for k in range(K):
+            for s in range(S):
+                a = _norm_gpu(x[q, k, s], m, rr, w[g, k], b[g, k]) + shift[n, g, k]
+                out[q, k, s] = a if kind < 0 else act_gpu(a, kind)
+
+
+@lazy_cuda_jit()
+def _cuda_norm_act_backward(x, gy, mu, rstd, w, b, shift, kind, out, cw, cb):
+    """One thread per group, as ``_numba_norm_act_backward``."""
+    q = cuda.grid(1)
+    Q, K, S = x.shape
+    if q < Q:
+        G = w.shape[0]
+        g, n = q % G, q // G if shift.shape[0] > 1 else 0
+        m, r = mu[q], rstd[q]
+        sh, shx = 0.0, 0.0
+        for k in range(K):
+            sw, sb = 0.0, 0.0
+            for s in range(S):
+                ga = gy[q, k, s]
+                if kind >= 0:
+                    a = _norm_gpu(x[q, k, s], m, r, w[g, k], b[g, k]) + shift[n, g, k]
+                    ga = act_grad_gpu(a, ga, kind)
+                out[q, k, s] = ga
+                sw += ga * (x[q, k, s] - m) * r
+                sb += ga
+            cw[q, k], cb[q, k] = sw, sb
+            sh += w[g, k] * sb
+            shx += w[g, k] * sw
+        mh, mhx = sh / (K * S), shx / (K * S)
+        for k in range(K):
+            for s in range(S):
+                out[q, k, s] = _norm_grad_gpu(x[q, k, s], out[q, k, s], m, r, w[g, k], mh, mhx)
 
 
 # ------------------------------------------------------------------ Numba CPU, layer norm
@@ -423,3 +629,84 @@ def group_norm_backward(x, gy, mu, rstd, num_groups, weight=None, impl=None):
            (("mu", mu, view[:2]), ("rstd", rstd, view[:2])))
     return _backward("group_norm_backward", x, gy, mu, rstd, view, (1,) + view[1:3] + (1,),
                      weight, impl)
+
+
+def _act_args(where, x, num_groups, weight, bias, shift, eps, activation, gy=None, stats=None):
+    """Check the arguments of group_norm_act(_backward); (N, G, K, S) view and kind index."""
+    view = _groups(where, x, num_groups)
+    _check(where, x, weight, bias, x.shape[1:2], eps, gy,
+           () if stats is None else (("mu", stats[0], view[:2]), ("rstd", stats[1], view[:2])))
+    if shift is not None:
+        check_float(where, shift=shift)
+        if shift.shape not in ((x.shape[0], x.shape[1]), (1, x.shape[1])):
+            raise ValueError(f"{where}: shift must have shape {x.shape[:2]} or "
+                             f"{(1, x.shape[1])}, got {shift.shape}")
+    if activation is not None and activation not in KINDS:
+        raise ValueError(f"{where}: activation must be None or one of "
+                         f"{', '.join(map(repr, KINDS))}, got {activation!r}")
+    return view, -1 if activation is None else KINDS.index(activation)
+
+
+def _act_operands(xp, view, weight, bias, shift, dtype):
+    """w, b as contiguous (G, K) and the shift as (Ns, G, K) arrays of ``dtype``."""
+    w, b = _params(xp, view, (1,) + view[1:3] + (1,), weight, bias, dtype)
+    sh = xp.zeros((1,) + view[1:3], dtype) if shift is None else \
+        xp.ascontiguousarray(shift, dtype=dtype).reshape((shift.shape[0],) + view[1:3])
+    return w.reshape(view[1:3]), b.reshape(view[1:3]), sh
+
+
+def group_norm_act(x, num_groups, weight=None, bias=None, shift=None, eps=1e-5,
+                   activation="silu", impl=None):
+    """(y, mu, r) of y = f(x_hat w_c + b_c + shift[n, c]) for x (N, C, *), x_hat the group
+    norm over ``num_groups`` groups, shift (N, C) or (1, C) or None, f the ``activation``
+    (one of ``elementwise.KINDS``, or None); mu and r have shape (N, G)."""
+    where = "group_norm_act"
+    view, kind = _act_args(where, x, num_groups, weight, bias, shift, eps, activation)
+    path = choose(where, x, x.size, impl)
+    if path == "reference":
+        return reference_group_norm_act(x, num_groups, weight, bias, shift, eps, activation)
+    xp, dtype = _xp(x), _act_dtype(x, weight, bias, shift)
+    out = xp.empty(x.shape, dtype)
+    mu, rstd = xp.zeros(view[:2], dtype), xp.zeros(view[:2], dtype)
+    if x.size:
+        q, groups = view[0] * view[1], view[1:]
+        serial = x.size < PARALLEL_MIN[0]
+        launch(path, _numba_norm_act_serial if serial else _numba_norm_act, _cuda_norm_act, q,
+               CUDA_THREADS,
+               xp.ascontiguousarray(x, dtype=dtype).reshape(q, *groups[1:]),
+               *_act_operands(xp, view, weight, bias, shift, dtype), kind, dtype.type(eps),
+               out.reshape(q, *groups[1:]), mu.reshape(q), rstd.reshape(q))
+    return out, mu, rstd
+
+
+def group_norm_act_backward(x, gy, mu, rstd, num_groups, weight=None, bias=None, shift=None,
+                            activation="silu", impl=None):
+    """(gx, gw, gb, gshift) of ``group_norm_act`` at x (mu, rstd from its forward): with
+    ga = gy f'(a), the group norm's backward on ga, and gshift = ga summed over each
+    channel's entries (and over the batch for a one-row shift; None without a shift)."""
+    where = "group_norm_act_backward"
+    view, kind = _act_args(where, x, num_groups, weight, bias, shift, 0.0, activation, gy,
+                           (mu, rstd))
+    path = choose(where, x, x.size, impl)
+    if path == "reference":
+        return reference_group_norm_act_backward(x, gy, mu, rstd, num_groups, weight, bias,
+                                                 shift, activation)
+    xp, dtype = _xp(x), _act_dtype(x, gy, weight, bias, shift)
+    q, (n, c) = view[0] * view[1], x.shape[:2]
+    out = xp.empty(x.shape, dtype)
+    cw, cb = xp.zeros((q, view[2])), xp.zeros((q, view[2]))
+    if x.size:
+        fx, fg = (xp.ascontiguousarray(a, dtype=dtype).reshape(q, view[2], view[3])
+                  for a in (x, gy))
+        stats = [xp.ascontiguousarray(a, dtype=dtype).reshape(q) for a in (mu, rstd)]
+        serial = x.size < PARALLEL_MIN[1]
+        launch(path, _numba_norm_act_backward_serial if serial else _numba_norm_act_backward,
+               _cuda_norm_act_backward, q, CUDA_THREADS,
+               fx, fg, *stats, *_act_operands(xp, view, weight, bias, shift, dtype), kind,
+               out.reshape(q, view[2], view[3]), cw, cb)
+    cw, cb = cw.reshape(n, c), cb.reshape(n, c)
+    gw, gb = cw.sum(axis=0).astype(dtype), cb.sum(axis=0).astype(dtype)
+    if shift is None:
+        return out, gw, gb, None
+    gshift = cb if shift.shape[0] == n else cb.sum(axis=0, keepdims=True)
+    return out, gw, gb, gshift.astype(dtype)

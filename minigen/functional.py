@@ -16,7 +16,7 @@ from .ops.math import (abs, add, clip, cos, div, erf, exp, linear, log, matmul, 
                        mul, neg, pow, sin, sqrt, sub, tanh, where)
 from .ops.nn import (avg_pool2d, conv2d, conv_transpose2d, dropout, embedding, log_softmax,
                      masked_softmax, max_pool2d, one_hot, softmax, upsample_nearest)
-from .ops.norm import group_norm, layer_norm
+from .ops.norm import group_norm, group_norm_act, layer_norm
 from .ops.reduce import logsumexp, max, mean, min, prod, std, sum, var
 from .ops.shape import (cat, concatenate, cumsum, expand, flatten, flip, getitem, pad, permute,
                         reshape, sort, split, squeeze, stack, transpose, unsqueeze)

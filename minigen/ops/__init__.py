@@ -29,4 +29,6 @@ differentiates again; each equals its composite reference, written in the primit
     linear_act(x, W, b, k)  act(x @ W.T + b): one GEMM, then bias_act
     masked_softmax(z, m)    softmax(where(m, -inf, z)); masked entries are exactly 0
     layer_norm, group_norm  (x - mean(x)) / sqrt(var(x) + eps) * weight + bias, per group
+    group_norm_act(x, G, w, b, eps, shift, kind)
+                            act(group_norm(x, G, w, b, eps) + shift[:, :, None, None])
 """

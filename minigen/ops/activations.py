@@ -230,7 +230,7 @@ def silu(a):
 KINDS = kelementwise.KINDS        # 'relu', 'silu', 'gelu' (exact), 'gelu_tanh'
 
 
-def _second_derivative(kind, z):
+def second_derivative(kind, z):
     """f''(z) in Tensor ops, or None for relu (f'' = 0 wherever it exists)."""
     if kind == "relu":
         return None
@@ -272,7 +272,7 @@ class BiasActBackward(Function):
             return (None,) * len(self.inputs)
         d_g = BiasActBackward.apply(x, u, *bias, kind=self.kind)
         d_g = d_g[0] if bias else d_g
-        f2 = _second_derivative(self.kind, x + bias[0] if bias else x)
+        f2 = second_derivative(self.kind, x + bias[0] if bias else x)
         d_x = None if f2 is None else u * g * f2
         return (d_x, d_g, d_x) if bias else (d_x, d_g)
 

@@ -28,6 +28,7 @@ from ..autograd import Function, cast, sum_axes
 from ..backend import xp
 from ..kernels import norm as knorm
 from ._promote import floating, result_dtype
+from .activations import KINDS, BiasActBackward, second_derivative
 
 _STATS = (2, 3)  # the axes of a group in the (N, G, K, S) view
 
@@ -94,49 +95,56 @@ class NormBackward(Function):
 
     def backward(self, ggx, *gg_params):
         x, gy, *weight = self.inputs
-        view, wview, pshape, affine, eps = (self.meta[k] for k in
-                                            ("view", "wview", "pshape", "affine", "eps"))
-        axes = tuple(i for i, s in enumerate(wview) if s == 1)
-        m = view[2] * view[3]
+        affine = self.meta["affine"]
         gg = iter(gg_params)
         ggw = next(gg) if affine[0] else None
         ggb = next(gg) if affine[1] else None
-        x4, gy4 = x.reshape(view), gy.reshape(view)
-        w4 = weight[0].reshape(wview) if weight else None
+        grads = _norm_vjp(x, gy, weight[0] if weight else None, ggx, ggw, ggb,
+                         *(self.meta[k] for k in ("view", "wview", "pshape", "eps")))
+        return grads if weight else grads[:2]
 
-        def mean_g(v):
-            return v.mean(axis=_STATS, keepdims=True)
 
-        def sum_g(v):
-            return v.sum(axis=_STATS, keepdims=True)
+def _norm_vjp(x, gy, weight, ggx, ggw, ggb, view, wview, pshape, eps):
+    """(d/dx, d/dgy, d/dw) of <ggx, gx> + <ggw, gw> + <ggb, gb>, (gx, gw, gb) the
+    vector-Jacobian product of ``Norm`` at x for the cotangent gy (``NormBackward``'s
+    docstring has the formulas), in Tensor ops; None where nothing flows."""
+    axes = tuple(i for i, s in enumerate(wview) if s == 1)
+    m = view[2] * view[3]
+    x4, gy4 = x.reshape(view), gy.reshape(view)
+    w4 = weight.reshape(wview) if weight is not None else None
 
-        d = x4 - mean_g(x4)
-        r = 1 / (mean_g(d * d) + eps).sqrt()
-        xhat = d * r
+    def mean_g(v):
+        return v.mean(axis=_STATS, keepdims=True)
 
-        def jac(v):  # P(v), the symmetric Jacobian of x_hat
-            return r * (v - mean_g(v) - xhat * mean_g(xhat * v))
+    def sum_g(v):
+        return v.sum(axis=_STATS, keepdims=True)
 
-        g_x = g_gy = g_w = None
-        if ggx is not None:
-            a = ggx.reshape(view)
-            h = gy4 * w4 if w4 is not None else gy4
-            pa = jac(a)
-            s_a, s_h = sum_g(a * xhat), sum_g(h * xhat)
-            c = sum_g(a * h) - m * mean_g(a) * mean_g(h)
-            g_x = -(r / m) * (s_h * pa + s_a * jac(h)) - (r * r / m) * xhat * (c - s_a * s_h / m)
-            g_gy = pa * w4 if w4 is not None else pa
-            if w4 is not None:
-                g_w = (gy4 * pa).sum(axis=axes).reshape(pshape)
-        if ggw is not None:
-            q = ggw.reshape(wview)
-            g_gy = _plus(g_gy, q * xhat)
-            g_x = _plus(g_x, jac(q * gy4))
-        if ggb is not None:
-            g_gy = _plus(g_gy, ggb.reshape(wview).expand(view))
-        grads = (None if g_x is None else g_x.reshape(x.shape),
-                 None if g_gy is None else g_gy.reshape(gy.shape))
-        return grads + (g_w,) if weight else grads
+    d = x4 - mean_g(x4)
+    r = 1 / (mean_g(d * d) + eps).sqrt()
+    xhat = d * r
+
+    def jac(v):  # P(v), the symmetric Jacobian of x_hat
+        return r * (v - mean_g(v) - xhat * mean_g(xhat * v))
+
+    g_x = g_gy = g_w = None
+    if ggx is not None:
+        a = ggx.reshape(view)
+        h = gy4 * w4 if w4 is not None else gy4
+        pa = jac(a)
+        s_a, s_h = sum_g(a * xhat), sum_g(h * xhat)
+        c = sum_g(a * h) - m * mean_g(a) * mean_g(h)
+        g_x = -(r / m) * (s_h * pa + s_a * jac(h)) - (r * r / m) * xhat * (c - s_a * s_h / m)
+        g_gy = pa * w4 if w4 is not None else pa
+        if w4 is not None:
+            g_w = (gy4 * pa).sum(axis=axes).reshape(pshape)
+    if ggw is not None:
+        q = ggw.reshape(wview)
+        g_gy = _plus(g_gy, q * xhat)
+        g_x = _plus(g_x, jac(q * gy4))
+    if ggb is not None:
+        g_gy = _plus(g_gy, ggb.reshape(wview).expand(view))
+    return (None if g_x is None else g_x.reshape(x.shape),
+            None if g_gy is None else g_gy.reshape(gy.shape), g_w)
 
 
 class GroupNorm(Norm):
@@ -171,6 +179,96 @@ class GroupNormBackward(NormBackward):
                                                weight[0] if affine[0] else None)
         grads = [gx] + [g.reshape(pshape) for g, kept in zip((gw, gb), affine) if kept]
         return tuple(grads) if len(grads) > 1 else grads[0]
+
+
+class GroupNormAct(Function):
+    """y = f(x_hat w + b + shift) of x (N, C, *), x_hat the group norm, shift (N, C) or (1, C)
+    per sample and channel, f an activation of ``kernels.elementwise.KINDS`` or None, as one
+    ``kernels.norm.group_norm_act`` call (one pass per group; mu and r (N, G) saved).
+    ``present`` flags which of weight, bias and shift follow x."""
+
+    def forward(self, x, *operands, num_groups, view, pshape, present, eps, activation):
+        self.meta = dict(num_groups=num_groups, view=view, pshape=pshape, present=present,
+                         eps=eps, activation=activation)
+        w, b, shift = _present(operands, present)
+        y, self.mu, self.rstd = knorm.group_norm_act(x, num_groups, w, b, shift, eps,
+                                                     activation)
+        return y
+
+    def backward(self, gy):
+        x, *operands = self.inputs
+        return GroupNormActBackward.apply(x, gy, *operands, mu=self.mu, rstd=self.rstd,
+                                          **self.meta)
+
+
+class GroupNormActBackward(Function):
+    """(x, gy[, w][, b][, shift]) -> (gx[, gw][, gb][, gshift]) of ``GroupNormAct`` by one
+    ``kernels.norm.group_norm_act_backward`` call: with a = x_hat w + b + shift and
+    ga = gy f'(a), (gx, gw, gb) is the group norm's vector-Jacobian product at ga and
+    gshift = ga summed over each channel's entries.
+
+    Its backward, for cotangents (Gx, Gw, Gb, Gs): the group norm's VJP depends on ga
+    linearly, so with (Dx, U, Dw) = ``_norm_vjp`` at (Gx, Gw, Gb) and U += Gs (broadcast over
+    the entries), d/dgy = U f'(a) and d/da = U gy f''(a), which reaches x, w, b and the shift
+    through a (the group norm's VJP again, ``GroupNormBackward``) and adds to Dx, Dw.  a,
+    f' (``BiasActBackward``) and f'' are Tensor ops, so it differentiates again."""
+
+    def forward(self, x, gy, *operands, mu, rstd, num_groups, view, pshape, present, eps,
+                activation):
+        self.meta = dict(mu=mu, rstd=rstd, num_groups=num_groups, view=view, pshape=pshape,
+                         present=present, eps=eps, activation=activation)
+        w, b, shift = _present(operands, present)
+        grads = knorm.group_norm_act_backward(x, gy, mu, rstd, num_groups, w, b, shift,
+                                              activation)
+        grads = [g.reshape(pshape) if 0 < i < 3 else g
+                 for i, g in enumerate(grads) if i == 0 or present[i - 1]]
+        return tuple(grads) if len(grads) > 1 else grads[0]
+
+    def backward(self, ggx, *gg_operands):
+        x, gy, *operands = self.inputs
+        m = self.meta
+        present, view, act = m["present"], m["view"], m["activation"]
+        w, b, shift = _present(operands, present)
+        ggw, ggb, ggs = _present(gg_operands, present)
+        norm_meta = dict(view=view, wview=(1,) + view[1:3] + (1,), pshape=m["pshape"],
+                         affine=present[:2], eps=m["eps"])
+        a = GroupNorm.apply(x, *(p for p in (w, b) if p is not None),
+                            num_groups=m["num_groups"], **norm_meta)
+        trailing = (1,) * (x.ndim - 2)
+        if shift is not None:
+            a = a + shift.reshape(shift.shape + trailing)
+        ga = gy if act is None else BiasActBackward.apply(a, gy, kind=act)
+        d_x, u, d_w = _norm_vjp(x, ga, w, ggx, ggw, ggb, view, norm_meta["wview"],
+                                m["pshape"], m["eps"])
+        if ggs is not None:
+            s = ggs.reshape(ggs.shape + trailing)
+            u = s.expand(x.shape) if u is None else u + s
+        if u is None:
+            return (d_x, None) + (None,) * len(operands)
+        d_gy = u if act is None else BiasActBackward.apply(a, u, kind=act)
+        f2 = None if act is None else second_derivative(act, a)
+        d_b = d_s = None
+        if f2 is not None:
+            d_a = u * gy * f2
+            grads = GroupNormBackward.apply(x, d_a, *(() if w is None else (w,)),
+                                            mu=m["mu"], rstd=m["rstd"],
+                                            num_groups=m["num_groups"], **norm_meta)
+            grads = iter(grads if isinstance(grads, tuple) else (grads,))
+            d_x = _plus(d_x, next(grads))
+            if w is not None:
+                d_w = _plus(d_w, next(grads))
+            if b is not None:
+                d_b = next(grads)
+            if shift is not None:
+                d_s = d_a.sum(axis=tuple(range(2, x.ndim)))     # the engine sums (1, C) shifts
+        wanted = zip((d_w, d_b, d_s), present)
+        return (d_x, d_gy) + tuple(g for g, kept in wanted if kept)
+
+
+def _present(operands, present):
+    """(weight, bias, shift) from the operands that ``present`` flags, None for the others."""
+    operands = iter(operands)
+    return tuple(next(operands) if kept else None for kept in present)
 
 
 class LayerNorm(Norm):
@@ -255,6 +353,39 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
                       GroupNorm, num_groups=g)
 
 
+def group_norm_act(x, num_groups, weight=None, bias=None, eps=1e-5, shift=None,
+                   activation="silu"):
+    """f(group_norm(x, num_groups, weight, bias, eps) + shift) for x (N, C, *), shift (N, C)
+    or (1, C) added to every entry of (sample, channel) (or None), f an activation of
+    ``KINDS`` ('relu', 'silu', 'gelu', 'gelu_tanh') or None: one fused Function forward and
+    one backward (see ``GroupNormAct``), equal to the composite
+    ``silu(group_norm(x, G, w, b, eps) + shift.reshape(N, C, 1, ..))`` to rounding."""
+    where = "group_norm_act"
+    if x.ndim < 2:
+        raise ValueError(f"{where}: expected input (N, C, *) with at least 2 dims, got "
+                         f"shape {x.shape}")
+    if activation is not None:
+        activation = C.choice(activation, "activation", where, KINDS)
+    n, c = x.shape[:2]
+    g = C.positive_int(num_groups, "num_groups", where)
+    if c % g:
+        raise ValueError(f"{where}: num_groups must divide the {c} channels of input "
+                         f"{x.shape}, got {g}")
+    eps = C.real(eps, "eps", where, low=0)
+    for name, p, shapes in (("weight", weight, [(c,)]), ("bias", bias, [(c,)]),
+                            ("shift", shift, [(n, c), (1, c)])):
+        if p is not None and tuple(p.shape) not in shapes:
+            raise ValueError(f"{where}: {name} must have shape "
+                             f"{' or '.join(map(str, shapes))}, got {tuple(p.shape)}")
+    operands = [p for p in (weight, bias, shift) if p is not None]
+    dtype = result_dtype(floating(x), *operands)
+    x, *operands = (cast(t, dtype) for t in (x, *operands))
+    return GroupNormAct.apply(x, *operands, num_groups=g,
+                              view=(n, g, c // g, math.prod(x.shape[2:])), pshape=(c,),
+                              present=tuple(p is not None for p in (weight, bias, shift)),
+                              eps=eps, activation=activation)
+
+
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Layer normalisation over the trailing ``normalized_shape`` of x (Ba et al. 2016):
     y = (x - mean) / sqrt(var + eps) weight + bias, as torch.nn.functional.layer_norm."""
@@ -269,4 +400,4 @@ def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     return _normalize("layer_norm", x, weight, bias, view, (1, 1, 1, d), shape, eps, LayerNorm)
 
 
-__all__ = ["group_norm", "layer_norm"]
+__all__ = ["group_norm", "group_norm_act", "layer_norm"]

@@ -14,7 +14,8 @@ KERNELS = {"log_kernel_sum", "log_kernel_sum_grad", "conv2d", "conv2d_input_grad
            "log_softmax_backward", "masked_softmax", "cross_entropy", "cross_entropy_backward",
            "q_sample",
            "ddpm_step", "ddim_step", "layer_norm",
-           "layer_norm_backward", "group_norm", "group_norm_backward", "sgd_step", "adam_step"}
+           "layer_norm_backward", "group_norm", "group_norm_backward", "group_norm_act",
+           "group_norm_act_backward", "sgd_step", "adam_step"}
 KERNELS |= {f"{name}[{kind}]" for name in ("bias_act", "bias_act_backward")
             for kind in ("relu", "silu", "gelu", "gelu_tanh")}
 

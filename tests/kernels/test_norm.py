@@ -142,3 +142,114 @@ def test_sim_norms(dtype):
         for g, v in zip(norm.layer_norm_backward(x, gy, *want[1:], lw, impl="cuda"),
                         norm.layer_norm_backward(x, gy, *want[1:], lw, impl="reference")):
             assert_close(g, v, dtype, 4.0 * 6)
+
+
+# --- group norm + shift + activation in one kernel ----------------------------------------
+ACTS = [None, "relu", "silu", "gelu"]
+
+
+def act_data(shape, groups, dtype, seed, nonfinite, shift_rows):
+    """x, w, b, gy as ``data``, a shift of ``shift_rows`` rows ('none', 'one' or 'each')."""
+    x, w, b, gy = data(shape, shape[1], dtype, seed, nonfinite)
+    rows = {"none": None, "one": 1, "each": shape[0]}[shift_rows]
+    shift = None if rows is None else \
+        np.random.default_rng(seed + 1).normal(size=(rows, shape[1])).astype(dtype)
+    return x, w, b, shift, gy
+
+
+def check_act_paths(impl, shape, groups, dtype, act, shift_rows, nonfinite, seed, affine=True):
+    """group_norm_act and its backward on ``impl`` against the reference: NaN positions,
+    non-finite values and finite values within ``assert_close``'s bound."""
+    x, w, b, shift, gy = act_data(shape, groups, dtype, seed, nonfinite, shift_rows)
+    w, b = (w, b) if affine else (None, None)
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = norm.group_norm_act(x, groups, w, b, shift, 1e-5, act, impl="reference")
+        got = norm.group_norm_act(x, groups, w, b, shift, 1e-5, act, impl=impl)
+        for g, v in zip(got, want):
+            assert_close(g, v, dtype, 8.0)           # |a| = |x_hat w + b + shift| <~ 8
+        args = (groups, w, b, shift, act)
+        want_g = norm.group_norm_act_backward(x, gy, *want[1:], *args, impl="reference")
+        got_g = norm.group_norm_act_backward(x, gy, *want[1:], *args, impl=impl)
+    entries = max(1, x.size // max(1, shape[0] * shape[1]))       # per (sample, channel)
+    per_channel = entries * shape[0]
+    for g, v, scale in zip(got_g, want_g, (8.0, 8.0 * per_channel, 8.0 * per_channel,
+                                           8.0 * entries * (1 if shift_rows == "each"
+                                                            else shape[0]))):
+        if v is None:
+            assert g is None and shift_rows == "none"
+        else:
+            assert_close(g, v, dtype, scale)
+
+
+@settings(max_examples=40)
+@given(shape=st.sampled_from([(0, 4, 3), (2, 0, 5), (3, 4, 0), (1, 4), (3, 6, 5),
+                              (2, 8, 3, 7), (5, 4, 300), (130, 4, 2, 3)]),
+       groups=st.sampled_from([1, 2, 4]), dtype=st.sampled_from([np.float32, np.float64]),
+       act=st.sampled_from(ACTS), shift_rows=st.sampled_from(["none", "one", "each"]),
+       affine=st.booleans(), nonfinite=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_group_norm_act_numba_matches_reference(shape, groups, dtype, act, shift_rows,
+                                                affine, nonfinite, seed):
+    pytest.importorskip("numba")
+    if shape[1] % groups:
+        groups = 1
+    check_act_paths("numba", shape, groups, dtype, act, shift_rows, nonfinite, seed, affine)
+
+
+@pytest.mark.parametrize("parallel_min", [(0, 0), (1 << 40, 1 << 40)])
+def test_group_norm_act_prange_kernels_and_serial_twins_match_reference(parallel_min,
+                                                                        monkeypatch):
+    """Both compiled forms of each kernel, whichever the size threshold picks by default."""
+    pytest.importorskip("numba")
+    monkeypatch.setattr(norm, "PARALLEL_MIN", parallel_min)
+    for seed, (shape, act, rows) in enumerate([((130, 4, 2, 3), "silu", "each"),
+                                               ((5, 4, 30), "gelu", "one"),
+                                               ((3, 6, 5), None, "none")]):
+        for dtype in (np.float32, np.float64):
+            check_act_paths("numba", shape, 2, dtype, act, rows, seed == 0, seed)
+
+
+def test_group_norm_act_reference_is_the_unfused_sequence():
+    """The reference: group_norm, + shift[n, c], then the activation, each as it runs alone;
+    its backward is bias_act's backward, then group_norm's, and the per-(n, c) sums."""
+    from minigen.kernels import elementwise
+    x, w, b, shift, gy = act_data((3, 4, 5), 2, np.float64, 0, False, "each")
+    y, mu, r = norm.group_norm_act(x, 2, w, b, shift, 1e-5, "silu", impl="reference")
+    z, mu_, r_ = norm.group_norm(x, 2, w, b, 1e-5, impl="reference")
+    a = z + shift[:, :, None]
+    np.testing.assert_array_equal(y, elementwise.bias_act(a, None, "silu", impl="reference"))
+    np.testing.assert_array_equal(mu, mu_)
+    gx, gw, gb, gs = norm.group_norm_act_backward(x, gy, mu, r, 2, w, b, shift, "silu",
+                                                  impl="reference")
+    ga = elementwise.bias_act_backward(a, gy, None, "silu", impl="reference")[0]
+    for got, want in zip((gx, gw, gb), norm.group_norm_backward(x, ga, mu, r, 2, w,
+                                                                impl="reference")):
+        np.testing.assert_allclose(got, want, rtol=1e-14, atol=1e-14)
+    np.testing.assert_allclose(gs, ga.sum(axis=2), rtol=1e-14, atol=1e-14)
+    one = norm.group_norm_act_backward(x, gy, mu, r, 2, w, b, shift[:1], "silu",
+                                       impl="reference")[3]
+    assert one.shape == (1, 4)
+
+
+def test_group_norm_act_bad_arguments_raise():
+    x = np.zeros((2, 4, 3))
+    with pytest.raises(ValueError, match=r"group_norm_act: shift must have shape \(2, 4\) or "
+                                         r"\(1, 4\), got \(2, 3\)"):
+        norm.group_norm_act(x, 2, shift=np.zeros((2, 3)))
+    with pytest.raises(ValueError, match="group_norm_act: activation must be None or one of"):
+        norm.group_norm_act(x, 2, activation="tanh")
+    with pytest.raises(TypeError, match="group_norm_act: shift must be a float32 or float64"):
+        norm.group_norm_act(x, 2, shift=np.zeros((2, 4), int))
+    with pytest.raises(ValueError, match=r"group_norm_act_backward: mu must have shape \(2, 2\)"):
+        norm.group_norm_act_backward(x, x, np.zeros(2), np.zeros((2, 2)), 2)
+
+
+@sim
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_sim_group_norm_act(dtype):
+    # several samples and groups, so a wrong sample or group index reads another's w, b, shift
+    cases = [((0, 2, 3), 1, "silu", "each", False), ((3, 4, 5), 2, "silu", "each", False),
+             ((2, 6, 2, 2), 3, "relu", "one", False), ((3, 4, 5), 2, None, "each", False),
+             ((2, 4, 7), 2, "gelu", "none", False), ((3, 4, 5), 2, "silu", "each", True)]
+    for seed, (shape, groups, act, shift_rows, nonfinite) in enumerate(cases):
+        check_act_paths("cuda", shape, groups, dtype, act, shift_rows, nonfinite, seed)

@@ -7,6 +7,7 @@ import minigen as mg
 from minigen import Tensor
 from minigen.data import load_digits
 from minigen.models import DDPM, NoiseSchedule, TimeMLP, TinyUNet
+from minigen.models.diffusion import denoisers
 from minigen.models.diffusion.denoisers import group_norm
 from tests.helpers import gaussian_eps, spy_denoiser
 
@@ -176,3 +177,35 @@ def test_group_norm_matches_pytorch():
     np.testing.assert_allclose(ours(Tensor(x)).numpy(),
                                theirs(torch.tensor(x)).detach().numpy(), rtol=1e-9, atol=1e-9)
 
+
+
+def _unet_output_and_gradients(net, x, t):
+    out = net(x, t)
+    grads = mg.grad((out * out).sum(), list(net.parameters()))
+    return [out.numpy()] + [g.numpy() for g in grads]
+
+
+@pytest.mark.parametrize("activation", ["silu", "relu"])
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-11), (np.float32, 5e-5)])
+@pytest.mark.parametrize("same_t", [False, True])
+def test_tiny_unet_fused_norm_act_equals_the_unfused_modules(activation, dtype, tol, same_t,
+                                                             monkeypatch):
+    """group_norm_act in the ResBlocks and before conv_out gives the output and every
+    parameter's gradient of norm, + U e, act as separate modules, with one time-embedding
+    row for the batch (equal t, as in sampling) and one per sample; the state dict keeps its
+    keys.  float32: sums in another order move the last bits (eps32 1.2e-7 times sums over
+    hundreds of entries)."""
+    rng = np.random.default_rng(5)
+    net = TinyUNet(1, 16, 16, activation, 8, rng=0)
+    if dtype == np.float64:
+        net = net.double()
+    for p in net.parameters():          # conv_out starts at zero: give it weights
+        p.data[...] = rng.standard_normal(p.shape).astype(p.dtype) / 4
+    x = mg.tensor(rng.standard_normal((4, 1, 8, 8)).astype(dtype))
+    t = np.full(4, 7) if same_t else np.array([1, 50, 400, 999])
+    fused = _unet_output_and_gradients(net, x, t)
+    monkeypatch.setattr(denoisers, "_FUSED", ())
+    unfused = _unet_output_and_gradients(net, x, t)
+    for a, b in zip(fused, unfused):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+    assert "down.norm1.weight" in net.state_dict() and "norm_out.bias" in net.state_dict()

@@ -289,3 +289,109 @@ def test_double_backward_runs_through_norm_backward():
             seen[id(fn)] = fn
             stack.extend(t._ctx for t in fn.inputs)
     assert any(isinstance(fn, NormBackward) for fn in seen.values())
+
+
+# --- group_norm_act: group norm, per-(sample, channel) shift and activation fused ---------
+ACTS = {None: lambda a: a, "relu": F.relu, "silu": lambda a: a * F.sigmoid(a),
+        "gelu": lambda a: 0.5 * a * (1 + F.erf(a / np.sqrt(2))),
+        "gelu_tanh": lambda a: 0.5 * a * (1 + F.tanh(np.sqrt(2 / np.pi)
+                                                      * (a + 0.044715 * a * a * a)))}
+
+
+def _gna(groups, act, affine, shift):
+    """(fused, composite, operands picker) for group_norm_act with these options."""
+    use_w, use_b = AFFINE[affine]
+
+    def split(params):
+        params = iter(params)
+        return [next(params) if used else None for used in (use_w, use_b, shift)]
+
+    def fused(t, *params):
+        w, b, s = split(params)
+        return F.group_norm_act(t, groups, w, b, 1e-5, s, act)
+
+    def composite(t, *params):
+        w, b, s = split(params)
+        a = composite_group_norm(t, groups, w, b)
+        if s is not None:
+            a = a + s.reshape(s.shape + (1,) * (t.ndim - 2))
+        return ACTS[act](a)
+    return fused, composite
+
+
+@pytest.mark.parametrize("path", ["numba", "reference"])
+@pytest.mark.parametrize("act", sorted(ACTS, key=str))
+@pytest.mark.parametrize("affine, shift_rows", [("both", 3), ("both", 1), ("none", 3),
+                                                ("weight", 0)])
+def test_group_norm_act_equals_the_composite_to_second_order(path, act, affine, shift_rows,
+                                                             monkeypatch):
+    """The value, the gradient, and the gradient of a function of the gradient (WGAN-GP's
+    shape) of the fused op against silu(group_norm(x) + shift) etc. in primitive ops, on the
+    Numba kernel and on the NumPy reference."""
+    if path == "numba":
+        pytest.importorskip("numba")
+    monkeypatch.setenv("MINIGEN_KERNELS", path)
+    rng = np.random.default_rng(6)
+    x, w, b = rng.standard_normal((3, 6, 2, 3)), rng.standard_normal(6), rng.standard_normal(6)
+    shift = rng.standard_normal((shift_rows, 6)) if shift_rows else None
+    inputs = [x] + _pick(affine, w, b) + ([shift] if shift_rows else [])
+    results = []
+    for fn in _gna(3, act, affine, bool(shift_rows)):
+        ts, out, grads = _all_grads(fn, inputs, create_graph=True)
+        penalty = sum((g * g).sum() for g in grads)
+        second = mg.grad(penalty, ts, allow_unused=True)
+        results.append([v.numpy() for v in [out, *grads]] +
+                       [np.zeros(t.shape) if g is None else g.numpy() for t, g in zip(ts, second)])
+    for a, c in zip(*results):
+        np.testing.assert_allclose(a, c, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("act", ["silu", "relu", None])
+@pytest.mark.parametrize("shift_rows", [2, 1])
+def test_group_norm_act_gradcheck_and_gradgradcheck(act, shift_rows):
+    rng = np.random.default_rng(7)
+    x, w, b = rng.standard_normal((2, 4, 3)), rng.standard_normal(4), rng.standard_normal(4)
+    shift = rng.standard_normal((shift_rows, 4))
+    fused = _gna(2, act, "both", True)[0]
+    assert gradcheck(fused, [x, w, b, shift], rtol=1e-4, atol=1e-7)
+    assert gradgradcheck(fused, [x, w, b, shift], rtol=1e-4, atol=1e-7)
+
+
+def test_group_norm_act_third_derivative_central_differences():
+    """The backward's backward is Tensor ops through Functions that differentiate again:
+    d/dx of a second-order quantity checked by central differences."""
+    rng = np.random.default_rng(8)
+    x, w, b = rng.standard_normal((2, 4, 3)), rng.standard_normal(4), rng.standard_normal(4)
+    shift = rng.standard_normal((2, 4))
+
+    def gradient_norm_act(t, wt, bt, st):
+        (g,) = mg.grad((F.group_norm_act(t, 2, wt, bt, 1e-5, st) ** 2).sum(), [t],
+                       create_graph=True)
+        return g * g
+    assert gradgradcheck(gradient_norm_act, [x, w, b, shift], rtol=1e-4, atol=1e-7,
+                         max_elementwise=0, n_directions=2)
+
+
+def test_group_norm_act_float32_and_mixed_dtypes():
+    rng = np.random.default_rng(9)
+    x = mg.tensor(rng.standard_normal((2, 4, 3)), dtype=np.float32, requires_grad=True)
+    w, b = (mg.tensor(rng.standard_normal(4), dtype=np.float32) for _ in range(2))
+    s = mg.tensor(rng.standard_normal((1, 4)), dtype=np.float32, requires_grad=True)
+    y = F.group_norm_act(x, 2, w, b, shift=s)
+    gx, gs = mg.grad(y.sum(), [x, s])
+    assert y.dtype == gx.dtype == gs.dtype == np.float32 and gs.shape == (1, 4)
+    assert F.group_norm_act(x, 2, w, b, shift=mg.tensor(s.data, dtype=np.float64)).dtype \
+        == np.float64
+
+
+def test_group_norm_act_errors_name_the_function_and_argument():
+    x = mg.tensor(np.zeros((2, 4, 3)))
+    with pytest.raises(ValueError, match="group_norm_act: activation"):
+        F.group_norm_act(x, 2, activation="tanh")
+    with pytest.raises(ValueError, match=r"group_norm_act: shift must have shape \(2, 4\) or "
+                                         r"\(1, 4\), got \(4,\)"):
+        F.group_norm_act(x, 2, shift=mg.tensor(np.zeros(4)))
+    with pytest.raises(ValueError, match="group_norm_act: num_groups must divide"):
+        F.group_norm_act(x, 3)
+    with pytest.raises(ValueError, match=r"group_norm_act: weight must have shape \(4,\)"):
+        F.group_norm_act(x, 2, mg.tensor(np.ones(3)))

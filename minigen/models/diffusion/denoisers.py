@@ -129,14 +129,28 @@ def group_norm(channels, groups):
     return GroupNorm(math.gcd(groups, channels), channels) if groups else Identity()
 
 
+def _norm_act(norm, act, activation, x, shift=None):
+    """act(norm(x) + shift) with shift (N, C) or (1, C) over every entry of (sample, channel):
+    one ``F.group_norm_act`` (group norm, shift and activation in one kernel pass each way)
+    when ``norm`` is a GroupNorm and ``activation`` one it fuses, else the modules in turn."""
+    if isinstance(norm, GroupNorm) and activation in _FUSED:
+        return F.group_norm_act(x, norm.num_groups, norm.weight, norm.bias, norm.eps, shift,
+                                activation)
+    h = norm(x)
+    return act(h if shift is None else h + shift.reshape(shift.shape + (1, 1)))
+
+
+_FUSED = ("relu", "silu", "gelu")      # the activation names F.group_norm_act shares with nn
+
+
 class _ResBlock(Module):
     """h = conv(act(norm(x))); out = skip(x) + conv(act(norm(h) + U e)) (Ho et al. 2020,
     appendix B; ``groups=0``: no norms). U e is added after the norm, which would otherwise
     subtract the part of it shared within a group (all of it at one channel per group)."""
 
-    def __init__(self, cin, cout, tdim, act, groups, rng):
+    def __init__(self, cin, cout, tdim, act, groups, rng, activation=None):
         super().__init__()
-        self.act = act
+        self.act, self.activation = act, activation
         self.norm1 = group_norm(cin, groups)
         self.conv1 = Conv2d(cin, cout, 3, padding=1, rng=rng)
         self.time = Linear(tdim, cout, rng=rng)
@@ -145,9 +159,8 @@ class _ResBlock(Module):
         self.skip = Conv2d(cin, cout, 1, rng=rng) if cin != cout else None
 
     def forward(self, x, temb):
-        h = self.conv1(self.act(self.norm1(x)))
-        h = self.norm2(h) + self.time(temb).reshape(temb.shape[0], -1, 1, 1)
-        h = self.conv2(self.act(h))
+        h = self.conv1(_norm_act(self.norm1, self.act, self.activation, x))
+        h = self.conv2(_norm_act(self.norm2, self.act, self.activation, h, self.time(temb)))
         return (x if self.skip is None else self.skip(x)) + h
 
 
@@ -173,11 +186,11 @@ class TinyUNet(Module, Configurable):
         tdim = 2 * c
         self.time = Linear(emb_dim, tdim, rng=rng)
         self.conv_in = Conv2d(in_channels, c, 3, padding=1, rng=rng)
-        self.down = _ResBlock(c, c, tdim, act, groups, rng)
+        self.down = _ResBlock(c, c, tdim, act, groups, rng, activation)
         self.downsample = Conv2d(c, 2 * c, 3, stride=2, padding=1, rng=rng)
-        self.mid = _ResBlock(2 * c, 2 * c, tdim, act, groups, rng)
+        self.mid = _ResBlock(2 * c, 2 * c, tdim, act, groups, rng, activation)
         self.upconv = Conv2d(2 * c, c, 3, padding=1, rng=rng)
-        self.up = _ResBlock(2 * c, c, tdim, act, groups, rng)
+        self.up = _ResBlock(2 * c, c, tdim, act, groups, rng, activation)
         self.norm_out = group_norm(c, groups)
         self.conv_out = Conv2d(c, in_channels, 3, padding=1, rng=rng)
         init.zeros_(self.conv_out.weight)
@@ -193,4 +206,4 @@ class TinyUNet(Module, Configurable):
         h = self.mid(self.downsample(skip), temb)
         h = self.upconv(F.upsample_nearest(h, 2))
         h = self.up(F.concatenate([h, skip], axis=1), temb)
-        return self.conv_out(self.act(self.norm_out(h)))
+        return self.conv_out(_norm_act(self.norm_out, self.act, self.activation, h))
