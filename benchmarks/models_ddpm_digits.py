@@ -27,9 +27,9 @@ import time
 import numpy as np
 
 # The recipe of examples/diffusion_toys.py's digits part (its defaults).
-RECIPE = dict(denoiser="unet", channels=16, groups=8, hidden=512, depth=4, emb_dim=32,
+RECIPE = dict(denoiser="unet", channels=32, groups=8, hidden=512, depth=4, emb_dim=32,
               T=1000, schedule="cosine", prediction="v", batch=64, lr=3e-3, warmup=50,
-              min_factor=0.0, clip_grad=1.0, ema=0.995, steps=6000, sample_steps=50, eta=0.0,
+              min_factor=0.0, clip_grad=1.0, ema=0.995, steps=5000, sample_steps=50, eta=0.0,
               n_samples=1000)
 INTS = ("channels", "groups", "hidden", "depth", "emb_dim", "T", "batch", "warmup", "steps",
         "sample_steps", "n_samples")
