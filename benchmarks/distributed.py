@@ -7,7 +7,8 @@ DistributedDataParallel (2 ranks, gloo) as the peer.
     python benchmarks/distributed.py --project --load out/benchmarks/distributed.json
                                                         the projection of a saved run
     python benchmarks/distributed.py --smoke            tiny networks and budgets: it all runs
-    python benchmarks/distributed.py --bound            also one thread at the full and half batch
+    python benchmarks/distributed.py --bound            also one thread at the full and half batch,
+                                                        and PyTorch's step in one process
 
 The steps (``CONFIG``), each the real ``fit`` / ``train`` path (batch stream, shard, loss,
 backward, all-reduce, clipping, optimiser, schedule, EMA where the recipe has one):
@@ -40,13 +41,14 @@ T(N) = t_compute + t_comm(N), where t_compute is the measured 2-rank step minus 
 (minigen reduces after backward: no overlap). Scaling efficiency t_compute / T(N) is the
 fraction of N times one rank's throughput that N ranks reach.
 
-Bound (``--bound``): each round also runs one process with one thread at the global batch B
-and at the shard B/2. A rank's step is at least T(B/2, 1 thread), so with no communication at
-all, 2 ranks reach at most T(B, 2 threads) / T(B/2, 1 thread) = s / g times the samples per
-second of one process, where s = T(B, 1) / T(B/2, 1) is what halving the batch saves (2 when
-the step has no per-step cost that the batch does not scale) and g = T(B, 1) / T(B, 2) is what
-the process gains from its second thread. The faster one process uses its second thread, the
-lower that bound. With ``--bound`` PyTorch also runs its step in one process of 2 threads, for
+Expected ratio (``--bound``): each round also runs one process with one thread at the global
+batch B and at the shard B/2. If a rank's step cost what one thread takes for the shard alone
+and the all-reduce nothing, 2 ranks would reach T(B, 2 threads) / T(B/2, 1 thread) = s / g
+times the samples per second of one process, where s = T(B, 1) / T(B/2, 1) is what halving
+the batch saves (2 when the step has no cost that the batch does not scale) and
+g = T(B, 1) / T(B, 2) is what the process gains from its second thread: the better one process
+uses its second thread, the less 2 ranks can add. (Not a strict bound: two ranks side by side
+can run a little faster than one thread alone, as the TransformerLM's do.) With ``--bound`` PyTorch also runs its step in one process of 2 threads, for
 the peer's own ratio of DDP on 2 ranks to one process.
 """
 import argparse
@@ -292,7 +294,7 @@ def print_step(name, runs, rounds):
         full, half = np.median(ms["1 thread"]), np.median(ms["1 thread, half"])
         two = np.median([r["step_ms"] for r in runs["1 process"]])
         print(f"  halving the batch s = {full / half:.2f}x, the second thread g = {full / two:.2f}x:"
-              f" 2 ranks reach at most s / g = {two / half:.2f}x without communication")
+              f" 2 ranks at a shard's one-thread step: s / g = {two / half:.2f}x")
     if runs.get("torch 1 process") and runs["torch DDP"]:
         one = [r["samples_per_s"] for r in runs["torch 1 process"]]
         ddp = np.median([r["samples_per_s"] for r in runs["torch DDP"]])
