@@ -15,6 +15,7 @@ from ...backend import shared_rng
 from ...distribution import Configurable, register
 from ...nn import Conv2d, GroupNorm, Identity, Linear, Module, ModuleList, init
 from ...nn import activation as activation_module
+from ...ops.activations import KINDS
 
 
 def timestep_embedding(t, dim, max_period=10000.0, dtype=np.float32):
@@ -132,15 +133,13 @@ def group_norm(channels, groups):
 def _norm_act(norm, act, activation, x, shift=None):
     """act(norm(x) + shift) with shift (N, C) or (1, C) over every entry of (sample, channel):
     one ``F.group_norm_act`` (group norm, shift and activation in one kernel pass each way)
-    when ``norm`` is a GroupNorm and ``activation`` one it fuses, else the modules in turn."""
-    if isinstance(norm, GroupNorm) and activation in _FUSED:
+    when ``norm`` is a GroupNorm and ``activation`` (a name of ``nn.activation``) one of the
+    kinds it fuses, else the modules in turn."""
+    if isinstance(norm, GroupNorm) and activation in KINDS:
         return F.group_norm_act(x, norm.num_groups, norm.weight, norm.bias, norm.eps, shift,
                                 activation)
     h = norm(x)
     return act(h if shift is None else h + shift.reshape(shift.shape + (1, 1)))
-
-
-_FUSED = ("relu", "silu", "gelu")      # the activation names F.group_norm_act shares with nn
 
 
 class _ResBlock(Module):
@@ -148,7 +147,7 @@ class _ResBlock(Module):
     appendix B; ``groups=0``: no norms). U e is added after the norm, which would otherwise
     subtract the part of it shared within a group (all of it at one channel per group)."""
 
-    def __init__(self, cin, cout, tdim, act, groups, rng, activation=None):
+    def __init__(self, cin, cout, tdim, act, activation, groups, rng):
         super().__init__()
         self.act, self.activation = act, activation
         self.norm1 = group_norm(cin, groups)
@@ -186,11 +185,11 @@ class TinyUNet(Module, Configurable):
         tdim = 2 * c
         self.time = Linear(emb_dim, tdim, rng=rng)
         self.conv_in = Conv2d(in_channels, c, 3, padding=1, rng=rng)
-        self.down = _ResBlock(c, c, tdim, act, groups, rng, activation)
+        self.down = _ResBlock(c, c, tdim, act, activation, groups, rng)
         self.downsample = Conv2d(c, 2 * c, 3, stride=2, padding=1, rng=rng)
-        self.mid = _ResBlock(2 * c, 2 * c, tdim, act, groups, rng, activation)
+        self.mid = _ResBlock(2 * c, 2 * c, tdim, act, activation, groups, rng)
         self.upconv = Conv2d(2 * c, c, 3, padding=1, rng=rng)
-        self.up = _ResBlock(2 * c, c, tdim, act, groups, rng, activation)
+        self.up = _ResBlock(2 * c, c, tdim, act, activation, groups, rng)
         self.norm_out = group_norm(c, groups)
         self.conv_out = Conv2d(c, in_channels, 3, padding=1, rng=rng)
         init.zeros_(self.conv_out.weight)
