@@ -426,15 +426,37 @@ class SumTo(Function):
 
 
 def sum_axes(a, axes, keepdims=False):
-    """a.sum(axis=axes) for a raw array, the outer axis first when it is summed: whole-slice
-    adds, after which the rest are contiguous rows (a bias gradient (N, C, H, W) -> (C,) runs
-    4x faster than one NumPy reduce over (0, 2, 3))."""
+    """a.sum(axis=axes) for a raw array, laid out for speed: a float array's short summed axes
+    (2 to SHORT_AXIS entries, such as the 2 x 2 copies of a nearest upsample) are summed as
+    adds of their slices, each one pass over the output; then the outer axis, when it is
+    summed, as whole-slice adds, after which the rest are contiguous rows. NumPy's reduce over
+    short strided axes runs an inner loop per pair: (64, 32, 4, 2, 4, 2) -> (64, 32, 4, 1, 4, 1)
+    took 1.16 ms against 0.10 ms as slice adds, and a bias gradient (N, C, H, W) -> (C,) 4x
+    longer than the slab adds (one core)."""
     axes = tuple(axes)
-    if len(axes) > 1 and axes[0] == 0:
-        out = a.sum(axis=0, keepdims=True).sum(axis=axes[1:], keepdims=True)
-        return out if keepdims else out.reshape([d for i, d in enumerate(a.shape)
-                                                 if i not in axes])
-    return a.sum(axis=axes, keepdims=keepdims)
+    short = [ax for ax in axes if 2 <= a.shape[ax] <= SHORT_AXIS] \
+        if a.dtype.kind in "fc" else []
+    out = a
+    for ax in short:
+        out = _add_slices(out, ax)
+    rest = tuple(ax for ax in axes if ax not in short)
+    if len(rest) > 1 and rest[0] == 0:
+        out = out.sum(axis=0, keepdims=True).sum(axis=rest[1:], keepdims=True)
+    elif rest:
+        out = out.sum(axis=rest, keepdims=True)
+    return out if keepdims else out.reshape([d for i, d in enumerate(a.shape) if i not in axes])
+
+
+SHORT_AXIS = 4
+
+
+def _add_slices(a, axis):
+    """a summed over ``axis`` (kept with length 1) as adds of its slices, in index order."""
+    lead = (slice(None),) * axis
+    out = a[lead + (slice(0, 1),)] + a[lead + (slice(1, 2),)]
+    for i in range(2, a.shape[axis]):
+        out += a[lead + (slice(i, i + 1),)]
+    return out
 
 
 def sum_to(a, shape):

@@ -7,6 +7,7 @@ import pytest
 import minigen as mg
 import minigen.functional as F
 from minigen import backend
+from minigen.autograd import sum_axes
 from tests.helpers import leaf
 
 
@@ -382,3 +383,34 @@ def test_cuda_without_cupy_is_a_clear_error():
     with pytest.raises(RuntimeError, match="Linear.to: device 'cuda' needs CuPy"):
         mg.nn.Linear(2, 2).to("cuda")
 
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.complex128, np.int64, bool])
+@pytest.mark.parametrize("shape, axes", [
+    ((6, 3, 4, 2, 4, 2), (3, 5)),           # a nearest upsample's 2 x 2 copies
+    ((5, 3, 4, 5), (0, 2, 3)),              # short axes beside a long one, outer axis summed
+    ((4, 5), (0,)), ((2, 7), (1,)), ((3, 1, 2), (1, 2)), ((2, 0, 3), (0, 2)), ((4,), (0,))])
+def test_sum_axes_matches_numpy_sum(shape, axes, dtype):
+    """sum_axes, which sums short axes as slice adds, equals ndarray.sum for every layout,
+    dtype (bool counts, it does not OR) and keepdims, NaN and inf included."""
+    a = np.random.default_rng(0).standard_normal(shape) * 3
+    if a.size > 3:
+        a.flat[[0, 1, 3]] = [np.nan, np.inf, -np.inf]
+    a = (a > 0) if dtype is bool else a.astype(dtype) if dtype is not np.int64 else \
+        np.nan_to_num(a, posinf=7, neginf=-7).astype(np.int64)
+    for keepdims in (True, False):
+        expected = a.sum(axis=axes, keepdims=keepdims)
+        with np.errstate(invalid="ignore"):
+            got = sum_axes(a, axes, keepdims)
+        assert got.shape == expected.shape and got.dtype == expected.dtype
+        if a.dtype.kind not in "fc":
+            np.testing.assert_array_equal(got, expected)
+            continue
+        # rounding of at most n adds, each within eps of the running sum of |terms|
+        finite = np.where(np.isfinite(a), a, 0)
+        n = int(np.prod([a.shape[ax] for ax in axes]))
+        bound = n * np.finfo(a.dtype).eps * np.abs(finite).sum(axis=axes, keepdims=keepdims)
+        np.testing.assert_array_equal(np.isfinite(got), np.isfinite(expected))
+        np.testing.assert_array_equal(got[~np.isfinite(got)], expected[~np.isfinite(expected)])
+        ok = np.isfinite(expected)
+        assert np.all(np.abs(got[ok] - expected[ok]) <= bound[ok])
