@@ -85,6 +85,19 @@ def check_float(where, **arrays):
             raise ValueError(f"{where}: {name} must have at least one axis, got a 0-d array")
 
 
+def channels_last(a):
+    """True when a (N, C, *) lies in memory as C-contiguous (N, *, C) rows (PyTorch's
+    channels_last) and not also as C-contiguous NCHW (one channel, or one entry each)."""
+    return a.ndim > 2 and not a.flags.c_contiguous and \
+        _xp(a).moveaxis(a, 1, -1).flags.c_contiguous
+
+
+def to_channels_last(a):
+    """a (N, C, *) with the same values, its memory laid out channels-last."""
+    xp = _xp(a)
+    return xp.moveaxis(xp.ascontiguousarray(xp.moveaxis(a, 1, -1)), -1, 1)
+
+
 def launch(path, cpu_kernel, cuda_kernel, size, threads, *args):
     """Run ``cpu_kernel(*args)`` (path 'numba') or ``cuda_kernel`` over ceil(size / threads)
     blocks of ``threads`` (path 'cuda'; nothing when size is 0), compiling it on first use.
