@@ -46,9 +46,9 @@ import math
 
 import numpy as np
 
-from ._dispatch import (FASTMATH, _xp, both, channels_last, check_float, choose, launch,
-                        lazy_cuda_jit, lazy_njit, prange, register, serial_twin,
-                        to_channels_last)
+from ._dispatch import (FASTMATH, _xp, both, channels_last, channels_to_last,
+                        channels_to_second, check_float, choose, launch, lazy_cuda_jit,
+                        lazy_njit, prange, register, serial_twin, to_channels_last)
 from .elementwise import (GELU, GELU_TANH, KINDS, RELU, SILU, act_cpu, act_gpu, act_grad_cpu,
                           act_grad_gpu, reference_bias_act, reference_bias_act_backward)
 
@@ -500,13 +500,15 @@ def _per_channel(stat, n, K, out):
 def _numba_norm_act_cl(x, w, b, shift, groups, kind, eps, out, mu, rstd):
     N, S, C = x.shape
     K, every = C // groups, shift.shape[0] > 1
+    sums = np.empty((N, 2, C))                  # per sample: float64 sums and means
+    chans = np.empty((N, 2, C), x.dtype)        # per sample: mu and r of each channel
     for n in prange(N):
         xn, on, sn = x[n], out[n], shift[n] if every else shift[0]
-        acc = np.zeros(C)
+        acc, mean = sums[n, 0], sums[n, 1]
+        acc[:] = 0.0
         for s in range(S):
             for c in range(C):
                 acc[c] += xn[s, c]
-        mean = np.empty(C)
         for g in range(groups):
             total = 0.0
             for k in range(g * K, g * K + K):
@@ -523,7 +525,7 @@ def _numba_norm_act_cl(x, w, b, shift, groups, kind, eps, out, mu, rstd):
             for k in range(g * K, g * K + K):
                 sq += acc[k]
             mu[n, g], rstd[n, g] = mean[g * K], 1.0 / math.sqrt(sq / (K * S) + eps)
-        m, rr = np.empty_like(w), np.empty_like(w)      # the stored (rounded) values
+        m, rr = chans[n, 0], chans[n, 1]        # the stored (rounded) values
         _per_channel(mu, n, K, m)
         _per_channel(rstd, n, K, rr)
         if kind == SILU:            # a constant kind per call, as in ``_numba_norm_act``
@@ -550,9 +552,10 @@ def _numba_norm_act_backward_cl(x, gy, mu, rstd, w, b, shift, groups, kind, out,
     caller), ga = gy f'(a) written to out first, as in ``_numba_norm_act_backward``."""
     N, S, C = x.shape
     K, every = C // groups, shift.shape[0] > 1
+    chans = np.empty((N, 4, C), x.dtype)        # per sample: mu, r, mean(h), mean(h x_hat)
     for n in prange(N):
         xn, gn, on, sn = x[n], gy[n], out[n], shift[n] if every else shift[0]
-        m, r = np.empty_like(w), np.empty_like(w)
+        m, r, mh, mhx = chans[n, 0], chans[n, 1], chans[n, 2], chans[n, 3]
         _per_channel(mu, n, K, m)
         _per_channel(rstd, n, K, r)
         if kind == SILU:
@@ -575,7 +578,6 @@ def _numba_norm_act_backward_cl(x, gy, mu, rstd, w, b, shift, groups, kind, out,
                 sw[c] += on[s, c] * ((xn[s, c] - m[c]) * r[c])
                 sb[c] += on[s, c]
         # the group means of h = ga w and h x_hat, in x's dtype (as in the NCHW kernel)
-        mh, mhx = np.empty_like(w), np.empty_like(w)
         for g in range(groups):
             sh, shx = 0.0, 0.0
             for k in range(g * K, g * K + K):
@@ -927,10 +929,11 @@ def group_norm_act_backward(x, gy, mu, rstd, num_groups, weight=None, bias=None,
 def _rows(xp, a, dtype):
     """a (N, C, *) as (N, S, C) rows of ``dtype``: a view of channels-last memory, else a
     copy."""
-    m = xp.ascontiguousarray(xp.moveaxis(a, 1, -1), dtype=dtype)
+    m = xp.ascontiguousarray(a.transpose(channels_to_last(a.ndim)), dtype=dtype)
     return m.reshape(a.shape[0], -1, a.shape[1])
 
 
 def _from_rows(xp, rows, shape):
     """(N, S, C) rows as the (N, C, *) view of ``shape``."""
-    return xp.moveaxis(rows.reshape((shape[0],) + shape[2:] + (shape[1],)), -1, 1)
+    return rows.reshape((shape[0],) + shape[2:] + (shape[1],)) \
+        .transpose(channels_to_second(len(shape)))
