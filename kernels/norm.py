@@ -41,6 +41,16 @@ parallel task shares an accumulator.  f and f' are ``elementwise``'s per-element
 Below ``PARALLEL_MIN`` elements the Numba path runs serial twins of the prange kernels (the
 same source compiled without ``parallel``; a parallel launch costs more than the TinyUNet's
 whole norm).
+
+``group_norm_act`` and its backward also run on channels-last memory (PyTorch's
+``channels_last``: x (N, C, *) whose memory is C-contiguous (N, *, C), as the convolutions
+of ``conv`` return it): the kernels read x and gy as (N, S, C) rows, a group being a run of
+K channels inside each row, and write y and gx in the same layout, so the convolutions on
+either side need no transposing copy.  The sums run per channel along the rows (unit stride
+over C), then over each group's K channels.  64 8x8 or 4x4 images, 16-64 channels, float32,
+one core: 0.6-1.25x the NCHW kernels' time on NCHW memory (forward and backward),
+where copying x to NCHW and y back would cost more than the kernel.  The reference computes
+on the NCHW values and returns y and gx in x's layout.
 """
 import math
 
