@@ -7,7 +7,8 @@ unfused sequence, at the TinyUNet's shapes (batch 64, 8 groups, float32).
 Per shape and round, best of 5 runs of ``--number`` calls each (ms per call), for:
 
 * ``kernel``: ``kernels.norm.group_norm_act`` and its backward on Numba and on the NumPy
-  reference (the thresholds in kernels/norm.py come from this);
+  reference (the thresholds in kernels/norm.py come from this), and on Numba with x and gy
+  in channels-last memory (``NHWC``);
 * ``op``: one forward and backward through the engine, ``F.group_norm_act(x, 8, w, b,
   shift=s)`` against ``F.silu(F.group_norm(x, 8, w, b) + s.reshape(N, C, 1, 1))`` (group
   norm kernel, broadcast add, NumPy SiLU; backward: SiLU's gradient, the shift's sum, the
@@ -49,6 +50,11 @@ def contenders(shape, ops=True):
             lambda impl=impl: norm.group_norm_act(x, GROUPS, w, b, s, impl=impl)
         out[f"kernel bwd {impl}"] = lambda impl=impl: norm.group_norm_act_backward(
             x, gy, mu, r, GROUPS, w, b, s, impl=impl)
+    # the Numba kernels on channels-last memory (x, gy and the results NHWC)
+    x_last, gy_last = norm.to_channels_last(x), norm.to_channels_last(gy)
+    out["kernel fwd numba NHWC"] = lambda: norm.group_norm_act(x_last, GROUPS, w, b, s)
+    out["kernel bwd numba NHWC"] = lambda: norm.group_norm_act_backward(
+        x_last, gy_last, mu, r, GROUPS, w, b, s)
     if not ops:
         return out
     xt, wt, bt, st = (mg.tensor(a, requires_grad=True) for a in (x, w, b, s))

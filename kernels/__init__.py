@@ -12,7 +12,7 @@ returns the forced path or raises a clear error for an invalid value).  ``info()
 what runs for each kernel and why.  Needs NumPy only; Numba and numba-cuda are used when present.
 """
 from . import conv, diffusion, elementwise, kde, norm, optimizer, scatter, softmax
-from ._dispatch import info, requested_path
+from ._dispatch import channels_last, info, requested_path, to_channels_last
 
-__all__ = ["conv", "diffusion", "elementwise", "info", "kde", "norm", "optimizer",
-           "requested_path", "scatter", "softmax"]
+__all__ = ["channels_last", "conv", "diffusion", "elementwise", "info", "kde", "norm",
+           "optimizer", "requested_path", "scatter", "softmax", "to_channels_last"]

@@ -85,6 +85,29 @@ def check_float(where, **arrays):
             raise ValueError(f"{where}: {name} must have at least one axis, got a 0-d array")
 
 
+def channels_last(a):
+    """True when a (N, C, *) lies in memory as C-contiguous (N, *, C) rows (PyTorch's
+    channels_last) and not also as C-contiguous NCHW (one channel, or one entry each)."""
+    return a.ndim > 2 and not a.flags.c_contiguous and \
+        a.transpose(channels_to_last(a.ndim)).flags.c_contiguous
+
+
+def to_channels_last(a):
+    """a (N, C, *) with the same values, its memory laid out channels-last."""
+    rows = _xp(a).ascontiguousarray(a.transpose(channels_to_last(a.ndim)))
+    return rows.transpose(channels_to_second(a.ndim))
+
+
+def channels_to_last(ndim):
+    """The axes that move axis 1 of ndim axes to the end: (0, 2, .., ndim - 1, 1)."""
+    return (0,) + tuple(range(2, ndim)) + (1,)
+
+
+def channels_to_second(ndim):
+    """The inverse of ``channels_to_last``: (0, ndim - 1, 1, .., ndim - 2)."""
+    return (0, ndim - 1) + tuple(range(1, ndim - 1))
+
+
 def launch(path, cpu_kernel, cuda_kernel, size, threads, *args):
     """Run ``cpu_kernel(*args)`` (path 'numba') or ``cuda_kernel`` over ceil(size / threads)
     blocks of ``threads`` (path 'cuda'; nothing when size is 0), compiling it on first use.

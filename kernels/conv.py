@@ -82,12 +82,13 @@ NHWC_MIN_CHANNELS = 8
 # between runs, at C = 3 it was 3-4x slower.
 FLIP_MIN_CHANNELS = 16
 # Return the channels-last routes' results as NCHW views of NHWC memory (True), or copy them
-# to C-contiguous NCHW (False).  Off: on the TinyUNet step (batch 64, one core, CPU clock,
-# median [range] of 5, `benchmarks/models_speed.py --layouts`) keeping NHWC took 49.0
-# [48.1-49.3] vs 42.7 [41.6-44.3] ms at 16 channels and 91.8 [90.5-96.2] vs 86.8 [83.6-88.5]
-# at 32: it saves ~12 ms of copies per step (profile), but NumPy's reductions over the
-# strided axes (GroupNorm's statistics, the bias gradients) cost ~15 ms more.
-KEEP_CHANNELS_LAST = False
+# to C-contiguous NCHW (False).  On: the group norms (``norm.group_norm_act``), the conv bias
+# gradient, upsample_nearest and the channel concatenation read and write NHWC memory as it
+# lies, so the copies back to NCHW and the next layer's transposes are saved.  TinyUNet step
+# (batch 64, one core, CPU clock, median [range] of 5, `benchmarks/models_speed.py --layouts
+# --rounds 5 --steps 10`): 20.2 [19.5-21.2] against 22.1 [21.8-24.0] ms copying to NCHW at
+# 16 channels, 45.2 [44.9-46.9] against 51.1 [49.9-51.4] ms at 32.
+KEEP_CHANNELS_LAST = True
 # Convolutions whose gradients share gy's patch rows (``uses_blocks``) run in blocks of images
 # of about BLOCK_BYTES of patches once the whole patch matrix would reach BLOCK_MIN_BYTES
 # (the L2 is 2 MB).  Forward, one-shot / blocks, ms, one core, CPU clock, median of 22 calls,

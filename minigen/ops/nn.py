@@ -11,6 +11,7 @@ from .. import _checks as C
 from .. import backend
 from ..autograd import Function, Tensor, is_grad_enabled
 from ..backend import xp
+from ..kernels import channels_last
 from ..kernels import conv as kconv
 from ..kernels import softmax as ksoftmax
 from ._promote import floating
@@ -188,8 +189,7 @@ class Conv2d(Function):
         x, w, *bias = self.inputs
         gb = None
         if bias and bias[0].requires_grad:
-            gb = g.sum(axis=(0, 2, 3)) if is_grad_enabled() else \
-                Tensor(g.data.sum(axis=(0, 2, 3)))
+            gb = g.sum(axis=(0, 2, 3)) if is_grad_enabled() else Tensor(_channel_sums(g.data))
         if x.requires_grad and w.requires_grad and not is_grad_enabled():
             # both gradients in one kernel call, which shares their work where it can (the
             # channels-last copy of g, or the patch rows of g); under create_graph the two
@@ -207,6 +207,14 @@ class Conv2d(Function):
     def release(self):
         super().release()
         self.patches = None
+
+
+def _channel_sums(g):
+    """g (N, C, H, W) summed over all but the channel axis: on channels-last memory as the
+    column sums of its (N H W, C) rows (one unit-stride pass), else over the axes in place."""
+    if channels_last(g):
+        return g.transpose(0, 2, 3, 1).reshape(-1, g.shape[1]).sum(axis=0)
+    return g.sum(axis=(0, 2, 3))
 
 
 class ConvInputGrad(Function):
@@ -339,7 +347,11 @@ def upsample_nearest(x, scale_factor=2):
     if x.ndim != 4:
         raise ValueError(f"upsample_nearest: expected input (N, C, H, W), got shape {x.shape}")
     n, c, h, w = x.shape
-    return x[:, :, :, None, :, None].expand(n, c, h, s, w, s).reshape(n, c, h * s, w * s)
+    if channels_last(x.data):
+        # repeat whole (C,) rows: the copy that the last reshape makes is channels-last too
+        rows = x.permute(0, 2, 3, 1).reshape(n, h, 1, w, 1, c).expand(n, h, s, w, s, c)
+        return rows.reshape(n, h * s, w * s, c).permute(0, 3, 1, 2)
+    return x.reshape(n, c, h, 1, w, 1).expand(n, c, h, s, w, s).reshape(n, c, h * s, w * s)
 
 
 # --- regularisation and normalisation -----------------------------------------------------

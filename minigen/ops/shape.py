@@ -4,6 +4,7 @@ import numpy as np
 from ..autograd import Expand, Function, Tensor, _raw_index
 from ..backend import check_axis as _axis
 from ..backend import xp
+from ..kernels import channels_last
 from ..kernels import scatter as kscatter
 
 
@@ -93,7 +94,16 @@ class Concatenate(Function):
     def forward(self, *arrays, axis):
         self.axis = axis
         self.bounds = np.cumsum([a.shape[axis] for a in arrays])[:-1]
-        return xp(arrays[0]).concatenate(arrays, axis=axis)
+        lib = xp(arrays[0])
+        if axis == 1 and any(channels_last(a) for a in arrays):
+            # channels-last in, channels-last out: each row of C channels is the inputs' rows
+            # side by side (NumPy would write NCHW, and the next layer would copy it back)
+            shape = list(arrays[0].shape)
+            shape[1] = sum(a.shape[1] for a in arrays)
+            rows = lib.empty([shape[0]] + shape[2:] + shape[1:2],
+                             lib.result_type(*arrays))
+            return lib.concatenate(arrays, axis=1, out=lib.moveaxis(rows, -1, 1))
+        return lib.concatenate(arrays, axis=axis)
 
     def backward(self, g):
         return tuple(split(g, self.bounds, axis=self.axis))

@@ -253,3 +253,105 @@ def test_sim_group_norm_act(dtype):
              ((2, 4, 7), 2, "gelu", "none", False), ((3, 4, 5), 2, "silu", "each", True)]
     for seed, (shape, groups, act, shift_rows, nonfinite) in enumerate(cases):
         check_act_paths("cuda", shape, groups, dtype, act, shift_rows, nonfinite, seed)
+
+
+# --- group_norm_act on channels-last memory -----------------------------------------------
+def check_channels_last(impl, shape, groups, dtype, act, shift_rows, nonfinite, seed,
+                        affine=True, gy_last=True):
+    """group_norm_act and its backward on x laid out channels-last (and gy channels-last or
+    NCHW) against the reference on the NCHW x: the same values within ``assert_close``'s
+    bound, and y and gx laid out as x."""
+    x, w, b, shift, gy = act_data(shape, groups, dtype, seed, nonfinite, shift_rows)
+    w, b = (w, b) if affine else (None, None)
+    x_last = norm.to_channels_last(x)
+    assert norm.channels_last(x_last) or x.size == 0
+    with np.errstate(invalid="ignore", over="ignore"):
+        want = norm.group_norm_act(x, groups, w, b, shift, 1e-5, act, impl="reference")
+        got = norm.group_norm_act(x_last, groups, w, b, shift, 1e-5, act, impl=impl)
+        args = (groups, w, b, shift, act)
+        want_g = norm.group_norm_act_backward(x, gy, *want[1:], *args, impl="reference")
+        got_g = norm.group_norm_act_backward(x_last, norm.to_channels_last(gy) if gy_last
+                                             else gy, *want[1:], *args, impl=impl)
+    for y in (got[0], got_g[0]):
+        assert y.shape == x.shape and (norm.channels_last(y) or x.size == 0)
+    for g, v in zip(got, want):
+        assert_close(g, v, dtype, 8.0)
+    entries = max(1, x.size // max(1, shape[0] * shape[1]))
+    per_channel = entries * shape[0]
+    for g, v, scale in zip(got_g, want_g, (8.0, 8.0 * per_channel, 8.0 * per_channel,
+                                           8.0 * entries * (1 if shift_rows == "each"
+                                                            else shape[0]))):
+        if v is None:
+            assert g is None and shift_rows == "none"
+        else:
+            assert_close(g, v, dtype, scale)
+
+
+@settings(max_examples=40)
+@given(shape=st.sampled_from([(0, 4, 3, 2), (2, 8, 0, 3), (3, 6, 5, 1), (2, 8, 3, 7),
+                              (4, 16, 4, 4), (5, 4, 2, 3, 2)]),
+       groups=st.sampled_from([1, 2, 4]), dtype=st.sampled_from([np.float32, np.float64]),
+       act=st.sampled_from(ACTS + ["gelu_tanh"]),
+       shift_rows=st.sampled_from(["none", "one", "each"]), affine=st.booleans(),
+       nonfinite=st.booleans(), gy_last=st.booleans(), seed=st.integers(0, 2 ** 16))
+def test_group_norm_act_channels_last_numba_matches_reference(shape, groups, dtype, act,
+                                                              shift_rows, affine, nonfinite,
+                                                              gy_last, seed):
+    pytest.importorskip("numba")
+    if shape[1] % groups:
+        groups = 1
+    check_channels_last("numba", shape, groups, dtype, act, shift_rows, nonfinite, seed,
+                        affine, gy_last)
+
+
+@pytest.mark.parametrize("parallel_min", [(0, 0), (1 << 40, 1 << 40)])
+def test_group_norm_act_channels_last_prange_kernels_and_serial_twins(parallel_min,
+                                                                     monkeypatch):
+    pytest.importorskip("numba")
+    monkeypatch.setattr(norm, "PARALLEL_MIN", parallel_min)
+    # 8 channels in 4 groups, so a group that reads its neighbour's channels is caught
+    for seed, (shape, act, rows) in enumerate([((9, 8, 3, 5), "silu", "each"),
+                                               ((5, 8, 4, 2), "gelu", "one"),
+                                               ((3, 8, 5, 3), None, "none")]):
+        for dtype in (np.float32, np.float64):
+            check_channels_last("numba", shape, 4, dtype, act, rows, seed == 0, seed)
+
+
+def test_group_norm_act_reference_keeps_the_layout():
+    """The reference hands y and gx back in x's layout (its reshapes may view channels-last
+    x in another order, so the sums may round differently: ``assert_close``)."""
+    x, w, b, shift, gy = act_data((3, 8, 4, 5), 4, np.float64, 0, False, "each")
+    y, mu, r = norm.group_norm_act(x, 4, w, b, shift, impl="reference")
+    y_last, mu_last, r_last = norm.group_norm_act(norm.to_channels_last(x), 4, w, b, shift,
+                                                  impl="reference")
+    assert norm.channels_last(y_last) and y.flags.c_contiguous
+    for got, want in ((y_last, y), (mu_last, mu), (r_last, r)):
+        assert_close(got, want, np.float64, 8.0)
+    grads = norm.group_norm_act_backward(x, gy, mu, r, 4, w, b, shift, impl="reference")
+    grads_last = norm.group_norm_act_backward(norm.to_channels_last(x), gy, mu, r, 4, w, b,
+                                              shift, impl="reference")
+    assert norm.channels_last(grads_last[0])
+    for g, g_last, scale in zip(grads, grads_last, (8.0, 8.0 * 60, 8.0 * 60, 8.0 * 20)):
+        assert_close(g_last, g, np.float64, scale)
+
+
+def test_channels_last_detection():
+    x = np.zeros((2, 3, 4, 5))
+    assert not norm.channels_last(x)
+    assert norm.channels_last(norm.to_channels_last(x))
+    assert not norm.channels_last(x.transpose(0, 1, 3, 2))
+    # one channel, or one entry per channel: both layouts at once, NCHW wins
+    assert not norm.channels_last(norm.to_channels_last(np.zeros((2, 1, 4, 5))))
+    assert not norm.channels_last(norm.to_channels_last(np.zeros((2, 3, 1, 1))))
+    assert not norm.channels_last(np.zeros((2, 3)))
+
+
+@sim
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_sim_group_norm_act_channels_last(dtype):
+    cases = [((0, 2, 3, 1), 1, "silu", "each", False), ((3, 4, 2, 3), 2, "silu", "each", False),
+             ((2, 6, 2, 2), 3, "relu", "one", False), ((3, 4, 3, 2), 2, None, "each", False),
+             ((2, 4, 7, 1), 2, "gelu", "none", False), ((3, 4, 2, 3), 2, "silu", "each", True)]
+    for seed, (shape, groups, act, shift_rows, nonfinite) in enumerate(cases):
+        check_channels_last("cuda", shape, groups, dtype, act, shift_rows, nonfinite, seed)

@@ -143,3 +143,113 @@ def test_tiny_unet_outputs_do_not_depend_on_the_layout(monkeypatch):
     monkeypatch.setattr(kconv, "KEEP_CHANNELS_LAST", False)
     # float32 (eps 1.2e-7): GroupNorm's sums in another order move the last bits only
     np.testing.assert_allclose(out, net(x, t).data, rtol=1e-5, atol=1e-5)
+
+
+def nhwc_tensor(x):
+    """x (N, C, H, W) as a Tensor op whose result lies channels-last: flattening the permuted
+    view copies it into NHWC order."""
+    n, c, h, w = x.shape
+    rows = x.permute(0, 2, 3, 1).reshape(n, h * w * c)
+    return rows.reshape(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def norm_act(x, w, b, shift, act="silu"):
+    return F.group_norm_act(x, 4, w, b, shift=shift, activation=act)
+
+
+def norm_act_inputs(rng, n=3, c=8, size=(4, 5), fill=None):
+    return [filled(rng, (n, c) + size, fill), 1 + rng.standard_normal(c) / 4,
+            rng.standard_normal(c), rng.standard_normal((n, c))]
+
+
+def norm_act_value_and_grads(arrays, last, act="silu"):
+    ts = [mg.tensor(a, requires_grad=True) for a in arrays]
+    y = norm_act(nhwc_tensor(ts[0]) if last else ts[0], *ts[1:], act=act)
+    y.backward(mg.tensor(np.cos(np.arange(y.size)).reshape(y.shape)))
+    return y.data, [t.grad.data for t in ts]
+
+
+@pytest.mark.parametrize("act", ["silu", "gelu", None])
+@pytest.mark.parametrize("fill", [None, np.nan, np.inf])
+@pytest.mark.parametrize("n", [3, 0])
+def test_group_norm_act_on_nhwc_memory_equals_nchw(n, fill, act):
+    rng = np.random.default_rng(5)
+    arrays = norm_act_inputs(rng, n=n, fill=fill)
+    with np.errstate(invalid="ignore", over="ignore"):
+        y_last, grads_last = norm_act_value_and_grads(arrays, True, act)
+        y, grads = norm_act_value_and_grads(arrays, False, act)
+    assert n == 0 or (is_nhwc(y_last) and y.flags.c_contiguous)
+    # the same sums in another order: float64 rounding (eps 2.2e-16) times sums of 80 terms
+    np.testing.assert_allclose(y_last, y, rtol=1e-12, atol=1e-12)
+    for g_last, g in zip(grads_last, grads):
+        np.testing.assert_allclose(g_last, g, rtol=1e-11, atol=1e-11)
+
+
+def test_group_norm_act_float32_nhwc_memory_equals_nchw():
+    rng = np.random.default_rng(6)
+    arrays = [a.astype(np.float32) for a in norm_act_inputs(rng, n=4, c=16, size=(8, 8))]
+    y_last, grads_last = norm_act_value_and_grads(arrays, True)
+    y, grads = norm_act_value_and_grads(arrays, False)
+    assert is_nhwc(y_last)
+    # float32 eps 1.2e-7; the float64 statistics differ in their last bits only, and the
+    # sums over 64 x 128 entries (w, b) carry ~sqrt(8192) ulps of their magnitude (~100)
+    eps = float(np.finfo(np.float32).eps)
+    np.testing.assert_allclose(y_last, y, rtol=16 * eps, atol=16 * eps)
+    for g_last, g, scale in zip(grads_last, grads, (1, 100, 100, 10)):
+        np.testing.assert_allclose(g_last, g, rtol=64 * eps, atol=64 * eps * scale)
+
+
+def test_group_norm_act_gradients_and_second_derivatives_on_nhwc_memory():
+    rng = np.random.default_rng(7)
+    arrays = norm_act_inputs(rng, n=2, c=8, size=(2, 3))
+    seen = []
+
+    def f(x, w, b, shift):
+        x = nhwc_tensor(x)
+        seen.append(is_nhwc(x.data))
+        return norm_act(x, w, b, shift)
+    assert gradcheck(f, arrays)
+    assert gradgradcheck(f, arrays, max_elementwise=0, n_directions=2)
+    assert all(seen)
+
+
+@pytest.mark.parametrize("layout", [True, False], indirect=True)
+def test_bias_gradient_upsample_and_concat_keep_the_layout(layout):
+    """The conv bias gradient, upsample_nearest and the channel concatenation on NHWC
+    memory: the NCHW path's values to the bit, and NHWC results for NHWC inputs."""
+    rng = np.random.default_rng(8)
+    x, skip = rng.standard_normal((2, 8, 3, 4)), rng.standard_normal((2, 8, 6, 8))
+    w, b = rng.standard_normal((8, 8, 3, 3)) / 8, rng.standard_normal(8)
+    results = []
+    for last in (True, False):
+        ts = [mg.tensor(a, requires_grad=True) for a in (x, skip, w, b)]
+        h = F.conv2d(nhwc_tensor(ts[0]) if last else ts[0], ts[2], ts[3], padding=1)
+        up = F.upsample_nearest(h, 2)
+        cat = F.concatenate([up, nhwc_tensor(ts[1]) if last else ts[1]], axis=1)
+        assert is_nhwc(h.data) == is_nhwc(up.data) == layout     # whatever x's layout
+        assert is_nhwc(cat.data) == (layout or last)    # channels-last when any input is
+        cat.backward(mg.tensor(np.cos(np.arange(cat.size)).reshape(cat.shape)))
+        results.append([cat.data] + [t.grad.data for t in ts])
+    for got, want in zip(*results):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_tiny_unet_gradients_do_not_depend_on_the_layout(monkeypatch):
+    rng = np.random.default_rng(9)
+    net = TinyUNet(1, 16, 16, "silu", 4, rng=0)
+    for p in net.parameters():
+        p.data[...] = rng.standard_normal(p.shape).astype(p.dtype) / 8
+    x = rng.standard_normal((3, 1, 8, 8)).astype(np.float32)
+    t = np.array([1, 50, 999])
+
+    def grads():
+        net.zero_grad()
+        F.mse_loss(net(mg.tensor(x), t), mg.tensor(np.ones_like(x))).backward()
+        return [p.grad.data.copy() for p in net.parameters()]
+    last = grads()
+    monkeypatch.setattr(kconv, "KEEP_CHANNELS_LAST", False)
+    # float32 (eps 1.2e-7): sums in another order move the last bits; a gradient sums up to
+    # 3 x 64 entries of O(1), so its error is a few hundred ulps of 1
+    eps = float(np.finfo(np.float32).eps)
+    for g_last, g in zip(last, grads()):
+        np.testing.assert_allclose(g_last, g, rtol=1e-4, atol=512 * eps)
