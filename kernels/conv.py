@@ -108,8 +108,13 @@ BLOCK_BYTES = 1 << 19
 # runs in blocks from STRIDED_BLOCK_MIN_BYTES of patches, STRIDED_BLOCK_BYTES per block: its
 # gradients cannot share gy's patch rows, so each block rebuilds x's patch rows for the weight
 # gradient and scatters its patch gradient rows back onto its images for the input gradient.
-STRIDED_BLOCK_MIN_BYTES = 1 << 20
-STRIDED_BLOCK_BYTES = 1 << 21
+# 3x3, stride 2, 32 -> 64 channels at 28x28, forward + both gradients, whole matrix / blocks of
+# 1 MiB, ms, one core, CPU clock, after 64 MB of other traffic (benchmarks/conv_strided.py):
+# 128 images (29 MB of patches) 48.4 / 41.6, 32 (7.2 MB) 11.9 / 10.7, 16 (3.6 MB) 5.8 / 5.6;
+# the TinyUNet's 64 images of 8x8, 16 -> 32 (0.6 MB) 0.95 / 1.2-1.4 and 32 -> 64 (1.2 MB)
+# 2.3 / 2.7.  Blocks of 2 MiB tied with 1 MiB, 4 MiB were 4-9% slower.
+STRIDED_BLOCK_MIN_BYTES = 4 << 20
+STRIDED_BLOCK_BYTES = 1 << 20
 
 
 def _pair(value, name, where, minimum):
