@@ -7,7 +7,7 @@ For each shape (3x3, stride 2, padding 1, float32), the forward (``conv2d``) and
 gradients (``conv2d_gradients``, as ``Conv2d.backward`` calls them) are timed on the route
 that builds the whole channels-last patch matrix and keeps it for the weight gradient
 (``STRIDED_BLOCK_MIN_BYTES`` out of reach), then in image blocks of each ``--block-kib`` of
-patches.  Each call runs after 64 MB of other traffic, as inside a training step (a patch
+patches (forced whatever Numba's thread count, which the default route asks for one).  Each call runs after 64 MB of other traffic, as inside a training step (a patch
 matrix that stayed in cache from the call before would flatter the whole-matrix route); that
 traffic's own time is subtracted.  Best of ``--repeat`` calls, on the process's CPU clock by
 default; run with OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 for one core.  Each round times
@@ -58,7 +58,8 @@ def main(argv=None):
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     block_kib = [int(v) for v in args.block_kib.split(",")]
     traffic = np.ones(8 << 20)
-    saved = conv.STRIDED_BLOCK_MIN_BYTES, conv.STRIDED_BLOCK_BYTES
+    saved = conv.STRIDED_BLOCK_MIN_BYTES, conv.STRIDED_BLOCK_BYTES, conv._pool_threads
+    conv._pool_threads = lambda: 1
     rng = np.random.default_rng(0)
     print("| N, C, HxW -> O | route | images per block | forward | both gradients | sum |")
     print("|---|---|---:|---:|---:|---:|")
@@ -87,7 +88,7 @@ def main(argv=None):
                     cells.append(f"{np.median(column):.2f} [{column.min():.2f}-{column.max():.2f}]")
                 print(f"| {N}, {C}, {H}x{H} -> {O} | {name} | {per_block} | {' | '.join(cells)} |")
     finally:
-        conv.STRIDED_BLOCK_MIN_BYTES, conv.STRIDED_BLOCK_BYTES = saved
+        conv.STRIDED_BLOCK_MIN_BYTES, conv.STRIDED_BLOCK_BYTES, conv._pool_threads = saved
 
 
 if __name__ == "__main__":

@@ -51,8 +51,8 @@ by the GEMM at once and by the weight gradient one backward pass later.  ``conv2
 computes both gradients of such a convolution from one blocked pass over the patch rows of gy
 (the input gradient's flipped-kernel convolution), the weight gradient included, so x's
 patches are never built for the backward.
-A strided kernel runs in blocks too once its patch matrix would reach
-``STRIDED_BLOCK_MIN_BYTES`` (29 MB for the conv net's 128x32x28x28 -> 64 at stride 2):
+A strided kernel runs in blocks too, where Numba runs on one thread, once its patch matrix
+would reach ``STRIDED_BLOCK_MIN_BYTES`` (29 MB for the conv net's 128x32x28x28 -> 64 at stride 2):
 the forward as above, and ``_strided_gradients`` computes both gradients a block at a time,
 gw += G_b^T @ rows_b from x's patch rows rebuilt per block, and gx_b from the patch-gradient
 rows R_b = G_b @ W2' scattered back onto the block's images while they are in cache.
@@ -69,7 +69,8 @@ patch matrix is x itself.  The channel-major routes return C-contiguous NCHW arr
 import numpy as np
 
 from ._dispatch import (_is_cupy, _xp, check_float, choose, launch, lazy_cuda_jit,
-                        lazy_njit, prange, register, requested_path, serial_twin)
+                        lazy_njit, numba_available, prange, register, requested_path,
+                        serial_twin)
 
 cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
 CUDA_THREADS = 256     # 8 warps per block for the gathers; untuned: chosen by warp count;
@@ -112,7 +113,11 @@ BLOCK_BYTES = 1 << 19
 # 1 MiB, ms, one core, CPU clock, after 64 MB of other traffic (benchmarks/conv_strided.py):
 # 128 images (29 MB of patches) 48.4 / 41.6, 32 (7.2 MB) 11.9 / 10.7, 16 (3.6 MB) 5.8 / 5.6;
 # the TinyUNet's 64 images of 8x8, 16 -> 32 (0.6 MB) 0.95 / 1.2-1.4 and 32 -> 64 (1.2 MB)
-# 2.3 / 2.7.  Blocks of 2 MiB tied with 1 MiB, 4 MiB were 4-9% slower.
+# 2.3 / 2.7.  Blocks of 2 MiB tied with 1 MiB, 4 MiB were 4-9% slower.  On two threads the
+# blocks lost (128 images: 29.5-31.9 against 25.8-27.7 ms, wall clock, best of 15, two runs):
+# their copies and scatter run on one thread between block-sized GEMMs, where the whole
+# matrix's Numba gather and scatter use both, so they run only where Numba has one thread
+# (``_pool_threads``).
 STRIDED_BLOCK_MIN_BYTES = 4 << 20
 STRIDED_BLOCK_BYTES = 1 << 20
 
@@ -399,20 +404,28 @@ def _strided(g):
     return (g[7], g[8]) != (1, 1)
 
 
+def _pool_threads():
+    """Numba's thread count, or 1 without Numba (NumPy's copies use one thread)."""
+    if not numba_available():
+        return 1
+    import numba
+    return numba.get_num_threads()
+
+
 def uses_blocks(g, itemsize):
     """Whether a convolution of geometry g runs in image blocks (``patch_blocks``): a kernel
     larger than 1x1, from NHWC_MIN_CHANNELS input channels, whose channels-last patch matrix
     would reach BLOCK_MIN_BYTES (STRIDED_BLOCK_MIN_BYTES for a strided kernel), and either
     stride 1 with p <= d (k - 1) and FLIP_MIN_CHANNELS input channels, whose gradients
     ``conv2d_gradients`` computes from the patch rows of gy (no patch matrix of x is wanted
-    later), or a stride above 1, whose gradients run block by block too
-    (``_strided_gradients``)."""
+    later), or a stride above 1 with Numba on one thread, whose gradients run block by block
+    too (``_strided_gradients``)."""
     N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo = g
     patch_bytes = N * Ho * Wo * kh * kw * C * itemsize
     if kh * kw == 1 or C < NHWC_MIN_CHANNELS:
         return False
     if _strided(g):
-        return patch_bytes >= STRIDED_BLOCK_MIN_BYTES
+        return patch_bytes >= STRIDED_BLOCK_MIN_BYTES and _pool_threads() == 1
     return C >= FLIP_MIN_CHANNELS and ph <= dh * (kh - 1) and pw <= dw * (kw - 1) and \
         patch_bytes >= BLOCK_MIN_BYTES
 

@@ -28,6 +28,7 @@ def path(request, monkeypatch):
         monkeypatch.delenv("MINIGEN_KERNELS", raising=False)
         monkeypatch.setitem(_dispatch._state, "numba", False)
     monkeypatch.setattr(conv, "STRIDED_BLOCK_MIN_BYTES", 0)
+    monkeypatch.setattr(conv, "_pool_threads", lambda: 1)
     return request.param
 
 
@@ -103,8 +104,9 @@ def test_strided_blocks_agree_with_the_reference_on_nan_inf_and_empty(path, monk
         np.testing.assert_allclose(got, ref, rtol=1e-10, atol=1e-12, err_msg=name)
 
 
-def test_strided_blocks_run_from_strided_block_min_bytes(monkeypatch):
+def test_strided_blocks_run_from_strided_block_min_bytes_on_one_thread(monkeypatch):
     monkeypatch.delenv("MINIGEN_KERNELS", raising=False)
+    monkeypatch.setattr(conv, "_pool_threads", lambda: 1)
     x = np.zeros((4, 16, 9, 9), np.float32)
     patch_bytes = 4 * 5 * 5 * 16 * 9 * 4             # 3x3, stride 2, padding 1: 5x5 outputs
     cases = [((16, 16, 3, 3), 2, patch_bytes, True), ((16, 16, 3, 3), 2, patch_bytes + 1, False),
@@ -116,9 +118,17 @@ def test_strided_blocks_run_from_strided_block_min_bytes(monkeypatch):
                               return_patches=True)[1]
         assert (patches is None) == blocked, (w_shape, stride, block_min)
     monkeypatch.setattr(conv, "STRIDED_BLOCK_MIN_BYTES", 0)
+    w = np.zeros((16, 16, 3, 3), np.float32)
+    monkeypatch.setattr(conv, "_pool_threads", lambda: 2)     # two threads: the whole matrix
+    assert conv.conv2d(x, w, (2, 2), (1, 1), return_patches=True)[1] is not None
+    monkeypatch.setattr(conv, "_pool_threads", lambda: 1)
     monkeypatch.setattr(conv, "NHWC_MIN_CHANNELS", 17)     # fewer channels: per-image patches
-    assert conv.conv2d(x, np.zeros((16, 16, 3, 3), np.float32), (2, 2), (1, 1),
-                       return_patches=True)[1] is not None
+    assert conv.conv2d(x, w, (2, 2), (1, 1), return_patches=True)[1] is not None
+
+
+def test_pool_threads_is_numbas_thread_count():
+    numba = pytest.importorskip("numba")
+    assert conv._pool_threads() == numba.get_num_threads()
 
 
 def test_the_textbook_route_stays_textbook(monkeypatch):
