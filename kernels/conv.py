@@ -282,8 +282,8 @@ def _numba_nhwc_col2im(rows, gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
     ``rows`` scatter-added back onto the pixels of gx (N, C, H, W) it was read from; one
     image per prange iteration, so no two iterations share a pixel.  32 -> 64 channels, 3x3,
     stride 2, 128x28x28, one core, CPU clock, against a strided add per number straight into
-    gx: 5.1-5.5 against 6.5-7.0 ms for the whole 29 MB of rows after 64 MB of other traffic,
-    2.3-2.7 against 3.6-4.1 ms (per 128 images) for blocks of 4 images in cache."""
+    gx: medians 5.1 and 5.5 against 6.7 ms for the whole 29 MB of rows after 64 MB of other
+    traffic, 2.3-2.7 against 3.6-4.1 ms (per 128 images) for blocks of 4 images in cache."""
     for n in prange(gx.shape[0]):
         _nhwc_col2im_image(rows, gx, n, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
 
