@@ -51,6 +51,11 @@ by the GEMM at once and by the weight gradient one backward pass later.  ``conv2
 computes both gradients of such a convolution from one blocked pass over the patch rows of gy
 (the input gradient's flipped-kernel convolution), the weight gradient included, so x's
 patches are never built for the backward.
+A strided kernel runs in blocks too, where Numba runs on one thread, once its patch matrix
+would reach ``STRIDED_BLOCK_MIN_BYTES`` (29 MB for the conv net's 128x32x28x28 -> 64 at stride 2):
+the forward as above, and ``_strided_gradients`` computes both gradients a block at a time,
+gw += G_b^T @ rows_b from x's patch rows rebuilt per block, and gx_b from the patch-gradient
+rows R_b = G_b @ W2' scattered back onto the block's images while they are in cache.
 All routes compute the same sums in a different order: they agree to rounding.
 
 Channels-last between layers (PyTorch's ``channels_last`` memory format): x, y and gy keep
@@ -64,7 +69,8 @@ patch matrix is x itself.  The channel-major routes return C-contiguous NCHW arr
 import numpy as np
 
 from ._dispatch import (_is_cupy, _xp, check_float, choose, launch, lazy_cuda_jit,
-                        lazy_njit, prange, register, requested_path)
+                        lazy_njit, numba_available, prange, register, requested_path,
+                        serial_twin)
 
 cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
 CUDA_THREADS = 256     # 8 warps per block for the gathers; untuned: chosen by warp count;
@@ -100,6 +106,21 @@ KEEP_CHANNELS_LAST = True
 # tied.
 BLOCK_MIN_BYTES = 1 << 20
 BLOCK_BYTES = 1 << 19
+# A strided kernel (a stride above 1 on either axis, from NHWC_MIN_CHANNELS input channels)
+# runs in blocks from STRIDED_BLOCK_MIN_BYTES of patches, STRIDED_BLOCK_BYTES per block: its
+# gradients cannot share gy's patch rows, so each block rebuilds x's patch rows for the weight
+# gradient and scatters its patch gradient rows back onto its images for the input gradient.
+# 3x3, stride 2, 32 -> 64 channels at 28x28, forward + both gradients, whole matrix / blocks of
+# 1 MiB, ms, one core, CPU clock, after 64 MB of other traffic (benchmarks/conv_strided.py):
+# 128 images (29 MB of patches) 48.4 / 41.6, 32 (7.2 MB) 11.9 / 10.7, 16 (3.6 MB) 5.8 / 5.6;
+# the TinyUNet's 64 images of 8x8, 16 -> 32 (0.6 MB) 0.95 / 1.2-1.4 and 32 -> 64 (1.2 MB)
+# 2.3 / 2.7.  Blocks of 2 MiB tied with 1 MiB, 4 MiB were 4-9% slower.  On two threads the
+# blocks lost (128 images: 29.5-31.9 against 25.8-27.7 ms, wall clock, best of 15, two runs):
+# their copies and scatter run on one thread between block-sized GEMMs, where the whole
+# matrix's Numba gather and scatter use both, so they run only where Numba has one thread
+# (``_pool_threads``).
+STRIDED_BLOCK_MIN_BYTES = 4 << 20
+STRIDED_BLOCK_BYTES = 1 << 20
 
 
 def _pair(value, name, where, minimum):
@@ -225,26 +246,51 @@ def _numba_nhwc_im2col(x, cols, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
                             row[k + c] = 0.0
 
 
+@lazy_njit(cache=True)
+def _nhwc_col2im_image(rows, gx, n, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
+    """Image n of ``_numba_nhwc_col2im``: the sums go to a zero-padded channels-last image
+    first, in runs of C numbers (kw*C when a row's taps are adjacent, dw = 1), which LLVM
+    vectorises, and the padding is cropped off in one transposing copy to gx[n] (C, H, W).
+    Views indexed by a ``range`` variable keep negative-index checks out of the inner loops,
+    which would stop the vectoriser; and this body is its own function, not the prange body,
+    which measured 1.4x slower (4.0 against 2.9 ms, 128 images, one thread)."""
+    C, H, W = gx.shape[1:]
+    Wp = W + 2 * pw
+    run = kw * C if dw == 1 else C
+    taps = 1 if dw == 1 else kw
+    acc = np.zeros((H + 2 * ph) * Wp * C, gx.dtype)
+    for ho in range(Ho):
+        for wo in range(Wo):
+            row = rows[(n * Ho + ho) * Wo + wo]
+            for i in range(kh):
+                for j in range(taps):
+                    start = ((ho * sh + i * dh) * Wp + wo * sw + j * dw) * C
+                    into = acc[start:start + run]
+                    add = row[(i * kw + j) * C:(i * kw + j) * C + run]
+                    for t in range(run):
+                        into[t] += add[t]
+    for h in range(H):
+        line = acc[(h + ph) * Wp * C:(h + ph + 1) * Wp * C]
+        for c in range(C):
+            out = gx[n, c, h]
+            for w in range(W):
+                out[w] = line[(w + pw) * C + c]
+
+
 @lazy_njit(parallel=True, cache=True)
 def _numba_nhwc_col2im(rows, gx, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo):
     """The adjoint of ``_numba_nhwc_im2col``: each channels-last patch row (n, ho, wo) of
     ``rows`` scatter-added back onto the pixels of gx (N, C, H, W) it was read from; one
-    image per prange iteration, so no two iterations share a pixel."""
-    N, C, H, W = gx.shape
-    for n in prange(N):
-        gx[n] = 0.0
-        for ho in range(Ho):
-            for wo in range(Wo):
-                row = rows[(n * Ho + ho) * Wo + wo]
-                for i in range(kh):
-                    h = ho * sh - ph + i * dh
-                    if 0 <= h < H:
-                        for j in range(kw):
-                            w = wo * sw - pw + j * dw
-                            if 0 <= w < W:
-                                k = (i * kw + j) * C
-                                for c in range(C):
-                                    gx[n, c, h, w] += row[k + c]
+    image per prange iteration, so no two iterations share a pixel.  32 -> 64 channels, 3x3,
+    stride 2, 128x28x28, one core, CPU clock, against a strided add per number straight into
+    gx: medians 5.1 and 5.5 against 6.7 ms for the whole 29 MB of rows after 64 MB of other
+    traffic, 2.3-2.7 against 3.6-4.1 ms (per 128 images) for blocks of 4 images in cache."""
+    for n in prange(gx.shape[0]):
+        _nhwc_col2im_image(rows, gx, n, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo)
+
+
+# one block of images is too little work to pay for a parallel launch (~0.08 ms of CPU time)
+_numba_nhwc_col2im_serial = serial_twin(_numba_nhwc_col2im)
 
 
 def numba_col2im(cols, g):
@@ -355,26 +401,49 @@ def _nhwc_windows(xpad, g):
         (sN, sh * sH, sw * sW, dh * sH, dw * sW, sC))
 
 
+def _strided(g):
+    return (g[7], g[8]) != (1, 1)
+
+
+def _pool_threads():
+    """Numba's thread count, or 1 without Numba (NumPy's copies use one thread)."""
+    if not numba_available():
+        return 1
+    import numba
+    return numba.get_num_threads()
+
+
 def uses_blocks(g, itemsize):
     """Whether a convolution of geometry g runs in image blocks (``patch_blocks``): a kernel
-    larger than 1x1 whose gradients ``conv2d_gradients`` computes from the patch rows of gy
-    (stride 1, p <= d (k - 1), from FLIP_MIN_CHANNELS input channels), so that no patch
-    matrix of x is wanted later, and a patch matrix of at least BLOCK_MIN_BYTES."""
-    N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw = g[:13]
-    return (sh, sw) == (1, 1) and kh * kw > 1 and C >= FLIP_MIN_CHANNELS and \
-        ph <= dh * (kh - 1) and pw <= dw * (kw - 1) and \
-        N * g[13] * g[14] * kh * kw * C * itemsize >= BLOCK_MIN_BYTES
+    larger than 1x1, from NHWC_MIN_CHANNELS input channels, whose channels-last patch matrix
+    would reach BLOCK_MIN_BYTES (STRIDED_BLOCK_MIN_BYTES for a strided kernel), and either
+    stride 1 with p <= d (k - 1) and FLIP_MIN_CHANNELS input channels, whose gradients
+    ``conv2d_gradients`` computes from the patch rows of gy (no patch matrix of x is wanted
+    later), or a stride above 1 with Numba on one thread, whose gradients run block by block
+    too (``_strided_gradients``)."""
+    N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo = g
+    patch_bytes = N * Ho * Wo * kh * kw * C * itemsize
+    if kh * kw == 1 or C < NHWC_MIN_CHANNELS:
+        return False
+    if _strided(g):
+        return patch_bytes >= STRIDED_BLOCK_MIN_BYTES and _pool_threads() == 1
+    return C >= FLIP_MIN_CHANNELS and ph <= dh * (kh - 1) and pw <= dw * (kw - 1) and \
+        patch_bytes >= BLOCK_MIN_BYTES
 
 
 def _images_per_block(g, itemsize):
-    return max(1, min(g[0], BLOCK_BYTES // max(1, g[13] * g[14] * g[5] * g[6] * g[1] * itemsize)))
+    block_bytes = STRIDED_BLOCK_BYTES if _strided(g) else BLOCK_BYTES
+    return max(1, min(g[0], block_bytes // max(1, g[13] * g[14] * g[5] * g[6] * g[1] * itemsize)))
 
 
 def patch_blocks(x, g):
     """Yield (start, stop, rows): the channels-last patch rows (as ``nhwc_im2col``) of images
     start..stop-1, built in two scratch buffers reused for every block (a zero-padded NHWC copy
-    of the images, then the window copy), each block's patches about BLOCK_BYTES, so that the
-    copies and the GEMM that reads them stay in the L2 cache."""
+    of the images, then the window copy), each block's patches about BLOCK_BYTES
+    (STRIDED_BLOCK_BYTES), so that the copies and the GEMM that reads them stay in the L2
+    cache.  Both copies stay NumPy's at every stride: in cache they beat the Numba gather that
+    ``nhwc_im2col`` uses for a whole strided patch matrix (4 images of 32x28x28, 3x3, stride
+    2, per 128 images: 0.86 + 0.80 ms against 3.3 ms, one core, CPU clock)."""
     N, C, H, W, O, kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo = g
     K = kh * kw * C
     per_block = _images_per_block(g, x.dtype.itemsize)
@@ -423,6 +492,67 @@ def blocked_weight_grad(x, gy, g):
     for start, stop, rows in patch_blocks(x, g):
         gw += np.matmul(G[start * P:stop * P].T, rows, out=part)
     return np.ascontiguousarray(gw.reshape(O, kh, kw, C).transpose(0, 3, 1, 2), dtype=x.dtype)
+
+
+def _strided_gradients(x, gy, w, g, path, x_shape=None):
+    """(gx, gw) of a strided convolution in image blocks, each block's arrays in cache:
+    G_b, the channels-last rows (m Ho Wo, O) of gy's block (a view when gy is NHWC memory,
+    else a transposing copy into a scratch buffer); gw = sum_b G_b^T @ rows_b with x's patch
+    rows rebuilt block by block (``patch_blocks``); gx_b = the adjoint of the patch gather
+    applied to R_b = G_b @ W2' (``_scatter_rows``).  With x None (``x_shape`` given) only gx
+    is computed, and gw is None."""
+    N, C, H, W, O, kh, kw = g[:7]
+    Ho, Wo = g[13], g[14]
+    P, K = Ho * Wo, kh * kw * C
+    per_block = _images_per_block(g, gy.dtype.itemsize)
+    W2 = _weights_last(w)
+    nhwc = gy.transpose(0, 2, 3, 1).flags.c_contiguous
+    G = to_rows(gy) if nhwc else np.empty((per_block * P, O), gy.dtype)
+    R = np.empty((per_block * P, K), np.result_type(gy, w))
+    gx = np.empty(tuple(x_shape) if x is None else x.shape, R.dtype)
+    scratch = None if path == "numba" else \
+        np.empty((per_block, H + 2 * g[9], W + 2 * g[10], C), R.dtype)
+    if x is None:
+        blocks = ((s, min(N, s + per_block), None) for s in range(0, N, per_block))
+        gw = None
+    else:
+        blocks = patch_blocks(x, g)
+        gw = np.zeros((O, K), np.result_type(x, gy))
+        part = np.empty_like(gw)
+    for start, stop, rows in blocks:
+        m = stop - start
+        if nhwc:
+            G_b = G[start * P:stop * P]
+        else:
+            G_b = G[:m * P]
+            np.copyto(G_b.reshape(m, Ho, Wo, O), gy[start:stop].transpose(0, 2, 3, 1))
+        if gw is not None:
+            gw += np.matmul(G_b.T, rows, out=part)
+        R_b = np.matmul(G_b, W2, out=R[:m * P])
+        _scatter_rows(R_b, gx[start:stop], g, path, scratch)
+    if gw is not None:
+        gw = np.ascontiguousarray(gw.reshape(O, kh, kw, C).transpose(0, 3, 1, 2), dtype=x.dtype)
+    return gx, gw
+
+
+def _scatter_rows(rows, gx, g, path, scratch):
+    """gx (m, C, H, W) = the adjoint of the channels-last patch gather applied to ``rows``
+    (m Ho Wo, kh kw C): each entry added back onto the pixel it was read from, padding
+    dropped.  'numba': ``_numba_nhwc_col2im``; else kh*kw strided slice adds into ``scratch``
+    (a zero-padded NHWC block, C-runs contiguous), then one transposing copy into gx."""
+    if path == "numba":
+        launch(path, _numba_nhwc_col2im_serial, None, rows.size, None, rows, gx, *g[5:])
+        return
+    m, C, H, W = gx.shape
+    kh, kw, sh, sw, ph, pw, dh, dw, Ho, Wo = g[5:]
+    gpad = scratch[:m]
+    gpad[...] = 0
+    taps = rows.reshape(m, Ho, Wo, kh, kw, C)
+    for i in range(kh):
+        for j in range(kw):
+            gpad[:, i * dh:i * dh + sh * (Ho - 1) + 1:sh,
+                 j * dw:j * dw + sw * (Wo - 1) + 1:sw] += taps[:, :, :, i, j]
+    gx[...] = gpad[:, ph:ph + H, pw:pw + W].transpose(0, 3, 1, 2)
 
 
 def batched_im2col(x, g):
@@ -535,6 +665,9 @@ def conv2d_input_grad(gy, w, x_shape, stride=(1, 1), padding=(0, 0), dilation=(1
     path = choose(where, gy, N * g[1] * kh * kw * Ho * Wo, impl)
     if _flip_applies(path, impl, gy, w, g):
         return conv2d(gy, _flipped(w), *_flip_geometry(g), impl=impl)
+    if _fast_layouts(path, impl, gy) and g[1] >= NHWC_MIN_CHANNELS and _strided(g) and \
+            uses_blocks(g, gy.dtype.itemsize):
+        return _strided_gradients(None, gy, w, g, path, x_shape)[0]
     if path == "numba" and _fast_layouts(path, impl, gy) and g[1] >= NHWC_MIN_CHANNELS:
         # channels-last patch rows of the gradient, scattered back by the adjoint gather
         rows = to_rows(gy) @ _weights_last(w)           # (N Ho Wo, kh kw C)
@@ -598,6 +731,9 @@ def conv2d_gradients(x, gy, w, stride=(1, 1), padding=(0, 0), dilation=(1, 1), i
             np.isfinite(x).all() and np.isfinite(gy).all():
         return _blocked_gradients(x, gy, w, _geometry(where, gy.shape, (C, O, kh, kw),
                                                       *_flip_geometry(g)))
+    if _fast_layouts(path, impl, gy) and C >= NHWC_MIN_CHANNELS and _strided(g) and \
+            x.dtype == gy.dtype == w.dtype and uses_blocks(g, x.dtype.itemsize):
+        return _strided_gradients(x, gy, w, g, path)
     gy = backward_rows(x, gy, w.shape, impl)
     return (conv2d_input_grad(gy, w, x.shape, stride, padding, dilation, impl),
             conv2d_weight_grad(x, gy, w.shape, stride, padding, dilation, impl, patches=patches))

@@ -25,19 +25,23 @@ def layouts(name, block_bytes=1):
     """Force the default route's layout choice: 'channels-first' (per-image channel-major
     patches and col2im everywhere), 'channels-last' (NHWC patches and the flipped-kernel input
     gradient wherever they apply, whatever the channel counts) or 'blocks' (channels-last, with
-    every stride-1 kernel larger than 1x1 in image blocks of ``block_bytes`` of patches: one
-    image per block by default)."""
-    names = ("NHWC_MIN_CHANNELS", "FLIP_MIN_CHANNELS", "BLOCK_MIN_BYTES", "BLOCK_BYTES")
+    every kernel larger than 1x1, strided or not, in image blocks of ``block_bytes`` of
+    patches: one image per block by default, strided ones as if Numba had one thread)."""
+    names = ("NHWC_MIN_CHANNELS", "FLIP_MIN_CHANNELS", "BLOCK_MIN_BYTES", "BLOCK_BYTES",
+             "STRIDED_BLOCK_MIN_BYTES", "STRIDED_BLOCK_BYTES")
     saved = [getattr(conv, n) for n in names]
     last = name in ("channels-last", "blocks")
     conv.NHWC_MIN_CHANNELS = conv.FLIP_MIN_CHANNELS = 1 if last else 10 ** 9
-    conv.BLOCK_MIN_BYTES = 0 if name == "blocks" else 2 ** 62
-    conv.BLOCK_BYTES = block_bytes
+    conv.BLOCK_MIN_BYTES = conv.STRIDED_BLOCK_MIN_BYTES = 0 if name == "blocks" else 2 ** 62
+    conv.BLOCK_BYTES = conv.STRIDED_BLOCK_BYTES = block_bytes
+    pool_threads = conv._pool_threads
+    conv._pool_threads = lambda: 1
     try:
         yield
     finally:
         for n, value in zip(names, saved):
             setattr(conv, n, value)
+        conv._pool_threads = pool_threads
 
 
 def _sizes(g):
