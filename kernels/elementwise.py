@@ -52,8 +52,9 @@ import types
 import numpy as np
 
 from . import _math
-from ._dispatch import (FASTMATH, _xp, check_float, choose, launch, lazy_built, lazy_cuda_jit,
-                        lazy_njit, materialize, prange, register)
+from ._dispatch import (FASTMATH, _xp, channels_last, channels_to_last, channels_to_second,
+                        check_float, choose, launch, lazy_built, lazy_cuda_jit, lazy_njit,
+                        materialize, prange, register)
 
 cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
 KINDS = ("relu", "silu", "gelu", "gelu_tanh")
@@ -109,7 +110,7 @@ def _dtype(x, bias, gy=None):
 
 # ------------------------------------------------------------------ reference (NumPy/CuPy)
 def _preactivation(x, bias):
-    return x.copy() if bias is None else x + bias
+    return x if bias is None else x + bias         # read only: each formula makes new arrays
 
 
 def reference_bias_act(x, bias=None, kind="gelu"):
@@ -336,16 +337,25 @@ def _numba_bias_act(x, b, kind, out):
 @lazy_njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH,
            error_model="numpy")
 def _numba_bias_act_backward(x, gy, b, kind, out, partial):
-    """out = gy f'(x + b); partial[task] = the sum of out over the task's rows (float64)."""
+    """out = gy f'(x + b); partial[task] = the sum of out over the task's rows (float64),
+    unless partial has no rows (no bias: nothing to sum)."""
     R, C = x.shape
     tasks = partial.shape[0]
-    rows = (R + tasks - 1) // tasks
-    for task in prange(tasks):
-        acc = partial[task]
-        for c in range(C):
-            acc[c] = 0.0
-        for r in range(task * rows, min(R, task * rows + rows)):
-            _row_grad(x[r], gy[r], b, out[r], acc, kind)
+    if tasks == 0:
+        rows = max(1, BLOCK // C)
+        for task in prange((R + rows - 1) // rows):
+            for r in range(task * rows, min(R, task * rows + rows)):
+                xr, gr, o = x[r], gy[r], out[r]
+                for c in range(C):
+                    o[c] = act_grad_cpu(xr[c] + b[c], gr[c], kind)
+    else:
+        rows = (R + tasks - 1) // tasks
+        for task in prange(tasks):
+            acc = partial[task]
+            for c in range(C):
+                acc[c] = 0.0
+            for r in range(task * rows, min(R, task * rows + rows)):
+                _row_grad(x[r], gy[r], b, out[r], acc, kind)
 
 
 # ------------------------------------------------------------------ Numba CUDA
@@ -368,14 +378,36 @@ def _cuda_bias_act_backward(x, gy, b, kind, out):
 
 
 # ------------------------------------------------------------------ public API
-def _flat(x, dtype):
-    """x as a contiguous (rows, C) array of ``dtype``."""
-    return _xp(x).ascontiguousarray(x, dtype=dtype).reshape(math.prod(x.shape[:-1]), x.shape[-1])
+def _flat(x, dtype, row=None):
+    """x as a contiguous (rows, C) array of ``dtype``, C = x's last axis; with ``row`` (no
+    bias ties a row to that axis) the trailing axes merged until C reaches ``row`` entries
+    (the 28-entry rows of 28x28 images took 1.7x the time of 784-entry ones, relu forward,
+    one thread)."""
+    C = x.shape[-1]
+    if row is not None and x.size:
+        for n in reversed(x.shape[:-1]):
+            if C >= row:
+                break
+            C *= n
+    rows = x.size // C if C else math.prod(x.shape[:-1])
+    return _xp(x).ascontiguousarray(x, dtype=dtype).reshape(rows, C)
 
 
-def _bias_or_zeros(x, bias, dtype):
-    xp = _xp(x)
-    return xp.zeros(x.shape[-1], dtype) if bias is None else xp.ascontiguousarray(bias, dtype)
+ROW = 1024   # entries per row where no bias ties a row to x's last axis (``_flat``)
+
+
+def _in_memory_order(x, bias):
+    """(x as the kernel reads it, the axes that view a result of that shape back as x's):
+    without a bias the map goes element by element, so a channels-last x (a convolution's
+    output) runs as its C-contiguous (N, *, C) view, with no copy to NCHW and its result in
+    the same layout."""
+    if bias is None and channels_last(x):
+        return x.transpose(channels_to_last(x.ndim)), channels_to_second(x.ndim)
+    return x, None
+
+
+def _bias_or_zeros(xp, C, bias, dtype):
+    return xp.zeros(C, dtype) if bias is None else xp.ascontiguousarray(bias, dtype)
 
 
 def bias_act(x, bias=None, kind="gelu", impl=None):
@@ -386,12 +418,14 @@ def bias_act(x, bias=None, kind="gelu", impl=None):
     if path == "reference":
         return reference_bias_act(x, bias, kind)
     dtype = _dtype(x, bias)
+    x, back = _in_memory_order(x, bias)
     out = _xp(x).empty(x.shape, dtype)
     if x.size:
-        fx = _flat(x, dtype)
+        fx = _flat(x, dtype, None if bias is not None else ROW)
         launch(path, _numba_bias_act, _cuda_bias_act, x.size, CUDA_THREADS, fx,
-               _bias_or_zeros(x, bias, dtype), KINDS.index(kind), out.reshape(fx.shape))
-    return out
+               _bias_or_zeros(_xp(x), fx.shape[1], bias, dtype), KINDS.index(kind),
+               out.reshape(fx.shape))
+    return out if back is None else out.transpose(back)
 
 
 def bias_act_backward(x, gy, bias=None, kind="gelu", impl=None):
@@ -402,11 +436,16 @@ def bias_act_backward(x, gy, bias=None, kind="gelu", impl=None):
     if path == "reference":
         return reference_bias_act_backward(x, gy, bias, kind)
     xp, dtype = _xp(x), _dtype(x, bias, gy)
+    x, back = _in_memory_order(x, bias)
+    if back is not None:
+        gy = gy.transpose(channels_to_last(gy.ndim))     # copied below unless laid out as x
     out = xp.empty(x.shape, dtype)
-    fx, fg, fb = _flat(x, dtype), _flat(gy, dtype), _bias_or_zeros(x, bias, dtype)
-    fo = out.reshape(fx.shape)
+    row = None if bias is not None else ROW
+    fx, fg = _flat(x, dtype, row), _flat(gy, dtype, row)
+    fb, fo = _bias_or_zeros(xp, fx.shape[1], bias, dtype), out.reshape(fx.shape)
     if path == "numba":
-        partial = np.zeros((max(1, min(TASKS, fx.shape[0])), fx.shape[1]))
+        tasks = 0 if bias is None else max(1, min(TASKS, fx.shape[0]))
+        partial = np.zeros((tasks, fx.shape[1]))
         if x.size:
             launch(path, _numba_bias_act_backward, None, x.size, 0, fx, fg, fb,
                    KINDS.index(kind), fo, partial)
@@ -414,5 +453,5 @@ def bias_act_backward(x, gy, bias=None, kind="gelu", impl=None):
     else:
         launch(path, None, _cuda_bias_act_backward, x.size, CUDA_THREADS, fx, fg, fb,
                KINDS.index(kind), fo)
-        gb = fo.sum(axis=0)
-    return out, None if bias is None else gb
+        gb = fo.sum(axis=0) if bias is not None else None
+    return out if back is None else out.transpose(back), None if bias is None else gb

@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 from .. import _checks as C
-from ..autograd import Function, Tensor
+from ..autograd import Function, Tensor, as_tensor
 from ..backend import xp
 from ..kernels import elementwise as kelementwise
 from ._promote import floating
@@ -88,7 +88,17 @@ class LeakyRelu(Function):
 
 
 sigmoid, softplus = unary_op(Sigmoid), unary_op(Softplus)
-relu = unary_op(Relu, make_float=False)
+
+
+def relu(a):
+    """max(a, 0).  A float32/float64 tensor runs as ``BiasAct`` of kind 'relu': a kernel pass
+    each way (Numba from ``kernels.elementwise.THRESHOLDS`` on), the backward g (a > 0) in one
+    pass where ``Relu``'s makes the mask, then multiplies; other dtypes (ints stay ints) run
+    as ``Relu``."""
+    a = as_tensor(a)
+    if a.dtype in (np.float32, np.float64) and a.ndim:
+        return BiasAct.apply(a, kind="relu")
+    return Relu.apply(a)
 
 
 def leaky_relu(a, negative_slope=0.01):

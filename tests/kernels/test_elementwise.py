@@ -9,11 +9,13 @@ from hypothesis import strategies as st
 import minigen as mg
 from minigen import functional as F
 from minigen.kernels import elementwise as ew
+from minigen.kernels._dispatch import channels_last, to_channels_last
+from minigen.ops.activations import Relu
 
 from tests.helpers import run_simulator_cases, sim
 
 EPS = {np.float32: float(np.finfo(np.float32).eps), np.float64: float(np.finfo(np.float64).eps)}
-ENGINE = {"relu": F.relu, "silu": F.silu, "gelu": F.gelu,
+ENGINE = {"relu": Relu.apply, "silu": F.silu, "gelu": F.gelu,
           "gelu_tanh": lambda a: F.gelu(a, approximate="tanh")}
 
 
@@ -55,6 +57,31 @@ def test_reference_equals_engine(kind, with_bias):
         np.testing.assert_allclose(ref_gb, gb.data, rtol=1e-13, atol=1e-14)
     else:
         assert ref_gb is None
+
+
+@pytest.mark.parametrize("impl", ["reference", "numba"])
+@pytest.mark.parametrize("kind", ew.KINDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_no_bias_runs_a_channels_last_x_in_its_own_layout(kind, impl, dtype):
+    """Without a bias the map is element by element: a channels-last x (a convolution's
+    output) gives y and gx in its layout (the reference: where NumPy keeps it, i.e. when gy
+    shares it), with the values of the NCHW computation, gy in either layout; NaN and inf
+    included."""
+    if impl == "numba":
+        pytest.importorskip("numba")
+    x, _, gy = inputs((3, 5, 4, 28), dtype, 7, True)
+    xl = to_channels_last(x)
+    with np.errstate(invalid="ignore"):
+        want = ew.bias_act(x, None, kind, impl="reference")
+        want_gx = ew.bias_act_backward(x, gy, None, kind, impl="reference")[0]
+        y = ew.bias_act(xl, None, kind, impl=impl)
+        assert channels_last(y)
+        assert_close(y, want, dtype, 16.0)
+        for g in (gy, to_channels_last(gy)):
+            gx, gb = ew.bias_act_backward(xl, g, None, kind, impl=impl)
+            assert gb is None
+            assert channels_last(gx) or (impl == "reference" and not channels_last(g))
+            assert_close(gx, want_gx, dtype, 16.0)
 
 
 @settings(max_examples=25)

@@ -253,3 +253,19 @@ def test_tiny_unet_gradients_do_not_depend_on_the_layout(monkeypatch):
     eps = float(np.finfo(np.float32).eps)
     for g_last, g in zip(last, grads()):
         np.testing.assert_allclose(g_last, g, rtol=1e-4, atol=512 * eps)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (64, 32, 16, 16)])   # below / above Numba's
+def test_relu_keeps_channels_last_and_its_gradient(shape):             # relu threshold
+    """relu of a channels-last activation is channels-last, its gradient too (gy in either
+    layout), with the NCHW values exactly: max(a, 0) and g (a > 0)."""
+    rng = np.random.default_rng(5)
+    x = filled(rng, shape, np.nan).astype(np.float32)
+    g = rng.standard_normal(shape).astype(np.float32)
+    for gy in (g, nhwc(g)):
+        t = mg.Tensor(nhwc(x), requires_grad=True)        # no copy: the layout as given
+        y = F.relu(t)
+        (gx,) = mg.grad(y, [t], grad_outputs=mg.tensor(gy))
+        assert is_nhwc(y.data) and is_nhwc(gx.data) or shape[0] == 2
+        np.testing.assert_array_equal(y.numpy(), np.maximum(x, 0))
+        np.testing.assert_array_equal(gx.numpy(), g * (x > 0))

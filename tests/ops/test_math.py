@@ -326,7 +326,19 @@ def test_linear_gradient_of_a_constant_input_is_not_computed_and_errors():
 
 
 def test_relu_gradient_is_differentiable_in_the_upstream_gradient():
-    """relu's backward is Masked(g): its own derivative with respect to g is the mask again."""
+    """relu's backward is g (a > 0), linear in g: its own derivative with respect to g is the
+    mask again (and 0 with respect to a)."""
     x = np.linspace(-2, 2, 8)               # no entry at the kinks 0 and +-1
     gradgradcheck(lambda t: F.relu(t) * t, [x])
     gradgradcheck(lambda t: F.relu(t * t - 1) * t, [x])
+
+
+def test_relu_keeps_integers_and_runs_floats_fused():
+    """An int tensor stays int (no float promotion); a float one runs as the fused kernel's
+    one-pass Function, with the primitive's values."""
+    i = F.relu(mg.tensor(np.array([-2, 0, 3])))
+    assert i.dtype == np.int64 and i.numpy().tolist() == [0, 0, 3]
+    x = np.array([-1.5, 0.0, 2.0, np.nan, -np.inf, np.inf], np.float32)
+    y = F.relu(mg.tensor(x, requires_grad=True))
+    assert type(y._ctx).__name__ == "BiasAct" and y.dtype == np.float32
+    np.testing.assert_array_equal(y.detach().numpy(), np.maximum(x, 0))
