@@ -16,6 +16,7 @@ from its second thread).  ``benchmarks/distributed.py --bound`` measures s and g
 parallel step itself; this script says which of t0 and c keeps s below 2.
 """
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -32,25 +33,32 @@ def worker(lib, channels, batches):
     sys.path.insert(0, os.path.dirname(HERE))
     import models_speed
     models_speed.CHANNELS = channels
+    kept = contextlib.nullcontext()
     if lib == "torch":
         import torch
         torch.set_num_threads(1)
     else:
         from minigen._alloc import keep_freed_memory
-        keep_freed_memory().__enter__()       # as train() runs each step
+        kept = keep_freed_memory()            # as train() runs each step
     out = {}
-    for b in batches:
-        models_speed.BATCH = b
-        step = models_speed.torch_step() if lib == "torch" else models_speed.minigen_step(channels)
-        for _ in range(5):
-            step()
-        times = []
-        for _ in range(20):
-            start = time.process_time()
-            step()
-            times.append(time.process_time() - start)
-        out[b] = float(np.median(times)) * 1e3
+    with kept:
+        for b in batches:
+            out[b] = _median_step(lib, channels, b, models_speed)
     print(json.dumps(out))
+
+
+def _median_step(lib, channels, b, models_speed):
+    """Median CPU ms of 20 steps after 5, at batch b."""
+    models_speed.BATCH = b
+    step = models_speed.torch_step() if lib == "torch" else models_speed.minigen_step(channels)
+    for _ in range(5):
+        step()
+    times = []
+    for _ in range(20):
+        start = time.process_time()
+        step()
+        times.append(time.process_time() - start)
+    return float(np.median(times)) * 1e3
 
 
 def main():
