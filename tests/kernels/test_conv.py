@@ -129,6 +129,24 @@ ROUTES = [("reference", None), ("numba", "channels-first"), ("numba", "channels-
           (None, "channels-last"), (None, "blocks")]
 
 
+def conv_calls(x, w, gy, geo):
+    """Every public convolution kernel on x, w and gy of geometry ``geo``, and on an empty
+    batch, as {name: impl -> array}."""
+    def gradients(x, gy, impl):
+        return np.concatenate([a.ravel() for a in conv.conv2d_gradients(x, gy, w, *geo,
+                                                                         impl=impl)])
+    return {"conv2d": lambda impl: conv.conv2d(x, w, *geo, impl=impl),
+            "input_grad": lambda impl: conv.conv2d_input_grad(gy, w, x.shape, *geo, impl=impl),
+            "weight_grad": lambda impl: conv.conv2d_weight_grad(x, gy, w.shape, *geo, impl=impl),
+            "gradients": lambda impl: gradients(x, gy, impl),
+            "empty": lambda impl: conv.conv2d(x[:0], w, *geo, impl=impl),
+            "empty_input_grad": lambda impl: conv.conv2d_input_grad(gy[:0], w, x[:0].shape,
+                                                                    *geo, impl=impl),
+            "empty_weight_grad": lambda impl: conv.conv2d_weight_grad(x[:0], gy[:0], w.shape,
+                                                                      *geo, impl=impl),
+            "empty_gradients": lambda impl: gradients(x[:0], gy[:0], impl)}
+
+
 @pytest.mark.parametrize("layout", ["channels-first", "channels-last", "blocks"])
 @pytest.mark.parametrize("stride", [(1, 1), (2, 1)])
 def test_layouts_agree_with_the_reference_on_nan_inf_and_empty(layout, stride):
@@ -138,15 +156,7 @@ def test_layouts_agree_with_the_reference_on_nan_inf_and_empty(layout, stride):
     geo = (stride, (1, 1), (1, 1))
     gy = rng.normal(size=conv.conv2d(x, w, *geo, impl="reference").shape)
     gy[0, 1, 1, 1], gy[1, 3, 2, 0] = np.inf, np.nan
-    calls = {"conv2d": lambda impl: conv.conv2d(x, w, *geo, impl=impl),
-             "input_grad": lambda impl: conv.conv2d_input_grad(gy, w, x.shape, *geo, impl=impl),
-             "weight_grad": lambda impl: conv.conv2d_weight_grad(x, gy, w.shape, *geo, impl=impl),
-             "gradients": lambda impl: np.concatenate([
-                 a.ravel() for a in conv.conv2d_gradients(x, gy, w, *geo, impl=impl)]),
-             "empty": lambda impl: conv.conv2d(x[:0], w, *geo, impl=impl),
-             "empty_grad": lambda impl: conv.conv2d_weight_grad(x[:0], gy[:0], w.shape, *geo,
-                                                                impl=impl)}
-    for name, call in calls.items():
+    for name, call in conv_calls(x, w, gy, geo).items():
         ref = call("reference")
         with layouts(layout), np.errstate(invalid="ignore"):
             got = call(None)

@@ -6,6 +6,8 @@ import pytest
 
 from minigen.kernels import _dispatch, conv
 
+from tests.kernels.test_conv import conv_calls
+
 TOL = {np.float64: dict(rtol=1e-10, atol=1e-12), np.float32: dict(rtol=1e-5, atol=1e-5)}
 # (x shape, w shape, stride, padding, dilation): odd sizes at stride 2, unequal strides (a
 # stride mixed up between the axes shows), padding 0 and 1, dilation on either axis
@@ -86,17 +88,7 @@ def test_strided_blocks_agree_with_the_reference_on_nan_inf_and_empty(path, monk
     _two_images_per_block(monkeypatch, conv._geometry("test", x.shape, w.shape, *geo), 8)
     gy = rng.normal(size=conv.conv2d(x, w, *geo, impl="reference").shape)
     gy[1, 1, 1, 1], gy[4, 3, 2, 0] = np.inf, np.nan
-    calls = {"conv2d": lambda impl: conv.conv2d(x, w, *geo, impl=impl),
-             "input_grad": lambda impl: conv.conv2d_input_grad(gy, w, x.shape, *geo, impl=impl),
-             "weight_grad": lambda impl: conv.conv2d_weight_grad(x, gy, w.shape, *geo, impl=impl),
-             "gradients": lambda impl: np.concatenate([
-                 a.ravel() for a in conv.conv2d_gradients(x, gy, w, *geo, impl=impl)]),
-             "empty": lambda impl: conv.conv2d(x[:0], w, *geo, impl=impl),
-             "empty_input_grad": lambda impl: conv.conv2d_input_grad(gy[:0], w, x[:0].shape,
-                                                                     *geo, impl=impl),
-             "empty_gradients": lambda impl: np.concatenate([
-                 a.ravel() for a in conv.conv2d_gradients(x[:0], gy[:0], w, *geo, impl=impl)])}
-    for name, call in calls.items():
+    for name, call in conv_calls(x, w, gy, geo).items():
         with np.errstate(invalid="ignore"):
             ref, got = call("reference"), call(None)
         assert got.shape == ref.shape and got.dtype == ref.dtype, name

@@ -157,6 +157,21 @@ def act_data(shape, groups, dtype, seed, nonfinite, shift_rows):
     return x, w, b, shift, gy
 
 
+def assert_act_grads_close(got_g, want_g, size, shape, dtype, shift_rows):
+    """(gx, gw, gb, gshift) against the reference's, each within ``assert_close``'s bound
+    scaled by the number of terms its sums add: per (sample, channel), per channel over the
+    batch, and for a one-row shift over the batch too."""
+    entries = max(1, size // max(1, shape[0] * shape[1]))       # per (sample, channel)
+    per_channel = entries * shape[0]
+    for g, v, scale in zip(got_g, want_g, (8.0, 8.0 * per_channel, 8.0 * per_channel,
+                                           8.0 * entries * (1 if shift_rows == "each"
+                                                            else shape[0]))):
+        if v is None:
+            assert g is None and shift_rows == "none"
+        else:
+            assert_close(g, v, dtype, scale)
+
+
 def check_act_paths(impl, shape, groups, dtype, act, shift_rows, nonfinite, seed, affine=True):
     """group_norm_act and its backward on ``impl`` against the reference: NaN positions,
     non-finite values and finite values within ``assert_close``'s bound."""
@@ -170,15 +185,7 @@ def check_act_paths(impl, shape, groups, dtype, act, shift_rows, nonfinite, seed
         args = (groups, w, b, shift, act)
         want_g = norm.group_norm_act_backward(x, gy, *want[1:], *args, impl="reference")
         got_g = norm.group_norm_act_backward(x, gy, *want[1:], *args, impl=impl)
-    entries = max(1, x.size // max(1, shape[0] * shape[1]))       # per (sample, channel)
-    per_channel = entries * shape[0]
-    for g, v, scale in zip(got_g, want_g, (8.0, 8.0 * per_channel, 8.0 * per_channel,
-                                           8.0 * entries * (1 if shift_rows == "each"
-                                                            else shape[0]))):
-        if v is None:
-            assert g is None and shift_rows == "none"
-        else:
-            assert_close(g, v, dtype, scale)
+    assert_act_grads_close(got_g, want_g, x.size, shape, dtype, shift_rows)
 
 
 @settings(max_examples=40)
@@ -276,15 +283,7 @@ def check_channels_last(impl, shape, groups, dtype, act, shift_rows, nonfinite, 
         assert y.shape == x.shape and (norm.channels_last(y) or x.size == 0)
     for g, v in zip(got, want):
         assert_close(g, v, dtype, 8.0)
-    entries = max(1, x.size // max(1, shape[0] * shape[1]))
-    per_channel = entries * shape[0]
-    for g, v, scale in zip(got_g, want_g, (8.0, 8.0 * per_channel, 8.0 * per_channel,
-                                           8.0 * entries * (1 if shift_rows == "each"
-                                                            else shape[0]))):
-        if v is None:
-            assert g is None and shift_rows == "none"
-        else:
-            assert_close(g, v, dtype, scale)
+    assert_act_grads_close(got_g, want_g, x.size, shape, dtype, shift_rows)
 
 
 @settings(max_examples=40)
