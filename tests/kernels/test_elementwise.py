@@ -140,13 +140,14 @@ def test_cuda_under_simulator():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_sim_bias_act(dtype):
-    for seed, shape in enumerate([(0, 3), (2, 5), (3, 2, 4)]):
+    for seed, shape in enumerate([(0, 3), (2, 5), (3, 2, 4), (2, 3, 2, 4)]):
         x, b, gy = inputs(shape, dtype, seed, nonfinite=True)
         for kind in ew.KINDS:
-            for bias in (b, None):
-                assert_close(ew.bias_act(x, bias, kind, impl="cuda"),
+            for bias, xl, gl in ((b, x, gy), (None, x, gy),
+                                 (None, to_channels_last(x), to_channels_last(gy))):
+                assert_close(ew.bias_act(xl, bias, kind, impl="cuda"),
                              ew.bias_act(x, bias, kind, impl="reference"), dtype, 16.0)
-                gx, gb = ew.bias_act_backward(x, gy, bias, kind, impl="cuda")
+                gx, gb = ew.bias_act_backward(xl, gl, bias, kind, impl="cuda")
                 want_gx, want_gb = ew.bias_act_backward(x, gy, bias, kind, impl="reference")
                 assert_close(gx, want_gx, dtype, 16.0)
                 if bias is not None:
