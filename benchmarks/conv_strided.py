@@ -58,8 +58,8 @@ def main(argv=None):
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     block_kib = [int(v) for v in args.block_kib.split(",")]
     traffic = np.ones(8 << 20)
-    saved = conv.STRIDED_BLOCK_MIN_BYTES, conv.STRIDED_BLOCK_BYTES, conv._pool_threads
-    conv._pool_threads = lambda: 1
+    saved = conv.STRIDED_BLOCK_MIN_BYTES, conv.STRIDED_BLOCK_BYTES, conv.numba_threads
+    conv.numba_threads = lambda: 1
     rng = np.random.default_rng(0)
     print("| N, C, HxW -> O | route | images per block | forward | both gradients | sum |")
     print("|---|---|---:|---:|---:|---:|")
@@ -88,7 +88,7 @@ def main(argv=None):
                     cells.append(f"{np.median(column):.2f} [{column.min():.2f}-{column.max():.2f}]")
                 print(f"| {N}, {C}, {H}x{H} -> {O} | {name} | {per_block} | {' | '.join(cells)} |")
     finally:
-        conv.STRIDED_BLOCK_MIN_BYTES, conv.STRIDED_BLOCK_BYTES, conv._pool_threads = saved
+        conv.STRIDED_BLOCK_MIN_BYTES, conv.STRIDED_BLOCK_BYTES, conv.numba_threads = saved
 
 
 if __name__ == "__main__":

@@ -160,6 +160,18 @@ def numba_available():
     return _state["numba"]
 
 
+def numba_threads():
+    """Numba's thread count, 1 without Numba.  Asking Numba starts its threads, which fixes
+    the threading layer for the process, so the layer is chosen first (``_prefer_workqueue``)
+    as for a kernel's first build."""
+    if not numba_available():
+        return 1
+    import numba
+    with _BUILD_LOCK:
+        _prefer_workqueue(numba)
+    return numba.get_num_threads()
+
+
 def cuda_available():
     """True when numba-cuda can launch kernels (a GPU, or the simulator)."""
     if "cuda" not in _state:

@@ -69,8 +69,8 @@ patch matrix is x itself.  The channel-major routes return C-contiguous NCHW arr
 import numpy as np
 
 from ._dispatch import (_is_cupy, _xp, check_float, choose, launch, lazy_cuda_jit,
-                        lazy_njit, numba_available, prange, register, requested_path,
-                        serial_twin)
+                        lazy_njit, numba_threads, prange, register,
+                        requested_path, serial_twin)
 
 cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
 CUDA_THREADS = 256     # 8 warps per block for the gathers; untuned: chosen by warp count;
@@ -118,7 +118,7 @@ BLOCK_BYTES = 1 << 19
 # blocks lost (128 images: 29.5-31.9 against 25.8-27.7 ms, wall clock, best of 15, two runs):
 # their copies and scatter run on one thread between block-sized GEMMs, where the whole
 # matrix's Numba gather and scatter use both, so they run only where Numba has one thread
-# (``_pool_threads``).
+# (``numba_threads``).
 STRIDED_BLOCK_MIN_BYTES = 4 << 20
 STRIDED_BLOCK_BYTES = 1 << 20
 
@@ -405,14 +405,6 @@ def _strided(g):
     return (g[7], g[8]) != (1, 1)
 
 
-def _pool_threads():
-    """Numba's thread count, or 1 without Numba (NumPy's copies use one thread)."""
-    if not numba_available():
-        return 1
-    import numba
-    return numba.get_num_threads()
-
-
 def uses_blocks(g, itemsize):
     """Whether a convolution of geometry g runs in image blocks (``patch_blocks``): a kernel
     larger than 1x1, from NHWC_MIN_CHANNELS input channels, whose channels-last patch matrix
@@ -426,7 +418,7 @@ def uses_blocks(g, itemsize):
     if kh * kw == 1 or C < NHWC_MIN_CHANNELS:
         return False
     if _strided(g):
-        return patch_bytes >= STRIDED_BLOCK_MIN_BYTES and _pool_threads() == 1
+        return patch_bytes >= STRIDED_BLOCK_MIN_BYTES and numba_threads() == 1
     return C >= FLIP_MIN_CHANNELS and ph <= dh * (kh - 1) and pw <= dw * (kw - 1) and \
         patch_bytes >= BLOCK_MIN_BYTES
 

@@ -34,14 +34,14 @@ def layouts(name, block_bytes=1):
     conv.NHWC_MIN_CHANNELS = conv.FLIP_MIN_CHANNELS = 1 if last else 10 ** 9
     conv.BLOCK_MIN_BYTES = conv.STRIDED_BLOCK_MIN_BYTES = 0 if name == "blocks" else 2 ** 62
     conv.BLOCK_BYTES = conv.STRIDED_BLOCK_BYTES = block_bytes
-    pool_threads = conv._pool_threads
-    conv._pool_threads = lambda: 1
+    pool_threads = conv.numba_threads
+    conv.numba_threads = lambda: 1
     try:
         yield
     finally:
         for n, value in zip(names, saved):
             setattr(conv, n, value)
-        conv._pool_threads = pool_threads
+        conv.numba_threads = pool_threads
 
 
 def _sizes(g):

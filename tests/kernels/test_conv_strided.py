@@ -1,6 +1,10 @@
 """kernels.conv: strided convolutions in image blocks (patch rows rebuilt per block for the
 weight gradient, patch-gradient rows scattered back per block for the input gradient) against
 the textbook route, on the Numba path and on NumPy alone."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -30,7 +34,7 @@ def path(request, monkeypatch):
         monkeypatch.delenv("MINIGEN_KERNELS", raising=False)
         monkeypatch.setitem(_dispatch._state, "numba", False)
     monkeypatch.setattr(conv, "STRIDED_BLOCK_MIN_BYTES", 0)
-    monkeypatch.setattr(conv, "_pool_threads", lambda: 1)
+    monkeypatch.setattr(conv, "numba_threads", lambda: 1)
     return request.param
 
 
@@ -98,7 +102,7 @@ def test_strided_blocks_agree_with_the_reference_on_nan_inf_and_empty(path, monk
 
 def test_strided_blocks_run_from_strided_block_min_bytes_on_one_thread(monkeypatch):
     monkeypatch.delenv("MINIGEN_KERNELS", raising=False)
-    monkeypatch.setattr(conv, "_pool_threads", lambda: 1)
+    monkeypatch.setattr(conv, "numba_threads", lambda: 1)
     x = np.zeros((4, 16, 9, 9), np.float32)
     patch_bytes = 4 * 5 * 5 * 16 * 9 * 4             # 3x3, stride 2, padding 1: 5x5 outputs
     cases = [((16, 16, 3, 3), 2, patch_bytes, True), ((16, 16, 3, 3), 2, patch_bytes + 1, False),
@@ -111,16 +115,33 @@ def test_strided_blocks_run_from_strided_block_min_bytes_on_one_thread(monkeypat
         assert (patches is None) == blocked, (w_shape, stride, block_min)
     monkeypatch.setattr(conv, "STRIDED_BLOCK_MIN_BYTES", 0)
     w = np.zeros((16, 16, 3, 3), np.float32)
-    monkeypatch.setattr(conv, "_pool_threads", lambda: 2)     # two threads: the whole matrix
+    monkeypatch.setattr(conv, "numba_threads", lambda: 2)     # two threads: the whole matrix
     assert conv.conv2d(x, w, (2, 2), (1, 1), return_patches=True)[1] is not None
-    monkeypatch.setattr(conv, "_pool_threads", lambda: 1)
+    monkeypatch.setattr(conv, "numba_threads", lambda: 1)
     monkeypatch.setattr(conv, "NHWC_MIN_CHANNELS", 17)     # fewer channels: per-image patches
     assert conv.conv2d(x, w, (2, 2), (1, 1), return_patches=True)[1] is not None
 
 
 def test_pool_threads_is_numbas_thread_count():
     numba = pytest.importorskip("numba")
-    assert conv._pool_threads() == numba.get_num_threads()
+    assert conv.numba_threads() == numba.get_num_threads()
+
+
+def test_asking_the_thread_count_first_keeps_the_workqueue_layer():
+    """A strided convolution asks Numba's thread count before any kernel is built; that
+    starts Numba's threads, so the threading layer must be chosen before (workqueue: an idle
+    OpenMP pool spins and starves OpenBLAS)."""
+    pytest.importorskip("numba")
+    code = ("import numpy as np, numba\n"
+            "from minigen.kernels import conv\n"
+            "x, w = np.ones((128, 32, 28, 28), np.float32), np.ones((64, 32, 3, 3), np.float32)\n"
+            "conv.conv2d(x, w, (2, 2), (1, 1))\n"
+            "print(numba.threading_layer())\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NUMBA_THREADING_LAYER", "MINIGEN_KERNELS")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split()[-1] == "workqueue"
 
 
 def test_the_textbook_route_stays_textbook(monkeypatch):
