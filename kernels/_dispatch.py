@@ -42,7 +42,7 @@ import numpy as np
 # own code. It is installed at import and by message, so Numba need not be imported for it, and
 # a test runner that restores the filters after each test keeps it.
 INLINED_HELPER_NOTE = (r"variable '[^']*(exp_|lse_|reciprocal|_element|_online_max_sum"
-                       r"|_dist_pass|_tile_max|_span|_stats|_row_)[^']*' is not in scope")
+                       r"|_dist_pass|_tile_max|_span|_task_|_stats|_row_)[^']*' is not in scope")
 warnings.filterwarnings("ignore", message=INLINED_HELPER_NOTE)
 
 IMPLS = ("reference", "numba", "cuda")
@@ -60,6 +60,13 @@ prange = range          # kernels import this; materialize(..., 'cpu') swaps in 
 # stop depends on NaN reaching the loss.  Measured on the KDE kernel (d = 2, n = m = 10k): the
 # same speed as with nnan and nsz.
 FASTMATH = {"reassoc", "contract", "arcp"}
+
+# NumPy's error model for every CPU kernel: a float division by zero gives inf or NaN, as in
+# the NumPy reference, where Numba's default (Python's) raises ZeroDivisionError and so puts a
+# zero test before every division, which keeps LLVM from vectorising the loop around it.
+# Measured (one thread, float32): an Adam step over 1M parameters 2.16 -> 0.62 ms; erf's
+# z p / q in bias + GELU 3.0 -> 0.38 ns per element.
+ERROR_MODEL = "numpy"
 
 
 def _xp(array):
@@ -350,7 +357,9 @@ class _Lazy:
 
 
 def lazy_njit(**options):
-    """``numba.njit(**options)``, applied on first use."""
+    """``numba.njit(**options)``, applied on first use, with NumPy's error model (see
+    ``ERROR_MODEL``)."""
+    options.setdefault("error_model", ERROR_MODEL)
     return lambda py_func: _Lazy(py_func, "cpu", options)
 
 
@@ -376,11 +385,13 @@ def lazy_cuda_jit(**options):
 
 def both(py_func):
     """A per-element formula written once: (CPU version, CUDA version), compiled on first use
-    as ``njit(inline='always', fastmath=FASTMATH)`` and ``cuda.jit(device=True)``.  It may
-    call ``math`` functions but no other helper (a helper's name would have to mean the CPU
-    half in one compilation and the CUDA half in the other).  Under the CUDA simulator the
-    CUDA half runs as Python: keep division by zero and ``math.log(0)`` out of its paths."""
-    return (_Lazy(py_func, "cpu", {"inline": "always", "fastmath": FASTMATH}),
+    as ``njit(inline='always', fastmath=FASTMATH, error_model=ERROR_MODEL)`` and
+    ``cuda.jit(device=True)``.  It may call ``math`` functions but no other helper (a
+    helper's name would have to mean the CPU half in one compilation and the CUDA half in the
+    other).  Under the CUDA simulator the CUDA half runs as Python: keep division by zero and
+    ``math.log(0)`` out of its paths."""
+    return (_Lazy(py_func, "cpu", {"inline": "always", "fastmath": FASTMATH,
+                                    "error_model": ERROR_MODEL}),
             _Lazy(py_func, "cuda", {"device": True}))
 
 

@@ -16,25 +16,33 @@ to the buffer's dtype, as NumPy does when a Python float scales a float32 array.
 
 Implementations (pick one with ``impl=``): ``reference_*`` (NumPy/CuPy, the passes of
 ``minigen.optim``), the Numba CPU kernels ``_numba_*`` (one fused pass, a prange task per
-BLOCK elements) and the CUDA kernels ``_cuda_*`` (one thread per element), both from the
-per-element functions compiled by ``both``.
+BLOCK elements, or their serial twins below PARALLEL_MIN elements) and the CUDA kernels
+``_cuda_*`` (one thread per element), both from the per-element functions compiled by
+``both``.
 """
 import math
 
 import numpy as np
 
 from ._dispatch import (FASTMATH, _xp, both, check_float, choose, launch, lazy_cuda_jit,
-                        lazy_njit, prange, register)
+                        lazy_njit, prange, register, serial_twin)
 
 cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
 CUDA_THREADS = 256     # 8 warps per block for a memory-bound map; untuned: chosen by warp
                        # count; benchmarks/gpu_check.py tunes it
 BLOCK = 16_384         # elements per prange task: amortises the task's start-up cost
+# work = elements.  Numba at every size: the serial kernel against NumPy's passes, AdamW,
+# float32, median ms on the quiet 2-core machine: 4k 0.0026 / 0.015, 65k 0.031 / 0.12, 262k
+# 0.17 / 0.75, 1M 0.65 / 3.6 (``benchmarks/fused.py --sweep --only adam`` times the
+# dispatched call).
 for _name in ("sgd_step", "adam_step"):
-    # work = elements.  ``benchmarks/fused.py --sweep`` on the 2-core machine shared with
-    # other jobs (AdamW, float32), NumPy/Numba time ratio 0.50 at 16k, 0.81 at 65k, 1.23 at
-    # 262k, 1.65 at 1M.  Re-measure on a quiet machine.
-    register(_name, threshold=262_144)
+    register(_name, threshold=0)
+# Elements from which the prange kernel runs (below, its serial twin).  The update is
+# memory-bound and one core already streams at about np.copyto's rate: on two threads the
+# prange kernel against the serial one, ms, 262k 0.33 / 0.17, 1M 0.82 / 0.65, 4M 1.7-2.6 /
+# 3.0-3.2, 16M 11-15 / 19 (and in the MLP step's 1M-parameter Adam, 1.33-1.49 against
+# 1.13-1.23 ms).
+PARALLEL_MIN = 1 << 21
 
 
 def _check(where, p, buffers, **scalars):
@@ -130,21 +138,32 @@ _adam_cpu, _adam_gpu = both(adam_element)
 
 
 # ------------------------------------------------------------------ Numba CPU
+# Each task loops over its own slices from 0: with the loop over ``range(lo, hi)`` of the
+# whole arrays LLVM kept the parallel loop body scalar (an Adam step over 1M float32
+# parameters, one thread: 2.30 ms against 0.76 ms vectorised; NumPy's passes 3.6 ms).
 @lazy_njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH)
 def _numba_sgd(p, g, v, lr, momentum, wd, nesterov, first):
     n = p.shape[0]
     for task in prange((n + BLOCK - 1) // BLOCK):
-        for i in range(task * BLOCK, min(n, task * BLOCK + BLOCK)):
-            p[i], v[i] = _sgd_cpu(p[i], g[i], v[i], lr, momentum, wd, nesterov, first)
+        lo, hi = task * BLOCK, min(n, task * BLOCK + BLOCK)
+        pb, gb, vb = p[lo:hi], g[lo:hi], v[lo:hi]
+        for i in range(pb.shape[0]):
+            pb[i], vb[i] = _sgd_cpu(pb[i], gb[i], vb[i], lr, momentum, wd, nesterov, first)
 
 
 @lazy_njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH)
 def _numba_adam(p, g, m, v, decay, wd, one_b1, b2, one_b2, inv_bc2, step_size, eps):
     n = p.shape[0]
     for task in prange((n + BLOCK - 1) // BLOCK):
-        for i in range(task * BLOCK, min(n, task * BLOCK + BLOCK)):
-            p[i], m[i], v[i] = _adam_cpu(p[i], g[i], m[i], v[i], decay, wd, one_b1, b2,
-                                         one_b2, inv_bc2, step_size, eps)
+        lo, hi = task * BLOCK, min(n, task * BLOCK + BLOCK)
+        pb, gb, mb, vb = p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi]
+        for i in range(pb.shape[0]):
+            pb[i], mb[i], vb[i] = _adam_cpu(pb[i], gb[i], mb[i], vb[i], decay, wd, one_b1, b2,
+                                            one_b2, inv_bc2, step_size, eps)
+
+
+_numba_sgd_serial = serial_twin(_numba_sgd)
+_numba_adam_serial = serial_twin(_numba_adam)
 
 
 # ------------------------------------------------------------------ Numba CUDA
@@ -177,8 +196,9 @@ def sgd_step(p, g, v, lr, momentum=0.0, weight_decay=0.0, nesterov=False, first=
     if path == "reference":
         return reference_sgd_step(p, g, v, lr, momentum, weight_decay, nesterov, first)
     t = p.dtype.type
-    launch(path, _numba_sgd, _cuda_sgd, p.size, CUDA_THREADS, p, g, v, t(lr), t(momentum),
-           t(weight_decay), bool(nesterov), bool(first))
+    serial = p.size < PARALLEL_MIN
+    launch(path, _numba_sgd_serial if serial else _numba_sgd, _cuda_sgd, p.size, CUDA_THREADS,
+           p, g, v, t(lr), t(momentum), t(weight_decay), bool(nesterov), bool(first))
 
 
 def adam_step(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
@@ -196,5 +216,6 @@ def adam_step(p, g, m, v, step, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_dec
         return reference_adam_step(p, g, m, v, step, lr, beta1, beta2, eps, weight_decay,
                                    decoupled)
     scalars = _adam_scalars(int(step), lr, beta1, beta2, weight_decay, decoupled, p.dtype)
-    launch(path, _numba_adam, _cuda_adam, p.size, CUDA_THREADS, p, g, m, v, *scalars,
-           p.dtype.type(eps))
+    serial = p.size < PARALLEL_MIN
+    launch(path, _numba_adam_serial if serial else _numba_adam, _cuda_adam, p.size,
+           CUDA_THREADS, p, g, m, v, *scalars, p.dtype.type(eps))

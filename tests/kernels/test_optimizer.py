@@ -125,6 +125,30 @@ def test_sgd_numba_matches_reference(n, dtype, momentum, nesterov, first, nonfin
         _assert_same(a, b, dtype)
 
 
+@pytest.mark.parametrize("parallel_min", [0, 1 << 40])
+def test_prange_kernels_and_serial_twins_match_reference(parallel_min, monkeypatch):
+    """Both compiled forms of each update, whichever the size threshold picks by default:
+    sizes around the prange tasks' BLOCK, with NaN and inf in the gradients."""
+    pytest.importorskip("numba")
+    monkeypatch.setattr(ko, "PARALLEL_MIN", parallel_min)
+    for seed, n in enumerate([0, 5, ko.BLOCK - 1, ko.BLOCK + 3, 3 * ko.BLOCK]):
+        for dtype in (np.float32, np.float64):
+            ref = _buffers(n, dtype, seed, nonfinite=seed % 2 == 1)
+            got = tuple(a.copy() for a in ref)
+            with np.errstate(invalid="ignore"):
+                ko.adam_step(*ref, 3, 1e-3, 0.9, 0.999, 1e-8, 0.05, True, impl="reference")
+            ko.adam_step(*got, 3, 1e-3, 0.9, 0.999, 1e-8, 0.05, True, impl="numba")
+            for a, b in zip(got, ref):
+                _assert_same(a, b, dtype)
+            p, g, _, v = _buffers(n, dtype, seed + 100, nonfinite=seed % 2 == 0)
+            ref, got = (p, g, v), (p.copy(), g.copy(), v.copy())
+            with np.errstate(invalid="ignore"):
+                ko.sgd_step(*ref, 0.1, 0.9, 0.01, True, False, impl="reference")
+            ko.sgd_step(*got, 0.1, 0.9, 0.01, True, False, impl="numba")
+            for a, b in zip(got, ref):
+                _assert_same(a, b, dtype)
+
+
 def test_bad_arguments_raise():
     p = np.zeros(4)
     with pytest.raises(ValueError, match="adam_step: m must be a contiguous float64 array"):
