@@ -111,45 +111,69 @@ _ddim_cpu, _ddim_gpu = both(ddim_element)
 
 
 # ------------------------------------------------------------------ Numba CPU
-# One prange task per BLOCK-long piece of a sample's row, so a batch of a few large samples
-# still splits over every core; each task loads its sample's coefficients once.
+# Tasks of about BLOCK elements: a long row (one sample of an image batch) is cut into
+# BLOCK-long pieces, so a few large samples still spread over every core, and short rows (2-D
+# points) go several whole rows to a task.  Each row loads its sample's coefficients once and
+# loops over views of its piece from 0, which LLVM vectorises (over ``range(c0, c1)`` of the
+# whole arrays the loop stayed scalar: a DDPM step on 64 x 4096 float32, two threads, 0.55
+# -> 0.36 ms).
+@lazy_njit(inline="always")
+def _task_count(n, F):
+    if F >= BLOCK:
+        return n * ((F + BLOCK - 1) // BLOCK)
+    rows = BLOCK // max(F, 1)
+    return (n + rows - 1) // rows
+
+
+@lazy_njit(inline="always")
+def _task_span(task, n, F):
+    """(first row, end row, first column, end column) of a task's elements."""
+    if F >= BLOCK:
+        per_row = (F + BLOCK - 1) // BLOCK
+        r, c0 = task // per_row, (task % per_row) * BLOCK
+        return r, r + 1, c0, min(F, c0 + BLOCK)
+    rows = BLOCK // max(F, 1)
+    return task * rows, min(n, task * rows + rows), 0, F
+
+
 @lazy_njit(parallel=True, cache=True, fastmath={"contract"})
 def _numba_q_sample(x0, noise, sqrt_abar, sqrt_one_minus_abar, out):
     n, F = x0.shape
-    per_row = (F + BLOCK - 1) // BLOCK
-    for task in prange(n * per_row):
-        r, c0 = task // per_row, (task % per_row) * BLOCK
-        signal, noise_scale = sqrt_abar[r], sqrt_one_minus_abar[r]
-        for c in range(c0, min(F, c0 + BLOCK)):
-            out[r, c] = _q_sample_cpu(x0[r, c], noise[r, c], signal, noise_scale)
+    for task in prange(_task_count(n, F)):
+        r0, r1, c0, c1 = _task_span(task, n, F)
+        for r in range(r0, r1):
+            signal, noise_scale = sqrt_abar[r], sqrt_one_minus_abar[r]
+            xr, nr, o = x0[r, c0:c1], noise[r, c0:c1], out[r, c0:c1]
+            for c in range(o.shape[0]):
+                o[c] = _q_sample_cpu(xr[c], nr[c], signal, noise_scale)
 
 
 @lazy_njit(parallel=True, cache=True, fastmath={"contract"})
 def _numba_ddpm_step(xt, eps, z, has_z, sqrt_recip_abar, sqrt_recipm1_abar, coef_x0, coef_xt,
                      sigma, clip, out):
     n, F = xt.shape
-    per_row = (F + BLOCK - 1) // BLOCK
-    for task in prange(n * per_row):
-        r, c0 = task // per_row, (task % per_row) * BLOCK
-        ra, rm1, cx0, cxt, sr = (sqrt_recip_abar[r], sqrt_recipm1_abar[r], coef_x0[r],
-                                 coef_xt[r], sigma[r])
-        for c in range(c0, min(F, c0 + BLOCK)):
-            out[r, c] = _ddpm_cpu(xt[r, c], eps[r, c], z[r, c], has_z, ra, rm1, cx0, cxt, sr,
-                                  clip)
+    for task in prange(_task_count(n, F)):
+        r0, r1, c0, c1 = _task_span(task, n, F)
+        for r in range(r0, r1):
+            ra, rm1, cx0, cxt, sr = (sqrt_recip_abar[r], sqrt_recipm1_abar[r], coef_x0[r],
+                                     coef_xt[r], sigma[r])
+            xr, er, zr, o = xt[r, c0:c1], eps[r, c0:c1], z[r, c0:c1], out[r, c0:c1]
+            for c in range(o.shape[0]):
+                o[c] = _ddpm_cpu(xr[c], er[c], zr[c], has_z, ra, rm1, cx0, cxt, sr, clip)
 
 
 @lazy_njit(parallel=True, cache=True, fastmath={"contract"})
 def _numba_ddim_step(xt, eps, z, has_z, sqrt_abar, sqrt_one_minus_abar, sqrt_abar_prev,
                      dir_coef, sigma, clip, out):
     n, F = xt.shape
-    per_row = (F + BLOCK - 1) // BLOCK
-    for task in prange(n * per_row):
-        r, c0 = task // per_row, (task % per_row) * BLOCK
-        sa, s1ma, sap, dc, sr = (sqrt_abar[r], sqrt_one_minus_abar[r], sqrt_abar_prev[r],
-                                 dir_coef[r], sigma[r])
-        for c in range(c0, min(F, c0 + BLOCK)):
-            out[r, c] = _ddim_cpu(xt[r, c], eps[r, c], z[r, c], has_z, sa, s1ma, sap, dc, sr,
-                                  clip)
+    for task in prange(_task_count(n, F)):
+        r0, r1, c0, c1 = _task_span(task, n, F)
+        for r in range(r0, r1):
+            sa, s1ma, sap, dc, sr = (sqrt_abar[r], sqrt_one_minus_abar[r], sqrt_abar_prev[r],
+                                     dir_coef[r], sigma[r])
+            xr, er, zr, o = xt[r, c0:c1], eps[r, c0:c1], z[r, c0:c1], out[r, c0:c1]
+            for c in range(o.shape[0]):
+                o[c] = _ddim_cpu(xr[c], er[c], zr[c], has_z, sa, s1ma, sap, dc, sr, clip)
 
 
 # ------------------------------------------------------------------ Numba CUDA

@@ -40,6 +40,15 @@ def test_numba_matches_reference(shape, dtype, clip, noisy, seed):
         np.testing.assert_allclose(got, ref, **tol)
 
 
+@pytest.mark.parametrize("shape", [(10_000, 2), (3 * df.BLOCK // 5 + 7, 5),
+                                   (3, 2 * df.BLOCK + 5)])
+def test_numba_tasks_cover_every_element(shape):
+    """The prange tasks' edges: short rows grouped several to a task (the last task short)
+    and long rows cut into BLOCK-long pieces."""
+    pytest.importorskip("numba")
+    test_numba_matches_reference.hypothesis.inner_test(shape, np.float32, 1.0, True, 0)
+
+
 @pytest.mark.parametrize("impl", ["reference", "numba"])
 def test_ddpm_step_equals_ho_eq_11(impl):
     """With the posterior coefficients, the x0-parameterised step is Ho et al.'s eq. 11."""
