@@ -223,3 +223,23 @@ def test_kernels_called_from_several_threads_at_once(tmp_path):
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr[-2000:]
     assert run.stdout.split() == ["True"], run.stderr[-2000:]
+
+
+def _divide(a, b, out):
+    for i in range(out.shape[0]):
+        out[i] = a[i] / b[i]
+
+
+def test_cpu_kernels_divide_with_numpys_error_model():
+    """A float division by zero in a kernel gives NumPy's inf and NaN (Numba's default raises
+    ZeroDivisionError, and the test it puts before each division keeps loops scalar), both in
+    a ``lazy_njit`` kernel and in a per-element formula compiled by ``both``."""
+    pytest.importorskip("numba")
+    a, b = np.array([1.0, -2.0, 0.0, 6.0]), np.array([0.0, 0.0, 0.0, 3.0])
+    want = np.array([np.inf, -np.inf, np.nan, 2.0])
+    kernel = _dispatch.lazy_njit()(_divide).build()
+    out = np.empty(4)
+    kernel(a, b, out)
+    np.testing.assert_array_equal(out, want)
+    element = _dispatch.both(lambda x, y: x / y)[0].build()
+    np.testing.assert_array_equal([element(x, y) for x, y in zip(a, b)], want)
