@@ -125,15 +125,22 @@ def matmul(a, b):
     with _split_lock:
         size, pool = _cache.get("workers", (0, None))
         if size < threads:
-            _cache["workers"] = threads, ThreadPoolExecutor(threads, "minigen-gemm")
+            _cache["workers"] = threads, ThreadPoolExecutor(threads - 1, "minigen-gemm")
             size, pool = _cache["workers"]
         lib.set_num_threads(1)
         try:
             errors = np.geterr()      # the caller's floating-point error handling
+            # the calling thread multiplies the first part itself: one thread fewer to wake
+            # (TransformerLM step, 2 threads, four alternations: 253-262 against 258-295 ms)
+            spans = [(lo, hi) for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
             parts = [pool.submit(_part, errors, a[lo:hi], b[lo:hi], out[lo:hi])
-                     for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
-            for part in parts:
-                part.result()
+                     for lo, hi in spans[1:]]
+            lo, hi = spans[0]
+            try:
+                np.matmul(a[lo:hi], b[lo:hi], out=out[lo:hi])
+            finally:        # the workers write into out: wait for them whatever happens here
+                for part in parts:
+                    part.result()
         finally:
             lib.set_num_threads(threads)
     return out.reshape(*stack, *out.shape[-2:])
