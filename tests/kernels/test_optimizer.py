@@ -125,6 +125,25 @@ def test_sgd_numba_matches_reference(n, dtype, momentum, nesterov, first, nonfin
         _assert_same(a, b, dtype)
 
 
+def _matches_reference(impl, n, dtype, seed, nonfinite):
+    """An AdamW step and a Nesterov SGD step on ``impl`` against the reference's, from the
+    same buffers (NaN and inf in the gradients when ``nonfinite``)."""
+    ref = _buffers(n, dtype, seed, nonfinite)
+    got = tuple(a.copy() for a in ref)
+    with np.errstate(invalid="ignore"):
+        ko.adam_step(*ref, 3, 1e-2, 0.9, 0.99, 1e-8, 0.1, True, impl="reference")
+        ko.adam_step(*got, 3, 1e-2, 0.9, 0.99, 1e-8, 0.1, True, impl=impl)
+    for a, b in zip(got, ref):
+        _assert_same(a, b, dtype)
+    p, g, _, v = _buffers(n, dtype, seed + 100, nonfinite)
+    ref, got = (p, g, v), (p.copy(), g.copy(), v.copy())
+    with np.errstate(invalid="ignore"):
+        ko.sgd_step(*ref, 0.1, 0.9, 0.01, True, False, impl="reference")
+        ko.sgd_step(*got, 0.1, 0.9, 0.01, True, False, impl=impl)
+    for a, b in zip(got, ref):
+        _assert_same(a, b, dtype)
+
+
 @pytest.mark.parametrize("parallel_min", [0, 1 << 40])
 def test_prange_kernels_and_serial_twins_match_reference(parallel_min, monkeypatch):
     """Both compiled forms of each update, whichever the size threshold picks by default:
@@ -133,20 +152,7 @@ def test_prange_kernels_and_serial_twins_match_reference(parallel_min, monkeypat
     monkeypatch.setattr(ko, "PARALLEL_MIN", parallel_min)
     for seed, n in enumerate([0, 5, ko.BLOCK - 1, ko.BLOCK + 3, 3 * ko.BLOCK]):
         for dtype in (np.float32, np.float64):
-            ref = _buffers(n, dtype, seed, nonfinite=seed % 2 == 1)
-            got = tuple(a.copy() for a in ref)
-            with np.errstate(invalid="ignore"):
-                ko.adam_step(*ref, 3, 1e-3, 0.9, 0.999, 1e-8, 0.05, True, impl="reference")
-            ko.adam_step(*got, 3, 1e-3, 0.9, 0.999, 1e-8, 0.05, True, impl="numba")
-            for a, b in zip(got, ref):
-                _assert_same(a, b, dtype)
-            p, g, _, v = _buffers(n, dtype, seed + 100, nonfinite=seed % 2 == 0)
-            ref, got = (p, g, v), (p.copy(), g.copy(), v.copy())
-            with np.errstate(invalid="ignore"):
-                ko.sgd_step(*ref, 0.1, 0.9, 0.01, True, False, impl="reference")
-            ko.sgd_step(*got, 0.1, 0.9, 0.01, True, False, impl="numba")
-            for a, b in zip(got, ref):
-                _assert_same(a, b, dtype)
+            _matches_reference("numba", n, dtype, seed, nonfinite=seed % 2 == 1)
 
 
 def test_bad_arguments_raise():
@@ -171,17 +177,4 @@ def test_cuda_under_simulator():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_sim_optimizer(dtype):
     for seed, (n, nonfinite) in enumerate([(0, False), (1, False), (37, True)]):
-        ref = _buffers(n, dtype, seed, nonfinite)
-        got = tuple(a.copy() for a in ref)
-        with np.errstate(invalid="ignore"):
-            ko.adam_step(*ref, 3, 1e-2, 0.9, 0.99, 1e-8, 0.1, True, impl="reference")
-            ko.adam_step(*got, 3, 1e-2, 0.9, 0.99, 1e-8, 0.1, True, impl="cuda")
-        for a, b in zip(got, ref):
-            _assert_same(a, b, dtype)
-        p, g, _, v = _buffers(n, dtype, seed, nonfinite)
-        ref, got = (p, g, v), (p.copy(), g.copy(), v.copy())
-        with np.errstate(invalid="ignore"):
-            ko.sgd_step(*ref, 0.1, 0.9, 0.01, True, False, impl="reference")
-            ko.sgd_step(*got, 0.1, 0.9, 0.01, True, False, impl="cuda")
-        for a, b in zip(got, ref):
-            _assert_same(a, b, dtype)
+        _matches_reference("cuda", n, dtype, seed, nonfinite)
