@@ -52,9 +52,9 @@ import types
 import numpy as np
 
 from . import _math
-from ._dispatch import (FASTMATH, _xp, channels_last, channels_to_last, channels_to_second,
-                        check_float, choose, launch, lazy_built, lazy_cuda_jit, lazy_njit,
-                        materialize, prange, register)
+from ._dispatch import (ERROR_MODEL, FASTMATH, _xp, channels_last, channels_to_last,
+                        channels_to_second, check_float, choose, launch, lazy_built,
+                        lazy_cuda_jit, lazy_njit, materialize, prange, register)
 
 cuda = None            # numba.cuda, bound by materialize(globals(), "cuda")
 KINDS = ("relu", "silu", "gelu", "gelu_tanh")
@@ -256,7 +256,7 @@ def _compile(py_func, names, target):
     func = types.FunctionType(py_func.__code__, {"__builtins__": builtins, **names},
                               py_func.__name__)
     if target == "cpu":
-        return numba.njit(inline="always", fastmath=FASTMATH, error_model="numpy")(func)
+        return numba.njit(inline="always", fastmath=FASTMATH, error_model=ERROR_MODEL)(func)
     from numba import cuda
     return cuda.jit(device=True)(func)
 
@@ -267,7 +267,7 @@ def _cpu_by_dtype(py_func):
     import numba
     from numba.extending import overload
     materialize(globals(), "cpu")
-    jit = numba.njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+    jit = numba.njit(inline="always", fastmath=FASTMATH, error_model=ERROR_MODEL)
     f32 = _compile(py_func, {**_constants(F32), "erf": jit(erf_f32),
                              "sigmoid": jit(sigmoid_f32), "expn": _expn}, "cpu")
     f64 = _compile(py_func, {**_constants(float), "erf": math.erf,
@@ -303,17 +303,17 @@ act_grad_gpu = lazy_built("cuda")(lambda: _gpu(activation_grad_element))
 
 # ------------------------------------------------------------------ Numba CPU
 # x, gy and out are (R, C); b is (C,) (zeros without a bias).  The row loops vectorise: the
-# primitives are branch-free and ``error_model="numpy"`` drops the zero-divisor check Numba
-# puts before every float division (with it, erf's z p / q kept the loop scalar: 3.0 against
-# 0.38 ns per element, bias + gelu, one thread).  LLVM unswitches the loop on ``kind`` (the
-# same 0.38 ns with the kind a constant).
-@lazy_njit(fastmath=FASTMATH, error_model="numpy")
+# primitives are branch-free and NumPy's error model (``_dispatch.ERROR_MODEL``) drops the
+# zero-divisor check Numba puts before every float division (with it, erf's z p / q kept the
+# loop scalar: 3.0 against 0.38 ns per element, bias + gelu, one thread).  LLVM unswitches
+# the loop on ``kind`` (the same 0.38 ns with the kind a constant).
+@lazy_njit(fastmath=FASTMATH)
 def _row(xr, b, o, kind):
     for c in range(xr.shape[0]):
         o[c] = act_cpu(xr[c] + b[c], kind)
 
 
-@lazy_njit(fastmath=FASTMATH, error_model="numpy")
+@lazy_njit(fastmath=FASTMATH)
 def _row_grad(xr, gr, b, o, acc, kind):
     """o = gr f'(xr + b), then acc += o in a second loop over the row (still in L1): in one
     loop the float64 acc set the vector width to 4 lanes for the float32 math too (1.57
@@ -324,8 +324,7 @@ def _row_grad(xr, gr, b, o, acc, kind):
         acc[c] += o[c]
 
 
-@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH,
-           error_model="numpy")
+@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH)
 def _numba_bias_act(x, b, kind, out):
     R, C = x.shape
     rows = max(1, BLOCK // C)
@@ -334,8 +333,7 @@ def _numba_bias_act(x, b, kind, out):
             _row(x[r], b, out[r], kind)
 
 
-@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH,
-           error_model="numpy")
+@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH)
 def _numba_bias_act_backward(x, gy, b, kind, out, partial):
     """out = gy f'(x + b); partial[task] = the sum of out over the task's rows (float64),
     unless partial has no rows (no bias: nothing to sum)."""

@@ -297,14 +297,14 @@ def _numba_norm_backward(x, gy, mu, rstd, w, out, gw, gb):
 # (Ns, G, K), Ns = 1 (one row for the whole batch) or N; kind: an index into KINDS, or -1
 # for no activation.  One prange iteration per group; the per-(group, channel) sums go to
 # cw, cb (Q, K), float64, each written by one iteration.
-@lazy_njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+@lazy_njit(inline="always", fastmath=FASTMATH)
 def _act_row(xr, o, m, r, w, b, shift, kind):
     """o = f(x_hat w + b + shift) for the entries xr of one channel of one group."""
     for s in range(xr.shape[0]):
         o[s] = act_cpu(_norm_cpu(xr[s], m, r, w, b) + shift, kind)
 
 
-@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
+@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH)
 def _numba_norm_act(x, w, b, shift, kind, eps, out, mu, rstd):
     Q, K, S = x.shape
     G, every = w.shape[0], shift.shape[0] > 1
@@ -327,7 +327,7 @@ def _numba_norm_act(x, w, b, shift, kind, eps, out, mu, rstd):
                     o[s] = _norm_cpu(xr[s], m, rr, wk, bk) + sk
 
 
-@lazy_njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+@lazy_njit(inline="always", fastmath=FASTMATH)
 def _act_grad_row(xr, gr, o, m, r, w, b, shift, kind):
     """o = gr f'(a), a = x_hat w + b + shift recomputed from xr.  Called with ``kind`` a
     constant: with the kind known only at run time this loop ran 1.6x slower (64x16x8x8
@@ -337,7 +337,7 @@ def _act_grad_row(xr, gr, o, m, r, w, b, shift, kind):
         o[s] = act_grad_cpu(_norm_cpu(xr[s], m, r, w, b) + shift, gr[s], kind)
 
 
-@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
+@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH)
 def _numba_norm_act_backward(x, gy, mu, rstd, w, b, shift, kind, out, cw, cb):
     """out = gx; cw[q, k] = sum_s ga x_hat, cb[q, k] = sum_s ga, ga = gy f'(a).  ga goes to
     out first (a float32 loop of 8 lanes; the float64 sums run in a loop of their own, as in
@@ -484,14 +484,14 @@ def _cuda_norm_act_backward(x, gy, mu, rstd, w, b, shift, kind, out, cw, cb):
 # iteration per sample: the sums run per channel along the rows (a unit-stride loop over C
 # that vectorises, in float64), and the groups' sums add K of them; the output pass reads
 # each channel's mu, r, w, b and shift from arrays of length C.
-@lazy_njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+@lazy_njit(inline="always", fastmath=FASTMATH)
 def _act_row_cl(xr, o, m, r, w, b, shift, kind):
     """o = f(x_hat w + b + shift) over one row of C channels (all operands per channel)."""
     for c in range(xr.shape[0]):
         o[c] = act_cpu(_norm_cpu(xr[c], m[c], r[c], w[c], b[c]) + shift[c], kind)
 
 
-@lazy_njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+@lazy_njit(inline="always", fastmath=FASTMATH)
 def _act_grad_row_cl(xr, gr, o, m, r, w, b, shift, kind):
     """o = gr f'(a), a recomputed, over one row of C channels; ``kind`` a constant (as in
     ``_act_grad_row``)."""
@@ -499,14 +499,14 @@ def _act_grad_row_cl(xr, gr, o, m, r, w, b, shift, kind):
         o[c] = act_grad_cpu(_norm_cpu(xr[c], m[c], r[c], w[c], b[c]) + shift[c], gr[c], kind)
 
 
-@lazy_njit(inline="always", fastmath=FASTMATH, error_model="numpy")
+@lazy_njit(inline="always", fastmath=FASTMATH)
 def _per_channel(stat, n, K, out):
     """out[c] = stat[n, c // K]: a group's value repeated over its K channels."""
     for c in range(out.shape[0]):
         out[c] = stat[n, c // K]
 
 
-@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
+@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH)
 def _numba_norm_act_cl(x, w, b, shift, groups, kind, eps, out, mu, rstd):
     N, S, C = x.shape
     K, every = C // groups, shift.shape[0] > 1
@@ -556,7 +556,7 @@ def _numba_norm_act_cl(x, w, b, shift, groups, kind, eps, out, mu, rstd):
                     on[s, c] = _norm_cpu(xn[s, c], m[c], rr[c], w[c], b[c]) + sn[c]
 
 
-@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
+@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH)
 def _numba_norm_act_backward_cl(x, gy, mu, rstd, w, b, shift, groups, kind, out, cw, cb):
     """out = gx; cw[n, c] = sum_s ga x_hat, cb[n, c] = sum_s ga (float64, zeroed by the
     caller), ga = gy f'(a) written to out first, as in ``_numba_norm_act_backward``."""
@@ -666,7 +666,7 @@ def _cuda_norm_act_backward_cl(x, gy, mu, rstd, w, b, shift, groups, kind, out, 
 # the same loop, so their row loops stay scalar; here each pass over a row is a unit-stride
 # loop that vectorises.  TransformerLM's (4096, 128) float32 rows, one thread: forward 0.78 ->
 # 0.30 ms, backward 2.03 -> 0.69 ms (the NumPy reference: 1.5 and 3.1 ms).
-@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
+@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH)
 def _numba_layer_norm(x, w, b, eps, out, mu, rstd):
     R, D = x.shape
     rows = max(1, BLOCK // D)
@@ -687,7 +687,7 @@ def _numba_layer_norm(x, w, b, eps, out, mu, rstd):
                 o[d] = _norm_cpu(row[d], m, rr, w[d], b[d])
 
 
-@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH, error_model="numpy")
+@lazy_njit(parallel=True, nogil=True, cache=True, fastmath=FASTMATH)
 def _numba_layer_norm_backward(x, gy, mu, rstd, w, out, gw, gb):
     """out = gx; gw[task], gb[task] = the task's float64 partial sums of gy x_hat and gy."""
     R, D = x.shape

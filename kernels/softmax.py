@@ -200,7 +200,7 @@ def _numba_softmax(x, out):
                     dst[k] *= f
 
 
-@lazy_njit(parallel=True, cache=True, fastmath=_math.FASTMATH, error_model="numpy")
+@lazy_njit(parallel=True, cache=True, fastmath=_math.FASTMATH)
 def _numba_masked_softmax(x, mask, mask_row, out):
     """Row r of x is masked by mask[mask_row[r]]: four branch-free passes over the row, which
     stays in cache between them (the max of the kept entries, their exps with 0 at masked

@@ -85,7 +85,8 @@ def _transposed(a):
 
 
 def _part(errors, a, b, out):
-    """One thread's share of a split product; NumPy's error state is per thread."""
+    """One thread's share of a split product (a worker's or the caller's); NumPy's error
+    state is per thread."""
     with np.errstate(**errors):
         np.matmul(a, b, out=out)
 
@@ -137,7 +138,7 @@ def matmul(a, b):
                      for lo, hi in spans[1:]]
             lo, hi = spans[0]
             try:
-                np.matmul(a[lo:hi], b[lo:hi], out=out[lo:hi])
+                _part(errors, a[lo:hi], b[lo:hi], out[lo:hi])
             finally:        # the workers write into out: wait for them whatever happens here
                 for part in parts:
                     part.result()

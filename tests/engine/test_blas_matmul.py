@@ -1,6 +1,4 @@
 """minigen._blas.matmul: NumPy's a @ b, laid out for OpenBLAS, with NumPy's values."""
-import threading
-
 import numpy as np
 import pytest
 
@@ -69,34 +67,21 @@ def openblas_threads():
     lib.set_num_threads(before)
 
 
-def count_submissions(monkeypatch):
+def count_parts(monkeypatch):
+    """The shapes of the parts a split product is cut into (the workers' and the caller's)."""
     calls = []
-    pool = _blas._cache.pop("workers", None)
-    if pool is not None:
-        pool[1].shutdown()
-    real = _blas.ThreadPoolExecutor
+    real = _blas._part
 
-    class Counting(real):
-        def submit(self, fn, *args, **kwargs):
-            calls.append(args[1].shape)       # (errors, a, b, out)
-            return super().submit(fn, *args, **kwargs)
-    # the calling thread multiplies the first part itself (np.matmul with out=)
-    real_matmul = _blas.np.matmul
-
-    def matmul(a, b, *args, **kwargs):
-        if kwargs.get("out") is not None and threading.current_thread() is threading.main_thread():
-            calls.append(a.shape)
-        return real_matmul(a, b, *args, **kwargs)
-    monkeypatch.setattr(_blas.np, "matmul", matmul)
-    monkeypatch.setattr(_blas, "ThreadPoolExecutor", Counting)
-    monkeypatch.setattr(_blas, "_cache", {k: v for k, v in _blas._cache.items()
-                                         if k != "workers"})
+    def part(errors, a, b, out):
+        calls.append(a.shape)
+        return real(errors, a, b, out)
+    monkeypatch.setattr(_blas, "_part", part)
     return calls
 
 
 def test_a_stack_of_small_products_is_split_over_the_blas_threads(openblas_threads,
                                                                    monkeypatch):
-    calls = count_submissions(monkeypatch)
+    calls = count_parts(monkeypatch)
     openblas_threads.set_num_threads(2)
     a, b = rand(8, 4, 16, 8), rand(8, 4, 8, 16)
     got = _blas.matmul(a, b)
@@ -106,7 +91,7 @@ def test_a_stack_of_small_products_is_split_over_the_blas_threads(openblas_threa
 
 
 def test_one_blas_thread_or_large_products_are_not_split(openblas_threads, monkeypatch):
-    calls = count_submissions(monkeypatch)
+    calls = count_parts(monkeypatch)
     openblas_threads.set_num_threads(1)
     _blas.matmul(rand(8, 16, 8), rand(8, 8, 16))
     openblas_threads.set_num_threads(2)
